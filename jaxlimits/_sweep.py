@@ -1,0 +1,198 @@
+"""Tiling: runs the kernel over ``[prompts, samples, betas]`` under a memory budget.
+
+The cube is never materialised (DESIGN.md: a naive ``jit(vmap)`` builds it, 5 GB at
+10,000 x 1,024 x 64). Prompts are processed in tiles with ``lax.map``; when one prompt's
+``[betas, samples]`` slab does not fit, its samples are processed in chunks with ``lax.scan``
+and the chunk sums merged (:func:`jaxlimits.moments.merge`). Each tile is finalised at once, so
+only ``[prompts, betas]`` results (or their pooled sums) leave the loop.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import moments
+
+#: Default working-memory budget of a sweep, in bytes.
+DEFAULT_MEMORY_BUDGET = 256 * 2**20
+#: Size of the exponential slab of one tile that keeps it in cache (DESIGN.md measurements).
+_TILE_BYTES = 4 * 2**20
+# Temporaries per element of the slab (exponent, exp, its square, products), a safe estimate.
+_COPIES = 6
+
+
+class Plan(NamedTuple):
+    """Static tile sizes: prompts per tile, samples per chunk, and the padded sizes."""
+
+    tile_prompts: int
+    chunk_samples: int
+    padded_prompts: int
+    padded_samples: int
+
+
+def plan(num_prompts: int, num_samples: int, num_betas: int, itemsize: int, memory_budget: int | None) -> Plan:
+    """Chooses tile sizes so the slab of a tile fits the cache target and the budget.
+
+    Raises:
+      ValueError: when even one prompt, one sample chunk of 128 and all betas exceed the budget.
+    """
+    budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
+    if budget <= 0:
+        raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget}")
+    slab = max(1, min(_TILE_BYTES, budget // _COPIES))
+    row = num_betas * num_samples * itemsize  # one prompt's slab
+    if row <= slab:
+        chunk = num_samples
+        tile = max(1, min(num_prompts, slab // row, 512))
+    else:
+        tile = 1
+        chunk = max(128, slab // (num_betas * itemsize))
+        chunk = min(chunk, num_samples)
+        need = _COPIES * num_betas * chunk * itemsize
+        if need > budget:
+            raise ValueError(
+                f"memory_budget={budget} bytes is too small for {num_betas} betas: one chunk of "
+                f"{chunk} samples needs {need} bytes; raise the budget or pass fewer betas at a time"
+            )
+    padded_p = -(-num_prompts // tile) * tile
+    padded_n = -(-num_samples // chunk) * chunk
+    return Plan(tile, chunk, padded_p, padded_n)
+
+
+def _pad_prompts(x, target):
+    """Pads the prompt axis by repeating the last prompt (finite values; results are dropped)."""
+    if x is None or x.shape[0] == target:
+        return x
+    return jnp.pad(x, [(0, target - x.shape[0])] + [(0, 0)] * (x.ndim - 1), mode="edge")
+
+
+def _pad_samples(x, target, fill):
+    if x is None or x.shape[1] == target:
+        return x
+    return jnp.pad(x, [(0, 0), (0, target - x.shape[1])], constant_values=fill)
+
+
+def sweep(samples, lam, p: Plan, tile_fn: Callable, reduce: Callable | None = None, init=None, ext=None):
+    """Applies ``tile_fn(ref, sums, lam_tile)`` to every tile of prompts.
+
+    Args:
+      samples: :class:`jaxlimits.Samples` ``[P, N]``.
+      lam: ``[P, B]`` inverse temperatures.
+      p: the :class:`Plan`.
+      ext: optional ``(lam_ext [C], index1 [B], index2 [B])``, a shared grid holding ``lam`` and
+        ``2 lam`` (see :func:`octave_grid`).
+      tile_fn: maps ``(Reference, Sums, lam)`` of a tile to a pytree of ``[t, ...]`` arrays.
+      reduce: optional ``(carry, out, valid) -> carry`` to fold tiles instead of stacking them
+        (``valid`` is ``[t]``: False for padding prompts).
+      init: the initial carry of ``reduce``.
+
+    Returns:
+      The stacked ``[P, ...]`` outputs, or the final carry when ``reduce`` is given.
+    """
+    num_p, num_n = samples.rewards.shape
+    arrays = [samples.rewards, samples.scores, samples.log_weights, samples.counts, samples.mask]
+    if p.padded_samples != num_n:
+        mask = samples.mask if samples.mask is not None else jnp.ones((num_p, num_n), bool)
+        arrays[4] = mask
+        fills = [0, 0, 0, 1, False]
+        arrays = [_pad_samples(a, p.padded_samples, f) for a, f in zip(arrays, fills)]
+    arrays = [_pad_prompts(a, p.padded_prompts) for a in arrays]
+    lam = _pad_prompts(lam, p.padded_prompts)
+    t = p.tile_prompts
+    nt = p.padded_prompts // t
+    tiles = [None if a is None else a.reshape((nt, t) + a.shape[1:]) for a in arrays]
+    lam_tiles = lam.reshape(nt, t, lam.shape[-1])
+    prompt_ok = (jnp.arange(p.padded_prompts) < num_p).reshape(nt, t)
+    has_scores = samples.scores is not None
+
+    def one_tile(args):
+        tile_arrays, lam_t = args
+        ref = moments.reference(*tile_arrays)
+        rw = moments.rows(ref, *tile_arrays)
+        kw = {}
+        if ext is not None:
+            lam_ext, i1, i2 = ext
+            kw = dict(lam_ext=jnp.broadcast_to(lam_ext, (t, lam_ext.shape[-1])), index1=i1, index2=i2)
+        if p.chunk_samples == p.padded_samples:
+            sums = moments.block_sums(rw, lam_t, has_scores=has_scores, **kw)
+        else:
+            nc = p.padded_samples // p.chunk_samples
+            chunks = jax.tree.map(lambda a: jnp.moveaxis(a.reshape(t, nc, p.chunk_samples), 1, 0), rw)
+
+            def body(carry, rw_c):
+                s = moments.block_sums(rw_c, lam_t, has_scores=has_scores, **kw)
+                return (s if carry is None else moments.merge(carry, s)), None
+
+            first = jax.tree.map(lambda a: a[0], chunks)
+            rest = jax.tree.map(lambda a: a[1:], chunks)
+            sums, _ = jax.lax.scan(body, body(None, first)[0], rest)
+        return tile_fn(ref, sums, lam_t)
+
+    if reduce is None:
+        out = jax.lax.map(one_tile, (tiles, lam_tiles))
+        return jax.tree.map(lambda a: a.reshape((nt * t,) + a.shape[2:])[:num_p], out)
+
+    def fold(carry, args):
+        tile_args, ok = args
+        return reduce(carry, one_tile(tile_args), ok), None
+
+    carry, _ = jax.lax.scan(fold, init, ((tiles, lam_tiles), prompt_ok))
+    return carry
+
+
+def octave_grid(betas, dtype):
+    """Shares exponentials between ``lam`` and ``2 lam`` on a shared, concrete grid.
+
+    Returns ``(lam_ext [C], index1 [B], index2 [B])`` with ``lam_ext[index1] = 1/betas`` and
+    ``lam_ext[index2] = 2/betas`` (to 1e-9 relative), or None for traced or per-prompt betas.
+    On a grid with a whole number of points per octave ``C`` is about ``B`` instead of ``2 B``.
+    """
+    if isinstance(betas, jax.core.Tracer):
+        return None
+    b = np.asarray(betas, dtype=np.float64)
+    if b.ndim != 1:
+        return None
+    lam = 1 / b
+    ext = list(lam)
+    index2 = []
+    for l2 in 2 * lam:
+        hit = np.flatnonzero(np.abs(np.asarray(ext) - l2) <= 1e-9 * l2)
+        if hit.size:
+            index2.append(int(hit[0]))
+        else:
+            ext.append(l2)
+            index2.append(len(ext) - 1)
+    return (
+        jnp.asarray(np.asarray(ext), dtype=dtype),
+        jnp.arange(len(lam)),
+        jnp.asarray(index2),
+    )
+
+
+def as_lambda(betas, num_prompts: int, dtype) -> jax.Array:
+    """``[P, B]`` inverse temperatures from betas of shape ``[B]`` or ``[P, B]``."""
+    b = jnp.asarray(betas, dtype=dtype)
+    if b.ndim == 0:
+        b = b[None]
+    if b.ndim == 1:
+        b = jnp.broadcast_to(b[None, :], (num_prompts, b.shape[0]))
+    return 1 / b
+
+
+def check_betas(betas, num_prompts: int) -> None:
+    """Eager validation of a beta grid (skipped under tracing)."""
+    if isinstance(betas, jax.core.Tracer):
+        return
+    b = np.asarray(betas, dtype=np.float64)
+    if b.ndim > 2 or b.size == 0:
+        raise ValueError(f"betas must be a non-empty array of shape [betas] or [prompts, betas], got shape {b.shape}")
+    if b.ndim == 2 and b.shape[0] != num_prompts:
+        raise ValueError(f"per-prompt betas have {b.shape[0]} rows but the samples have {num_prompts} prompts")
+    bad = ~np.isfinite(b) | (b <= 0)
+    if bad.any():
+        idx = tuple(int(i) for i in np.argwhere(bad)[0]) if b.ndim else ()
+        raise ValueError(f"betas{list(idx)} = {b[idx]!r} is not a positive finite number (beta > 0 is required)")

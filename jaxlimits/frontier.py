@@ -1,0 +1,291 @@
+r"""The KL-reward Pareto frontier of a prompt set (MATH.md §5-6).
+
+One beta shared by all prompts is optimal for the averaged objective, so the set's frontier is
+
+.. math::
+
+   \mathrm{gain}(\beta) = \frac1P \sum_x \mathrm{gain}_x(\beta), \qquad
+   \mathrm{KL}(\beta) = \frac1P \sum_x \mathrm{KL}_x(\beta).
+
+Standard errors are conditional on the prompt set (prompts are independent:
+``se = sqrt(sum_x se_x^2) / P``); a bootstrap over each prompt's samples is the check.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _sweep, estimators
+from .samples import Samples
+
+Array = jax.Array
+
+#: The pooled estimate is flagged when saturated prompts carry more than this share of it.
+SATURATED_SHARE_MAX = 0.05
+
+
+class Bands(NamedTuple):
+    """Bootstrap percentile bands of the pooled frontier, each ``[betas]``."""
+
+    level: float
+    gain_lo: Array
+    gain_hi: Array
+    kl_lo: Array
+    kl_hi: Array
+    gain_se: Array
+    kl_se: Array
+    replicates: int
+
+
+class Frontier(NamedTuple):
+    """The pooled frontier; fields ``[betas]`` unless noted.
+
+    Attributes:
+      betas: the KL penalties, decreasing (so KL increases along the curve).
+      gain, kl, reverse_kl: means over prompts (``gain`` measured with the scores).
+      gain_se, kl_se: delta-method standard errors of those means.
+      ess_fraction: mean over prompts of ``ess / draws``.
+      saturated_share: share of the pooled KL carried by prompts whose estimate is saturated.
+      saturated: ``saturated_share > SATURATED_SHARE_MAX``: the point cannot be trusted.
+      kl_ceiling: scalar, mean over prompts of the largest KL their samples can show.
+      prompts: the per-prompt :class:`jaxlimits.TiltStats` ``[prompts, betas]`` (or None).
+      bands: bootstrap :class:`Bands` (or None).
+    """
+
+    betas: Array
+    gain: Array
+    kl: Array
+    reverse_kl: Array
+    gain_se: Array
+    kl_se: Array
+    ess_fraction: Array
+    saturated_share: Array
+    saturated: Array
+    kl_ceiling: Array
+    prompts: estimators.TiltStats | None
+    bands: Bands | None
+
+
+class _Pool(NamedTuple):
+    """Running sums over prompts of the per-prompt statistics (each ``[B]``, counts scalar)."""
+
+    count: Array
+    gain: Array
+    kl: Array
+    reverse_kl: Array
+    gain_var: Array
+    kl_var: Array
+    ess_fraction: Array
+    saturated_kl: Array
+    kl_ceiling: Array
+
+
+def _pool_of(st: estimators.TiltStats, weight: Array) -> _Pool:
+    """Sums over the prompt axis, ``weight`` [P] (0 for padding prompts)."""
+    w = weight[:, None]
+    s = lambda x: jnp.sum(w * x, axis=0)  # noqa: E731
+    return _Pool(
+        jnp.sum(weight),
+        s(st.gain),
+        s(st.kl),
+        s(st.reverse_kl),
+        s(st.gain_se**2),
+        s(st.kl_se**2),
+        s(st.ess / st.draws[:, None]),
+        s(jnp.where(st.saturated, st.kl, 0)),
+        jnp.sum(weight * st.kl_ceiling),
+    )
+
+
+def _from_pool(pool: _Pool, betas, prompts=None, bands=None) -> Frontier:
+    n = pool.count
+    kl = pool.kl / n
+    share = pool.saturated_kl / jnp.where(pool.kl > 0, pool.kl, 1)
+    return Frontier(
+        betas,
+        pool.gain / n,
+        kl,
+        pool.reverse_kl / n,
+        jnp.sqrt(pool.gain_var) / n,
+        jnp.sqrt(pool.kl_var) / n,
+        pool.ess_fraction / n,
+        share,
+        share > SATURATED_SHARE_MAX,
+        pool.kl_ceiling / n,
+        prompts,
+        bands,
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("plan", "per_prompt"))
+def _frontier(samples: Samples, lam: Array, plan: _sweep.Plan, per_prompt: bool, ext=None):
+    fn = functools.partial(estimators._stats_of_tile, has_scores=samples.has_scores, exact=samples.exact)
+    if per_prompt:
+        st = _sweep.sweep(samples, lam, plan, fn, ext=ext)
+        return _pool_of(st, jnp.ones(st.draws.shape, lam.dtype)), st
+    b = lam.shape[1]
+    zero = jnp.zeros((b,), lam.dtype)
+    init = _Pool(jnp.zeros((), lam.dtype), zero, zero, zero, zero, zero, zero, zero, jnp.zeros((), lam.dtype))
+
+    def reduce(carry, st, ok):
+        part = _pool_of(st, ok.astype(lam.dtype))
+        return jax.tree.map(jnp.add, carry, part)
+
+    return _sweep.sweep(samples, lam, plan, fn, reduce=reduce, init=init, ext=ext), None
+
+
+def _plan_for(samples, betas, memory_budget):
+    _sweep.check_betas(betas, samples.num_prompts)
+    if np.ndim(betas) != 1:
+        raise ValueError("the frontier needs one grid of betas shared by all prompts (shape [betas])")
+    lam = _sweep.as_lambda(betas, samples.num_prompts, samples.dtype)
+    ext = None if samples.log_weights is not None else _sweep.octave_grid(betas, lam.dtype)
+    n_eval = 2 * lam.shape[1] if ext is None else ext[0].shape[0]
+    p = _sweep.plan(samples.num_prompts, samples.num_samples, n_eval, lam.dtype.itemsize, memory_budget)
+    return lam, ext, p
+
+
+def frontier(
+    samples: Samples,
+    betas=None,
+    *,
+    num_betas: int = 64,
+    per_prompt: bool = True,
+    bootstrap: int = 0,
+    key: Array | None = None,
+    level: float = 0.95,
+    memory_budget: int | None = None,
+) -> Frontier:
+    r"""The prompt set's KL-reward frontier (MATH.md §6): pooled means at each shared beta.
+
+    Args:
+      samples: :class:`Samples` ``[P, N]``.
+      betas: ``[B]`` KL penalties; by default :func:`default_betas` (``num_betas`` points from
+        KL near 0 to the saturation ceiling, octave-aligned so the standard errors reuse the
+        exponentials of the estimates).
+      per_prompt: keep the per-prompt statistics (``[P, B]`` each); False pools tile by tile,
+        with memory independent of the number of prompts.
+      bootstrap: number of bootstrap replicates (resampling each prompt's draws) for ``bands``.
+      key: ``jax.random`` key of the bootstrap (default ``PRNGKey(0)``).
+      level: coverage of the percentile bands.
+      memory_budget: bytes of working memory for the sweep.
+
+    Returns:
+      A :class:`Frontier`, betas decreasing (KL increasing).
+
+    Examples:
+      >>> import numpy as np, jaxlimits as jl
+      >>> r = np.random.default_rng(0).standard_normal((8, 256))
+      >>> f = jl.frontier(jl.Samples(r), [4.0, 2.0, 1.0])
+      >>> bool(f.kl[0] < f.kl[1] < f.kl[2])
+      True
+    """
+    if betas is None:
+        betas = default_betas(samples, num=num_betas, memory_budget=memory_budget)
+    betas = np.asarray(betas) if not isinstance(betas, jax.core.Tracer) else betas
+    lam, ext, p = _plan_for(samples, betas, memory_budget)
+    pool, st = _frontier(samples, lam, p, per_prompt, ext)
+    bands = None
+    if bootstrap:
+        bands = bootstrap_bands(samples, betas, bootstrap, key=key, level=level, memory_budget=memory_budget)
+    return _from_pool(pool, jnp.asarray(betas, lam.dtype), st, bands)
+
+
+def resample(samples: Samples, key: Array) -> Samples:
+    """One bootstrap replicate: each prompt's draws resampled with replacement, as counts.
+
+    A draw is a row with probability ``m_i / N`` (importance weights are kept: the replicate
+    resamples the sampler's draws, not the target law).
+    """
+    valid = samples.valid()
+    m = samples.draws()  # [P]
+    counts = jnp.where(valid, 1.0 if samples.counts is None else samples.counts, 0)
+    logits = jnp.where(valid, jnp.log(jnp.where(valid, counts, 1)), -jnp.inf)
+    n_max = int(np.max(np.asarray(m))) if not isinstance(m, jax.core.Tracer) else samples.num_samples
+    idx = jax.random.categorical(key, logits, axis=-1, shape=(n_max, samples.num_prompts)).T  # [P, n_max]
+    use = jnp.arange(n_max)[None, :] < m[:, None]
+    new_counts = jax.vmap(lambda i, u: jnp.zeros(samples.num_samples, samples.dtype).at[i].add(u))(
+        idx, use.astype(samples.dtype)
+    )
+    return Samples.tree_unflatten(
+        (False,), (samples.rewards, samples.scores, samples.log_weights, new_counts, samples.mask)
+    )
+
+
+def bootstrap_bands(
+    samples: Samples,
+    betas,
+    replicates: int,
+    *,
+    key: Array | None = None,
+    level: float = 0.95,
+    memory_budget: int | None = None,
+) -> Bands:
+    """Percentile bands of the pooled frontier over bootstrap replicates (``lax.map`` over them)."""
+    if samples.exact:
+        raise ValueError("an exact law has no sampling error to bootstrap")
+    if replicates < 2:
+        raise ValueError(f"bootstrap needs at least 2 replicates, got {replicates}")
+    key = jax.random.PRNGKey(0) if key is None else key
+    lam, _, p = _plan_for(samples, betas, memory_budget)
+    curves = _bootstrap(samples, lam, p, jax.random.split(key, replicates))
+    q = jnp.asarray([(1 - level) / 2, (1 + level) / 2], lam.dtype)
+    g = jnp.quantile(curves[0], q, axis=0)
+    k = jnp.quantile(curves[1], q, axis=0)
+    return Bands(level, g[0], g[1], k[0], k[1], jnp.std(curves[0], axis=0, ddof=1),
+                 jnp.std(curves[1], axis=0, ddof=1), replicates)
+
+
+@functools.partial(jax.jit, static_argnames=("plan",))
+def _bootstrap(samples, lam, plan, keys):
+    def one(key):
+        rs = resample(samples, key)
+        pool, _ = _frontier(rs, lam, plan, False)
+        return pool.gain / pool.count, pool.kl / pool.count
+
+    return jax.lax.map(one, keys)
+
+
+def default_betas(samples: Samples, num: int = 64, *, kl_low: float = 1e-3, ceiling_fraction: float = 0.95,
+                  memory_budget: int | None = None) -> np.ndarray:
+    """A grid of betas from pooled KL ``kl_low`` to ``ceiling_fraction`` of the KL ceiling.
+
+    A coarse sweep over at most 256 prompts locates the ends; the grid is geometric with a whole
+    number of points per octave (so ``2 / beta`` is on the grid too, see ``jaxlimits.tilt``),
+    decreasing, with about ``num`` points.
+    """
+    if num < 2:
+        raise ValueError(f"num must be at least 2, got {num}")
+    sub = samples
+    if samples.num_prompts > 256:
+        idx = np.linspace(0, samples.num_prompts - 1, 256).round().astype(int)
+        sub = jax.tree.map(lambda a: a[idx], samples)
+    r = np.asarray(sub.rewards, dtype=np.float64)
+    valid = np.asarray(sub.valid())
+    spread = np.nanmedian([np.std(r[p][valid[p]]) for p in range(r.shape[0])])
+    scale = spread if spread > 0 else max(float(np.max(np.abs(r[valid]))), 1.0)
+    coarse = scale * np.logspace(4, -4, 65)
+    lam, ext, p = _plan_for(sub, coarse, memory_budget)
+    pool, _ = _frontier(sub, lam, p, False, ext)
+    f = _from_pool(pool, coarse)
+    kl = np.asarray(f.kl, dtype=np.float64)
+    ceiling = float(f.kl_ceiling)
+    if not np.any(kl > 0) or ceiling <= 0:  # constant rewards: any grid shows KL = 0
+        return scale * np.logspace(1, -1, num)
+    lo_target = min(kl_low, 0.5 * ceiling_fraction * ceiling)
+    hi_target = ceiling_fraction * ceiling
+    b_hi = float(np.interp(np.log(lo_target), np.log(np.maximum(kl, 1e-300)), np.log(coarse)))
+    reach = kl >= hi_target
+    b_lo = float(np.log(coarse[np.argmax(reach)])) if reach.any() else float(np.log(coarse[-1]))
+    b_hi, b_lo = np.exp(b_hi), np.exp(b_lo)
+    if not b_hi > b_lo:
+        b_hi, b_lo = b_lo * 10, b_lo
+    octaves = np.log2(b_hi / b_lo)
+    per_octave = max(1, int(np.ceil((num - 1) / octaves)))
+    count = int(np.floor(octaves * per_octave)) + 1
+    return b_hi * 2.0 ** (-np.arange(count) / per_octave)

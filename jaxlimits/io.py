@@ -1,0 +1,305 @@
+"""Reading samples from files: long-format tables (one row per sample) into :class:`Samples`.
+
+Formats: JSON Lines (``.jsonl``), CSV (``.csv``), Parquet (``.parquet``, needs ``pyarrow``) and
+NumPy (``.npz``, one array per column). Every malformed input raises :class:`DataError` naming the
+file, the line (row) and the column.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .samples import Samples
+
+
+class DataError(ValueError):
+    """A problem with an input file: the message names the file, line and column."""
+
+
+@dataclass
+class Table:
+    """Columns of a file, with where each row came from (for error messages).
+
+    Attributes:
+      path: the file.
+      columns: column name -> 1-D array (object dtype until parsed).
+      lines: ``[rows]`` the 1-based line (or row) number of each row in the file.
+    """
+
+    path: Path
+    columns: dict[str, np.ndarray]
+    lines: np.ndarray
+    kind: str = "line"
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def where(self, row: int) -> str:
+        return f"{self.path}:{self.kind} {int(self.lines[row])}"
+
+    def column(self, name: str, *, numeric: bool = True, option: str | None = None) -> np.ndarray:
+        """A column, as float64 when ``numeric`` (with an error naming the first bad cell)."""
+        if name not in self.columns:
+            hint = f" (set it with {option})" if option else ""
+            raise DataError(
+                f"{self.path}: no column {name!r}{hint}; the columns are {', '.join(sorted(self.columns))}"
+            )
+        col = self.columns[name]
+        if not numeric:
+            return col
+        if col.dtype.kind in "fiub":
+            out = col.astype(np.float64)
+        else:
+            out = np.empty(len(col))
+            for i, v in enumerate(col):
+                try:
+                    out[i] = _to_float(v)
+                except (TypeError, ValueError):
+                    raise DataError(f"{self.where(i)}: column {name!r} has a non-numeric value {v!r}") from None
+        bad = ~np.isfinite(out)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            more = f" ({int(bad.sum()) - 1} more such rows)" if bad.sum() > 1 else ""
+            raise DataError(f"{self.where(i)}: column {name!r} is {col[i]!r}, not a finite number{more}")
+        return out
+
+
+def _to_float(v) -> float:
+    if v is None or (isinstance(v, str) and v.strip() == ""):
+        raise ValueError("empty")
+    if isinstance(v, bool):
+        return float(v)
+    return float(v)
+
+
+def read_table(path) -> Table:
+    """Reads a JSONL, CSV, Parquet or NPZ file into a :class:`Table`."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, not a file")
+    suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
+    readers = {".jsonl": _read_jsonl, ".json": _read_jsonl, ".ndjson": _read_jsonl, ".csv": _read_csv,
+               ".parquet": _read_parquet, ".npz": _read_npz}
+    if suffix.lower() not in readers:
+        raise DataError(f"{path}: unknown format {suffix!r}; use .jsonl, .csv, .parquet or .npz")
+    try:
+        table = readers[suffix.lower()](path)
+    except DataError:
+        raise
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not a text file ({e.reason})") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e})") from None
+    if len(table) == 0:
+        raise DataError(f"{path}: no rows")
+    return table
+
+
+def _read_jsonl(path: Path) -> Table:
+    rows, lines = [], []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:line {n}: not valid JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(obj, dict):
+                raise DataError(f"{path}:line {n}: expected a JSON object, got {type(obj).__name__}")
+            rows.append(obj)
+            lines.append(n)
+    names: dict[str, None] = {}
+    for obj in rows:
+        names.update(dict.fromkeys(obj))
+    cols = {k: np.array([obj.get(k) for obj in rows], dtype=object) for k in names}
+    return Table(path, cols, np.asarray(lines))
+
+
+def _read_csv(path: Path) -> Table:
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.reader(f)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise DataError(f"{path}: empty file") from None
+        rows, lines = [], []
+        for row in reader:
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(row) != len(header):
+                raise DataError(f"{path}:line {reader.line_num}: {len(row)} fields, the header has {len(header)}")
+            rows.append(row)
+            lines.append(reader.line_num)
+    cols = {name: np.array([r[i] for r in rows], dtype=object) for i, name in enumerate(header)}
+    return Table(path, cols, np.asarray(lines))
+
+
+def _read_parquet(path: Path) -> Table:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DataError(f"{path}: reading Parquet needs pyarrow (pip install 'jaxlimits[parquet]')") from None
+    try:
+        t = pq.read_table(path)
+    except Exception as e:  # pyarrow raises several types for corrupt files
+        raise DataError(f"{path}: not a readable Parquet file ({e})") from None
+    cols = {name: np.asarray(t.column(name).to_numpy(zero_copy_only=False)) for name in t.column_names}
+    return Table(path, cols, np.arange(1, t.num_rows + 1), kind="row")
+
+
+def _read_npz(path: Path) -> Table:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            cols = {k: np.asarray(z[k]).reshape(-1) for k in z.files}
+    except Exception as e:
+        raise DataError(f"{path}: not a readable .npz file ({e})") from None
+    lengths = {k: len(v) for k, v in cols.items()}
+    if len(set(lengths.values())) > 1:
+        raise DataError(f"{path}: arrays of different lengths {lengths}; a long table needs one length")
+    n = next(iter(lengths.values()), 0)
+    return Table(path, cols, np.arange(1, n + 1), kind="row")
+
+
+@dataclass
+class Loaded:
+    """Samples read from a table, with what was done to them.
+
+    Attributes:
+      samples: the :class:`Samples` ``[prompts, samples]``.
+      prompt_ids: ``[prompts]`` the prompt identifiers, in file order of first appearance.
+      source: a description of the input (file, columns, rows).
+      notes: what the loader did that the user should know (deduplication, conflicts).
+    """
+
+    samples: Samples
+    prompt_ids: list[Any]
+    source: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+
+def _key(v):
+    if isinstance(v, float) and math.isfinite(v) and v == int(v):
+        return int(v)
+    return v
+
+
+def samples_from_table(
+    table: Table,
+    *,
+    prompt: str = "prompt_id",
+    reward: str = "reward",
+    score: str | None = None,
+    log_weight: str | None = None,
+    count: str | None = None,
+    dedupe: str | None = None,
+) -> Loaded:
+    """Groups a long table (one row per sample) by prompt into :class:`Samples`.
+
+    Args:
+      table: the rows.
+      prompt, reward: column names of the prompt id and the reward ``r``.
+      score: optional column of the score ``s`` the gain is measured with.
+      log_weight: optional column of importance log-weights (e.g. ``log pi0 - log q``).
+      count: optional column of multiplicities.
+      dedupe: optional column identifying identical responses (e.g. a hash); rows of a prompt with
+        the same key and the same values are merged into one row with a count. Rows with the
+        same key but different values are kept apart (and reported in ``notes``).
+
+    Raises:
+      DataError: a missing column, a non-numeric or non-finite value (naming file, line, column).
+    """
+    pids = table.column(prompt, numeric=False, option="--prompt-col")
+    values = {"reward": table.column(reward, option="--reward-col")}
+    if score is not None:
+        values["score"] = table.column(score, option="--score-col")
+    if log_weight is not None:
+        values["log_weight"] = table.column(log_weight, option="--log-weight-col")
+    counts = None
+    if count is not None:
+        counts = table.column(count, option="--count-col")
+        bad = (counts < 0) | (counts != np.round(counts))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise DataError(f"{table.where(i)}: column {count!r} is {counts[i]!r}, not a whole number >= 0")
+    for i, p in enumerate(pids):
+        if p is None or (isinstance(p, float) and not math.isfinite(p)) or (isinstance(p, str) and not p.strip()):
+            raise DataError(f"{table.where(i)}: column {prompt!r} is empty")
+    keys = table.column(dedupe, numeric=False, option="--dedupe") if dedupe else None
+
+    order: dict[Any, list[int]] = {}
+    for i, p in enumerate(pids):
+        order.setdefault(_key(p), []).append(i)
+    notes: list[str] = []
+    per_prompt: dict[str, list[np.ndarray]] = {name: [] for name in values}
+    per_counts: list[np.ndarray] = []
+    conflicts, merged = [], 0
+    for pid, idx in order.items():
+        idx = np.asarray(idx)
+        c = counts[idx] if counts is not None else np.ones(len(idx))
+        if keys is None:
+            for name in values:
+                per_prompt[name].append(values[name][idx])
+            per_counts.append(c)
+            continue
+        groups: dict[tuple, int] = {}
+        rows_out: list[int] = []
+        cnt_out: list[float] = []
+        seen_vals: dict[Any, set] = {}
+        for j, i in enumerate(idx):
+            vals = tuple(float(values[name][i]) for name in values)
+            k = (_key(keys[i]), vals)
+            seen_vals.setdefault(_key(keys[i]), set()).add(vals)
+            if k in groups:
+                cnt_out[groups[k]] += c[j]
+                merged += 1
+            else:
+                groups[k] = len(rows_out)
+                rows_out.append(i)
+                cnt_out.append(c[j])
+        for key, vals in seen_vals.items():
+            if len(vals) > 1:
+                conflicts.append((pid, key, sorted(vals)))
+        for name in values:
+            per_prompt[name].append(values[name][np.asarray(rows_out)])
+        per_counts.append(np.asarray(cnt_out))
+    if keys is not None:
+        notes.append(f"deduplicated by {dedupe!r}: {merged} rows merged into counts")
+        if conflicts:
+            ex = "; ".join(f"prompt {p!r} key {k!r}: {v}" for p, k, v in conflicts[:3])
+            notes.append(
+                f"{len(conflicts)} (prompt, {dedupe}) groups carry different values for the same key; "
+                f"each distinct value was kept as its own row (nothing averaged or dropped). e.g. {ex}"
+            )
+    use_counts = counts is not None or keys is not None
+    for p, c in zip(order, per_counts):
+        if c.sum() <= 0:
+            raise DataError(f"{table.path}: prompt {p!r} has no sample with a positive count")
+    samples = Samples.from_ragged(
+        per_prompt["reward"],
+        scores=per_prompt.get("score"),
+        log_weights=per_prompt.get("log_weight"),
+        counts=per_counts if use_counts else None,
+    )
+    source = {
+        "file": str(table.path),
+        "rows": len(table),
+        "prompts": len(order),
+        "columns": {k: v for k, v in dict(prompt=prompt, reward=reward, score=score, log_weight=log_weight,
+                                          count=count, dedupe=dedupe).items() if v is not None},
+    }
+    return Loaded(samples, list(order), source, notes)
+
+
+def load(path, **columns) -> Loaded:
+    """Reads a long-format file into :class:`Samples` (see :func:`samples_from_table`)."""
+    return samples_from_table(read_table(path), **columns)

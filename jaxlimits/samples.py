@@ -1,0 +1,329 @@
+"""The data model: base-model samples of many prompts, as one pytree.
+
+``Samples`` holds arrays of shape ``[prompts, samples]``:
+
+* ``rewards`` -- what the policy is aligned to (``r`` in MATH.md §1);
+* ``scores`` -- what the gain is measured with (``s``; defaults to ``rewards``);
+* ``log_weights`` -- importance log-weights ``log pi0 - log q`` (or, with ``exact=True``, the
+  log-probabilities of a finite law's whole support);
+* ``counts`` -- multiplicities of deduplicated samples (a row seen ``m`` times);
+* ``mask`` -- which entries are real (ragged prompts padded to a common width).
+
+Counts and importance weights give the same point estimates but different standard errors
+(MATH.md §3): a count says "drawn ``m`` times", a weight says "drawn once, from another law".
+``exact=True`` says the rows are a law, not a sample: standard errors are then zero.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+
+_FIELDS = ("rewards", "scores", "log_weights", "counts", "mask")
+
+
+def _float_dtype(x) -> np.dtype:
+    """The dtype a user array is computed in: float32 stays, float64 stays under x64, else default."""
+    dt = np.dtype(x.dtype)
+    if dt == np.float32 or (dt == np.float64 and jax.config.jax_enable_x64):
+        return dt
+    return np.dtype(jnp.result_type(float))  # float32, or float64 under jax_enable_x64
+
+
+def _as_float(x, name: str) -> Array:
+    if isinstance(x, jax.core.Tracer):
+        return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.result_type(float))
+    arr = x if isinstance(x, jax.Array) else np.asarray(x)
+    if arr.dtype == object or not (
+        np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)
+    ):
+        raise ValueError(f"{name} must be numeric, got an array of dtype {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise ValueError(f"{name} must be real, got dtype {arr.dtype}")
+    return jnp.asarray(arr, dtype=_float_dtype(arr))
+
+
+def _is_concrete(*xs) -> bool:
+    return not any(isinstance(x, jax.core.Tracer) for x in xs if x is not None)
+
+
+@jax.tree_util.register_pytree_node_class
+class Samples:
+    """Per-prompt base-model samples and their rewards (a pytree; axes ``[prompts, samples]``).
+
+    Args:
+      rewards: ``[P, N]`` rewards ``r`` the policy is aligned to (a 1-D array is one prompt).
+      scores: optional ``[P, N]`` scores ``s`` the gain is measured with; ``None`` means ``s = r``.
+      log_weights: optional ``[P, N]`` importance log-weights; ``-inf`` drops an entry.
+      counts: optional ``[P, N]`` whole-number multiplicities; ``0`` drops an entry.
+      mask: optional ``[P, N]`` booleans, ``False`` for padding.
+      exact: the rows of each prompt are the whole support of a finite law (with its
+        log-probabilities as ``log_weights``): estimates are exact and standard errors zero.
+      validate: check the data eagerly (default). Under ``jit`` the check is skipped.
+
+    Raises:
+      ValueError: naming the prompt and sample of a NaN or infinite value, a negative or
+        fractional count, a prompt with no valid sample, or mismatched shapes.
+
+    Examples:
+      >>> import jaxlimits as jl
+      >>> s = jl.Samples([[0.0, 1.0, 2.0], [1.0, 1.0, 3.0]])
+      >>> s.num_prompts, s.num_samples
+      (2, 3)
+    """
+
+    __slots__ = _FIELDS + ("exact",)
+
+    def __init__(
+        self,
+        rewards,
+        scores=None,
+        log_weights=None,
+        counts=None,
+        mask=None,
+        *,
+        exact: bool = False,
+        validate: bool = True,
+    ):
+        r = _as_float(rewards, "rewards")
+        if r.ndim == 1:
+            r = r[None, :]
+        if r.ndim != 2:
+            raise ValueError(f"rewards must have shape [prompts, samples], got shape {tuple(r.shape)}")
+        if r.shape[0] == 0 or r.shape[1] == 0:
+            raise ValueError(f"rewards is empty (shape {tuple(r.shape)}): need at least one prompt and one sample")
+        fields = {"rewards": r}
+        for name, val in (("scores", scores), ("log_weights", log_weights), ("counts", counts), ("mask", mask)):
+            if val is None:
+                fields[name] = None
+                continue
+            if name == "mask":
+                arr = val if isinstance(val, (jax.Array, jax.core.Tracer)) else np.asarray(val)
+                if not (jnp.issubdtype(arr.dtype, jnp.bool_) or jnp.issubdtype(arr.dtype, jnp.number)):
+                    raise ValueError(f"mask must be boolean, got dtype {arr.dtype}")
+                arr = jnp.asarray(arr).astype(bool)
+            else:
+                arr = _as_float(val, name).astype(r.dtype)
+            if arr.ndim == 1 and r.shape[0] == 1:
+                arr = arr[None, :]
+            if tuple(arr.shape) != tuple(r.shape):
+                raise ValueError(f"{name} has shape {tuple(arr.shape)} but rewards has shape {tuple(r.shape)}")
+            fields[name] = arr
+        for name, val in fields.items():
+            object.__setattr__(self, name, val)
+        object.__setattr__(self, "exact", bool(exact))
+        if validate and _is_concrete(*fields.values()):
+            _validate(self)
+
+    # -- pytree protocol (unflatten bypasses validation: leaves may be tracers or sentinels)
+    def tree_flatten(self):
+        return tuple(getattr(self, f) for f in _FIELDS), (self.exact,)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        obj = object.__new__(cls)
+        for name, val in zip(_FIELDS, children):
+            object.__setattr__(obj, name, val)
+        object.__setattr__(obj, "exact", aux[0])
+        return obj
+
+    def __setattr__(self, name, value):
+        raise AttributeError("Samples is immutable; use .replace(...)")
+
+    def replace(self, **changes) -> "Samples":
+        """A copy with some fields replaced (validated again when concrete)."""
+        kw = {f: getattr(self, f) for f in _FIELDS}
+        exact = changes.pop("exact", self.exact)
+        kw.update(changes)
+        return Samples(**kw, exact=exact)
+
+    def __repr__(self) -> str:
+        extras = [f for f in _FIELDS[1:] if getattr(self, f) is not None]
+        extra = f", with {', '.join(extras)}" if extras else ""
+        law = ", exact law" if self.exact else ""
+        return f"Samples({self.num_prompts} prompts x {self.num_samples} samples, {self.dtype}{extra}{law})"
+
+    # -- shape helpers
+    @property
+    def num_prompts(self) -> int:
+        return int(self.rewards.shape[0])
+
+    @property
+    def num_samples(self) -> int:
+        """Width of the sample axis (the padded maximum for ragged data)."""
+        return int(self.rewards.shape[1])
+
+    @property
+    def dtype(self):
+        return self.rewards.dtype
+
+    @property
+    def has_scores(self) -> bool:
+        return self.scores is not None
+
+    def valid(self) -> Array:
+        """``[P, N]`` booleans: the entries that count (mask, positive count, finite log-weight)."""
+        v = jnp.ones(self.rewards.shape, bool) if self.mask is None else self.mask
+        if self.counts is not None:
+            v = v & (self.counts > 0)
+        if self.log_weights is not None:
+            v = v & (self.log_weights > -jnp.inf)
+        return v
+
+    def draws(self) -> Array:
+        """``[P]`` number of draws per prompt, ``N = sum of counts`` over valid entries."""
+        m = self.valid().astype(self.dtype)
+        if self.counts is not None:
+            m = m * jnp.where(self.valid(), self.counts, 0)
+        return m.sum(axis=1)
+
+    # -- constructors
+    @classmethod
+    def from_ragged(
+        cls,
+        rewards: Sequence[Any],
+        scores: Sequence[Any] | None = None,
+        log_weights: Sequence[Any] | None = None,
+        counts: Sequence[Any] | None = None,
+        *,
+        exact: bool = False,
+    ) -> "Samples":
+        """Pads a list of per-prompt 1-D arrays to ``[P, N_max]`` with a mask.
+
+        Examples:
+          >>> import jaxlimits as jl
+          >>> s = jl.Samples.from_ragged([[1.0, 2.0, 3.0], [0.5]])
+          >>> s.mask.tolist()
+          [[True, True, True], [True, False, False]]
+        """
+        rows = [np.asarray(x).reshape(-1) for x in rewards]
+        if not rows:
+            raise ValueError("from_ragged needs at least one prompt")
+        lengths = [len(x) for x in rows]
+        for p, n in enumerate(lengths):
+            if n == 0:
+                raise ValueError(f"prompt {p} has no samples")
+        width = max(lengths)
+
+        def pad(name, seq, fill):
+            if seq is None:
+                return None
+            seq = [np.asarray(x).reshape(-1) for x in seq]
+            if len(seq) != len(rows):
+                raise ValueError(f"{name} has {len(seq)} prompts but rewards has {len(rows)}")
+            out = np.full((len(rows), width), fill, dtype=np.result_type(*[x.dtype for x in seq], np.float32))
+            for p, (x, n) in enumerate(zip(seq, lengths)):
+                if len(x) != n:
+                    raise ValueError(f"{name} of prompt {p} has {len(x)} entries but its rewards have {n}")
+                out[p, :n] = x
+            return out
+
+        mask = np.zeros((len(rows), width), bool)
+        for p, n in enumerate(lengths):
+            mask[p, :n] = True
+        return cls(
+            pad("rewards", rows, 0.0),
+            scores=pad("scores", scores, 0.0),
+            log_weights=pad("log_weights", log_weights, 0.0),
+            counts=pad("counts", counts, 0.0),
+            mask=mask,
+            exact=exact,
+        )
+
+    @classmethod
+    def from_counts(cls, values: Sequence[Any], counts: Sequence[Any], scores: Sequence[Any] | None = None) -> "Samples":
+        """Deduplicated samples: per prompt, distinct values and how often each was drawn."""
+        return cls.from_ragged(values, scores=scores, counts=counts)
+
+    @classmethod
+    def from_law(
+        cls,
+        values: Sequence[Any],
+        probs: Sequence[Any] | None = None,
+        *,
+        log_probs: Sequence[Any] | None = None,
+        scores: Sequence[Any] | None = None,
+    ) -> "Samples":
+        """An exact finite law per prompt: its support ``values`` and their probabilities.
+
+        Every estimator is then an exact sum (standard errors are zero).
+
+        Examples:
+          >>> import jaxlimits as jl
+          >>> law = jl.Samples.from_law([[0.0, 1.0]], [[0.7, 0.3]])
+          >>> law.exact
+          True
+        """
+        if (probs is None) == (log_probs is None):
+            raise ValueError("from_law needs exactly one of probs or log_probs")
+        if log_probs is None:
+            log_probs = []
+            for p, row in enumerate(probs):
+                row = np.asarray(row, dtype=np.float64).reshape(-1)
+                if np.any(~np.isfinite(row)) or np.any(row < 0):
+                    bad = int(np.flatnonzero(~np.isfinite(row) | (row < 0))[0])
+                    raise ValueError(f"probs[{p}][{bad}] = {row[bad]} is not a probability")
+                with np.errstate(divide="ignore"):
+                    log_probs.append(np.log(row))
+        if isinstance(values, (np.ndarray, jax.Array)) and np.ndim(values) == 2:
+            values = list(np.asarray(values))
+            log_probs = list(np.asarray(log_probs))
+            scores = None if scores is None else list(np.asarray(scores))
+        return cls.from_ragged(values, scores=scores, log_weights=log_probs, exact=True)
+
+
+def _first_bad(bad: np.ndarray) -> tuple[int, int, int]:
+    """(prompt, sample, total) of the first True in a [P, N] boolean array."""
+    idx = np.argwhere(bad)
+    return int(idx[0, 0]), int(idx[0, 1]), len(idx)
+
+
+def _describe(name: str, arr: np.ndarray, bad: np.ndarray, what: str) -> str:
+    p, i, total = _first_bad(bad)
+    more = f" ({total - 1} more such entries)" if total > 1 else ""
+    return f"{name}[{p}, {i}] = {arr[p, i]!r} {what} (prompt {p}, sample {i}){more}"
+
+
+def _validate(s: Samples) -> None:
+    """Eager checks with messages that name the prompt and the sample."""
+    valid = np.ones(s.rewards.shape, bool) if s.mask is None else np.asarray(s.mask)
+    if s.counts is not None:
+        c = np.asarray(s.counts)
+        bad = ~np.isfinite(c) & valid
+        if bad.any():
+            raise ValueError(_describe("counts", c, bad, "is not finite"))
+        bad = (c < 0) & valid
+        if bad.any():
+            raise ValueError(_describe("counts", c, bad, "is negative"))
+        bad = (c != np.round(c)) & valid
+        if bad.any():
+            raise ValueError(
+                _describe("counts", c, bad, "is not a whole number (fractional weights go in log_weights)")
+            )
+        valid = valid & (c > 0)
+    if s.log_weights is not None:
+        lw = np.asarray(s.log_weights)
+        bad = (np.isnan(lw) | (lw == np.inf)) & valid
+        if bad.any():
+            raise ValueError(_describe("log_weights", lw, bad, "is not a log-weight (NaN or +inf)"))
+        valid = valid & (lw > -np.inf)
+    for name in ("rewards", "scores"):
+        arr = getattr(s, name)
+        if arr is None:
+            continue
+        arr = np.asarray(arr)
+        bad = ~np.isfinite(arr) & valid
+        if bad.any():
+            raise ValueError(_describe(name, arr, bad, "is not finite; drop it or mask it out"))
+    empty = ~valid.any(axis=1)
+    if empty.any():
+        p = int(np.flatnonzero(empty)[0])
+        more = f" ({int(empty.sum()) - 1} more such prompts)" if empty.sum() > 1 else ""
+        raise ValueError(
+            f"prompt {p} has no valid sample (all entries masked, zero counts or -inf log-weights){more}"
+        )
