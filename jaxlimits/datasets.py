@@ -26,5 +26,5 @@ def demo(num_prompts: int = 200, num_samples: int = 512, seed: int = 0, *, gold:
     z = rng.standard_normal((num_prompts, num_samples))
     rewards = loc + scale * (z + 0.15 * z**2)
     rewards = np.round(rewards * 32) / 32  # coarse precision: ties, as bf16 reward models give
-    gold = rewards + rng.normal(0.0, 0.5, size=rewards.shape)
-    return Samples(rewards.astype(np.float32), scores=gold.astype(np.float32) if gold else None)
+    gold_scores = rewards + rng.normal(0.0, 0.5, size=rewards.shape)
+    return Samples(rewards.astype(np.float32), scores=gold_scores.astype(np.float32) if gold else None)

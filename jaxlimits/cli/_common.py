@@ -1,0 +1,110 @@
+"""Options and output shared by every command (the same names everywhere)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed without a traceback, exit code 2."""
+
+
+def subparser(sub, name: str, help: str, examples) -> argparse.ArgumentParser:
+    """A subcommand parser whose ``--help`` ends with runnable examples."""
+    return sub.add_parser(
+        name, help=help, description=help,
+        epilog="examples:\n" + "\n".join(f"  {e}" for e in examples),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def add_data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", help="long-format table: one row per sample (.jsonl, .csv, .parquet, .npz)")
+    p.add_argument("--prompt-col", default="prompt_id", help="column of prompt ids (default: prompt_id)")
+    p.add_argument("--reward-col", default="reward", help="column of the reward aligned to (default: reward)")
+    p.add_argument("--score-col", default=None, help="column of the score the gain is measured with")
+    p.add_argument("--log-weight-col", default=None, help="column of importance log-weights log pi0 - log q")
+    p.add_argument("--count-col", default=None, help="column of multiplicities")
+    p.add_argument("--dedupe", default=None, metavar="COL", help="merge identical responses (same COL) into counts")
+
+
+def add_common(p: argparse.ArgumentParser, *, plot: bool = False) -> None:
+    p.add_argument("--x64", action="store_true", help="compute in float64")
+    p.add_argument("--memory-budget", type=float, default=None, metavar="MIB",
+                   help="working memory of a sweep, in MiB (default 256)")
+    p.add_argument("--out", default=None, help="write the results to this .csv or .json file")
+    if plot:
+        p.add_argument("--plot", default=None, metavar="PNG", help="draw the figure to this file")
+    p.add_argument("--force", action="store_true", help="overwrite existing output files")
+
+
+def add_grid(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--betas", type=float, nargs="+", default=None, help="KL penalties (default: a data-driven grid)")
+    p.add_argument("--num-betas", type=int, default=32, help="points of the default grid (default 32)")
+
+
+def check_new_file(path, force: bool, suffixes, option: str) -> Path | None:
+    """An output path that may be written: right suffix, folder exists, no overwrite without --force."""
+    if path is None:
+        return None
+    out = Path(path)
+    if out.suffix.lower() not in suffixes:
+        raise UsageError(f"{option} {out}: use a file name ending in {' or '.join(suffixes)}")
+    if out.exists() and not force:
+        raise UsageError(f"{option} {out} exists; pass --force to overwrite it")
+    if not out.parent.exists():
+        raise UsageError(f"{option} {out}: folder {out.parent} does not exist")
+    return out
+
+
+def memory_budget(args) -> int | None:
+    return None if args.memory_budget is None else int(args.memory_budget * 2**20)
+
+
+def load_samples(args):
+    """Samples from the data options (a :class:`jaxlimits.io.Loaded`)."""
+    from .. import io
+
+    loaded = io.load(args.file, prompt=args.prompt_col, reward=args.reward_col, score=args.score_col,
+                     log_weight=args.log_weight_col, count=args.count_col, dedupe=args.dedupe)
+    if getattr(args, "x64", False):
+        import jax
+
+        loaded.samples = jax.tree.map(lambda a: a.astype("float64") if a.dtype.kind == "f" else a, loaded.samples)
+    return loaded
+
+
+def write_rows(out: Path, rows: list[dict], meta: dict) -> None:
+    """Rows as CSV, or as JSON with the run's description (inputs, version, settings)."""
+    if out.suffix.lower() == ".json":
+        out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2, default=_jsonable) + "\n")
+        return
+    with open(out, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _jsonable(x):
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    return str(x)
+
+
+def meta(args, source: dict, notes: list[str]) -> dict:
+    from .. import __version__
+
+    settings = {k: v for k, v in vars(args).items() if not k.startswith("_") and k not in ("file",)}
+    return {"command": args.command, "version": __version__, "source": source, "notes": notes, "settings": settings}
+
+
+def say(text: str = "") -> None:
+    sys.stdout.write(text + "\n")
