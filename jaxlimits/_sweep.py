@@ -195,4 +195,4 @@ def check_betas(betas, num_prompts: int) -> None:
     bad = ~np.isfinite(b) | (b <= 0)
     if bad.any():
         idx = tuple(int(i) for i in np.argwhere(bad)[0]) if b.ndim else ()
-        raise ValueError(f"betas{list(idx)} = {b[idx]!r} is not a positive finite number (beta > 0 is required)")
+        raise ValueError(f"betas{list(idx)} = {float(b[idx])} is not a positive finite number (beta > 0 is required)")
