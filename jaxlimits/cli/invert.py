@@ -1,0 +1,145 @@
+"""``jaxlimits invert FILE --gain G ... --kl K ...``: the KL a gain needs, the gain a KL budget allows."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _common as c
+
+EXAMPLES = (
+    "jaxlimits invert samples.jsonl --gain 0.1 0.5 --kl 1 2",
+    "jaxlimits invert samples.jsonl --kl 0.5 --per-prompt --out budgets.csv",
+)
+
+#: Rows of a per-prompt table printed to the terminal (all of them go to --out).
+MAX_PRINTED_ROWS = 40
+
+
+def register(sub):
+    p = c.subparser(sub, "invert", "invert the frontier: the least KL for a target gain, the most gain for a KL budget",
+                    EXAMPLES)
+    c.add_data_options(p)
+    p.add_argument("--gain", type=float, nargs="+", default=None, metavar="G",
+                   help="target gains (reward units): print the least KL that reaches each")
+    p.add_argument("--kl", type=float, nargs="+", default=None, metavar="K",
+                   help="KL budgets (nats): print the most gain reachable within each")
+    p.add_argument("--per-prompt", action="store_true",
+                   help="invert each prompt's frontier (default: the pooled frontier, one beta for all prompts)")
+    p.add_argument("--max-iter", type=int, default=None, help="cap on Newton iterations (default 40)")
+    c.add_common(p)
+    return p
+
+
+def rows_of(question: str, targets, sol, prompt_ids=None) -> list[dict]:
+    """Table rows of a :class:`jaxlimits.inversion.Solution` (one per target, or per prompt and target)."""
+    from ..inversion import STATUS
+
+    fields = ("beta", "kl", "kl_se", "gain", "gain_se")
+    cols = {k: np.asarray(getattr(sol, k), dtype=np.float64) for k in fields}
+    status = np.asarray(sol.status)
+    sat = np.asarray(sol.saturated)
+    iters = np.asarray(sol.iterations)
+    rows = []
+    index = [(None, j) for j in range(len(targets))] if prompt_ids is None else [
+        (i, j) for i in range(len(prompt_ids)) for j in range(len(targets))
+    ]
+    for i, j in index:
+        at = j if i is None else (i, j)
+        row = {"question": question}
+        if i is not None:
+            row["prompt"] = prompt_ids[i]
+        row["target"] = float(targets[j])
+        row.update({k: float(v[at]) for k, v in cols.items()})
+        row["status"] = STATUS[int(status[at])]
+        row["saturated"] = bool(sat[at])
+        row["iterations"] = int(iters[at])
+        rows.append(row)
+    return rows
+
+
+def _num(x: float, se: float | None = None) -> str:
+    if not np.isfinite(x):
+        return "inf" if x == np.inf else "-"
+    if se is None or se == 0 or not np.isfinite(se):
+        return f"{x:.5g}"
+    return f"{x:.5g} ± {se:.2g}"
+
+
+def print_table(rows: list[dict], per_prompt: bool) -> None:
+    head = f"{'prompt':>12} " if per_prompt else ""
+    c.say(f"{head}{'target':>14} {'beta':>11} {'KL (nats)':>20} {'gain':>20}  status")
+    shown = rows[:MAX_PRINTED_ROWS] if per_prompt else rows
+    for r in shown:
+        unit = "gain" if r["question"] == "min_kl_for_gain" else "KL"
+        target = f"{unit} {r['target']:.5g}"
+        status = r["status"].lower() if r["status"] != "OK" else ("saturated" if r["saturated"] else "ok")
+        pid = f"{str(r['prompt'])[:12]:>12} " if per_prompt else ""
+        c.say(f"{pid}{target:>14} {_num(r['beta']):>11} {_num(r['kl'], r['kl_se']):>20} "
+              f"{_num(r['gain'], r['gain_se']):>20}  {status}")
+    if len(rows) > len(shown):
+        c.say(f"... {len(rows) - len(shown)} more rows (write them all with --out)")
+
+
+def _failures(question: str, targets, sol, prompt_ids, per_prompt: bool) -> list[str]:
+    """One line per target that was not solved, saying why and for which prompts."""
+    from ..inversion import MESSAGES, Status
+
+    option = "--gain" if question == "min_kl_for_gain" else "--kl"
+    status = np.asarray(sol.status)
+    out = []
+    for j, t in enumerate(targets):
+        st = status[..., j] if per_prompt else status[j]
+        bad = np.flatnonzero(np.atleast_1d(st) != Status.OK)
+        if bad.size == 0:
+            continue
+        first = int(bad[0])
+        code = int(np.atleast_1d(st)[first])
+        at = (first, j) if per_prompt else j
+        if code == Status.GAIN_AT_OR_ABOVE_MAX:
+            limit = f" (max r - E_0[r] = {float(np.asarray(sol.gain_max)[at]):.5g})"
+        elif code == Status.KL_AT_OR_ABOVE_CEILING:
+            limit = f" (K_max = {float(np.asarray(sol.kl_ceiling)[at]):.5g} nats)"
+        else:
+            limit = ""
+        who = (f"{bad.size} of {len(prompt_ids)} prompts, first {prompt_ids[first]!r}" if per_prompt
+               else "the pooled frontier")
+        out.append(f"{option} {t:g}: {MESSAGES[code]}{limit} [{who}]")
+    return out
+
+
+def report(samples, args, source: dict, notes: list[str], prompt_ids) -> int:
+    import jaxlimits as jl
+
+    if not args.gain and not args.kl:
+        raise c.UsageError("give target gains with --gain G [G ...] and/or KL budgets with --kl K [K ...]")
+    out = c.check_new_file(args.out, args.force, (".csv", ".json"), "--out")
+    per_prompt = bool(args.per_prompt)
+    kw = dict(pooled=not per_prompt, throw=False, max_iter=args.max_iter, memory_budget=c.memory_budget(args))
+    ids = list(prompt_ids) if per_prompt else None
+    rows, failures = [], []
+    for question, targets, fn in (("min_kl_for_gain", args.gain, jl.min_kl_for_gain),
+                                  ("max_gain_at_kl", args.kl, jl.max_gain_at_kl)):
+        if not targets:
+            continue
+        sol = fn(samples, np.asarray(targets, dtype=np.float64), **kw)
+        rows += rows_of(question, targets, sol, ids)
+        failures += _failures(question, targets, sol, ids, per_prompt)
+    for note in notes:
+        c.say(f"note: {note}")
+    scope = "each prompt's frontier" if per_prompt else "the pooled frontier (one beta for all prompts)"
+    c.say(f"{samples.num_prompts} prompts, up to {samples.num_samples} samples each; inverting {scope}")
+    print_table(rows, per_prompt)
+    if any(r["saturated"] and r["status"] == "OK" for r in rows):
+        c.say("saturated: the estimate at that beta cannot be trusted (ESS < 200 or < 60% of N, "
+              "or KL above half its ceiling)")
+    if out is not None:
+        c.write_rows(out, rows, c.meta(args, source, notes))
+        c.say(f"wrote {out}")
+    if failures:
+        raise c.UsageError("targets not solved:\n  " + "\n  ".join(failures))
+    return 0
+
+
+def run(args) -> int:
+    loaded = c.load_samples(args)
+    return report(loaded.samples, args, loaded.source, loaded.notes, loaded.prompt_ids)

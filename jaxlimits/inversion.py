@@ -1,0 +1,720 @@
+r"""Inverting the frontier: the KL budget a target gain needs, the gain a KL budget allows.
+
+Both questions are convex one-dimensional problems on the frontier of the reward aligned to
+(MATH.md §5; the gain is measured with the rewards ``r``, scores are not used):
+
+.. math::
+
+   \mathrm{KL}^*(G) = \sup_{\lambda \ge 0}\; \lambda (E_0[r] + G) - \log E_0[e^{\lambda r}]
+   \quad(\text{the Cram\'er rate function}), \qquad
+   \mathrm{gain}^*(K) = \min_{\beta > 0}\; \beta (\log Z(\beta) + K) - E_0[r].
+
+At the optimum ``gain(beta*) = G`` (resp. ``KL(beta*) = K``), so each is a root in ``beta`` of a
+monotone curve of the tilted statistics (``jaxlimits.tilt``): both ``gain`` and ``KL`` decrease
+as ``beta`` grows, with the exact derivatives of MATH.md §4,
+
+.. math::
+
+   \frac{d\,\mathrm{gain}}{d \log\beta} = -\frac{\mathrm{Var}_\beta(r)}{\beta}, \qquad
+   \frac{d\,\mathrm{KL}}{d \log\beta} = -\frac{\mathrm{Var}_\beta(r)}{\beta^2}.
+
+The root is found by safeguarded Newton (a bracket that every evaluation shrinks, bisection when
+a step leaves it, a fixed cap of iterations; tolerances tied to the dtype), all under one ``jit``.
+Far from saturation the residual is ``log curve - log target`` in ``log beta`` (exactly linear for
+Gaussian rewards: one step); close to the supremum ``S`` of the curve it is
+``log(S - curve) - log(S - target)`` in ``1/beta`` (exactly linear once the top reward dominates).
+The solution is differentiable by the implicit function theorem (``jax.lax.custom_root``), never by
+unrolling: ``d KL*/dG = 1/beta*``, ``d gain*/dK = beta*``, and derivatives with respect to the
+rewards and the targets.
+
+``pooled=True`` inverts the prompt set's frontier, one beta shared by all prompts (MATH.md §6):
+``gain(beta) = mean_x gain_x(beta)``, ``KL(beta) = mean_x KL_x(beta)``. ``pooled=False`` inverts
+each prompt's frontier.
+
+Feasible targets (MATH.md §5): gains ``0 <= G < max r - E_0[r]``; KL budgets
+``0 <= K < K_max = -log u(argmax r)`` (``log(N/m)`` for ``m`` plain samples tied at the maximum).
+A budget at or above ``K_max`` is *saturated*: the samples cannot show it, and the capped gain
+``max r - E_0[r]`` is an artefact of N, so no answer is given (status
+``KL_AT_OR_ABOVE_CEILING``). For the pooled frontier both limits are the means over prompts.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _sweep, estimators, moments
+from .frontier import SATURATED_SHARE_MAX
+from .samples import Samples
+
+Array = jax.Array
+
+__all__ = [
+    "STATUS",
+    "MESSAGES",
+    "Solution",
+    "Status",
+    "max_gain_at_kl",
+    "min_kl_for_gain",
+]
+
+
+class Status(enum.IntEnum):
+    """Why a target was (not) solved; ``Solution.status`` holds these codes as ints."""
+
+    OK = 0
+    #: The target gain is at or above ``max r - E_0[r]``, the most any policy can gain.
+    GAIN_AT_OR_ABOVE_MAX = 1
+    #: The KL budget is at or above what the samples can show (``K_max``): saturated.
+    KL_AT_OR_ABOVE_CEILING = 2
+    #: The target is negative.
+    NEGATIVE_TARGET = 3
+    #: The target is NaN.
+    NAN_TARGET = 4
+    #: The iteration cap was reached before the tolerance.
+    NOT_CONVERGED = 5
+
+
+#: Status code -> name, e.g. ``STATUS[2] == "KL_AT_OR_ABOVE_CEILING"``.
+STATUS = {s.value: s.name for s in Status}
+
+#: Status code -> a sentence for people.
+MESSAGES = {
+    Status.OK.value: "solved",
+    Status.GAIN_AT_OR_ABOVE_MAX.value: "the target gain is at or above the largest possible gain, max r - E_0[r]",
+    Status.KL_AT_OR_ABOVE_CEILING.value: (
+        "the KL budget is at or above what the samples can show (K_max = -log of the base mass tied at "
+        "the maximal reward, log(N/m) for m of N plain samples): saturated, no estimate"
+    ),
+    Status.NEGATIVE_TARGET.value: "the target is negative",
+    Status.NAN_TARGET.value: "the target is NaN",
+    Status.NOT_CONVERGED.value: "the solver reached its iteration cap before its tolerance",
+}
+
+#: Default cap on Newton iterations (each one kernel pass; typical solves take 3-8).
+MAX_ITER = 40
+
+
+class Solution(NamedTuple):
+    """The solution of an inversion; every field has the same shape.
+
+    The shape is the targets' shape (pooled) or ``[prompts, *targets.shape]`` (per prompt).
+
+    Attributes:
+      beta: the KL penalty of the optimal policy (``inf`` for a zero target).
+      kl: ``KL(pi_beta || pi0)`` at ``beta`` (the least KL for a target gain; the budget itself
+        for a KL budget, up to the tolerance).
+      gain: ``E_beta[r] - E_0[r]`` at ``beta`` (the target gain, up to the tolerance; the most
+        gain for a KL budget).
+      kl_se, gain_se: delta-method standard errors of the *inverted* quantity, zero for the
+        given target. Since ``KL - gain/beta = -reverse KL`` holds on samples (MATH.md §2-3),
+        ``se(KL*(G)) = se(reverse KL)`` and ``se(gain*(K)) = beta se(reverse KL)`` at ``beta*``
+        (0 for an exact law).
+      converged: the tolerance was met (True for a zero target).
+      iterations: Newton iterations (kernel passes) used.
+      status: :class:`Status` codes (``STATUS``/``MESSAGES`` map them to names and sentences).
+      saturated: the estimate at ``beta`` cannot be trusted (``jaxlimits.TiltStats.saturated``;
+        pooled: more than ``SATURATED_SHARE_MAX`` of the KL from saturated prompts).
+      kl_ceiling: ``K_max``, the largest KL the samples can show (pooled: the mean over prompts).
+      gain_max: ``max r - E_0[r]``, the supremum of the gain (pooled: the mean over prompts).
+
+    Fields other than ``status``, ``converged``, ``iterations``, ``kl_ceiling`` and ``gain_max``
+    are NaN exactly where the status is an infeasible target.
+    """
+
+    beta: Array
+    kl: Array
+    gain: Array
+    kl_se: Array
+    gain_se: Array
+    converged: Array
+    iterations: Array
+    status: Array
+    saturated: Array
+    kl_ceiling: Array
+    gain_max: Array
+
+
+# ----------------------------------------------------------------------------------------------
+# The curves: per-prompt statistics prepared once, evaluated at many betas.
+
+
+class _Prep(NamedTuple):
+    """Beta-independent parts of the kernel for tiles of prompts (leading axes ``[tiles, t]``)."""
+
+    ref: moments.Reference
+    rows: moments.Rows
+    base: moments.Sums
+    kl_max: Array  # K_max per prompt
+    gain_max: Array  # max r - E_0 r per prompt
+    var0: Array  # Var_0(r) per prompt
+    real: Array  # False for padding prompts
+
+
+def _rewards_only(samples: Samples) -> Samples:
+    """The samples without scores: the inverted frontier is that of the rewards."""
+    return Samples.tree_unflatten(
+        (samples.exact,), (samples.rewards, None, samples.log_weights, samples.counts, samples.mask)
+    )
+
+
+def _pad_and_tile(samples: Samples, plan: _sweep.Plan):
+    """Arrays of the samples padded to the plan and shaped ``[tiles, t, N]``."""
+    num_p, num_n = samples.rewards.shape
+    arrays = [samples.rewards, samples.scores, samples.log_weights, samples.counts, samples.mask]
+    if plan.padded_samples != num_n:
+        arrays[4] = samples.mask if samples.mask is not None else jnp.ones((num_p, num_n), bool)
+        fills = [0, 0, 0, 1, False]
+        arrays = [_sweep._pad_samples(a, plan.padded_samples, f) for a, f in zip(arrays, fills)]
+    arrays = [_sweep._pad_prompts(a, plan.padded_prompts) for a in arrays]
+    nt = plan.padded_prompts // plan.tile_prompts
+    return [None if a is None else a.reshape((nt, plan.tile_prompts) + a.shape[1:]) for a in arrays]
+
+
+def _prepare(samples: Samples, plan: _sweep.Plan) -> _Prep:
+    """References, rows and beta-independent sums of every tile (one pass over the data)."""
+    tiles = _pad_and_tile(samples, plan)
+    num_p = samples.num_prompts
+
+    def one(tile_arrays):
+        ref = moments.reference(*tile_arrays)
+        rw = moments.rows(ref, *tile_arrays)
+        zero = jnp.zeros((rw.x_top.shape[0], 1), rw.x_top.dtype)
+        base = moments.block_sums(rw, zero, has_scores=False)
+        big_w = base.base1[:, 0]
+        kl_max = jnp.maximum(-jnp.log(base.top_mass / big_w), 0)
+        gain_max = ref.r_max - ref.r_bar
+        m1 = base.moments1[:, :3, 0] / big_w[:, None]
+        var0 = (m1[:, 2] - m1[:, 1] ** 2) * ref.r_scale**2
+        return ref, rw, base, kl_max, gain_max, jnp.maximum(var0, 0)
+
+    ref, rw, base, kl_max, gain_max, var0 = jax.vmap(one)(tiles)
+    # the per-beta sums of the base pass are not needed: drop them (they would be carried along)
+    base = base._replace(log_scale=None, tilted1=None, log_scale2=None, tilted2=None, log_scale_w=None,
+                         tilted_w=None)
+    real = (jnp.arange(plan.padded_prompts) < num_p).reshape(kl_max.shape)
+    return _Prep(ref, rw, base, kl_max, gain_max, var0, real)
+
+
+def _chunks(x, nc):
+    """``[t, N]`` -> ``[nc, t, N / nc]``."""
+    return jnp.moveaxis(x.reshape(x.shape[0], nc, -1), 1, 0)
+
+
+def _eval_tile(ref, rw, base, lam, *, nc: int, exact: bool):
+    """Tilted KL, gain and ``Var_beta(r)`` of a tile's prompts at ``lam`` ``[t, B]`` (no SEs).
+
+    The first-order sums only (one exponential per sample and beta); the second-order ones are
+    filled with placeholders that nothing reads (``finalize`` with ``exact=True`` skips the SEs).
+    """
+    weighted = rw.log_v2 is not None
+    first, _ = moments.monomials(False)
+
+    def sums_of(x_top, log_v):
+        cols = moments._monomial_columns(x_top, x_top, first, False)
+        return moments._exp_sums(log_v, x_top, lam, cols, shift=weighted)
+
+    if nc == 1:
+        c, s = sums_of(rw.x_top, rw.log_v)
+    else:
+        xs, ls = _chunks(rw.x_top, nc), _chunks(rw.log_v, nc)
+
+        def body(carry, chunk):
+            c0, s0 = carry
+            c1, s1 = sums_of(*chunk)
+            c = jnp.maximum(c0, c1)
+            a0 = jnp.exp(jnp.where(jnp.isfinite(c0), c0 - c, -jnp.inf))
+            a1 = jnp.exp(jnp.where(jnp.isfinite(c1), c1 - c, -jnp.inf))
+            return (c, s0 * a0[..., None] + s1 * a1[..., None]), None
+
+        init = sums_of(xs[0], ls[0])
+        (c, s), _ = jax.lax.scan(body, init, (xs[1:], ls[1:]))
+    sums = base._replace(log_scale=c, tilted1=s, log_scale2=c, tilted2=s,
+                         log_scale_w=c if weighted else None, tilted_w=s if weighted else None)
+    t = moments.finalize(ref, sums, lam, has_scores=False, exact=True)
+    return t.kl, t.gain, t.var_r
+
+
+def _curve(kind: str, kl, gain, var, lam):
+    """The curve's value and its derivative with respect to ``log beta`` (MATH.md §4)."""
+    if kind == "kl":
+        return kl, -var * lam * lam
+    return gain, -var * lam
+
+
+# ----------------------------------------------------------------------------------------------
+# Safeguarded Newton on a monotone decreasing curve phi(t), t = log beta.
+
+
+class _Box(NamedTuple):
+    """Per-lane constants of a solve."""
+
+    y: Array  # target (a feasible stand-in where inactive)
+    sup: Array  # sup of the curve (t -> -inf)
+    lo0: Array  # initial bracket in t
+    hi0: Array
+    active: Array  # lanes to solve
+
+
+def _tolerances(dtype):
+    eps = float(jnp.finfo(dtype).eps)
+    # ftol: relative residual the curve can be evaluated to; xtol: a Newton step this small is in
+    # the quadratic regime, so the error after it is ~ step^2 << eps; wtol: bracket width.
+    return 64 * eps, np.sqrt(eps) / 8, 16 * eps
+
+
+def _newton(evaluate, box: _Box, t0, max_iter: int, dtype):
+    """Runs safeguarded Newton lane-wise until every lane is done or ``max_iter`` passes.
+
+    Args:
+      evaluate: ``t -> (phi, dphi/dt)`` on the lanes' shape.
+      box: targets, suprema and brackets.
+      t0: initial ``log beta``.
+
+    Returns:
+      ``(t, iterations, converged)``.
+    """
+    ftol, xtol, wtol = _tolerances(dtype)
+    y, sup = box.y, box.sup
+    near_top = y > 0.5 * sup  # residual log(S - phi) in lambda, else log(phi) in t
+    log_y = jnp.log(y)
+    log_gap_y = jnp.log(jnp.where(near_top, sup - y, 1))
+    zero_i = jnp.zeros(y.shape, jnp.int32)
+    done0 = ~box.active
+
+    def cond(state):
+        k = state[0]
+        done = state[5]
+        return (k < max_iter) & ~jnp.all(done)
+
+    def body(state):
+        k, t, lo, hi, prev, done, iters = state
+        phi, dphi = evaluate(t)
+        res = phi - y
+        lo = jnp.where(res > 0, t, lo)
+        hi = jnp.where(res <= 0, t, hi)
+        beta = jnp.exp(t)
+        # far from the top: Newton on log(phi) - log(y) in t
+        t_far = t - (jnp.log(phi) - log_y) * phi / dphi
+        # near the top: Newton on log(S - phi) - log(S - y) in lambda = 1/beta
+        gap = sup - phi
+        lam = 1 / beta
+        lam_new = lam - (jnp.log(gap) - log_gap_y) * gap / (beta * dphi)
+        t_near = -jnp.log(lam_new)
+        t_new = jnp.where(near_top, t_near, t_far)
+        inside = (t_new > lo) & (t_new < hi)  # False for NaN
+        t_new = jnp.where(inside, t_new, 0.5 * (lo + hi))
+        step = t_new - t
+        small_res = jnp.abs(res) <= ftol * y
+        small_step = inside & (jnp.abs(step) <= xtol) & (jnp.abs(step) <= 0.5 * jnp.abs(prev))
+        narrow = (hi - lo) <= wtol * (1 + jnp.abs(t))
+        conv = small_res | small_step | narrow
+        t_next = jnp.where(done | small_res, t, t_new)
+        iters = iters + (~done).astype(jnp.int32)
+        return k + 1, t_next, lo, hi, jnp.where(done, prev, step), done | conv, iters
+
+    inf = jnp.full(y.shape, jnp.inf, dtype)
+    state = (jnp.zeros((), jnp.int32), t0, box.lo0, box.hi0, inf, done0, zero_i)
+    _, t, _, _, _, done, iters = jax.lax.while_loop(cond, body, state)
+    return t, iters, done & box.active
+
+
+def _t_bounds(scale, dtype):
+    """A bracket of ``log beta`` wide enough for any representable target, per curve."""
+    half_range = 0.5 * float(-np.log(jnp.finfo(dtype).tiny))
+    log_s = jnp.log(scale)
+    return log_s - half_range, log_s + half_range
+
+
+def _initial_t(kind, y, var0, lo, hi):
+    """Small-tilt guess: ``KL ~ Var/(2 beta^2)``, ``gain ~ Var/beta`` (exact for Gaussian rewards)."""
+    if kind == "kl":
+        t = 0.5 * (jnp.log(var0) - jnp.log(2 * y))
+    else:
+        t = jnp.log(var0) - jnp.log(y)
+    t = jnp.where(jnp.isfinite(t), t, 0.5 * (lo + hi))
+    return jnp.clip(t, lo, hi)
+
+
+# ----------------------------------------------------------------------------------------------
+# The solve, per prompt and pooled, under one jit.
+
+
+def _statuses(kind, y, sup):
+    infeasible = Status.KL_AT_OR_ABOVE_CEILING if kind == "kl" else Status.GAIN_AT_OR_ABOVE_MAX
+    status = jnp.full(jnp.broadcast_shapes(y.shape, sup.shape), Status.OK, jnp.int32)
+    status = jnp.where(y >= sup, int(infeasible), status)
+    status = jnp.where(y < 0, int(Status.NEGATIVE_TARGET), status)
+    return jnp.where(jnp.isnan(y), int(Status.NAN_TARGET), status)
+
+
+def _safe_div(a, b):
+    ok = (b != 0) & jnp.isfinite(b)
+    return jnp.where(ok, a / jnp.where(ok, b, 1), 0)
+
+
+def _tangent_solve(g, y):
+    # The residual is lane-wise (each target's residual depends on its own beta only), so its
+    # Jacobian is diagonal and g(1) is that diagonal: dt*/dtheta = -(df/dtheta) / (df/dt).
+    return _safe_div(y, g(jnp.ones_like(y)))
+
+
+def _aux_out(iters, conv, dtype):
+    # custom_root gives its auxiliary outputs tangents of their own dtype, which JAX rejects for
+    # integers and booleans: carry them as floats (exact for these small counts).
+    return iters.astype(dtype), conv.astype(dtype)
+
+
+def _aux_in(aux):
+    iters, conv = jax.lax.stop_gradient(aux)
+    return iters.astype(jnp.int32), conv > 0
+
+
+def _per_prompt(samples, y, *, kind, plan, max_iter, nc):
+    """``[P, T]`` solutions of each prompt's curve; ``y`` ``[T]``."""
+    dtype = samples.dtype
+    prep = _prepare(samples, plan)
+    num_p = samples.num_prompts
+    nt, t_p = prep.real.shape
+    num_t = y.shape[0]
+    sup_tiles = prep.kl_max if kind == "kl" else prep.gain_max  # [nt, t]
+    y_b = jnp.broadcast_to(y, (nt, t_p, num_t))
+    status = _statuses(kind, y_b, sup_tiles[..., None])
+    active = (status == Status.OK) & (y_b > 0) & prep.real[..., None]
+    y_safe = jnp.where(active, y_b, 0.5 * sup_tiles[..., None])
+    scale = jnp.sqrt(jnp.where(prep.var0 > 0, prep.var0, 1))[..., None]
+    lo0, hi0 = _t_bounds(scale, dtype)
+    lo0, hi0 = jnp.broadcast_to(lo0, y_b.shape), jnp.broadcast_to(hi0, y_b.shape)
+    t0 = _initial_t(kind, y_safe, prep.var0[..., None], lo0, hi0)
+    t0 = jnp.where(active, t0, 0.5 * (lo0 + hi0) + 0 * y_safe)
+    exact = samples.exact
+
+    def evaluate_tile(tile, t):
+        ref, rw, base = tile
+        lam = jnp.exp(-t)
+        kl, gain, var = _eval_tile(ref, rw, base, lam, nc=nc, exact=exact)
+        return _curve(kind, kl, gain, var, lam)
+
+    tiles = (prep.ref, prep.rows, prep.base)
+
+    def residual(t):
+        phi = jax.lax.map(lambda a: evaluate_tile(a[0], a[1])[0], (tiles, t))
+        return phi - y_safe
+
+    def solve(_, t_init):
+        def one(args):
+            tile, box, t_start = args
+            return _newton(functools.partial(evaluate_tile, tile), box, t_start, max_iter, dtype)
+
+        box = _Box(y_safe, jnp.broadcast_to(sup_tiles[..., None], y_b.shape), lo0, hi0, active)
+        t, iters, conv = jax.lax.map(one, (tiles, box, t_init))
+        return t, _aux_out(iters, conv, dtype)
+
+    t_star, aux = jax.lax.custom_root(residual, jax.lax.stop_gradient(t0), solve, _tangent_solve, has_aux=True)
+    iters, conv = _aux_in(aux)
+    flat = lambda a: a.reshape((nt * t_p,) + a.shape[2:])[:num_p]  # noqa: E731
+    t_star, iters, conv, status, active = map(flat, (t_star, iters, conv, status, active))
+    t_safe = jnp.where(active, t_star, flat(t0))
+    st = _final_per_prompt(samples, jnp.exp(-t_safe), _plan_final(samples, num_t))
+    return _assemble(kind, y, t_star, iters, conv, status, active, st.kl, st.gain, st.reverse_kl_se,
+                     st.saturated, flat(prep.kl_max)[:, None], flat(prep.gain_max)[:, None])
+
+
+def _plan_final(samples, num_targets):
+    """The plan of the final pass (statistics and SEs at the solution: 2 exponentials per target)."""
+    return _sweep.plan(samples.num_prompts, samples.num_samples, 2 * num_targets, samples.dtype.itemsize, None)
+
+
+def _final_per_prompt(samples, lam, plan):
+    fn = functools.partial(estimators._stats_of_tile, has_scores=False, exact=samples.exact)
+    return _sweep.sweep(samples, lam, plan, fn)
+
+
+def _assemble(kind, y, t_star, iters, conv, status, active, kl, gain, rkl_se, saturated, kl_max, gain_max):
+    """The :class:`Solution` from the solve and the statistics at the solution (lane-wise)."""
+    dtype = kl.dtype
+    shape = t_star.shape
+    y = jnp.broadcast_to(y, shape)
+    zero_target = (status == Status.OK) & (y == 0)
+    ok = status == Status.OK
+    beta = jnp.exp(t_star)
+    nan = jnp.full(shape, jnp.nan, dtype)
+    zero = jnp.zeros(shape, dtype)
+
+    def pick(solved, at_zero):
+        return jnp.where(active, solved, jnp.where(zero_target, at_zero, nan))
+
+    if kind == "kl":
+        kl_se, gain_se = zero, beta * rkl_se
+    else:
+        kl_se, gain_se = rkl_se, zero
+    status = jnp.where(active & ~conv, int(Status.NOT_CONVERGED), status)
+    return Solution(
+        beta=pick(beta, jnp.full(shape, jnp.inf, dtype)),
+        kl=pick(kl, zero),
+        gain=pick(gain, zero),
+        kl_se=pick(kl_se, zero),
+        gain_se=pick(gain_se, zero),
+        converged=(active & conv) | zero_target,
+        iterations=jnp.where(active, iters, 0),
+        status=status,
+        saturated=jnp.where(active, saturated, ~ok),
+        kl_ceiling=jnp.broadcast_to(kl_max, shape).astype(dtype),
+        gain_max=jnp.broadcast_to(gain_max, shape).astype(dtype),
+    )
+
+
+def _pooled(samples, y, *, kind, plan, max_iter, nc):
+    """``[T]`` solutions of the pooled curve (one beta shared by all prompts); ``y`` ``[T]``."""
+    dtype = samples.dtype
+    prep = _prepare(samples, plan)
+    num_p = samples.num_prompts
+    real = prep.real.astype(dtype)
+    kl_max = jnp.sum(prep.kl_max * real) / num_p
+    gain_max = jnp.sum(prep.gain_max * real) / num_p
+    var0 = jnp.sum(prep.var0 * real) / num_p
+    sup = kl_max if kind == "kl" else gain_max
+    status = _statuses(kind, y, sup)
+    active = (status == Status.OK) & (y > 0)
+    y_safe = jnp.where(active, y, 0.5 * sup)
+    scale = jnp.sqrt(jnp.where(var0 > 0, var0, 1))
+    lo0, hi0 = _t_bounds(scale, dtype)
+    lo0, hi0 = jnp.broadcast_to(lo0, y.shape), jnp.broadcast_to(hi0, y.shape)
+    t0 = _initial_t(kind, y_safe, var0, lo0, hi0)
+    t0 = jnp.where(active, t0, 0.5 * (lo0 + hi0))
+    exact = samples.exact
+    tiles = (prep.ref, prep.rows, prep.base, real)
+
+    def evaluate(t):
+        lam = jnp.exp(-t)
+
+        def body(carry, tile):
+            ref, rw, base, w = tile
+            lam_t = jnp.broadcast_to(lam, (w.shape[0],) + lam.shape)
+            kl, gain, var = _eval_tile(ref, rw, base, lam_t, nc=nc, exact=exact)
+            part = jax.tree.map(lambda a: jnp.sum(a * w[:, None], axis=0), (kl, gain, var))
+            return jax.tree.map(jnp.add, carry, part), None
+
+        zero = jnp.zeros(lam.shape, dtype)
+        (kl, gain, var), _ = jax.lax.scan(body, (zero, zero, zero), tiles)
+        return _curve(kind, kl / num_p, gain / num_p, var / num_p, lam)
+
+    def residual(t):
+        return evaluate(t)[0] - y_safe
+
+    def solve(_, t_init):
+        box = _Box(y_safe, jnp.broadcast_to(sup, y.shape), lo0, hi0, active)
+        t, iters, conv = _newton(evaluate, box, t_init, max_iter, dtype)
+        return t, _aux_out(iters, conv, dtype)
+
+    t_star, aux = jax.lax.custom_root(residual, jax.lax.stop_gradient(t0), solve, _tangent_solve, has_aux=True)
+    iters, conv = _aux_in(aux)
+    t_safe = jnp.where(active, t_star, t0)
+    kl, gain, rkl_se, saturated = _final_pooled(samples, jnp.exp(-t_safe), _plan_final(samples, y.shape[0]))
+    return _assemble(kind, y, t_star, iters, conv, status, active, kl, gain, rkl_se, saturated,
+                     kl_max, gain_max)
+
+
+def _final_pooled(samples, lam, plan):
+    """Pooled KL, gain, reverse-KL SE and saturation at ``lam`` ``[T]`` shared by all prompts."""
+    fn = functools.partial(estimators._stats_of_tile, has_scores=False, exact=samples.exact)
+    num_p = samples.num_prompts
+    lam_p = jnp.broadcast_to(lam, (num_p,) + lam.shape)
+    zero = jnp.zeros(lam.shape, lam.dtype)
+
+    def reduce(carry, st, ok):
+        w = ok.astype(lam.dtype)[:, None]
+        part = (
+            jnp.sum(w * st.kl, 0),
+            jnp.sum(w * st.gain, 0),
+            jnp.sum(w * st.reverse_kl_se**2, 0),
+            jnp.sum(w * jnp.where(st.saturated, st.kl, 0), 0),
+        )
+        return jax.tree.map(jnp.add, carry, part)
+
+    kl, gain, rkl_var, sat_kl = _sweep.sweep(samples, lam_p, plan, fn, reduce=reduce,
+                                              init=(zero, zero, zero, zero))
+    share = sat_kl / jnp.where(kl > 0, kl, 1)
+    return kl / num_p, gain / num_p, jnp.sqrt(rkl_var) / num_p, share > SATURATED_SHARE_MAX
+
+
+@functools.partial(jax.jit, static_argnames=("kind", "pooled", "plan", "max_iter", "nc"))
+def _solve(samples, y, *, kind, pooled, plan, max_iter, nc):
+    fn = _pooled if pooled else _per_prompt
+    return fn(samples, y, kind=kind, plan=plan, max_iter=max_iter, nc=nc)
+
+
+# ----------------------------------------------------------------------------------------------
+# Public API.
+
+
+def _run(samples: Samples, targets, *, kind: str, pooled: bool, throw: bool, max_iter, memory_budget):
+    name = "min_kl_for_gain" if kind == "gain" else "max_gain_at_kl"
+    if not isinstance(samples, Samples):
+        raise TypeError(f"{name}: samples must be a jaxlimits.Samples, got {type(samples).__name__}")
+    max_iter = MAX_ITER if max_iter is None else int(max_iter)
+    if max_iter < 1:
+        raise ValueError(f"{name}: max_iter must be at least 1, got {max_iter}")
+    s = _rewards_only(samples)
+    dtype = s.dtype
+    if isinstance(targets, jax.core.Tracer):
+        y = targets.astype(dtype)
+    else:
+        arr = np.asarray(targets)
+        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+            raise ValueError(f"{name}: targets must be numbers, got an array of dtype {arr.dtype}")
+        if arr.size == 0:
+            raise ValueError(f"{name}: no targets given (an empty array)")
+        y = jnp.asarray(arr, dtype=dtype)
+    shape = y.shape
+    flat_y = y.reshape(-1)
+    p = _sweep.plan(s.num_prompts, s.num_samples, flat_y.shape[0], dtype.itemsize, memory_budget)
+    nc = p.padded_samples // p.chunk_samples
+    sol = _solve(s, flat_y, kind=kind, pooled=pooled, plan=p, max_iter=max_iter, nc=nc)
+    out_shape = shape if pooled else (s.num_prompts,) + shape
+    sol = jax.tree.map(lambda a: a.reshape(out_shape), sol)
+    if throw:
+        _raise_for_status(name, kind, pooled, y, sol)
+    return sol
+
+
+def _concrete(x):
+    if isinstance(x, jax.core.Tracer):
+        return None
+    return np.asarray(x)
+
+
+def _raise_for_status(name, kind, pooled, y, sol: Solution) -> None:
+    """The eager check: a ValueError naming the target, the prompt and the limit."""
+    status = _concrete(sol.status)
+    targets = _concrete(y)
+    if status is None or targets is None or not np.any(status != Status.OK):
+        return
+    bad = np.argwhere(status != Status.OK)
+    first = tuple(int(i) for i in bad[0])
+    code = int(status[first])
+    tidx = first if pooled else first[1:]
+    target = float(targets[tidx]) if targets.ndim else float(targets)
+    where = "" if not tidx else f" (targets{list(tidx)})"
+    what = "target gain" if kind == "gain" else "KL budget"
+    who = "the pooled frontier" if pooled else f"prompt {first[0]}"
+    ceiling = float(np.asarray(sol.kl_ceiling)[first])
+    gmax = float(np.asarray(sol.gain_max)[first])
+    more = f" ({len(bad) - 1} more unsolved targets)" if len(bad) > 1 else ""
+    if code == Status.GAIN_AT_OR_ABOVE_MAX:
+        msg = (f"{what} {target:.6g}{where} is at or above the largest gain of {who}, "
+               f"max r - E_0[r] = {gmax:.6g}: feasible gains are 0 <= G < {gmax:.6g}")
+    elif code == Status.KL_AT_OR_ABOVE_CEILING:
+        msg = (f"{what} {target:.6g}{where} is at or above the KL ceiling of {who}, K_max = {ceiling:.6g} nats "
+               f"(-log of the base mass tied at the maximal reward): the samples cannot show it (saturated); "
+               f"feasible budgets are 0 <= K < {ceiling:.6g}")
+    elif code == Status.NEGATIVE_TARGET:
+        msg = f"{what} {target:.6g}{where} is negative ({who})"
+    elif code == Status.NAN_TARGET:
+        msg = f"{what}{where} is NaN ({who})"
+    else:
+        msg = (f"{what} {target:.6g}{where}: the solver did not converge for {who} within "
+               f"{int(np.asarray(sol.iterations)[first])} iterations; raise max_iter, or pass throw=False")
+    raise ValueError(f"{name}: {msg}{more}")
+
+
+def min_kl_for_gain(
+    samples: Samples,
+    target_gain,
+    *,
+    pooled: bool = True,
+    throw: bool = True,
+    max_iter: int | None = None,
+    memory_budget: int | None = None,
+) -> Solution:
+    r"""The least KL that reaches a target gain: the Cramér rate function (MATH.md §5).
+
+    .. math::
+
+       \mathrm{KL}^*(G) = \min\{\mathrm{KL}(\pi\|\pi_0) : E_\pi[r] \ge E_0[r] + G\}
+       = \sup_{\lambda \ge 0} \lambda (E_0[r] + G) - \log E_0[e^{\lambda r}],
+       \qquad \beta^* = 1/\lambda^*,
+
+    solved as ``gain(beta*) = G`` on the frontier of the rewards (scores are not used). Feasible
+    for ``0 <= G < max r - E_0[r]``. Differentiable (implicit function theorem):
+    ``d KL*/dG = 1/beta*``.
+
+    Args:
+      samples: :class:`jaxlimits.Samples` ``[P, N]``.
+      target_gain: target gains, a scalar or an array of any shape (shared by all prompts).
+      pooled: invert the prompt set's frontier, one beta for all prompts (MATH.md §6);
+        False inverts each prompt's frontier.
+      throw: raise a ``ValueError`` for a target that is infeasible or not solved (checked
+        eagerly; skipped under ``jit``/``vmap``/``grad``, where ``Solution.status`` says it).
+        With False nothing is raised.
+      max_iter: cap on Newton iterations (default ``MAX_ITER``).
+      memory_budget: bytes of working memory per kernel pass (default 256 MiB).
+
+    Returns:
+      A :class:`Solution` of the targets' shape (pooled) or ``[P, *shape]`` (per prompt).
+
+    Raises:
+      ValueError: with ``throw=True``, naming the target, the prompt (per prompt) and the limit.
+
+    Examples:
+      >>> import jaxlimits as jl
+      >>> law = jl.Samples.from_law([[0.0, 1.0]], [[0.7, 0.3]])  # Bernoulli(0.3)
+      >>> sol = jl.min_kl_for_gain(law, 0.2)
+      >>> round(float(sol.kl), 6)  # kl(0.5 || 0.3)
+      0.087177
+    """
+    return _run(samples, target_gain, kind="gain", pooled=pooled, throw=throw, max_iter=max_iter,
+                memory_budget=memory_budget)
+
+
+def max_gain_at_kl(
+    samples: Samples,
+    kl_budget,
+    *,
+    pooled: bool = True,
+    throw: bool = True,
+    max_iter: int | None = None,
+    memory_budget: int | None = None,
+) -> Solution:
+    r"""The most gain reachable within a KL budget: the convex dual (MATH.md §5).
+
+    .. math::
+
+       \mathrm{gain}^*(K) = \max\{E_\pi[r] - E_0[r] : \mathrm{KL}(\pi\|\pi_0) \le K\}
+       = \min_{\beta > 0} \beta(\log Z(\beta) + K) - E_0[r],
+
+    solved as ``KL(beta*) = K`` on the frontier of the rewards (scores are not used). Feasible
+    for ``0 <= K < K_max``; a budget at or above ``K_max`` is saturated (the samples cannot show
+    it) and is reported with status ``KL_AT_OR_ABOVE_CEILING``, never extrapolated.
+    Differentiable: ``d gain*/dK = beta*``.
+
+    Args:
+      samples: :class:`jaxlimits.Samples` ``[P, N]``.
+      kl_budget: KL budgets in nats, a scalar or an array of any shape (shared by all prompts).
+      pooled: invert the prompt set's frontier, one beta for all prompts (MATH.md §6);
+        False inverts each prompt's frontier.
+      throw: raise a ``ValueError`` for a budget that is infeasible or not solved (eagerly;
+        skipped under transformations, where ``Solution.status`` says it).
+      max_iter: cap on Newton iterations (default ``MAX_ITER``).
+      memory_budget: bytes of working memory per kernel pass (default 256 MiB).
+
+    Returns:
+      A :class:`Solution` of the budgets' shape (pooled) or ``[P, *shape]`` (per prompt).
+
+    Raises:
+      ValueError: with ``throw=True``, naming the budget, the prompt (per prompt) and the ceiling.
+
+    Examples:
+      >>> import jaxlimits as jl
+      >>> law = jl.Samples.from_law([[0.0, 1.0]], [[0.7, 0.3]])
+      >>> sol = jl.max_gain_at_kl(law, 0.087177, throw=False)
+      >>> round(float(sol.gain), 4)
+      0.2
+    """
+    return _run(samples, kl_budget, kind="kl", pooled=pooled, throw=throw, max_iter=max_iter,
+                memory_budget=memory_budget)
