@@ -199,19 +199,19 @@ def frontier(
 def resample(samples: Samples, key: Array) -> Samples:
     """One bootstrap replicate: each prompt's draws resampled with replacement, as counts.
 
-    A draw is a row with probability ``m_i / N`` (importance weights are kept: the replicate
-    resamples the sampler's draws, not the target law).
+    A draw is a row with probability ``m_i / N`` (inverse-CDF sampling, ``O(N log N)`` per prompt).
+    Importance weights are kept: the replicate resamples the sampler's draws, not the target law.
     """
     valid = samples.valid()
     m = samples.draws()  # [P]
-    counts = jnp.where(valid, 1.0 if samples.counts is None else samples.counts, 0)
-    logits = jnp.where(valid, jnp.log(jnp.where(valid, counts, 1)), -jnp.inf)
-    n_max = int(np.max(np.asarray(m))) if not isinstance(m, jax.core.Tracer) else samples.num_samples
-    idx = jax.random.categorical(key, logits, axis=-1, shape=(n_max, samples.num_prompts)).T  # [P, n_max]
-    use = jnp.arange(n_max)[None, :] < m[:, None]
-    new_counts = jax.vmap(lambda i, u: jnp.zeros(samples.num_samples, samples.dtype).at[i].add(u))(
-        idx, use.astype(samples.dtype)
-    )
+    counts = jnp.where(valid, 1.0 if samples.counts is None else samples.counts, 0).astype(samples.dtype)
+    cdf = jnp.cumsum(counts, axis=1)
+    n_max = samples.num_samples if isinstance(m, jax.core.Tracer) else int(np.max(np.asarray(m)))
+    u = jax.random.uniform(key, (samples.num_prompts, n_max), samples.dtype) * m[:, None]
+    idx = jax.vmap(lambda c, x: jnp.searchsorted(c, x, side="right"))(cdf, u)
+    idx = jnp.minimum(idx, samples.num_samples - 1)
+    use = (jnp.arange(n_max)[None, :] < m[:, None]).astype(samples.dtype)
+    new_counts = jax.vmap(lambda i, w: jnp.zeros(samples.num_samples, samples.dtype).at[i].add(w))(idx, use)
     return Samples.tree_unflatten(
         (False,), (samples.rewards, samples.scores, samples.log_weights, new_counts, samples.mask)
     )

@@ -1,0 +1,118 @@
+"""The pooled frontier: means over prompts, default grid, bootstrap bands, calibrated saturation."""
+
+import jax
+import numpy as np
+import pytest
+
+import jaxlimits as jl
+from jaxlimits import estimators
+
+
+@pytest.fixture(scope="module")
+def gaussian():
+    rng = np.random.default_rng(0)
+    return jl.Samples(rng.normal(size=(40, 1024)) * rng.uniform(0.5, 2.0, size=(40, 1)))
+
+
+def test_pooled_means_and_standard_errors(gaussian):
+    betas = np.array([8.0, 4.0, 2.0])
+    f = jl.frontier(gaussian, betas)
+    st_ = jl.tilt(gaussian, betas)
+    np.testing.assert_allclose(f.gain, np.asarray(st_.gain).mean(0), rtol=1e-12)
+    np.testing.assert_allclose(f.kl, np.asarray(st_.kl).mean(0), rtol=1e-12)
+    np.testing.assert_allclose(f.gain_se, np.sqrt((np.asarray(st_.gain_se) ** 2).sum(0)) / 40, rtol=1e-12)
+    np.testing.assert_allclose(f.kl_ceiling, np.asarray(st_.kl_ceiling).mean(), rtol=1e-12)
+    assert f.prompts.gain.shape == (40, 3)
+
+
+def test_pooling_tile_by_tile_equals_per_prompt(gaussian):
+    betas = np.array([8.0, 1.0, 0.25])
+    a = jl.frontier(gaussian, betas)
+    b = jl.frontier(gaussian, betas, per_prompt=False, memory_budget=2**20)  # several tiles, padded
+    assert b.prompts is None
+    for name in ("gain", "kl", "reverse_kl", "gain_se", "kl_se", "ess_fraction", "saturated_share"):
+        np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-11)
+
+
+def test_default_grid_spans_kl_near_zero_to_the_ceiling(gaussian):
+    f = jl.frontier(gaussian, num_betas=40)
+    betas, kl = np.asarray(f.betas), np.asarray(f.kl)
+    assert 35 <= len(betas) <= 60
+    assert np.all(np.diff(betas) < 0) and np.all(np.diff(kl) > 0)
+    assert kl[0] < 2e-3
+    assert kl[-1] >= 0.9 * float(f.kl_ceiling)
+    ratio = betas[:-1] / betas[1:]
+    np.testing.assert_allclose(ratio, ratio[0], rtol=1e-12)  # geometric ...
+    per_octave = np.log(2) / np.log(ratio[0])
+    assert abs(per_octave - round(per_octave)) < 1e-9  # ... with a whole number of points per octave
+
+
+def test_saturated_share_flags_the_low_beta_end(gaussian):
+    f = jl.frontier(gaussian, np.array([20.0, 5.0, 0.5, 0.05]))
+    np.testing.assert_array_equal(f.saturated, [False, False, True, True])
+    assert float(f.saturated_share[-1]) == pytest.approx(1.0)
+    assert float(f.ess_fraction[0]) > 0.99
+
+
+def test_bootstrap_bands_agree_with_delta_method(gaussian):
+    betas = np.array([8.0, 4.0])
+    f = jl.frontier(gaussian, betas, bootstrap=64, key=jax.random.PRNGKey(1))
+    b = f.bands
+    assert b.replicates == 64
+    assert (np.asarray(b.gain_lo) < np.asarray(f.gain)).all() and (np.asarray(f.gain) < np.asarray(b.gain_hi)).all()
+    # 64 replicates estimate an SE to ~9% (1/sqrt(2*63)); the delta method agrees within 3 of those
+    np.testing.assert_allclose(b.gain_se, f.gain_se, rtol=0.3)
+    np.testing.assert_allclose(b.kl_se, f.kl_se, rtol=0.3)
+
+
+def test_resample_keeps_draws_and_is_a_pytree_of_counts():
+    s = jl.Samples.from_ragged([[1.0, 2.0, 3.0], [4.0, 5.0]], counts=[[2, 1, 1], [3, 3]])
+    rs = jl.resample(s, jax.random.PRNGKey(0))
+    np.testing.assert_array_equal(rs.draws(), s.draws())
+    assert (np.asarray(rs.counts)[~np.asarray(s.mask)] == 0).all()
+
+
+def test_frontier_rejects_per_prompt_betas_and_exact_bootstrap(gaussian):
+    with pytest.raises(ValueError, match="shared by all prompts"):
+        jl.frontier(gaussian, np.ones((40, 2)))
+    law = jl.Samples.from_law([[0.0, 1.0]], [[0.5, 0.5]])
+    with pytest.raises(ValueError, match="exact law"):
+        jl.frontier(law, [1.0], bootstrap=10)
+
+
+def test_constant_rewards_grid():
+    f = jl.frontier(jl.Samples(np.ones((3, 8))))
+    np.testing.assert_allclose(f.kl, 0.0, atol=1e-15)
+
+
+@pytest.mark.slow
+def test_coverage_where_not_saturated():
+    """Where ``saturated`` is False, +-1.96 SE intervals cover the truth 95% +- 3% (MATH.md §3).
+
+    The rule is calibrated in benchmarks/calibrate_saturation.py; this re-checks it on fresh
+    draws for light-tailed laws (heavy tails are a documented limit of the delta method).
+    """
+    rng = np.random.default_rng(123)
+    betas = np.geomspace(0.3, 8, 12)
+    laws = {
+        "normal": (lambda shape: rng.standard_normal(shape), 1 / betas, 1 / (2 * betas**2)),
+        "uniform": (lambda shape: rng.uniform(size=shape), None, None),
+    }
+    lam = 1 / betas
+    mean_u = 1 / (-np.expm1(-lam)) - 1 / lam
+    laws["uniform"] = (laws["uniform"][0], mean_u - 0.5, lam * mean_u - np.log(np.expm1(lam) / lam))
+    for name, (draw, gain, kl) in laws.items():
+        covered_g, covered_k = [], []
+        for n in (256, 1024):
+            st_ = jl.tilt(jl.Samples(draw((600, n))), betas)
+            ok = ~np.asarray(st_.saturated)
+            covered_g.append((np.abs(np.asarray(st_.gain) - gain) <= 1.96 * np.asarray(st_.gain_se))[ok])
+            covered_k.append((np.abs(np.asarray(st_.kl) - kl) <= 1.96 * np.asarray(st_.kl_se))[ok])
+        cg, ck = np.concatenate(covered_g), np.concatenate(covered_k)
+        assert cg.size > 2000, f"{name}: too few unflagged estimates to check ({cg.size})"
+        assert 0.92 <= cg.mean() <= 0.98, f"{name}: gain coverage {cg.mean():.3f}"
+        assert 0.92 <= ck.mean() <= 0.98, f"{name}: KL coverage {ck.mean():.3f}"
+
+
+def test_saturation_rule_constants_are_the_documented_ones():
+    assert (estimators.ESS_MIN, estimators.ESS_FRACTION_MIN, estimators.KL_CEILING_FRACTION) == (200.0, 0.6, 0.5)
