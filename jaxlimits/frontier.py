@@ -160,6 +160,7 @@ def frontier(
     key: Array | None = None,
     level: float = 0.95,
     memory_budget: int | None = None,
+    progress: bool | None = None,
 ) -> Frontier:
     r"""The prompt set's KL-reward frontier (MATH.md §6): pooled means at each shared beta.
 
@@ -174,6 +175,8 @@ def frontier(
       key: ``jax.random`` key of the bootstrap (default ``PRNGKey(0)``).
       level: coverage of the percentile bands.
       memory_budget: bytes of working memory for the sweep.
+      progress: show a progress bar (``tqdm``, if installed) while sweeping blocks of prompts;
+        ``None`` shows it only for long sweeps on a terminal.
 
     Returns:
       A :class:`Frontier`, betas decreasing (KL increasing).
@@ -189,11 +192,50 @@ def frontier(
         betas = default_betas(samples, num=num_betas, memory_budget=memory_budget)
     betas = np.asarray(betas) if not isinstance(betas, jax.core.Tracer) else betas
     lam, ext, p = _plan_for(samples, betas, memory_budget)
-    pool, st = _frontier(samples, lam, p, per_prompt, ext)
+    blocks = _blocks(samples, lam.shape[1], progress)
+    if len(blocks) == 1:
+        pool, st = _frontier(samples, lam, p, per_prompt, ext)
+    else:
+        pool, st = _frontier_in_blocks(samples, betas, blocks, per_prompt, memory_budget)
     bands = None
     if bootstrap:
         bands = bootstrap_bands(samples, betas, bootstrap, key=key, level=level, memory_budget=memory_budget)
     return _from_pool(pool, jnp.asarray(betas, lam.dtype), st, bands)
+
+
+#: Work (prompts x samples x betas) above which a sweep on a terminal shows a progress bar.
+_PROGRESS_WORK = 2e9
+
+
+def _blocks(samples: Samples, num_betas: int, progress: bool | None) -> list[slice]:
+    """Prompt blocks of the sweep: one, unless a progress bar is wanted."""
+    num_p = samples.num_prompts
+    work = num_p * samples.num_samples * num_betas
+    if progress is None:
+        import sys
+
+        progress = work > _PROGRESS_WORK and sys.stderr.isatty()
+    if not progress or num_p < 2 or isinstance(samples.rewards, jax.core.Tracer):
+        return [slice(0, num_p)]
+    size = max(1, -(-num_p // 50))
+    return [slice(i, min(i + size, num_p)) for i in range(0, num_p, size)]
+
+
+def _frontier_in_blocks(samples, betas, blocks, per_prompt, memory_budget):
+    """The sweep block by block with a progress bar; pooled sums and per-prompt rows combine exactly."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # progress is optional
+        tqdm = lambda it, **kw: it  # noqa: E731
+    pool, parts = None, []
+    for blk in tqdm(blocks, desc="frontier", unit="block", leave=False):
+        part = jax.tree.map(lambda a: a[blk], samples)
+        lam, ext, p = _plan_for(part, betas, memory_budget)
+        pl, st = _frontier(part, lam, p, per_prompt, ext)
+        pool = pl if pool is None else jax.tree.map(jnp.add, pool, pl)
+        parts.append(st)
+    st = jax.tree.map(lambda *a: jnp.concatenate(a), *parts) if per_prompt else None
+    return pool, st
 
 
 def resample(samples: Samples, key: Array) -> Samples:

@@ -160,9 +160,27 @@ def _read_parquet(path: Path) -> Table:
 def _read_npz(path: Path) -> Table:
     try:
         with np.load(path, allow_pickle=False) as z:
-            cols = {k: np.asarray(z[k]).reshape(-1) for k in z.files}
+            arrays = {k: np.asarray(z[k]) for k in z.files}
     except Exception as e:
         raise DataError(f"{path}: not a readable .npz file ({e})") from None
+    if any(a.ndim == 2 for a in arrays.values()):  # wide: [prompts, samples] arrays
+        shapes = {k: a.shape for k, a in arrays.items() if a.ndim == 2}
+        if len(set(shapes.values())) > 1:
+            raise DataError(f"{path}: 2-D arrays of different shapes {shapes}")
+        num_p = next(iter(shapes.values()))[0]
+        cols = {}
+        for k, a in arrays.items():
+            if a.ndim == 2:
+                cols[k] = np.empty(num_p, dtype=object)
+                cols[k][:] = list(a)
+            elif a.ndim == 1 and len(a) == num_p:
+                cols[k] = a.astype(object)
+            else:
+                raise DataError(f"{path}: array {k!r} of shape {a.shape} fits neither [prompts] nor [prompts, samples]")
+        if "prompt_id" not in cols:
+            cols["prompt_id"] = np.arange(num_p).astype(object)
+        return Table(path, cols, np.arange(1, num_p + 1), kind="row")
+    cols = {k: a.reshape(-1) for k, a in arrays.items()}
     lengths = {k: len(v) for k, v in cols.items()}
     if len(set(lengths.values())) > 1:
         raise DataError(f"{path}: arrays of different lengths {lengths}; a long table needs one length")
@@ -187,7 +205,53 @@ class Loaded:
     notes: list[str] = field(default_factory=list)
 
 
+def _is_list_cell(v) -> bool:
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return True
+    return isinstance(v, str) and v.strip().startswith("[")
+
+
+def _is_wide(table: Table, reward: str) -> bool:
+    col = table.columns.get(reward)
+    return col is not None and len(col) > 0 and col.dtype == object and _is_list_cell(col[0])
+
+
+def _explode_wide(table: Table, prompt: str, names: list[str]) -> Table:
+    """One row per prompt with list cells -> one row per sample (same line numbers for errors)."""
+    for name in names + [prompt]:
+        table.column(name, numeric=False, option=None)  # raises a clear error if missing
+    out: dict[str, list] = {name: [] for name in [prompt] + names}
+    lines: list[int] = []
+    for i in range(len(table)):
+        lists = {}
+        for name in names:
+            cell = table.columns[name][i]
+            if isinstance(cell, str):
+                try:
+                    cell = json.loads(cell)
+                except json.JSONDecodeError:
+                    raise DataError(f"{table.where(i)}: column {name!r} is not a list: {cell[:40]!r}") from None
+            if not isinstance(cell, (list, tuple, np.ndarray)):
+                raise DataError(f"{table.where(i)}: column {name!r} should hold a list (wide format), got {cell!r}")
+            lists[name] = list(cell)
+        lengths = {len(v) for v in lists.values()}
+        if len(lengths) > 1:
+            sizes = ", ".join(f"{k}: {len(v)}" for k, v in lists.items())
+            raise DataError(f"{table.where(i)}: the lists of a prompt differ in length ({sizes})")
+        n = lengths.pop()
+        if n == 0:
+            raise DataError(f"{table.where(i)}: prompt {table.columns[prompt][i]!r} has an empty list of samples")
+        out[prompt].extend([table.columns[prompt][i]] * n)
+        for name in names:
+            out[name].extend(lists[name])
+        lines.extend([table.lines[i]] * n)
+    cols = {k: np.array(v, dtype=object) for k, v in out.items()}
+    return Table(table.path, cols, np.asarray(lines), kind=table.kind)
+
+
 def _key(v):
+    if isinstance(v, np.generic):
+        v = v.item()
     if isinstance(v, float) and math.isfinite(v) and v == int(v):
         return int(v)
     return v
@@ -202,8 +266,13 @@ def samples_from_table(
     log_weight: str | None = None,
     count: str | None = None,
     dedupe: str | None = None,
+    base_logprob: str | None = None,
+    sampler_logprob: str | None = None,
 ) -> Loaded:
-    """Groups a long table (one row per sample) by prompt into :class:`Samples`.
+    """Groups a table by prompt into :class:`Samples`.
+
+    Long format: one row per sample. Wide format (detected when the reward column holds lists):
+    one row per prompt, each named column a list with one entry per sample.
 
     Args:
       table: the rows.
@@ -214,23 +283,36 @@ def samples_from_table(
       dedupe: optional column identifying identical responses (e.g. a hash); rows of a prompt with
         the same key and the same values are merged into one row with a count. Rows with the
         same key but different values are kept apart (and reported in ``notes``).
+      base_logprob, sampler_logprob: optional columns of each response's sequence log-probability
+        under the base model and under the sampler that drew it (temperature, top-p); their
+        difference is the importance log-weight ``log pi0 - log q`` (MATH.md §1).
 
     Raises:
       DataError: a missing column, a non-numeric or non-finite value (naming file, line, column).
     """
+    if (base_logprob is None) != (sampler_logprob is None):
+        raise DataError("the log-probability correction needs both --base-logprob-col and --sampler-logprob-col")
+    if base_logprob is not None and log_weight is not None:
+        raise DataError("give either a log-weight column or the two log-probability columns, not both")
+    if _is_wide(table, reward):
+        table = _explode_wide(table, prompt, [c for c in (reward, score, log_weight, count, dedupe,
+                                                           base_logprob, sampler_logprob) if c])
     pids = table.column(prompt, numeric=False, option="--prompt-col")
     values = {"reward": table.column(reward, option="--reward-col")}
     if score is not None:
         values["score"] = table.column(score, option="--score-col")
     if log_weight is not None:
         values["log_weight"] = table.column(log_weight, option="--log-weight-col")
+    if base_logprob is not None:
+        values["log_weight"] = table.column(base_logprob, option="--base-logprob-col") - table.column(
+            sampler_logprob, option="--sampler-logprob-col")
     counts = None
     if count is not None:
         counts = table.column(count, option="--count-col")
         bad = (counts < 0) | (counts != np.round(counts))
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise DataError(f"{table.where(i)}: column {count!r} is {counts[i]!r}, not a whole number >= 0")
+            raise DataError(f"{table.where(i)}: column {count!r} is {float(counts[i])}, not a whole number >= 0")
     for i, p in enumerate(pids):
         if p is None or (isinstance(p, float) and not math.isfinite(p)) or (isinstance(p, str) and not p.strip()):
             raise DataError(f"{table.where(i)}: column {prompt!r} is empty")
@@ -295,7 +377,8 @@ def samples_from_table(
         "rows": len(table),
         "prompts": len(order),
         "columns": {k: v for k, v in dict(prompt=prompt, reward=reward, score=score, log_weight=log_weight,
-                                          count=count, dedupe=dedupe).items() if v is not None},
+                                          count=count, dedupe=dedupe, base_logprob=base_logprob,
+                                          sampler_logprob=sampler_logprob).items() if v is not None},
     }
     return Loaded(samples, list(order), source, notes)
 

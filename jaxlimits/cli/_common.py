@@ -32,6 +32,10 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-weight-col", default=None, help="column of importance log-weights log pi0 - log q")
     p.add_argument("--count-col", default=None, help="column of multiplicities")
     p.add_argument("--dedupe", default=None, metavar="COL", help="merge identical responses (same COL) into counts")
+    p.add_argument("--base-logprob-col", default=None, metavar="COL",
+                   help="sequence log-probability under the base model (with --sampler-logprob-col: log-weights)")
+    p.add_argument("--sampler-logprob-col", default=None, metavar="COL",
+                   help="sequence log-probability under the sampler that drew it (temperature, top-p)")
 
 
 def add_common(p: argparse.ArgumentParser, *, plot: bool = False) -> None:
@@ -72,7 +76,9 @@ def load_samples(args):
     from .. import io
 
     loaded = io.load(args.file, prompt=args.prompt_col, reward=args.reward_col, score=args.score_col,
-                     log_weight=args.log_weight_col, count=args.count_col, dedupe=args.dedupe)
+                     log_weight=args.log_weight_col, count=args.count_col, dedupe=args.dedupe,
+                     base_logprob=getattr(args, "base_logprob_col", None),
+                     sampler_logprob=getattr(args, "sampler_logprob_col", None))
     if getattr(args, "x64", False):
         import jax
 
