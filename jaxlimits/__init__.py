@@ -1,5 +1,10 @@
 """jaxlimits: the theoretical limits of KL-regularised language-model alignment, in JAX."""
 
+from .ensembles import Ensemble as Ensemble
+from .ensembles import EnsembleScaling as EnsembleScaling
+from .ensembles import ensemble_gaps as ensemble_gaps
+from .ensembles import ensemble_scaling as ensemble_scaling
+from .ensembles import load_ensemble as load_ensemble
 from .frontier import Bands as Bands
 from .frontier import Frontier as Frontier
 from .frontier import bootstrap_bands as bootstrap_bands
@@ -9,6 +14,14 @@ from .frontier import resample as resample
 from .inversion import Solution as Solution
 from .inversion import max_gain_at_kl as max_gain_at_kl
 from .inversion import min_kl_for_gain as min_kl_for_gain
+from .proxy import BlindSpot as BlindSpot
+from .proxy import Overoptimization as Overoptimization
+from .proxy import Peak as Peak
+from .proxy import ProxyGap as ProxyGap
+from .proxy import bt_blind_spot as bt_blind_spot
+from .proxy import overoptimization as overoptimization
+from .proxy import overoptimization_peak as overoptimization_peak
+from .proxy import proxy_gap as proxy_gap
 from .samples import Samples as Samples
 from .estimators import TiltStats as TiltStats
 from .estimators import tilt as tilt
@@ -17,15 +30,28 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Bands",
+    "BlindSpot",
+    "Ensemble",
+    "EnsembleScaling",
     "Frontier",
+    "Overoptimization",
+    "Peak",
+    "ProxyGap",
     "Samples",
     "Solution",
     "TiltStats",
     "bootstrap_bands",
+    "bt_blind_spot",
     "default_betas",
+    "ensemble_gaps",
+    "ensemble_scaling",
     "frontier",
+    "load_ensemble",
     "max_gain_at_kl",
     "min_kl_for_gain",
+    "overoptimization",
+    "overoptimization_peak",
+    "proxy_gap",
     "resample",
     "tilt",
 ]

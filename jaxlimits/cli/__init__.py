@@ -15,7 +15,7 @@ import sys
 from ._common import UsageError
 
 #: Command modules, in the order ``--help`` lists them.
-COMMANDS = ("demo", "frontier", "invert")
+COMMANDS = ("demo", "frontier", "invert", "proxy")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,477 @@
+"""Proxy gap, over-optimisation peak, Bradley-Terry blind spot, the figure and the ``proxy`` command.
+
+References are independent: exact enumeration of finite laws in NumPy float64, brute-force pair
+sums, dense grid searches and simulation. The gap is never asserted to have a sign or to be
+monotone (MATH.md §7): the identity and the bounds are what hold.
+"""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import data_file
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import jaxlimits as jl
+from jaxlimits import proxy
+from jaxlimits.cli import main
+
+BETAS = np.array([3.0, 1.0, 0.3])
+
+
+# -- exact references --------------------------------------------------------------------------
+
+
+def _tilt_np(p, x, beta):
+    """Tilted law ``p exp(x/beta) / Z`` (float64)."""
+    w = np.log(p) + (x - x.max()) / beta
+    w = np.exp(w - w.max())
+    return w / w.sum()
+
+
+def _exact_gap_terms(r, s, p, beta):
+    """Gains, gap by the closed identity, KLs and E[delta] under both tilts, for one finite law."""
+    ps, pr = _tilt_np(p, s, beta), _tilt_np(p, r, beta)
+    delta = s - r
+    e = np.exp(-(delta - delta.min()) / beta)  # the constant factor cancels in the ratio
+    cov = np.sum(ps * s * e) - np.sum(ps * s) * np.sum(ps * e)
+    return {
+        "gain_s": np.sum(ps * s) - np.sum(p * s),
+        "gain_r": np.sum(pr * s) - np.sum(p * s),
+        "identity": -cov / np.sum(ps * e),
+        "kl_s": np.sum(ps * np.log(ps / p)),
+        "kl_r": np.sum(pr * np.log(pr / p)),
+        "delta_s": np.sum(ps * delta),
+        "delta_r": np.sum(pr * delta),
+        "proxy_gain": np.sum(pr * r) - np.sum(p * r),
+        "residual_sq": np.sum(p * delta**2),
+    }
+
+
+law_rows = st.lists(st.floats(-3, 3, allow_nan=False), min_size=6, max_size=6)
+law_probs = st.lists(st.floats(0.02, 1.0), min_size=6, max_size=6)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.tuples(law_rows, law_rows), st.tuples(law_rows, law_rows), st.tuples(law_probs, law_probs))
+def test_gap_equals_the_closed_identity_on_exact_laws(rs, ss, ps):
+    r, s = np.array(rs), np.array(ss)
+    p = np.array(ps)
+    p = p / p.sum(axis=1, keepdims=True)
+    g = jl.proxy_gap(jl.Samples.from_law(r, p, scores=s), BETAS)
+    for x in range(2):
+        for j, beta in enumerate(BETAS):
+            ref = _exact_gap_terms(r[x], s[x], p[x], beta)
+            gap = float(g.prompts.gap[x, j])
+            assert gap == pytest.approx(ref["identity"], abs=1e-10)
+            assert float(g.prompts.gold_gain_gold_aligned[x, j]) == pytest.approx(ref["gain_s"], abs=1e-10)
+            assert float(g.prompts.gold_gain_proxy_aligned[x, j]) == pytest.approx(ref["gain_r"], abs=1e-10)
+            assert float(g.prompts.kl_proxy_aligned[x, j]) == pytest.approx(ref["kl_r"], abs=1e-10)
+            assert float(g.prompts.proxy_gain[x, j]) == pytest.approx(ref["proxy_gain"], abs=1e-10)
+            # bounds, never a sign: each tilt maximises its own objective
+            lower = beta * (ref["kl_s"] - ref["kl_r"])
+            assert lower - 1e-10 <= gap <= lower + ref["delta_s"] - ref["delta_r"] + 1e-10
+            assert abs(gap) <= float(g.prompts.gold_range[x]) + 1e-12
+        assert float(g.prompts.residual_norm[x]) == pytest.approx(np.sqrt(_exact_gap_terms(r[x], s[x], p[x], 1)[
+            "residual_sq"]), abs=1e-12)
+    np.testing.assert_array_equal(np.asarray(g.gap_se), 0.0)  # a law has no sampling error
+    np.testing.assert_allclose(g.gap, np.mean(np.asarray(g.prompts.gap), axis=0), atol=1e-15)
+    res = np.sqrt(np.mean(np.asarray(g.prompts.residual_norm) ** 2))
+    if res > 0:
+        np.testing.assert_allclose(g.ratio, np.abs(np.asarray(g.gap)) / res, rtol=1e-12)
+    else:  # proxy = gold: no gap, ratio reported as 0
+        np.testing.assert_array_equal(np.asarray(g.ratio), 0.0)
+
+
+def test_gap_can_be_negative_and_non_monotone():
+    """``r = 2s`` on a three-point law: the gap is negative at every beta and not monotone."""
+    s = np.array([[0.0, 1.0, 2.0, 0.0, 0.0, 0.0]] * 2)
+    p = np.array([[0.6, 0.3, 0.1, 0.0, 0.0, 0.0]] * 2)
+    g = jl.proxy_gap(jl.Samples.from_law(2 * s, p, scores=s), BETAS)  # p = 0 rows drop out
+    want = [_exact_gap_terms(2 * s[0, :3], s[0, :3], p[0, :3], b)["identity"] for b in BETAS]
+    np.testing.assert_allclose(g.gap, want, atol=1e-12)
+    np.testing.assert_allclose(want, [-0.19284582563, -0.52270452038, -0.10589131473], atol=1e-10)
+
+
+def test_gold_and_shifted_gold_have_zero_gap():
+    rng = np.random.default_rng(3)
+    s = rng.normal(size=(2, 6))
+    p = rng.dirichlet(np.ones(6), size=2)
+    law = jl.Samples.from_law(s, p, scores=s)
+    g = jl.proxy_gap(law, BETAS)
+    np.testing.assert_array_equal(np.asarray(g.gap), 0.0)
+    assert float(g.residual_norm) == 0.0 and float(g.ratio[0]) == 0.0
+    shift = np.array([[2.5], [-40.0]])  # a constant per prompt
+    g2 = jl.proxy_gap(jl.Samples.from_law(s + shift, p, scores=s), BETAS)
+    np.testing.assert_allclose(g2.prompts.gap, 0.0, atol=64 * np.finfo(float).eps * 40)
+    np.testing.assert_allclose(g2.prompts.residual_norm, np.abs(shift[:, 0]), rtol=1e-12)
+    np.testing.assert_allclose(g2.prompts.centred_residual_norm, 0.0, atol=1e-12)
+    # on samples: the standard error is zero too
+    x = rng.normal(size=(3, 40))
+    g3 = jl.proxy_gap(jl.Samples(x + np.array([[1.0], [-2.0], [7.0]]), scores=x), BETAS)
+    np.testing.assert_allclose(g3.prompts.gap, 0.0, atol=1e-13)
+    np.testing.assert_allclose(g3.prompts.gap_se, 0.0, atol=1e-13)
+
+
+# -- standard error ------------------------------------------------------------------------------
+
+
+def _gap_se_np(r, s, beta, counts=None, log_w=None):
+    """Delta-method SE of the gap from its joint influence function, per MATH.md §3 (float64)."""
+    m = np.ones_like(r) if counts is None else counts
+    v = m * (1.0 if log_w is None else np.exp(log_w))
+    u = v / v.sum()
+    ps, pr = _tilt_np(u, s, beta), _tilt_np(u, r, beta)
+    psi = ps / u * (s - ps @ s) - pr / u * (s - pr @ s)
+    return np.sqrt(np.sum(u**2 / m * psi**2))
+
+
+def test_gap_se_is_the_joint_influence_function():
+    rng = np.random.default_rng(0)
+    s = rng.normal(size=(3, 40))
+    r = s + 0.8 * rng.normal(size=(3, 40))
+    g = jl.proxy_gap(jl.Samples(r, scores=s), BETAS)
+    for x in range(3):
+        for j, b in enumerate(BETAS):
+            assert float(g.prompts.gap_se[x, j]) == pytest.approx(_gap_se_np(r[x], s[x], b), rel=1e-10)
+    # with importance weights
+    lw = rng.normal(size=(3, 40))
+    gw = jl.proxy_gap(jl.Samples(r, scores=s, log_weights=lw), BETAS)
+    for x in range(3):
+        assert float(gw.prompts.gap_se[x, 1]) == pytest.approx(_gap_se_np(r[x], s[x], 1.0, log_w=lw[x]), rel=1e-10)
+    # pooled over prompts: independent prompts
+    np.testing.assert_allclose(g.gap_se, np.sqrt(np.sum(np.asarray(g.prompts.gap_se) ** 2, axis=0)) / 3, rtol=1e-12)
+
+
+def test_gap_se_with_a_constant_proxy_is_the_gold_gain_se():
+    """A constant proxy leaves the base policy: the gap is the gold-aligned gain, whose SE the core computes."""
+    rng = np.random.default_rng(1)
+    s = rng.normal(size=(3, 40))
+    g = jl.proxy_gap(jl.Samples(np.zeros((3, 40)) + 1.5, scores=s), BETAS)
+    np.testing.assert_allclose(g.prompts.gap, g.prompts.gold_gain_gold_aligned, atol=1e-14)
+    # the core's SE uses a series at small tilt, truncated below 1e-6 relative (moments.K_SE)
+    np.testing.assert_allclose(g.prompts.gap_se, g.prompts.gold_gain_gold_aligned_se, rtol=1e-6)
+
+
+def test_counts_give_the_expanded_sample():
+    rng = np.random.default_rng(2)
+    vals = rng.normal(size=(2, 7))
+    gold = vals + rng.normal(size=(2, 7))
+    cnt = rng.integers(1, 5, size=(2, 7)).astype(float)
+    g = jl.proxy_gap(jl.Samples.from_counts(list(vals), list(cnt), scores=list(gold)), BETAS)
+    for x in range(2):
+        rx, sx = np.repeat(vals[x], cnt[x].astype(int)), np.repeat(gold[x], cnt[x].astype(int))
+        for j, b in enumerate(BETAS):
+            ref = _exact_gap_terms(rx, sx, np.full(rx.size, 1 / rx.size), b)
+            assert float(g.prompts.gap[x, j]) == pytest.approx(ref["identity"], abs=1e-12)
+            assert float(g.prompts.gap_se[x, j]) == pytest.approx(_gap_se_np(rx, sx, b), rel=1e-10)
+            assert float(g.prompts.gap_se[x, j]) == pytest.approx(
+                _gap_se_np(vals[x], gold[x], b, counts=cnt[x]), rel=1e-10)
+
+
+def test_gap_se_is_calibrated_by_simulation():
+    """400 independent replicates (as prompts): the SE matches the spread of the gap across them.
+
+    At beta = 2 the tilt is mild (ESS/N ~ 0.7) and the delta method is accurate; the spread of a
+    standard deviation from 400 replicates is ~3.5%, so 12% is a 3.4-sigma band. The SE that
+    ignores the correlation of the two gains, ``sqrt(se_s^2 + se_r^2)``, is 2.6 times too large.
+    """
+    rng = np.random.default_rng(1)
+    s = rng.standard_normal((400, 400))
+    r = s + 0.7 * rng.standard_normal((400, 400))
+    g = jl.proxy_gap(jl.Samples(r, scores=s), [2.0])
+    spread = np.std(np.asarray(g.prompts.gap[:, 0]), ddof=1)
+    predicted = np.sqrt(np.mean(np.asarray(g.prompts.gap_se[:, 0]) ** 2))
+    assert predicted == pytest.approx(spread, rel=0.12)
+    naive = np.sqrt(np.mean(np.asarray(g.prompts.gold_gain_gold_aligned_se[:, 0]) ** 2
+                            + np.asarray(g.prompts.gold_gain_proxy_aligned_se[:, 0]) ** 2))
+    assert naive > 2 * spread
+
+
+def test_float32_matches_float64():
+    rng = np.random.default_rng(4)
+    s = rng.normal(size=(3, 40))
+    r = s + 0.8 * rng.normal(size=(3, 40))
+    g64 = jl.proxy_gap(jl.Samples(r, scores=s), BETAS)
+    g32 = jl.proxy_gap(jl.Samples(r.astype(np.float32), scores=s.astype(np.float32)), BETAS.astype(np.float32))
+    assert g32.gap.dtype == jnp.float32
+    # rounding of inputs (6e-8 relative) through exponentials of r/beta with |r|/beta <= 10
+    np.testing.assert_allclose(g32.prompts.gap, g64.prompts.gap, atol=2e-5)
+    np.testing.assert_allclose(g32.prompts.gap_se, g64.prompts.gap_se, rtol=1e-4, atol=1e-6)
+
+
+def test_errors_are_clear():
+    with pytest.raises(ValueError, match="gold reward as the samples' scores"):
+        jl.proxy_gap(jl.Samples([[0.0, 1.0]]), [1.0])
+    with pytest.raises(ValueError, match="positive finite"):
+        jl.proxy_gap(jl.Samples([[0.0, 1.0]], scores=[[1.0, 0.0]]), [1.0, -1.0])
+    with pytest.raises(ValueError, match="shape \\[betas\\]"):
+        jl.proxy_gap(jl.Samples([[0.0, 1.0]], scores=[[1.0, 0.0]]), [[1.0]])
+    with pytest.raises(ValueError, match="at least 3 betas"):
+        jl.overoptimization_peak(jl.Samples([[0.0, 1.0]], scores=[[1.0, 0.0]]), [1.0, 2.0])
+
+
+# -- over-optimisation ---------------------------------------------------------------------------
+
+
+def _spurious_law(a=0.5, c=2.0, rare=0.03):
+    """Quality q on 11 levels, a rare spurious feature f the proxy rewards (+a f) and gold punishes (-c f)."""
+    q = np.repeat(np.linspace(0, 1, 11), 2)
+    f = np.tile([0.0, 1.0], 11)
+    p = np.where(f == 1, rare, 1 - rare) / 11
+    return q + a * f, q - c * f, p
+
+
+GRID = np.geomspace(10, 0.01, 31)
+
+
+def _dense_gain(r, s, u, betas):
+    """Gold gain of the proxy tilt, ``[..., B]``, by NumPy over a dense grid (rows of r, s, u: prompts)."""
+    r, s, u = np.atleast_2d(r), np.atleast_2d(s), np.atleast_2d(u)
+    logits = np.log(u)[:, None, :] + (r - r.max(axis=1, keepdims=True))[:, None, :] / betas[None, :, None]
+    w = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    w /= w.sum(axis=-1, keepdims=True)
+    return np.einsum("pbn,pn->pb", w, s) - np.sum(u * s, axis=1)[:, None]
+
+
+@pytest.mark.parametrize("a,c", [(0.5, 2.0), (1.0, 1.0), (0.3, 3.0)])
+def test_peak_matches_a_dense_grid_search_on_exact_laws(a, c):
+    r, s, p = _spurious_law(a, c)
+    law = jl.Samples.from_law([r], [p], scores=[s])
+    pk = jl.overoptimization_peak(law, GRID)
+    assert int(pk.status) == proxy.PEAK_FOUND and bool(pk.converged)
+    dense = np.geomspace(100, 1e-3, 20001)
+    gain = _dense_gain(r, s, p, dense)[0]
+    k = int(np.argmax(gain))
+    assert 0 < k < dense.size - 1
+    assert abs(np.log(float(pk.beta) / dense[k])) <= np.log(dense[0] / dense[1])
+    assert float(pk.gold_gain) >= gain[k] - 1e-13  # the refined peak is at least the grid's best
+    # at the peak d gain / d beta = -Cov(s, r) / beta^2 vanishes; KL and gain are the exact tilt's
+    b = float(pk.beta)
+    w = _tilt_np(p, r, b)
+    assert abs(np.sum(w * r * s) - np.sum(w * r) * np.sum(w * s)) <= 1e-12
+    ref = _exact_gap_terms(r, s, p, b)
+    assert float(pk.gold_gain) == pytest.approx(ref["gain_r"], abs=1e-12)
+    assert float(pk.kl) == pytest.approx(ref["kl_r"], rel=1e-10)
+    assert float(pk.proxy_gain) == pytest.approx(ref["proxy_gain"], rel=1e-10)
+
+
+def test_peak_status_is_data():
+    r, s, p = _spurious_law()
+    cases = {
+        proxy.PEAK_BEYOND_GRID: s,  # aligning to gold: the gold gain keeps rising
+        proxy.PEAK_AT_START: -s,  # a proxy that is anti-gold: it falls from the start
+        proxy.PEAK_FLAT: np.zeros_like(s),  # a constant proxy: nothing changes
+    }
+    for status, proxy_reward in cases.items():
+        pk = jl.overoptimization_peak(jl.Samples.from_law([proxy_reward], [p], scores=[s]), GRID)
+        assert int(pk.status) == status, proxy.PEAK_MESSAGES[int(pk.status)]
+        assert not bool(pk.converged)
+
+
+def _spurious_samples(num_prompts=8, n=200, seed=0):
+    """Draws from spurious-feature laws with different strengths (one per prompt), with a mask."""
+    rng = np.random.default_rng(seed)
+    rs, ss = [], []
+    for x in range(num_prompts):
+        r, s, p = _spurious_law(a=0.3 + 0.1 * x, c=2.0, rare=0.05)
+        idx = rng.choice(p.size, size=n, p=p)
+        rs.append(r[idx] + 0.05 * rng.standard_normal(n))
+        ss.append(s[idx])
+    return jl.Samples(np.array(rs), scores=np.array(ss), mask=np.ones((num_prompts, n), bool))
+
+
+SAMPLE_GRID = np.geomspace(20, 0.02, 24)
+
+
+@pytest.fixture(scope="module")
+def sample_result():
+    samples = _spurious_samples()
+    return samples, jl.overoptimization(samples, SAMPLE_GRID, bootstrap=16, key=jax.random.PRNGKey(1))
+
+
+def test_peak_matches_a_dense_grid_search_on_samples(sample_result):
+    samples, res = sample_result
+    pk = res.peak
+    assert int(pk.status) == proxy.PEAK_FOUND and bool(pk.converged)
+    dense = np.geomspace(20, 0.02, 4001)
+    r, s = np.asarray(samples.rewards), np.asarray(samples.scores)
+    u = np.full(r.shape, 1 / r.shape[1])
+    gain = _dense_gain(r, s, u, dense).mean(axis=0)
+    k = int(np.argmax(gain))
+    assert abs(np.log(float(pk.beta) / dense[k])) <= np.log(dense[0] / dense[1])
+    assert float(pk.gold_gain) >= gain[k] - 1e-12
+    # the curve is the proxy gap on the decreasing grid: KL increases along it
+    assert np.all(np.diff(np.asarray(res.curve.kl_proxy_aligned)) > 0)
+    np.testing.assert_allclose(res.curve.gold_gain_proxy_aligned, _dense_gain(r, s, u, SAMPLE_GRID).mean(axis=0),
+                               atol=1e-12)
+    # the bootstrap runs the jit-compiled search per replicate
+    assert 0.5 <= float(pk.found_share) <= 1.0
+    assert 0 < float(pk.kl_se) < float(pk.kl)
+    # bounds on samples, per prompt
+    g = res.curve.prompts
+    assert np.all(np.abs(np.asarray(g.gap)) <= np.asarray(g.gold_range)[:, None] + 1e-12)
+
+
+@pytest.mark.slow
+def test_peak_is_differentiable_by_the_implicit_function_theorem():
+    """d beta*/d a (the proxy's weight on the spurious feature) against central differences; vmap."""
+    r0, s, p = _spurious_law(a=0.0)
+    f = np.tile([0.0, 1.0], 11)
+
+    def peak(a):
+        law = jl.Samples([r0 + a * f], scores=[s], log_weights=[np.log(p)], exact=True)
+        pk = jl.overoptimization_peak(law, GRID)
+        return pk.beta, pk.gold_gain
+
+    a0, h = 0.5, 1e-5
+    (b0, g0), (db, dg) = jax.jvp(peak, (a0,), (1.0,))
+    (bp, gp), (bm, gm) = peak(a0 + h), peak(a0 - h)
+    assert float(db) == pytest.approx((float(bp) - float(bm)) / (2 * h), rel=1e-6)
+    assert float(dg) == pytest.approx((float(gp) - float(gm)) / (2 * h), rel=1e-6)
+    # envelope theorem: at the peak dG*/da is the partial derivative at fixed beta*
+    partial = jax.grad(lambda a: jl.tilt(jl.Samples([r0 + a * f], scores=[s], log_weights=[np.log(p)], exact=True),
+                                         jnp.array([float(b0)])).gain[0, 0])(a0)
+    assert float(dg) == pytest.approx(float(partial), rel=1e-8)
+    # the solver vmaps: a batch of proxies equals a loop
+    a_batch = jnp.array([0.4, 0.5, 0.7])
+    batched = jax.vmap(lambda a: peak(a)[0])(a_batch)
+    np.testing.assert_allclose(batched, [float(peak(float(a))[0]) for a in a_batch], rtol=1e-12)
+
+
+# -- Bradley-Terry blind spot ------------------------------------------------------------------
+
+
+def test_bt_blind_spot():
+    rng = np.random.default_rng(5)
+    s = rng.normal(size=(3, 30))
+    r = s + 0.5 * rng.normal(size=(3, 30))
+    cluster = rng.random((3, 30)) < 0.4
+    shifts = np.array([-4.0, -1.0, 0.0, 0.5, 2.0, 6.0])
+    bs = jl.bt_blind_spot(jl.Samples(r, scores=s), shifts, BETAS, cluster=cluster)
+    # within-cluster likelihood: unchanged; brute force over pairs of distinct draws
+    def bt(rr, same):
+        tot, w = 0.0, 0.0
+        for x in range(3):
+            for i in range(30):
+                for j in range(30):
+                    if i != j and (cluster[x, i] == cluster[x, j]) == same:
+                        q = 1 / (1 + np.exp(-(s[x, i] - s[x, j])))
+                        tot += q * -np.log1p(np.exp(-(rr[x, i] - rr[x, j])))
+                        w += 1
+        return 2 * tot / w
+
+    np.testing.assert_allclose(bs.bt_within, bt(r, True), rtol=1e-12)
+    assert float(bs.bt_across[0]) == pytest.approx(bt(r - 4.0 * cluster, False), rel=1e-12)
+    assert float(np.ptp(np.asarray(bs.bt_across))) > 0.1  # only across-cluster comparisons see c
+    # the residual is the convex quadratic in c
+    d = s - r
+    mass = np.mean(cluster, axis=1)
+    inner = np.mean(d * cluster, axis=1)
+    quad = np.mean(np.mean(d**2, axis=1)[None] - 2 * shifts[:, None] * inner[None] + shifts[:, None] ** 2 * mass[None],
+                   axis=1)
+    np.testing.assert_allclose(np.asarray(bs.residual_norm) ** 2, quad, rtol=1e-12)
+    assert float(bs.residual_min_shift) == pytest.approx(np.mean(inner) / np.mean(mass), rel=1e-12)
+    # the gap at c = 0 is the proxy gap; bounded by the range of gold at every c
+    g0 = jl.proxy_gap(jl.Samples(r, scores=s), BETAS)
+    np.testing.assert_allclose(bs.gap[2], g0.gap, atol=1e-13)
+    assert np.all(np.abs(np.asarray(bs.gap)) <= np.mean(np.ptp(s, axis=1)) + 1e-12)
+
+
+# -- figure and command line -------------------------------------------------------------------
+
+
+def test_overoptimization_figure(sample_result, tmp_path):
+    _, res = sample_result
+    path = tmp_path / "curve.png"
+    fig = proxy.overoptimization_figure(res, path, title="spurious feature")
+    assert path.stat().st_size > 10_000
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any(lab.startswith("peak: KL") for lab in labels)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def _write_jsonl(path, samples, extra=None):
+    r, s = np.asarray(samples.rewards), np.asarray(samples.scores)
+    with open(path, "w") as fh:
+        for x in range(r.shape[0]):
+            for i in range(r.shape[1]):
+                row = {"prompt_id": x, "rm": float(r[x, i]), "gold": float(s[x, i])}
+                if extra is not None:
+                    row.update({k: float(v[x, i]) for k, v in extra.items()})
+                fh.write(json.dumps(row) + "\n")
+
+
+def test_cli_proxy_prints_the_table_peak_and_plot(sample_result, tmp_path, capsys):
+    samples, res = sample_result
+    path = tmp_path / "data.jsonl"
+    _write_jsonl(path, samples)
+    out, png = tmp_path / "out.json", tmp_path / "curve.png"
+    betas = [str(b) for b in SAMPLE_GRID]
+    code = main(["proxy", str(path), "--proxy", "rm", "--gold", "gold", "--x64", "--betas", *betas,
+                 "--out", str(out), "--plot", str(png)])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "over-optimisation peak: beta" in text and "gold gain (proxy-aligned)" in text
+    doc = json.loads(out.read_text())
+    assert doc["meta"]["peak"]["beta"] == pytest.approx(float(res.peak.beta), rel=1e-9)
+    assert len(doc["rows"]) == len(SAMPLE_GRID) and png.stat().st_size > 10_000
+    # refuses to overwrite, names a missing column
+    assert main(["proxy", str(path), "--proxy", "rm", "--gold", "gold", "--out", str(out)]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert main(["proxy", str(path), "--proxy", "nope", "--gold", "gold"]) == 2
+    assert "no column 'nope'" in capsys.readouterr().err
+
+
+# -- real data -----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_gsm8k_base_samples_end_to_end(tmp_path, capsys):
+    """GSM8K base samples: ``rm_logit`` proxy, exact-match ``correct`` gold (200 prompts x 4)."""
+    path = data_file("gsm8k_qwen25_05b_base_200x4.jsonl")
+    out, png = tmp_path / "gsm8k.json", tmp_path / "gsm8k.png"
+    code = main(["proxy", str(path), "--proxy", "rm_logit", "--gold", "correct", "--x64", "--num-betas", "24",
+                 "--out", str(out), "--plot", str(png)])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    print(text)
+    doc = json.loads(out.read_text())
+    rows, peak = doc["rows"], doc["meta"]["peak"]
+    assert peak["status"] in proxy.PEAK_MESSAGES
+    kl = np.array([r["kl_proxy_aligned"] for r in rows])
+    assert np.all(np.diff(kl) > 0) and kl[-1] < np.log(4)  # 4 samples: KL cannot exceed log 4
+    gap = np.array([r["gap"] for r in rows])
+    assert np.all(np.abs(gap) <= 1.0)  # gold is 0/1: |gap| <= range of gold
+    assert all(r["saturated"] for r in rows)  # 4 samples per prompt never reach ESS 200
+    assert png.stat().st_size > 10_000
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_alpacafarm_gold_versus_four_proxies_end_to_end(tmp_path, capsys):
+    path = data_file("alpacafarm_gold_vs_proxies_1000x2.jsonl")
+    out = tmp_path / "alpaca.json"
+    code = main(["proxy", str(path), "--proxy", "rm", "mrm", "mrm_sft_based", "rm_center", "--gold", "gold",
+                 "--calibrate", "moments", "--x64", "--num-betas", "16", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    print(text)
+    doc = json.loads(out.read_text())
+    ens = doc["meta"]["ensemble"]
+    assert set(ens["members"]) == {"member rm", "member mrm", "member mrm_sft_based", "member rm_center",
+                                   "mean", "median", "min", "mean_minus_std"}
+    rates = ens["rates"]
+    assert np.isfinite(rates["residual_rate"]) and rates["residual_rate_se"] > 0
+    assert rates["noise_var"] > 0
+    kl = np.array([r["kl_proxy_aligned"] for r in doc["rows"]])
+    assert kl[-1] < np.log(2)  # two samples per prompt
