@@ -1,5 +1,9 @@
 """jaxlimits: the theoretical limits of KL-regularised language-model alignment, in JAX."""
 
+from .bon import BestOfN as BestOfN
+from .bon import SoftBestOfN as SoftBestOfN
+from .bon import best_of_n as best_of_n
+from .bon import soft_best_of_n as soft_best_of_n
 from .ensembles import Ensemble as Ensemble
 from .ensembles import EnsembleScaling as EnsembleScaling
 from .ensembles import ensemble_gaps as ensemble_gaps
@@ -30,6 +34,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Bands",
+    "BestOfN",
     "BlindSpot",
     "Ensemble",
     "EnsembleScaling",
@@ -38,8 +43,10 @@ __all__ = [
     "Peak",
     "ProxyGap",
     "Samples",
+    "SoftBestOfN",
     "Solution",
     "TiltStats",
+    "best_of_n",
     "bootstrap_bands",
     "bt_blind_spot",
     "default_betas",
@@ -53,5 +60,6 @@ __all__ = [
     "overoptimization_peak",
     "proxy_gap",
     "resample",
+    "soft_best_of_n",
     "tilt",
 ]
