@@ -4,6 +4,11 @@ from .bon import BestOfN as BestOfN
 from .bon import SoftBestOfN as SoftBestOfN
 from .bon import best_of_n as best_of_n
 from .bon import soft_best_of_n as soft_best_of_n
+from .compare import Comparison as Comparison
+from .compare import Run as Run
+from .compare import compare as compare
+from .compare import load_runs as load_runs
+from .compare import run_from_samples as run_from_samples
 from .ensembles import Ensemble as Ensemble
 from .ensembles import EnsembleScaling as EnsembleScaling
 from .ensembles import ensemble_gaps as ensemble_gaps
@@ -36,12 +41,14 @@ __all__ = [
     "Bands",
     "BestOfN",
     "BlindSpot",
+    "Comparison",
     "Ensemble",
     "EnsembleScaling",
     "Frontier",
     "Overoptimization",
     "Peak",
     "ProxyGap",
+    "Run",
     "Samples",
     "SoftBestOfN",
     "Solution",
@@ -49,17 +56,20 @@ __all__ = [
     "best_of_n",
     "bootstrap_bands",
     "bt_blind_spot",
+    "compare",
     "default_betas",
     "ensemble_gaps",
     "ensemble_scaling",
     "frontier",
     "load_ensemble",
+    "load_runs",
     "max_gain_at_kl",
     "min_kl_for_gain",
     "overoptimization",
     "overoptimization_peak",
     "proxy_gap",
     "resample",
+    "run_from_samples",
     "soft_best_of_n",
     "tilt",
 ]

@@ -12,6 +12,7 @@ from scipy import integrate, optimize, stats
 
 import jaxlimits as jl
 from jaxlimits import bon
+from jaxlimits.cli import main
 from jaxlimits.testbed import exact as tb_exact
 
 # Statistical checks: |estimate - truth| <= Z_TOL standard errors (a false alarm about 1 in 16,000 per
@@ -445,3 +446,31 @@ def test_soft_best_of_n_on_an_exact_law_and_with_counts():
     assert abs(float(counts.gain[0]) - plain) < 1e-12
     with pytest.raises(ValueError, match="lam"):
         bon.soft_best_of_n(law, [2], lam=0.0)
+
+
+# ------------------------------------------------------------------------------------------------
+# The command line (in process; the same synthetic data as tests/test_plot.py and test_compare.py)
+
+
+def test_cli_bon(tmp_path, capsys):
+    rows = np.random.default_rng(11).standard_normal((16, 64))
+    lp = np.log(np.random.default_rng(12).uniform(1e-4, 0.5, size=rows.shape))
+    lines = [f"{p},{float(rows[p, i])!r},{float(lp[p, i])!r}" for p in range(16) for i in range(64)]
+    f = tmp_path / "s.csv"
+    f.write_text("prompt_id,reward,logprob\n" + "\n".join(lines) + "\n")
+    out = tmp_path / "bon.csv"
+    assert main(["bon", str(f), "--n", "1", "2", "4", "--log-prob-col", "logprob", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "effic." in text and "win rate" in text
+    import csv
+
+    with out.open(newline="") as fh:
+        table = list(csv.DictReader(fh))
+    assert [int(r["n"]) for r in table] == [1, 2, 4]
+    lib = bon.best_of_n(jl.Samples(rows), [1, 2, 4], log_probs=lp, frontier=False)
+    np.testing.assert_allclose([float(r["gain"]) for r in table], np.asarray(lib.gain), atol=1e-12)
+    np.testing.assert_allclose([float(r["kl_beirami"]) for r in table], np.asarray(lib.kl_beirami), atol=1e-12)
+    assert 0.8 < float(table[1]["efficiency"]) < 1.2
+    assert main(["bon", str(f), "--n", "65"]) == 2
+    assert "exceeds the 64 draws" in capsys.readouterr().err
+    assert main(["bon", str(f), "--n", "2", "--log-prob-col", "logprob", "--dedupe", "reward"]) == 2

@@ -1,0 +1,107 @@
+"""``jaxlimits bon FILE --n 1 2 4 8 ...``: best-of-n from base samples, held against the frontier."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _common as c
+
+EXAMPLES = (
+    "jaxlimits bon samples.jsonl --n 1 2 4 8 16 --out bon.csv",
+    "jaxlimits bon samples.jsonl --n 2 8 32 --log-prob-col logprob --plot bon.png",
+)
+
+
+def register(sub):
+    p = c.subparser(sub, "bon", "best-of-n from base samples: expected gain, KL (three ways), win rate, and its "
+                    "efficiency against the frontier", EXAMPLES)
+    c.add_data_options(p)
+    p.add_argument("--n", type=int, nargs="+", required=True, metavar="N", help="numbers of draws (each <= samples)")
+    p.add_argument("--log-prob-col", default=None, metavar="COL",
+                   help="column of the samples' base-model log-probabilities (for Beirami's KL estimator)")
+    p.add_argument("--kl-method", default="auto", choices=("auto", "analytic", "exact", "beirami"),
+                   help="the KL of best-of-n held against the frontier (default auto: exact where rewards tie, "
+                        "log n - (n-1)/n where they do not)")
+    p.add_argument("--no-frontier", action="store_true", help="skip the frontier (efficiency, win-rate frontier)")
+    p.add_argument("--title", default=None, help="title of the --plot figure")
+    c.add_common(p, plot=True)
+    return p
+
+
+def rows_of(res) -> list[dict]:
+    """The pooled best-of-n results as table rows (one per n)."""
+    from ..inversion import STATUS
+
+    keys = ("gain", "gain_se", "reward_gain", "reward_gain_se", "kl", "kl_analytic", "kl_exact", "kl_beirami",
+            "frontier_gain", "frontier_gain_se", "efficiency", "win_rate", "win_rate_se", "win_rate_frontier")
+    cols = {k: np.asarray(getattr(res, k), dtype=np.float64) for k in keys}
+    status = np.asarray(res.frontier_status)
+    sat = np.asarray(res.saturated)
+    rows = []
+    for i, n in enumerate(np.asarray(res.n)):
+        row = {"n": int(n)}
+        row.update({k: float(v[i]) for k, v in cols.items()})
+        row["frontier_status"] = STATUS.get(int(status[i]), "NOT_COMPUTED")
+        row["saturated"] = bool(sat[i])
+        rows.append(row)
+    return rows
+
+
+def _num(x: float, se: float | None = None, digits: int = 4) -> str:
+    if not np.isfinite(x):
+        return "-"
+    if se is None or not np.isfinite(se) or se == 0:
+        return f"{x:.{digits}g}"
+    return f"{x:.{digits}g} ± {se:.2g}"
+
+
+def print_table(rows: list[dict]) -> None:
+    c.say(f"{'n':>5} {'gain':>17} {'KL used':>8} {'KL anal.':>8} {'KL exact':>8} {'KL Beir.':>8} "
+          f"{'frontier':>17} {'effic.':>6} {'win rate':>8} {'win front.':>10}  trust")
+    for r in rows:
+        trust = "ok" if not r["saturated"] else (
+            "saturated" if r["frontier_status"] == "OK" else r["frontier_status"].lower())
+        c.say(f"{r['n']:>5} {_num(r['gain'], r['gain_se']):>17} {_num(r['kl']):>8} {_num(r['kl_analytic']):>8} "
+              f"{_num(r['kl_exact']):>8} {_num(r['kl_beirami']):>8} "
+              f"{_num(r['frontier_gain'], r['frontier_gain_se']):>17} {_num(r['efficiency'], digits=3):>6} "
+              f"{_num(r['win_rate']):>8} {_num(r['win_rate_frontier']):>10}  {trust}")
+
+
+def load_log_probs(args, loaded):
+    """The log-probability column laid out like the samples (``[P, N]``), or None."""
+    if args.log_prob_col is None:
+        return None
+    from .. import io
+
+    if args.dedupe:
+        raise c.UsageError("--log-prob-col cannot be combined with --dedupe (rows merged by --dedupe would need one "
+                           "log-probability each); give plain rows or counts")
+    lp = io.load(args.file, prompt=args.prompt_col, reward=args.log_prob_col, count=args.count_col)
+    return np.asarray(lp.samples.rewards)
+
+
+def run(args) -> int:
+    from .. import bon
+    from .. import plot as jplot
+
+    out = c.check_new_file(args.out, args.force, (".csv", ".json"), "--out")
+    png = c.check_new_file(args.plot, args.force, (".png", ".pdf", ".svg"), "--plot")
+    loaded = c.load_samples(args)
+    samples = loaded.samples
+    log_probs = load_log_probs(args, loaded)
+    res = bon.best_of_n(samples, args.n, log_probs=log_probs, kl_method=args.kl_method,
+                        frontier=not args.no_frontier, memory_budget=c.memory_budget(args))
+    rows = rows_of(res)
+    notes = list(loaded.notes) + list(res.notices)
+    for note in notes:
+        c.say(f"note: {note}")
+    c.say(f"{samples.num_prompts} prompts, up to {samples.num_samples} samples each; gain ± SE (jackknife), KL in "
+          f"nats; efficiency = reward gain / frontier gain at the same KL")
+    print_table(rows)
+    if out is not None:
+        c.write_rows(out, rows, c.meta(args, loaded.source, notes))
+        c.say(f"wrote {out}")
+    if png is not None:
+        jplot.frontier_figure(samples, bon=res, path=png, title=args.title)
+        c.say(f"wrote {png}")
+    return 0

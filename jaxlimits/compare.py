@@ -1,0 +1,486 @@
+r"""Alignment runs held against the frontier (MATH.md §9).
+
+A run (PPO, GRPO, DPO, ...) reports a measured sequence-level ``KL_run`` and gain ``G_run`` on the
+same prompts and reward as the base samples. Against the frontier estimated from those samples:
+
+.. math::
+
+   \text{left on the table} = \mathrm{gain}^*(KL_{run}) - G_{run}, \qquad
+   \text{reward efficiency} = \frac{G_{run}}{\mathrm{gain}^*(KL_{run})}, \qquad
+   \text{KL efficiency} = \frac{\mathrm{KL}^*(G_{run})}{KL_{run}},
+
+and a point above the frontier is impossible up to estimation error, so it is flagged when it is
+above by more than its uncertainty.
+
+Units are a real trap: trainers (TRL, OpenRLHF, verl) log the KL **per token**, and the frontier is
+in nats **per sequence**. A run says which it is (``unit``), and a per-token KL needs the mean
+completion length; nothing is converted unless the unit is stated, and every conversion is
+written into the result's notes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .samples import Samples
+
+Array = jax.Array
+
+#: Units a run's KL may be given in.
+UNITS = ("sequence", "token")
+
+
+class Run(NamedTuple):
+    """One alignment run (or checkpoint): its measured KL and gain.
+
+    Attributes:
+      name: a label.
+      kl: measured ``KL(pi || pi0)``, in nats per sequence or per token (``unit``).
+      gain: measured gain ``E_pi[r] - E_0[r]`` in the reward the frontier is of.
+      kl_se, gain_se: their standard errors (0 if unknown; the flag is then less cautious).
+      unit: ``"sequence"`` (default) or ``"token"``.
+      completion_length: the mean completion length in tokens, needed when ``unit == "token"``
+        (sequence KL = per-token KL x length).
+    """
+
+    name: str
+    kl: float
+    gain: float
+    kl_se: float = 0.0
+    gain_se: float = 0.0
+    unit: str = "sequence"
+    completion_length: float | None = None
+
+
+def _check_run(i: int, run) -> Run:
+    if isinstance(run, Mapping):
+        run = Run(**run)
+    elif not isinstance(run, Run):
+        run = Run(*run)
+    where = f"run {i} ({run.name!r})"
+    for field in ("kl", "gain", "kl_se", "gain_se"):
+        v = getattr(run, field)
+        try:
+            v = float(v)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: {field} = {v!r} is not a number") from None
+        if not math.isfinite(v):
+            raise ValueError(f"{where}: {field} = {v!r} is not finite")
+        if field != "gain" and v < 0:
+            raise ValueError(f"{where}: {field} = {v!r} is negative")
+    if run.unit not in UNITS:
+        raise ValueError(f"{where}: unit must be one of {', '.join(UNITS)}, got {run.unit!r}")
+    if run.unit == "token":
+        L = run.completion_length
+        if L is None:
+            raise ValueError(
+                f"{where}: a per-token KL needs the mean completion length (completion_length) to give a "
+                f"sequence-level KL"
+            )
+        if not (isinstance(L, (int, float, np.number)) and math.isfinite(float(L)) and float(L) > 0):
+            raise ValueError(f"{where}: completion_length = {L!r} must be a positive number of tokens")
+    elif run.completion_length is not None:
+        raise ValueError(
+            f"{where}: completion_length is given but unit is 'sequence'; pass unit='token' if the KL is per token"
+        )
+    return run
+
+
+def sequence_kl(run: Run) -> tuple[float, float, str]:
+    """A run's sequence-level KL and its SE, with a note saying what was assumed."""
+    if run.unit == "token":
+        L = float(run.completion_length)
+        kl = float(run.kl) * L
+        note = (
+            f"KL given per token: sequence KL = {float(run.kl):.4g} nats/token x {L:.4g} tokens = {kl:.4g} nats "
+            f"(assumes the logged value is the mean over completion tokens and {L:.4g} the mean completion "
+            f"length of the same batch)"
+        )
+        return kl, float(run.kl_se) * L, note
+    return float(run.kl), float(run.kl_se), "KL taken as sequence-level, as given (unit='sequence')"
+
+
+def run_from_samples(
+    name: str,
+    policy: Samples,
+    base: Samples,
+    kl: float,
+    *,
+    kl_se: float = 0.0,
+    unit: str = "sequence",
+    completion_length: float | None = None,
+) -> Run:
+    r"""A run whose gain is measured from its own samples on the same prompts as the base samples.
+
+    .. math::
+
+       G = \frac1P \sum_x \big(\bar r^{\,\pi}_x - \bar r^{\,0}_x\big), \qquad
+       \mathrm{se}(G) = \frac1P \sqrt{\textstyle\sum_x \big(s^2_{\pi,x}/N_{\pi,x} + s^2_{0,x}/N_{0,x}\big)},
+
+    with the rewards (what the frontier is of), per prompt, conditional on the prompt set like the
+    frontier's standard errors. The KL is not in the samples: give it (e.g. from the training log).
+
+    Args:
+      name: a label.
+      policy: the run's samples ``[P, M]`` (rows in the same prompt order as ``base``).
+      base: the base samples ``[P, N]`` the frontier is estimated from.
+      kl, kl_se, unit, completion_length: as in :class:`Run`.
+
+    Examples:
+      >>> import jaxlimits as jl
+      >>> base = jl.Samples([[0.0, 1.0], [1.0, 3.0]])
+      >>> pol = jl.Samples([[1.0, 2.0], [2.0, 4.0]])
+      >>> jl.run_from_samples("ppo", pol, base, kl=0.3).gain
+      1.0
+    """
+    for what, s in (("policy", policy), ("base", base)):
+        if not isinstance(s, Samples):
+            raise TypeError(f"run_from_samples: {what} must be a jaxlimits.Samples, got {type(s).__name__}")
+    if policy.num_prompts != base.num_prompts:
+        raise ValueError(
+            f"run_from_samples: the policy samples have {policy.num_prompts} prompts and the base samples "
+            f"{base.num_prompts}; they must be the same prompts, in the same order"
+        )
+    if policy.log_weights is not None and not policy.exact:
+        raise ValueError("run_from_samples: the policy samples carry importance weights; give plain draws")
+    mp_, vp, np_ = _mean_var(policy)
+    mb, vb, nb = _mean_var(base)
+    d = mp_ - mb
+    var = (0.0 if policy.exact else vp / np_) + (0.0 if base.exact else vb / nb)
+    gain = float(np.mean(d))
+    gain_se = float(np.sqrt(np.sum(var)) / len(d))
+    return _check_run(0, Run(name, float(kl), gain, float(kl_se), gain_se, unit, completion_length))
+
+
+def _mean_var(s: Samples):
+    """Per-prompt mean and variance (ddof 1) of the rewards, and the number of draws (host, float64)."""
+    r = np.asarray(s.rewards, np.float64)
+    valid = np.asarray(s.valid())
+    if s.log_weights is not None:
+        lw = np.where(valid, np.asarray(s.log_weights, np.float64), -np.inf)
+        w = np.exp(lw - lw.max(axis=1, keepdims=True))
+    else:
+        w = np.where(valid, 1.0 if s.counts is None else np.asarray(s.counts, np.float64), 0.0)
+    n = w.sum(axis=1) if s.log_weights is None else np.asarray(s.draws(), np.float64)
+    u = w / w.sum(axis=1, keepdims=True)
+    mean = np.sum(u * r, axis=1)
+    var = np.sum(u * (r - mean[:, None]) ** 2, axis=1) * n / np.maximum(n - 1, 1)
+    return mean, var, n
+
+
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=[
+        "kl", "kl_se", "gain", "gain_se", "frontier_gain", "frontier_gain_se", "frontier_beta",
+        "left_on_table", "reward_efficiency", "min_kl", "kl_efficiency", "excess_z", "above_frontier",
+        "lower_bound", "frontier_saturated", "frontier_status", "min_kl_status",
+    ],
+    meta_fields=["names", "notes", "notices", "level"],
+)
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """Runs against the frontier; every array field is ``[runs]``.
+
+    Attributes:
+      kl, kl_se: the runs' sequence-level KL (converted from per-token where the run said so).
+      gain, gain_se: the runs' measured gains.
+      frontier_gain, frontier_gain_se, frontier_beta: ``gain*(KL_run)`` on the pooled frontier
+        (``jaxlimits.max_gain_at_kl``). Where the run's KL is at or beyond what the samples can show,
+        ``frontier_gain`` is the samples' cap ``mean_x (max r - E_0 r)`` and ``lower_bound`` is set:
+        the frontier there is at least that (best-of-N has at most that KL and that expected gain).
+      left_on_table: ``frontier_gain - gain`` (a lower bound where ``lower_bound``).
+      reward_efficiency: ``gain / frontier_gain`` (an upper bound where ``lower_bound``).
+      min_kl: ``KL*(gain)``, the least KL that reaches the run's gain (``jaxlimits.min_kl_for_gain``;
+        0 for a gain <= 0; NaN where the gain is beyond what the samples can show).
+      kl_efficiency: ``min_kl / kl`` (how much of the spent KL was needed).
+      excess_z: ``(gain - frontier_gain) / se``, ``se = sqrt(gain_se^2 + frontier_gain_se^2 +
+        (frontier_beta kl_se)^2)`` (``d gain*/dK = beta*`` carries the KL's error).
+      above_frontier: the run is above the frontier by more than ``z_level * se`` (impossible up
+        to estimation error: check units, prompts and reward). Never set where ``lower_bound``.
+      lower_bound: the frontier value is only a lower bound (the run's KL is saturated).
+      frontier_saturated: the frontier at that KL is computed but cannot be trusted (low ESS).
+      frontier_status, min_kl_status: ``jaxlimits.inversion.Status`` codes of the two solves.
+      names: the runs' names. notes: one sentence per run (unit assumed, status).
+      notices: what holds for all runs. level: the two-sided level of the flag (``z_level``).
+    """
+
+    kl: Array
+    kl_se: Array
+    gain: Array
+    gain_se: Array
+    frontier_gain: Array
+    frontier_gain_se: Array
+    frontier_beta: Array
+    left_on_table: Array
+    reward_efficiency: Array
+    min_kl: Array
+    kl_efficiency: Array
+    excess_z: Array
+    above_frontier: Array
+    lower_bound: Array
+    frontier_saturated: Array
+    frontier_status: Array
+    min_kl_status: Array
+    names: tuple[str, ...]
+    notes: tuple[str, ...]
+    notices: tuple[str, ...]
+    level: float
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One dict per run (for tables, CSV and JSON)."""
+        keys = [f.name for f in dataclasses.fields(self) if f.name not in ("names", "notes", "notices", "level")]
+        cols = {k: np.asarray(getattr(self, k)) for k in keys}
+        out = []
+        for i, name in enumerate(self.names):
+            row: dict[str, Any] = {"name": name}
+            for k, v in cols.items():
+                x = v[i]
+                row[k] = bool(x) if v.dtype == bool else int(x) if v.dtype.kind in "iu" else float(x)
+            row["note"] = self.notes[i]
+            out.append(row)
+        return out
+
+
+def compare(
+    samples: Samples,
+    runs: Sequence[Run | Mapping | tuple],
+    *,
+    level: float = 0.95,
+    memory_budget: int | None = None,
+) -> Comparison:
+    r"""Alignment runs held against the frontier of the base samples (MATH.md §9).
+
+    .. math::
+
+       \mathrm{left} = \mathrm{gain}^*(KL) - G, \quad
+       \eta_{reward} = G / \mathrm{gain}^*(KL), \quad
+       \eta_{KL} = \mathrm{KL}^*(G) / KL.
+
+    Args:
+      samples: base samples :class:`jaxlimits.Samples` ``[P, N]`` (the frontier is of their rewards).
+      runs: :class:`Run` values (or dicts / tuples of its fields): measured KL and gain, optional
+        standard errors, optional ``unit="token"`` with ``completion_length``.
+      level: two-sided level of the above-frontier flag (0.95: ``z = 1.96``).
+      memory_budget: bytes of working memory for the frontier solves.
+
+    Returns:
+      A :class:`Comparison` with ``[runs]`` fields.
+
+    Raises:
+      ValueError: a run with a non-finite or negative KL, an unknown unit, or a per-token KL
+        without a completion length.
+
+    Examples:
+      >>> import jaxlimits as jl
+      >>> law = jl.Samples.from_law([[0.0, 1.0]], [[0.7, 0.3]])  # Bernoulli(0.3) rewards
+      >>> res = jl.compare(law, [jl.Run("on", kl=0.087177, gain=0.2), jl.Run("below", kl=0.087177, gain=0.1)])
+      >>> [round(float(x), 3) for x in res.reward_efficiency]
+      [1.0, 0.5]
+    """
+    from . import inversion
+    from .bon import _solve_bucketed
+
+    if not isinstance(samples, Samples):
+        raise TypeError(f"compare: samples must be a jaxlimits.Samples, got {type(samples).__name__}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    runs = [_check_run(i, r) for i, r in enumerate(runs)]
+    if not runs:
+        raise ValueError("compare: no runs given")
+    conv = [sequence_kl(r) for r in runs]
+    kl = np.array([c[0] for c in conv])
+    kl_se = np.array([c[1] for c in conv])
+    gain = np.array([float(r.gain) for r in runs])
+    gain_se = np.array([float(r.gain_se) for r in runs])
+    notes = [c[2] for c in conv]
+    dt = samples.dtype
+
+    sol = _solve_bucketed(inversion.max_gain_at_kl, samples, kl, memory_budget=memory_budget)
+    status = np.asarray(sol.status, np.int32)
+    beyond = status == inversion.Status.KL_AT_OR_ABOVE_CEILING
+    cap = np.broadcast_to(np.asarray(sol.gain_max, np.float64), kl.shape)
+    ceiling = np.broadcast_to(np.asarray(sol.kl_ceiling, np.float64), kl.shape)
+    f_gain = np.where(beyond, cap, np.asarray(sol.gain, np.float64))
+    # On an exact law the frontier is flat at its maximum beyond K_max; on samples the cap is
+    # only what N draws show: a lower bound.
+    lower = beyond & (not samples.exact)
+    f_se = np.where(beyond, 0.0 if samples.exact else np.nan, np.asarray(sol.gain_se, np.float64))
+    beta = np.asarray(sol.beta, np.float64)
+    f_sat = np.asarray(sol.saturated) & ~beyond
+
+    sol2 = _solve_bucketed(inversion.min_kl_for_gain, samples, np.maximum(gain, 0.0), memory_budget=memory_budget)
+    status2 = np.asarray(sol2.status, np.int32)
+    min_kl = np.where(gain <= 0, 0.0, np.asarray(sol2.kl, np.float64))
+    status2 = np.where(gain <= 0, int(inversion.Status.OK), status2)
+    min_kl = np.where(status2 == inversion.Status.OK, min_kl, np.nan)
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        left = f_gain - gain
+        eff = np.where(f_gain > 0, gain / f_gain, np.nan)
+        kl_eff = np.where(kl > 0, min_kl / kl, np.nan)
+        se = np.sqrt(gain_se**2 + np.where(beyond, 0.0, f_se) ** 2 + np.where(beyond, 0.0, beta * kl_se) ** 2)
+        z_level = statistics.NormalDist().inv_cdf(0.5 + level / 2)
+        # Where nothing is uncertain (an exact law and exact runs) only the solver's tolerance remains.
+        tol = z_level * se + math.sqrt(float(jnp.finfo(dt).eps)) * np.maximum(np.abs(f_gain), 1e-300)
+        excess = gain - f_gain
+        excess_z = np.where(se > 0, excess / se, np.where(np.abs(excess) > tol, np.sign(excess) * np.inf, 0.0))
+        above = ~lower & (excess > tol)
+
+    for i in range(len(runs)):
+        extra = []
+        if beyond[i] and samples.exact:
+            extra.append(f"its KL is beyond the law's K_max ({ceiling[i]:.4g} nats): the frontier is flat at "
+                         f"{cap[i]:.4g}")
+        elif lower[i]:
+            extra.append(
+                f"its KL {kl[i]:.4g} is at or beyond what the samples can show (ceiling {ceiling[i]:.4g} "
+                f"nats): the frontier there is at least the samples' cap {cap[i]:.4g}, so 'left on the table' is a "
+                f"lower bound"
+            )
+        elif f_sat[i]:
+            extra.append("the frontier at its KL is saturated (few effective samples): take it with caution")
+        elif status[i] != inversion.Status.OK:
+            extra.append(f"frontier: {inversion.MESSAGES[int(status[i])]}")
+        if status2[i] == inversion.Status.GAIN_AT_OR_ABOVE_MAX:
+            extra.append(f"its gain is at or above the largest the samples can show ({cap[i]:.4g}): no KL*(gain)")
+        if above[i]:
+            extra.append(
+                f"ABOVE the frontier by {excess[i]:.4g} ({excess_z[i]:.3g} standard errors): impossible up to "
+                f"estimation error; check the KL's unit, the prompts and the reward"
+            )
+        notes[i] = "; ".join([notes[i]] + extra)
+
+    notices = [
+        "the frontier is of the base samples' rewards; runs must report gains in the same reward, on the same "
+        "prompts, as E_pi[r] - E_0[r]",
+        f"above_frontier: excess > {z_level:.3g} standard errors (two-sided level {level})",
+    ]
+    if np.all(gain_se == 0) and np.all(kl_se == 0):
+        notices.append("no standard errors were given for the runs: the flag counts only the frontier's uncertainty")
+    as_dt = lambda x: jnp.asarray(x, dt)  # noqa: E731
+    return Comparison(
+        kl=as_dt(kl), kl_se=as_dt(kl_se), gain=as_dt(gain), gain_se=as_dt(gain_se),
+        frontier_gain=as_dt(f_gain), frontier_gain_se=as_dt(f_se), frontier_beta=as_dt(beta),
+        left_on_table=as_dt(left), reward_efficiency=as_dt(eff), min_kl=as_dt(min_kl), kl_efficiency=as_dt(kl_eff),
+        excess_z=as_dt(excess_z), above_frontier=jnp.asarray(above), lower_bound=jnp.asarray(lower),
+        frontier_saturated=jnp.asarray(f_sat), frontier_status=jnp.asarray(status),
+        min_kl_status=jnp.asarray(status2), names=tuple(r.name for r in runs), notes=tuple(notes),
+        notices=tuple(notices), level=float(level),
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Runs from a table (a training log exported from TRL, a CSV of results, ...).
+
+
+def _label(v) -> str:
+    if isinstance(v, float) and math.isfinite(v) and v == int(v):
+        return str(int(v))
+    return str(v)
+
+
+def load_runs(
+    path,
+    *,
+    kl: str = "kl",
+    gain: str | None = None,
+    reward: str | None = None,
+    baseline: float | None = None,
+    name: str | None = None,
+    kl_se: str | None = None,
+    gain_se: str | None = None,
+    unit: str = "sequence",
+    length: str | None = None,
+    completion_length: float | None = None,
+    where: Mapping[str, Sequence[Any]] | None = None,
+) -> tuple[list[Run], list[str]]:
+    """Runs from a CSV/JSONL/Parquet table, one run (or checkpoint) a row, with columns you name.
+
+    Args:
+      path: the table.
+      kl: column of the measured KL.
+      gain: column of the measured gain; or
+      reward: column of the measured mean reward, with ``baseline`` (the base model's mean reward on
+        the same prompts; ``gain = reward - baseline``).
+      name: column naming each row (e.g. ``"step"`` gives ``"step 200"``); default: the row number.
+      kl_se, gain_se: optional columns of standard errors.
+      unit: ``"sequence"`` or ``"token"``: what the KL column is. Nothing is converted unless
+        ``"token"`` is stated.
+      length: column of the mean completion length (tokens), for ``unit="token"``; or
+      completion_length: one mean completion length for all rows.
+      where: keep only rows whose column has one of the values, e.g. ``{"step": [200, 500]}``.
+
+    Returns:
+      ``(runs, notes)``: the :class:`Run` list and what was assumed, for people.
+
+    Raises:
+      jaxlimits.io.DataError: a missing column or a bad value (naming file, line and column).
+      ValueError: inconsistent options (both or neither of gain/reward, a reward without a
+        baseline, a per-token KL without a length, a length with a sequence-level KL).
+    """
+    from . import io
+
+    if (gain is None) == (reward is None):
+        raise ValueError("load_runs: name exactly one of gain (a gain column) or reward (a mean-reward column)")
+    if reward is not None and baseline is None:
+        raise ValueError("load_runs: a reward column needs baseline, the base model's mean reward on the same prompts")
+    if unit not in UNITS:
+        raise ValueError(f"load_runs: unit must be one of {', '.join(UNITS)}, got {unit!r}")
+    if unit == "token" and (length is None) == (completion_length is None):
+        raise ValueError(
+            "load_runs: a per-token KL needs the mean completion length: a column (length) or a number "
+            "(completion_length), not both"
+        )
+    if unit == "sequence" and (length is not None or completion_length is not None):
+        raise ValueError("load_runs: a completion length only applies to unit='token' (a per-token KL)")
+    table = io.read_table(path)
+    keep = np.ones(len(table), bool)
+    for col, values in (where or {}).items():
+        raw = table.column(col, numeric=False)
+        wanted = {_label(v) for v in values}
+        keep &= np.array([_label(v) in wanted for v in raw])
+    if not keep.any():
+        raise ValueError(f"load_runs: {path}: no row matches {dict(where or {})}")
+    idx = np.flatnonzero(keep)
+    k = table.column(kl, option="--run-kl-col")[idx]
+    if gain is not None:
+        g = table.column(gain, option="--run-gain-col")[idx]
+    else:
+        g = table.column(reward, option="--run-reward-col")[idx] - float(baseline)
+    kse = table.column(kl_se)[idx] if kl_se else np.zeros(len(idx))
+    gse = table.column(gain_se)[idx] if gain_se else np.zeros(len(idx))
+    lens = table.column(length, option="--length-col")[idx] if length else None
+    labels = table.column(name, numeric=False)[idx] if name else None
+    runs = []
+    for j, i in enumerate(idx):
+        label = f"{name} {_label(labels[j])}" if name else f"{Path(str(table.path)).stem}:{table.kind} {table.lines[i]}"
+        L = None if unit == "sequence" else float(lens[j]) if lens is not None else float(completion_length)
+        try:
+            runs.append(_check_run(j, Run(label, float(k[j]), float(g[j]), float(kse[j]), float(gse[j]), unit, L)))
+        except ValueError as e:
+            raise io.DataError(f"{table.where(i)}: {e}") from None
+    notes = [f"{len(runs)} runs from {table.path} (KL column {kl!r}, unit {unit!r})"]
+    if reward is not None:
+        notes.append(
+            f"gain = {reward!r} - {float(baseline):.6g} (the base mean reward; assumes the run's reward is measured "
+            f"on the same prompts and with the same reward as the base samples)"
+        )
+    if unit == "token":
+        src = f"column {length!r}" if length else f"{float(completion_length):.4g} tokens"
+        notes.append(f"KL per token, converted to per sequence with the mean completion length from {src}")
+    else:
+        notes.append(
+            "KL taken as sequence-level, as given; trainers often log a per-token KL: if so, say unit='token' "
+            "(--kl-unit token) with the mean completion length"
+        )
+    return runs, notes

@@ -1,0 +1,245 @@
+"""The paper's Figure 1 for your own model and reward: the frontier, what lies above it, and who is where.
+
+Needs matplotlib (``pip install 'jaxlimits[plot]'``), imported only when a figure is drawn. The
+figure is built on matplotlib's Agg canvas directly (no ``pyplot``, no display, the global backend
+untouched), so it renders the same in a terminal, in CI and in a notebook.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .estimators import KL_CEILING_FRACTION
+from .samples import Samples
+
+#: Above this many runs they are drawn as one connected series (a training trajectory).
+MAX_LABELLED_RUNS = 8
+
+_MARKERS = ("s", "^", "D", "v", "P", "X", "<", ">")
+
+
+def _matplotlib():
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:  # pragma: no cover - the test extra installs matplotlib
+        raise ImportError("jaxlimits.plot needs matplotlib: pip install 'jaxlimits[plot]'") from None
+    return Figure, FigureCanvasAgg
+
+
+def _runs_xy(runs) -> dict[str, Any]:
+    """Names, sequence KL, gains and their SEs of a Comparison or a list of Runs (host arrays)."""
+    from .compare import Comparison, _check_run, sequence_kl
+
+    if isinstance(runs, Comparison):
+        return {
+            "names": list(runs.names),
+            "kl": np.asarray(runs.kl, float),
+            "gain": np.asarray(runs.gain, float),
+            "kl_se": np.asarray(runs.kl_se, float),
+            "gain_se": np.asarray(runs.gain_se, float),
+            "lower": np.asarray(runs.lower_bound, bool),
+        }
+    checked = [_check_run(i, r) for i, r in enumerate(runs)]
+    seq = [sequence_kl(r) for r in checked]
+    return {
+        "names": [r.name for r in checked],
+        "kl": np.array([s[0] for s in seq]),
+        "gain": np.array([float(r.gain) for r in checked]),
+        "kl_se": np.array([s[1] for s in seq]),
+        "gain_se": np.array([float(r.gain_se) for r in checked]),
+        "lower": np.zeros(len(checked), bool),
+    }
+
+
+def frontier_figure(
+    frontier,
+    *,
+    bon=None,
+    runs=None,
+    path: str | Path | None = None,
+    ax=None,
+    title: str | None = None,
+    reward_label: str = "reward",
+    level: float = 0.95,
+    xscale: str = "auto",
+    use_scores: bool = False,
+    num_betas: int = 64,
+    figsize: tuple[float, float] = (7.5, 5.0),
+    dpi: int = 150,
+):
+    """The KL-reward frontier with best-of-n and alignment runs against it (the paper's Figure 1).
+
+    Drawn: the frontier (the optimal KL-regularised policies; solid where it can be trusted,
+    dashed where it is saturated), its uncertainty band, the unreachable region above it (grey),
+    the saturation region (KL beyond what N samples can show; hatched, with the sample ceiling
+    ``mean_x log(N/m)`` dotted), best-of-n points labelled by ``n``, and run points with error
+    bars. KL in nats per sequence, gain in reward units.
+
+    Args:
+      frontier: a :class:`jaxlimits.Frontier`, or :class:`jaxlimits.Samples` to compute one
+        (``num_betas`` points, rewards only unless ``use_scores``).
+      bon: optional :class:`jaxlimits.BestOfN` (plotted at its ``kl`` and ``reward_gain``; its
+        ``gain`` with ``use_scores``).
+      runs: optional :class:`jaxlimits.Comparison` or list of :class:`jaxlimits.Run` (per-token
+        KL converted as the run says).
+      path: save the figure there (PNG, PDF or SVG by suffix).
+      ax: draw into this matplotlib Axes instead of a new figure.
+      title: the axes' title.
+      reward_label: what the reward is called on the y axis.
+      level: coverage of the band (bootstrap bands when the frontier has them, else
+        ``+- z SE``).
+      xscale: ``"linear"``, ``"symlog"`` or ``"auto"`` (symlog when points lie far beyond the
+        frontier's KL range, e.g. a run whose KL is many times the sample ceiling).
+      use_scores: with samples that carry separate scores, draw the gain measured with them
+        (the default draws the frontier of the rewards, what the runs are compared with).
+      num_betas: points of the frontier computed from samples.
+      figsize, dpi: of a new figure.
+
+    Returns:
+      The matplotlib ``Figure``.
+
+    Examples:
+      >>> import numpy as np, jaxlimits as jl
+      >>> from jaxlimits import plot
+      >>> s = jl.Samples(np.random.default_rng(0).standard_normal((20, 256)))
+      >>> fig = plot.frontier_figure(s, runs=[jl.Run("ppo", kl=0.5, gain=0.4)])
+      >>> fig.axes[0].get_xlabel()
+      'KL(π ‖ π₀)  [nats per sequence]'
+    """
+    from .frontier import Frontier
+    from .frontier import frontier as compute_frontier
+
+    Figure, FigureCanvasAgg = _matplotlib()
+    if isinstance(frontier, Samples):
+        s = frontier if use_scores else frontier.replace(scores=None)
+        frontier = compute_frontier(s, num_betas=num_betas, per_prompt=False)
+    if not isinstance(frontier, Frontier):
+        raise TypeError(
+            f"frontier_figure: frontier must be a jaxlimits.Frontier or Samples, got {type(frontier).__name__}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    if xscale not in ("auto", "linear", "symlog"):
+        raise ValueError(f"xscale must be 'auto', 'linear' or 'symlog', got {xscale!r}")
+
+    if ax is None:
+        fig = Figure(figsize=figsize, dpi=dpi, layout="constrained")
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+    else:
+        fig = ax.figure
+
+    kl = np.asarray(frontier.kl, float)
+    gain = np.asarray(frontier.gain, float)
+    sat = np.asarray(frontier.saturated, bool)
+    order = np.argsort(kl)
+    kl, gain, sat = kl[order], gain[order], sat[order]
+    z = statistics.NormalDist().inv_cdf(0.5 + level / 2)
+    if frontier.bands is not None:
+        lo = np.asarray(frontier.bands.gain_lo, float)[order]
+        hi = np.asarray(frontier.bands.gain_hi, float)[order]
+        band_label = f"{frontier.bands.level:.0%} bootstrap band"
+    else:
+        se = np.asarray(frontier.gain_se, float)[order]
+        lo, hi = gain - z * se, gain + z * se
+        band_label = f"{level:.0%} band (±{z:.2f} SE)"
+    ceiling = float(np.asarray(frontier.kl_ceiling))
+
+    # The extent of everything drawn.
+    xs, ys = [kl, [ceiling]], [hi, [0.0]]
+    bon_xy = None
+    if bon is not None:
+        bg = np.asarray(bon.gain if use_scores else bon.reward_gain, float)
+        bse = np.asarray(bon.gain_se if use_scores else bon.reward_gain_se, float)
+        bon_xy = (np.asarray(bon.kl, float), bg, np.nan_to_num(bse), np.asarray(bon.n))
+        xs.append(bon_xy[0])
+        ys.append(bg + bon_xy[2])
+    run_xy = _runs_xy(runs) if runs is not None else None
+    if run_xy is not None:
+        xs.append(run_xy["kl"] + run_xy["kl_se"])
+        ys.append(run_xy["gain"] + run_xy["gain_se"])
+    x_all = np.concatenate([np.ravel(x) for x in xs])
+    y_all = np.concatenate([np.ravel(y) for y in ys])
+    x_max = float(np.nanmax(x_all[np.isfinite(x_all)])) * 1.06
+    y_lo = min(0.0, float(np.nanmin(np.concatenate([lo, y_all])))) if len(lo) else 0.0
+    y_top = float(np.nanmax(y_all[np.isfinite(y_all)]))
+    y_max = y_top + 0.12 * max(y_top - y_lo, 1e-12)
+    y_min = y_lo - 0.07 * max(y_top - y_lo, 1e-12)
+    if xscale == "auto":
+        xscale = "symlog" if x_max > 4 * max(float(kl.max(initial=0.0)), ceiling) else "linear"
+
+    # The band, the curve (trusted / saturated), the unreachable region.
+    ax.fill_between(kl, lo, hi, color="tab:blue", alpha=0.25, linewidth=0, label=band_label, zorder=2)
+    trusted = ~sat
+    if trusted.any():
+        last = int(np.flatnonzero(trusted)[-1])
+        ax.plot(kl[: last + 1], gain[: last + 1], color="black", lw=2, label="frontier (optimal policy)", zorder=4)
+        rest = slice(last, None)
+    else:
+        rest = slice(0, None)
+    if sat.any():
+        ax.plot(kl[rest], gain[rest], color="black", lw=1.6, ls="--", zorder=4,
+                label="frontier, saturated (not trustworthy)")
+    ax.fill_between(kl, gain, np.full_like(gain, y_max), color="0.55", alpha=0.35, linewidth=0,
+                    label="unreachable (above the frontier)", zorder=1)
+    # Estimates of KL above this fraction of the ceiling are flagged whatever the ESS (estimators).
+    sat_from = KL_CEILING_FRACTION * ceiling
+    ax.axvspan(sat_from, max(x_max, ceiling), facecolor="none", edgecolor="0.75", hatch="///", linewidth=0,
+               label=f"saturation region (KL > {KL_CEILING_FRACTION:g} x what N samples show)", zorder=0)
+    ax.axvline(ceiling, color="0.3", ls=":", lw=1.2, label=f"sample ceiling mean log(N/m) = {ceiling:.3g} nats",
+               zorder=3)
+
+    if bon_xy is not None:
+        bk, bg, bse, bn = bon_xy
+        ax.errorbar(bk, bg, yerr=z * bse, fmt="o", color="tab:orange", ms=6, capsize=2, zorder=6,
+                    label="best-of-n", markeredgecolor="black", markeredgewidth=0.6)
+        for x, y, n in zip(bk, bg, bn):
+            if np.isfinite(x) and np.isfinite(y):
+                ax.annotate(f"n={int(n)}", (x, y), xytext=(4, -11), textcoords="offset points", fontsize=8,
+                            color="tab:orange", zorder=7)
+
+    if run_xy is not None:
+        names, rk, rg = run_xy["names"], run_xy["kl"], run_xy["gain"]
+        xerr, yerr = z * run_xy["kl_se"], z * run_xy["gain_se"]
+        if len(names) > MAX_LABELLED_RUNS:
+            ax.errorbar(rk, rg, xerr=xerr, yerr=yerr, fmt="-s", color="tab:red", ms=4, lw=1, capsize=0,
+                        alpha=0.9, zorder=5, label=f"runs ({len(names)} points, {names[0]} ... {names[-1]})")
+            for i in (0, len(names) - 1):
+                ax.annotate(names[i], (rk[i], rg[i]), xytext=(4, 4), textcoords="offset points", fontsize=8,
+                            color="tab:red", zorder=7)
+        else:
+            for i, name in enumerate(names):
+                face = "none" if run_xy["lower"][i] else None
+                ax.errorbar(rk[i], rg[i], xerr=xerr[i], yerr=yerr[i], fmt=_MARKERS[i % len(_MARKERS)], ms=7,
+                            color=f"C{(i + 3) % 10}", mfc=face, capsize=2, zorder=6, label=name,
+                            markeredgecolor="black", markeredgewidth=0.6)
+
+    if xscale == "symlog":
+        from matplotlib.ticker import FixedLocator, FormatStrFormatter
+
+        linthresh = max(ceiling, 1e-3)
+        ax.set_xscale("symlog", linthresh=linthresh)
+        step = 10.0 ** np.floor(np.log10(linthresh / 2))
+        ticks = list(np.arange(0, linthresh + 1e-12, step * (1 if linthresh / step <= 5 else 2)))
+        decade = 10.0 ** np.floor(np.log10(linthresh))
+        while decade <= x_max:
+            ticks += [m * decade for m in (1, 2, 5) if linthresh < m * decade <= x_max]
+            decade *= 10
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.set_xlim(0, x_max)
+    ax.set_ylim(y_min, y_max)
+    ax.set_xlabel("KL(π ‖ π₀)  [nats per sequence]")
+    ax.set_ylabel(f"{reward_label} gain  E_π[r] − E_π₀[r]  [reward units]")
+    if title:
+        ax.set_title(title)
+    ax.grid(True, color="0.9", lw=0.6, zorder=0)
+    ax.legend(loc="best", fontsize=7.5, framealpha=0.9)
+    if path is not None:
+        fig.savefig(path, dpi=dpi)
+    return fig
+

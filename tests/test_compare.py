@@ -1,0 +1,262 @@
+"""Runs against the frontier: synthetic runs exactly on, below and above a known frontier; units; loaders; real data."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from conftest import data_file
+from scipy import optimize
+
+import jaxlimits as jl
+from jaxlimits import bon, io, plot
+from jaxlimits.cli import main
+from jaxlimits.compare import Run, load_runs, run_from_samples, sequence_kl
+from jaxlimits.io import DataError
+
+# A categorical base law: its frontier is computed here independently (SciPy root finding on the
+# exact tilted sums), so the runs can be put exactly on, below and above it.
+VALUES = np.array([0.0, 0.4, 1.0, 1.5, 3.0])
+PROBS = np.array([0.35, 0.25, 0.2, 0.15, 0.05])
+
+
+def _tilt(beta):
+    """Exact gain and KL of the tilted law at beta (log-sum-exp, NumPy)."""
+    a = np.log(PROBS) + VALUES / beta
+    log_p = a - a.max() - np.log(np.sum(np.exp(a - a.max())))
+    p = np.exp(log_p)
+    return float(p @ VALUES - PROBS @ VALUES), float(np.sum(p * (log_p - np.log(PROBS))))
+
+
+def _gain_at(kl):
+    t = optimize.brentq(lambda t: _tilt(math.exp(t))[1] - kl, -4, 12, xtol=1e-14, rtol=1e-15)
+    return _tilt(math.exp(t))[0]
+
+
+def _kl_for(gain):
+    t = optimize.brentq(lambda t: _tilt(math.exp(t))[0] - gain, -4, 12, xtol=1e-14, rtol=1e-15)
+    return _tilt(math.exp(t))[1]
+
+
+@pytest.fixture(scope="module")
+def law():
+    return jl.Samples.from_law([VALUES], [PROBS])
+
+
+@pytest.fixture(scope="module")
+def on_below_above(law):
+    k = 0.3
+    g = _gain_at(k)
+    runs = [
+        Run("on", k, g),
+        Run("below", k, 0.5 * g),
+        Run("above", k, 1.2 * g),
+        Run("on, per token", k / 250, g, unit="token", completion_length=250),
+        Run("above within SE", k, 1.02 * g, gain_se=0.05),
+        Run("beyond K_max", 5.0, 1.0),
+        Run("negative gain", 0.1, -0.2),
+    ]
+    return k, g, jl.compare(law, runs)
+
+
+def test_runs_on_below_and_above_a_known_frontier(on_below_above):
+    k, g, res = on_below_above
+    assert res.names[:3] == ("on", "below", "above")
+    f = np.asarray(res.frontier_gain)
+    np.testing.assert_allclose(f[[0, 1, 2, 3, 4]], g, rtol=1e-9)  # the solver's tolerance, not the law's
+    eff = np.asarray(res.reward_efficiency)
+    np.testing.assert_allclose(eff[:4], [1.0, 0.5, 1.2, 1.0], rtol=1e-9)
+    left = np.asarray(res.left_on_table)
+    np.testing.assert_allclose(left[:4], [0.0, 0.5 * g, -0.2 * g, 0.0], atol=1e-9)
+    np.testing.assert_array_equal(np.asarray(res.above_frontier), [False, False, True, False, False, False, False])
+    # KL*(gain): the least KL for the run's gain (the Cramér rate function), and its share of the spent KL
+    min_kl = np.asarray(res.min_kl)
+    np.testing.assert_allclose(min_kl[:3], [k, _kl_for(0.5 * g), _kl_for(1.2 * g)], rtol=1e-8)
+    np.testing.assert_allclose(np.asarray(res.kl_efficiency)[:2], [1.0, _kl_for(0.5 * g) / k], rtol=1e-8)
+    assert float(res.kl_efficiency[2]) > 1  # above the frontier: it spent less KL than the gain needs
+    # the flag counts the run's own uncertainty: 2% above with a 0.05 SE is not flagged
+    assert not bool(res.above_frontier[4]) and 0 < float(res.excess_z[4]) < 1.96
+
+
+def test_per_token_kl_is_converted_only_when_said(on_below_above):
+    k, g, res = on_below_above
+    assert abs(float(res.kl[3]) - k) < 1e-15
+    assert "per token" in res.notes[3] and "250 tokens" in res.notes[3]
+    assert "as given" in res.notes[0]
+    kl, se, note = sequence_kl(Run("x", 0.002, 1.0, kl_se=0.0001, unit="token", completion_length=300))
+    assert (kl, se) == (0.002 * 300, 0.0001 * 300) and "0.6 nats" in note
+
+
+def test_beyond_the_ceiling_and_negative_gains(on_below_above):
+    _, _, res = on_below_above
+    # an exact law: beyond K_max = -log P(max) the frontier is flat at max r - E r, exactly
+    cap = VALUES.max() - PROBS @ VALUES
+    assert abs(float(res.frontier_gain[5]) - cap) < 1e-12 and not bool(res.lower_bound[5])
+    assert "flat" in res.notes[5]
+    # a negative gain needs no KL
+    assert float(res.min_kl[6]) == 0.0 and float(res.kl_efficiency[6]) == 0.0
+    rows = res.rows()
+    assert rows[2]["above_frontier"] is True and rows[2]["name"] == "above" and "ABOVE" in rows[2]["note"]
+    json.dumps(rows)  # plain Python values
+
+
+def test_bad_runs_raise_clear_errors(law):
+    with pytest.raises(ValueError, match="completion_length"):
+        jl.compare(law, [Run("r", 0.01, 0.1, unit="token")])
+    with pytest.raises(ValueError, match="unit must be one of"):
+        jl.compare(law, [Run("r", 0.01, 0.1, unit="nats")])
+    with pytest.raises(ValueError, match="kl = -0.1 is negative"):
+        jl.compare(law, [Run("r", -0.1, 0.1)])
+    with pytest.raises(ValueError, match="not finite"):
+        jl.compare(law, [Run("r", float("nan"), 0.1)])
+    with pytest.raises(ValueError, match="unit is 'sequence'"):
+        jl.compare(law, [Run("r", 0.1, 0.1, completion_length=200)])
+    with pytest.raises(ValueError, match="no runs"):
+        jl.compare(law, [])
+    with pytest.raises(ValueError, match="level"):
+        jl.compare(law, [Run("r", 0.1, 0.1)], level=1.5)
+
+
+def test_run_from_samples_pairs_prompts():
+    rng = np.random.default_rng(0)
+    base_r = rng.normal(size=(6, 10))
+    pol_r = rng.normal(0.5, 1.2, size=(6, 7))
+    run = run_from_samples("ppo", jl.Samples(pol_r), jl.Samples(base_r), kl=1.5, kl_se=0.1)
+    d = pol_r.mean(1) - base_r.mean(1)
+    var = pol_r.var(1, ddof=1) / 7 + base_r.var(1, ddof=1) / 10
+    assert abs(run.gain - d.mean()) < 1e-14
+    assert abs(run.gain_se - math.sqrt(var.sum()) / 6) < 1e-14
+    # counts are draws: the same as the expanded sample
+    c = run_from_samples("c", jl.Samples([[1.0, 2.0]], counts=[[2, 1]]), jl.Samples([[0.0, 1.0]]), kl=0.1)
+    e = run_from_samples("e", jl.Samples([[1.0, 1.0, 2.0]]), jl.Samples([[0.0, 1.0]]), kl=0.1)
+    assert abs(c.gain - e.gain) < 1e-15 and abs(c.gain_se - e.gain_se) < 1e-15
+    with pytest.raises(ValueError, match="same prompts"):
+        run_from_samples("x", jl.Samples(pol_r[:3]), jl.Samples(base_r), kl=1.0)
+
+
+def _write_csv(path, header, rows):
+    path.write_text(",".join(header) + "\n" + "\n".join(",".join(str(v) for v in r) for r in rows) + "\n")
+    return path
+
+
+def test_load_runs_with_named_columns(tmp_path):
+    f = _write_csv(tmp_path / "runs.csv", ["step", "kl_tok", "len", "reward", "g"],
+                   [[100, 0.01, 200, 1.5, 0.4], [200, 0.02, 180, 2.0, 0.9], [300, 0.03, 150, 2.2, 1.1]])
+    runs, notes = load_runs(f, kl="kl_tok", gain="g", name="step")
+    assert [r.name for r in runs] == ["step 100", "step 200", "step 300"]
+    assert [r.kl for r in runs] == [0.01, 0.02, 0.03] and all(r.unit == "sequence" for r in runs)
+    assert any("as given" in n for n in notes)  # nothing converted unless the unit is stated
+    runs, notes = load_runs(f, kl="kl_tok", reward="reward", baseline=1.0, unit="token", length="len",
+                            where={"step": [200, 300]})
+    assert [sequence_kl(r)[0] for r in runs] == pytest.approx([0.02 * 180, 0.03 * 150])
+    assert [r.gain for r in runs] == pytest.approx([1.0, 1.2])
+    assert any("- 1" in n for n in notes) and any("per token" in n for n in notes)
+    runs, _ = load_runs(f, kl="kl_tok", gain="g", unit="token", completion_length=100.0)
+    assert sequence_kl(runs[0])[0] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="exactly one of gain"):
+        load_runs(f, kl="kl_tok", gain="g", reward="reward")
+    with pytest.raises(ValueError, match="baseline"):
+        load_runs(f, kl="kl_tok", reward="reward")
+    with pytest.raises(ValueError, match="completion length"):
+        load_runs(f, kl="kl_tok", gain="g", unit="token")
+    with pytest.raises(ValueError, match="only applies"):
+        load_runs(f, kl="kl_tok", gain="g", length="len")
+    with pytest.raises(DataError, match="no column 'kl'"):
+        load_runs(f, gain="g")
+    bad = _write_csv(tmp_path / "bad.csv", ["kl", "g"], [[0.1, 0.2], [-0.5, 0.3]])
+    with pytest.raises(DataError, match="bad.csv:line 3.*negative"):
+        load_runs(bad, gain="g")
+
+
+# ------------------------------------------------------------------------------------------------
+# Real data: GSM8K, Qwen2.5-0.5B-Instruct base samples and a GRPO run against a proxy reward.
+
+
+def _gsm8k(name):
+    return io.load(data_file(name), prompt="prompt_id", reward="rm_logit")
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_gsm8k_base_frontier_bon_and_grpo_checkpoints(tmp_path):
+    base = _gsm8k("gsm8k_qwen25_05b_base_200x4.jsonl")
+    log = data_file("gsm8k_grpo_proxy_train_metrics.jsonl")
+    s = base.samples
+    assert (s.num_prompts, s.num_samples) == (200, 4)
+    # The training log's KL is per token: taken as given unless the unit is stated ...
+    raw, notes = load_runs(log, kl="kl", reward="reward_mean", baseline=0.0, name="step", where={"step": [200, 500]})
+    lines = [json.loads(x) for x in log.read_text().splitlines() if x.strip()]
+    by_step = {int(x["step"]): x for x in lines}
+    assert [r.kl for r in raw] == [by_step[200]["kl"], by_step[500]["kl"]]
+    assert any("as given" in n for n in notes)
+    # ... and converted with the logged mean completion length when it is.
+    tok, notes = load_runs(log, kl="kl", reward="reward_mean", baseline=0.0, name="step", unit="token",
+                           length="mean_completion_len", where={"step": [200, 500]})
+    want = [by_step[k]["kl"] * by_step[k]["mean_completion_len"] for k in (200, 500)]
+    assert [sequence_kl(r)[0] for r in tok] == pytest.approx(want, rel=1e-12)
+    # The step-200 and step-500 policies' gains from their own samples on the same prompts.
+    runs = []
+    for r, step in zip(tok, (200, 500)):
+        pol = _gsm8k(f"gsm8k_qwen25_05b_step{step}_200x4.jsonl")
+        assert pol.prompt_ids == base.prompt_ids
+        run = run_from_samples(f"GRPO step {step}", pol.samples, s, kl=r.kl, unit="token",
+                               completion_length=r.completion_length)
+        d = np.asarray(pol.samples.rewards).mean(1) - np.asarray(s.rewards).mean(1)
+        assert abs(run.gain - d.mean()) < 1e-12 and run.gain > 0
+        runs.append(run)
+    res = jl.compare(s, runs)
+    # 4 samples per prompt show at most log 4 nats; both checkpoints spent far more (per sequence)
+    r = np.asarray(s.rewards)
+    ceiling = np.mean(np.log(4 / np.sum(r == r.max(axis=1, keepdims=True), axis=1)))  # mean log(N / m)
+    assert 0 < ceiling <= math.log(4)
+    assert np.all(np.asarray(res.kl) > ceiling) and np.all(np.asarray(res.lower_bound))
+    assert not np.any(np.asarray(res.above_frontier))  # a lower bound can never be "impossible"
+    assert all("per token" in n and "lower bound" in n for n in res.notes)
+    # Best-of-n on the same base samples, and its efficiency against the 4-sample frontier.
+    b = bon.best_of_n(s, [1, 2, 3, 4])
+    assert np.all(np.asarray(b.gain)[1:] > 0) and np.isnan(float(b.gain_se[-1]))
+    eff = np.asarray(b.efficiency)[1:]
+    assert np.all(np.isfinite(eff)) and np.all(eff > 0.5)
+    # The real picture (the paper's Figure 1 on this data), headless.
+    fig = plot.frontier_figure(s, bon=b, runs=res, path=tmp_path / "gsm8k.png", reward_label="proxy RM")
+    assert (tmp_path / "gsm8k.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "symlog"  # the GRPO policies spent far more KL than 4 samples can show
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert {"GRPO step 200", "GRPO step 500", "best-of-n"} <= set(legend)
+
+
+# ------------------------------------------------------------------------------------------------
+# The command line (in process; the same synthetic data as tests/test_plot.py, so compilations are shared)
+
+
+def _synthetic_file(tmp_path, prompts=16, samples=64, seed=11):
+    rows = np.random.default_rng(seed).standard_normal((prompts, samples))
+    lines = [f"{p},{i},{v!r}" for p in range(prompts) for i, v in enumerate(rows[p].tolist())]
+    path = tmp_path / "samples.csv"
+    path.write_text("prompt_id,sample_id,reward\n" + "\n".join(lines) + "\n")
+    return path
+
+
+def test_cli_compare_writes_table_json_and_figure(tmp_path, capsys):
+    samples = _synthetic_file(tmp_path)
+    runs = _write_csv(tmp_path / "runs.csv", ["name", "kl", "gain", "gain_se"],
+                      [["ppo", 0.5, 0.6, 0.02], ["grpo", 1.0, 0.8, 0.03], ["liar", 0.3, 2.5, 0.01]])
+    out, png = tmp_path / "cmp.json", tmp_path / "fig1.png"
+    argv = ["compare", str(samples), "--runs", str(runs), "--run-gain-col", "gain", "--run-gain-se-col", "gain_se",
+            "--run-name-col", "name", "--bon", "1", "2", "4", "--plot", str(png), "--out", str(out)]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "name ppo" in text and "ABOVE" in text and "as given" in text
+    doc = json.loads(out.read_text())
+    rows = {r["name"]: r for r in doc["rows"]}
+    assert rows["name liar"]["above_frontier"] and not rows["name ppo"]["above_frontier"]
+    assert 0 < rows["name ppo"]["reward_efficiency"] < 1
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # never overwrite without --force
+    assert main(argv) == 2
+    assert "exists; pass --force" in capsys.readouterr().err
+    # a per-token KL needs its length; nothing is computed on a usage error
+    bad = ["compare", str(samples), "--runs", str(runs), "--run-gain-col", "gain", "--kl-unit", "token"]
+    assert main(bad) == 2
+    assert "--length-col" in capsys.readouterr().err
