@@ -9,7 +9,8 @@ only ``[prompts, betas]`` results (or their pooled sums) leave the loop.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -76,7 +77,8 @@ def _pad_samples(x, target, fill):
     return jnp.pad(x, [(0, 0), (0, target - x.shape[1])], constant_values=fill)
 
 
-def sweep(samples, lam, p: Plan, tile_fn: Callable, reduce: Callable | None = None, init=None, ext=None):
+def sweep(samples, lam, p: Plan, tile_fn: Callable, reduce: Callable | None = None, init=None, ext=None,
+          reference_fn: Callable | None = None, combine: Callable | None = None):
     """Applies ``tile_fn(ref, sums, lam_tile)`` to every tile of prompts.
 
     Args:
@@ -89,6 +91,11 @@ def sweep(samples, lam, p: Plan, tile_fn: Callable, reduce: Callable | None = No
       reduce: optional ``(carry, out, valid) -> carry`` to fold tiles instead of stacking them
         (``valid`` is ``[t]``: False for padding prompts).
       init: the initial carry of ``reduce``.
+      reference_fn: optional ``(rewards, scores, log_weights, counts, mask) -> Reference`` of a
+        tile (default :func:`jaxlimits.moments.reference`; a sample-sharded sweep computes it
+        across devices).
+      combine: optional ``Sums -> Sums`` applied to a tile's sums before ``tile_fn`` (a
+        sample-sharded sweep merges the devices' sums there).
 
     Returns:
       The stacked ``[P, ...]`` outputs, or the final carry when ``reduce`` is given.
@@ -111,7 +118,7 @@ def sweep(samples, lam, p: Plan, tile_fn: Callable, reduce: Callable | None = No
 
     def one_tile(args):
         tile_arrays, lam_t = args
-        ref = moments.reference(*tile_arrays)
+        ref = (moments.reference if reference_fn is None else reference_fn)(*tile_arrays)
         rw = moments.rows(ref, *tile_arrays)
         kw = {}
         if ext is not None:
@@ -130,6 +137,8 @@ def sweep(samples, lam, p: Plan, tile_fn: Callable, reduce: Callable | None = No
             first = jax.tree.map(lambda a: a[0], chunks)
             rest = jax.tree.map(lambda a: a[1:], chunks)
             sums, _ = jax.lax.scan(body, body(None, first)[0], rest)
+        if combine is not None:
+            sums = combine(sums)
         return tile_fn(ref, sums, lam_t)
 
     if reduce is None:
