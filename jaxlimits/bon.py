@@ -386,6 +386,11 @@ def _core(samples: Samples, ns: np.ndarray, log_probs):
     st = _prepare(samples, log_probs)
     outs = [_per_n(st, int(n), exact=samples.exact) for n in ns]
     res = {k: np.stack([o[k] for o in outs], axis=1) for k in outs[0]}  # [P, K, ...]
+    # n = 1 is the base model itself: no gain, no KL, a win rate of 1/2 (exactly, not up to rounding).
+    one = np.asarray(ns) == 1
+    for k in ("u", "kl_exact", "kl_beirami"):
+        res[k][:, one] = np.where(np.isnan(res[k][:, one]), np.nan, 0.0)
+    res["win"][:, one] = 0.5
     return res, st
 
 
@@ -729,8 +734,8 @@ def best_of_n(
         raise ValueError("per_prompt_frontier needs frontier=True")
 
     with np.errstate(divide="ignore", invalid="ignore"):  # undefined at n = 1 (zero KL, zero gain)
-        pp_eff = np.where(pp_front > 0, reward_gain / pp_front, np.nan)
-        efficiency = np.where(frontier_gain > 0, reward_gain.mean(axis=0) / frontier_gain, np.nan)
+        pp_eff = np.where((kl > 0) & (pp_front > 0), reward_gain / pp_front, np.nan)
+        efficiency = np.where((kl_pool > 0) & (frontier_gain > 0), reward_gain.mean(axis=0) / frontier_gain, np.nan)
     if np.any(efficiency > 1):
         notices.append(
             f"efficiency > 1 at n = {[int(n) for n in ns_arr[efficiency > 1]]}: no policy beats the frontier in "

@@ -3,6 +3,7 @@
 import itertools
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -474,3 +475,17 @@ def test_cli_bon(tmp_path, capsys):
     assert main(["bon", str(f), "--n", "65"]) == 2
     assert "exceeds the 64 draws" in capsys.readouterr().err
     assert main(["bon", str(f), "--n", "2", "--log-prob-col", "logprob", "--dedupe", "reward"]) == 2
+
+
+@pytest.mark.slow
+def test_per_prompt_frontier_solves_each_prompt_at_its_own_kl():
+    law = jl.Samples.from_law([[0.0, 1.0, 2.0, 2.0], [0.0, 0.5, 3.0, 4.0], [1.0, 2.0, 3.0, 5.0]],
+                              [[0.4, 0.3, 0.2, 0.1], [0.25, 0.25, 0.25, 0.25], [0.7, 0.1, 0.1, 0.1]])
+    res = bon.best_of_n(law, [2, 3], per_prompt_frontier=True)
+    kl = np.asarray(res.prompts.kl)
+    for p in range(3):
+        one = jax.tree.map(lambda x, p=p: x[p: p + 1], law)
+        want = jl.max_gain_at_kl(one, kl[p], throw=False).gain
+        np.testing.assert_allclose(np.asarray(res.prompts.frontier_gain)[p], np.asarray(want), rtol=1e-9)
+    eff = np.asarray(res.prompts.efficiency)
+    assert np.all((eff > 0) & (eff <= 1 + 1e-9))  # an exact law: best-of-n never beats the frontier
