@@ -251,15 +251,18 @@ def test_bon_law_matches_simulated_best_of_n():
 
 
 def test_bon_agrees_with_the_library():
-    """The testbed's exact BoN law against jaxlimits.best_of_n on the exact law (issue 4)."""
-    bon = pytest.importorskip("jaxlimits.bon")
+    """The testbed's exact BoN law against jaxlimits.best_of_n on the exact law (issue 4).
+
+    Distinct rewards (gold), and a tied count reward measured with the gold score.
+    """
     tb = bed()
     ns = [1, 2, 4, 16, 64]
-    law = tbm.as_law(tb.log_probs, tb.rewards.gold)
-    lib = bon.best_of_n(law, ns, kl_method="exact", frontier=False)
-    mine = tbm.bon_point(tb.log_probs, tb.rewards.gold, jnp.asarray(ns))
-    np.testing.assert_allclose(np.asarray(lib.gain), np.asarray(mine.gain), atol=1e-10)
-    np.testing.assert_allclose(np.asarray(lib.kl_exact), np.asarray(mine.kl), atol=1e-10)
+    count_reward = jnp.asarray((tbm.sequences(V, L) == 0).sum(-1), jnp.float64)
+    for r, s in ((tb.rewards.gold, None), (count_reward, tb.rewards.gold)):
+        lib = jl.best_of_n(tbm.as_law(tb.log_probs, r, s), ns, kl_method="exact", frontier=False)
+        mine = tbm.bon_point(tb.log_probs, r, jnp.asarray(ns), scores=s)
+        np.testing.assert_allclose(np.asarray(lib.gain), np.asarray(mine.gain), atol=1e-10)
+        np.testing.assert_allclose(np.asarray(lib.kl_exact), np.asarray(mine.kl), atol=1e-10)
 
 
 # ----------------------------------------------------------------------------------------------
