@@ -206,11 +206,12 @@ def _chunks(x, nc):
     return jnp.moveaxis(x.reshape(x.shape[0], nc, -1), 1, 0)
 
 
-def _eval_tile(ref, rw, base, lam, *, nc: int, exact: bool):
+def _eval_tile(ref, rw, base, lam, *, nc: int):
     """Tilted KL, gain and ``Var_beta(r)`` of a tile's prompts at ``lam`` ``[t, B]`` (no SEs).
 
-    The first-order sums only (one exponential per sample and beta); the second-order ones are
-    filled with placeholders that nothing reads (``finalize`` with ``exact=True`` skips the SEs).
+    The kernel's first-order sums only (one exponential per sample and beta): the tilted sums
+    of ``1, x', x'^2`` (``x' = r - max r``) and, where ``lambda R <= 1``, the beta-independent
+    moments (``jaxlimits.moments``), finalised as in ``moments.finalize``.
     """
     weighted = rw.log_v2 is not None
     first, _ = moments.monomials(False)
@@ -234,17 +235,45 @@ def _eval_tile(ref, rw, base, lam, *, nc: int, exact: bool):
 
         init = sums_of(xs[0], ls[0])
         (c, s), _ = jax.lax.scan(body, init, (xs[1:], ls[1:]))
-    sums = base._replace(log_scale=c, tilted1=s, log_scale2=c, tilted2=s,
-                         log_scale_w=c if weighted else None, tilted_w=s if weighted else None)
-    t = moments.finalize(ref, sums, lam, has_scores=False, exact=True)
-    return t.kl, t.gain, t.var_r
+    return _first_order(ref, base, c, s, lam)
 
 
-def _curve(kind: str, kl, gain, var, lam):
+def _first_order(ref, base, c, s, lam):
+    """KL, gain and tilted variance from the first-order sums (``moments.finalize`` without SEs).
+
+    ``lambda R > 1``: from the tilted sums ``s = sum v e^{lam x' - c} (1, x', x'^2)``.
+    ``lambda R <= 1``: the small-tilt series in ``a = lambda R`` over the centred moments (no
+    exponential and no cancellation: MATH.md §3, "Float32 at large beta").
+    """
+    big_w = base.base1[:, 0][:, None]
+    # tilted sums (basis x' = r - max r)
+    mx = s[..., 1] / s[..., 0]
+    var_t = s[..., 2] / s[..., 0] - mx * mx
+    kl_t = lam * mx - (c + jnp.log(s[..., 0] / big_w))
+    gain_t = mx - base.base1[:, 1][:, None] / big_w
+    # series (basis x~ = (r - r_bar) / R)
+    big_r = ref.r_scale[:, None]
+    a = jnp.minimum(lam * big_r, moments.RHO_SERIES)
+    lam_c = a / big_r
+    n = moments.K_MEAN + 1
+    m1 = base.moments1[:, :, 0] / big_w  # [t, n_moments]: sum u x~^k
+    apow = moments._powers_of(a, n)
+    coef = jnp.asarray(moments._inv_fact(n), lam.dtype).at[0].set(0)
+    t0, t1, t2 = (jnp.einsum("pbn,pn->pb", apow, m1[:, i : i + n] * coef) * big_r**i for i in range(3))
+    bx = m1[:, 1:2] * big_r
+    den = 1 + t0
+    ms = (bx + t1) / den
+    var_s = (m1[:, 2:3] * big_r**2 + t2) / den - ms * ms
+    kl_s = lam_c * ms - jnp.log1p(t0)
+    gain_s = (t1 - t0 * bx) / den
+    series = lam * big_r <= moments.RHO_SERIES
+    pick = lambda u, v: jnp.where(series, u, v)  # noqa: E731
+    return pick(kl_s, kl_t), pick(gain_s, gain_t), jnp.maximum(pick(var_s, var_t), 0)
+
+
+def _curve(is_kl, kl, gain, var, lam):
     """The curve's value and its derivative with respect to ``log beta`` (MATH.md §4)."""
-    if kind == "kl":
-        return kl, -var * lam * lam
-    return gain, -var * lam
+    return jnp.where(is_kl, kl, gain), -var * lam * jnp.where(is_kl, lam, 1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -331,24 +360,80 @@ def _t_bounds(scale, dtype):
     return log_s - half_range, log_s + half_range
 
 
-def _initial_t(kind, y, var0, lo, hi):
+def _initial_t(is_kl, y, var0, lo, hi):
     """Small-tilt guess: ``KL ~ Var/(2 beta^2)``, ``gain ~ Var/beta`` (exact for Gaussian rewards)."""
-    if kind == "kl":
-        t = 0.5 * (jnp.log(var0) - jnp.log(2 * y))
-    else:
-        t = jnp.log(var0) - jnp.log(y)
+    t = jnp.where(is_kl, 0.5 * (jnp.log(var0) - jnp.log(2 * y)), jnp.log(var0) - jnp.log(y))
     t = jnp.where(jnp.isfinite(t), t, 0.5 * (lo + hi))
     return jnp.clip(t, lo, hi)
+
+
+#: Points of the grid that brackets every target before Newton (one cheap kernel pass).
+GRID_POINTS = 24
+#: The same for the pooled curve (whose range spans every prompt's scale).
+POOLED_GRID_POINTS = 40
+
+
+def _grid_t(log_r_lo, log_r_hi, num_samples: int, num: int):
+    """``[..., num]`` ascending ``log beta`` from ``lambda R = 4 N`` (near saturation) to ``1/32``."""
+    lo = log_r_lo - float(np.log(4.0 * num_samples))
+    hi = log_r_hi + float(5 * np.log(2.0))
+    u = jnp.linspace(0.0, 1.0, num, dtype=log_r_lo.dtype)
+    return lo[..., None] + (hi - lo)[..., None] * u
+
+
+def _grid_start(tg, phi, dphi, y, sup, lo_b, hi_b):
+    """Initial ``log beta`` and bracket of each target from the curve on a grid.
+
+    The grid (``tg`` ``[..., G]`` ascending, the curve ``phi`` decreasing, ``dphi = d phi/dt``)
+    brackets each target ``y`` ``[..., T]``; inside, the inverse cubic Hermite interpolant of the
+    residual the Newton step uses (``log phi`` against ``t``, or ``log(S - phi)`` against
+    ``1/beta`` near the top ``S``) gives the start; outside, the tangent at the end.
+
+    Returns:
+      ``(t0, lo, hi)``, each ``[..., T]``.
+    """
+    num = tg.shape[-1]
+    j = jnp.sum(phi[..., None, :] >= y[..., :, None], axis=-1)  # root in (tg[j-1], tg[j])
+    ja, jb = jnp.clip(j - 1, 0, num - 1), jnp.clip(j, 0, num - 1)
+    take = lambda a, i: jnp.take_along_axis(a, i, axis=-1)  # noqa: E731
+    lo = jnp.where(j > 0, take(tg, ja), lo_b)
+    hi = jnp.where(j < num, take(tg, jb), hi_b)
+    sup_l = sup[..., None]
+    near_top = y > 0.5 * sup_l
+
+    def point(i):
+        t, f, d = take(tg, i), take(phi, i), take(dphi, i)
+        gap = sup_l - f
+        beta = jnp.exp(t)
+        # (abscissa, residual, d abscissa / d residual) in the residual's own variables
+        far = (t, jnp.log(f), f / d)
+        near = (1 / beta, jnp.log(gap), gap / (beta * d))
+        return tuple(jnp.where(near_top, b, a) for a, b in zip(far, near))
+
+    (xa, ra, sa), (xb, rb, sb) = point(ja), point(jb)
+    target = jnp.where(near_top, jnp.log(jnp.where(near_top, sup_l - y, 1)), jnp.log(y))
+    h = rb - ra
+    u = (target - ra) / h
+    u2, u3 = u * u, u * u * u
+    x_in = (2 * u3 - 3 * u2 + 1) * xa + (u3 - 2 * u2 + u) * h * sa + (3 * u2 - 2 * u3) * xb + (u3 - u2) * h * sb
+    x_lin = xa + u * (xb - xa)
+    x_in = jnp.where((x_in - xa) * (x_in - xb) < 0, x_in, x_lin)  # stay between the points
+    x_out = jnp.where(j > 0, xa + (target - ra) * sa, xb + (target - rb) * sb)
+    x = jnp.where((j > 0) & (j < num), x_in, x_out)
+    t0 = jnp.where(near_top, -jnp.log(x), x)
+    ok = (t0 > lo) & (t0 < hi)  # False for NaN
+    fallback = jnp.where(j == 0, hi - 1, jnp.where(j == num, lo + 1, 0.5 * (lo + hi)))
+    return jnp.where(ok, t0, fallback), lo, hi
 
 
 # ----------------------------------------------------------------------------------------------
 # The solve, per prompt and pooled, under one jit.
 
 
-def _statuses(kind, y, sup):
-    infeasible = Status.KL_AT_OR_ABOVE_CEILING if kind == "kl" else Status.GAIN_AT_OR_ABOVE_MAX
+def _statuses(is_kl, y, sup):
+    infeasible = jnp.where(is_kl, int(Status.KL_AT_OR_ABOVE_CEILING), int(Status.GAIN_AT_OR_ABOVE_MAX))
     status = jnp.full(jnp.broadcast_shapes(y.shape, sup.shape), Status.OK, jnp.int32)
-    status = jnp.where(y >= sup, int(infeasible), status)
+    status = jnp.where((y >= sup) & (y > 0), infeasible, status)  # G = 0 is the base policy: always OK
     status = jnp.where(y < 0, int(Status.NEGATIVE_TARGET), status)
     return jnp.where(jnp.isnan(y), int(Status.NAN_TARGET), status)
 
@@ -375,32 +460,30 @@ def _aux_in(aux):
     return iters.astype(jnp.int32), conv > 0
 
 
-def _per_prompt(samples, y, *, kind, plan, max_iter, nc):
+def _per_prompt(samples, y, is_kl, *, plan, max_iter, nc):
     """``[P, T]`` solutions of each prompt's curve; ``y`` ``[T]``."""
     dtype = samples.dtype
+    exact = samples.exact
     prep = _prepare(samples, plan)
-    num_p = samples.num_prompts
+    num_p, num_n = samples.num_prompts, samples.num_samples
     nt, t_p = prep.real.shape
     num_t = y.shape[0]
-    sup_tiles = prep.kl_max if kind == "kl" else prep.gain_max  # [nt, t]
+    sup_tiles = jnp.where(is_kl, prep.kl_max, prep.gain_max)  # [nt, t]
     y_b = jnp.broadcast_to(y, (nt, t_p, num_t))
-    status = _statuses(kind, y_b, sup_tiles[..., None])
+    status = _statuses(is_kl, y_b, sup_tiles[..., None])
     active = (status == Status.OK) & (y_b > 0) & prep.real[..., None]
     y_safe = jnp.where(active, y_b, 0.5 * sup_tiles[..., None])
     scale = jnp.sqrt(jnp.where(prep.var0 > 0, prep.var0, 1))[..., None]
-    lo0, hi0 = _t_bounds(scale, dtype)
-    lo0, hi0 = jnp.broadcast_to(lo0, y_b.shape), jnp.broadcast_to(hi0, y_b.shape)
-    t0 = _initial_t(kind, y_safe, prep.var0[..., None], lo0, hi0)
-    t0 = jnp.where(active, t0, 0.5 * (lo0 + hi0) + 0 * y_safe)
-    exact = samples.exact
+    lo0, hi0 = (jnp.broadcast_to(b, y_b.shape) for b in _t_bounds(scale, dtype))
+    t0 = _initial_t(is_kl, y_safe, prep.var0[..., None], lo0, hi0)
+    t0 = jnp.where(active, t0, 0.5 * (lo0 + hi0))
+    tiles = (prep.ref, prep.rows, prep.base)
 
     def evaluate_tile(tile, t):
         ref, rw, base = tile
         lam = jnp.exp(-t)
-        kl, gain, var = _eval_tile(ref, rw, base, lam, nc=nc, exact=exact)
-        return _curve(kind, kl, gain, var, lam)
-
-    tiles = (prep.ref, prep.rows, prep.base)
+        kl, gain, var = _eval_tile(ref, rw, base, lam, nc=nc)
+        return _curve(is_kl, kl, gain, var, lam)
 
     def residual(t):
         phi = jax.lax.map(lambda a: evaluate_tile(a[0], a[1])[0], (tiles, t))
@@ -409,7 +492,12 @@ def _per_prompt(samples, y, *, kind, plan, max_iter, nc):
     def solve(_, t_init):
         def one(args):
             tile, box, t_start = args
-            return _newton(functools.partial(evaluate_tile, tile), box, t_start, max_iter, dtype)
+            evaluate = functools.partial(evaluate_tile, tile)
+            log_r = jnp.log(tile[0].r_scale)
+            tg = _grid_t(log_r, log_r, num_n, GRID_POINTS)
+            t_g, lo, hi = _grid_start(tg, *evaluate(tg), box.y, box.sup[:, 0], box.lo0, box.hi0)
+            box = box._replace(lo0=jnp.where(box.active, lo, box.lo0), hi0=jnp.where(box.active, hi, box.hi0))
+            return _newton(evaluate, box, jnp.where(box.active, t_g, t_start), max_iter, dtype)
 
         box = _Box(y_safe, jnp.broadcast_to(sup_tiles[..., None], y_b.shape), lo0, hi0, active)
         t, iters, conv = jax.lax.map(one, (tiles, box, t_init))
@@ -417,25 +505,33 @@ def _per_prompt(samples, y, *, kind, plan, max_iter, nc):
 
     t_star, aux = jax.lax.custom_root(residual, jax.lax.stop_gradient(t0), solve, _tangent_solve, has_aux=True)
     iters, conv = _aux_in(aux)
+    lam = jnp.exp(-jnp.where(active, t_star, t0))
+    st = jax.lax.map(lambda a: _full_tile(*a[0], a[1], nc=nc, exact=exact), (tiles, lam))
     flat = lambda a: a.reshape((nt * t_p,) + a.shape[2:])[:num_p]  # noqa: E731
-    t_star, iters, conv, status, active = map(flat, (t_star, iters, conv, status, active))
-    t_safe = jnp.where(active, t_star, flat(t0))
-    st = _final_per_prompt(samples, jnp.exp(-t_safe), _plan_final(samples, num_t))
-    return _assemble(kind, y, t_star, iters, conv, status, active, st.kl, st.gain, st.reverse_kl_se,
-                     st.saturated, flat(prep.kl_max)[:, None], flat(prep.gain_max)[:, None])
+    return _assemble(is_kl, y, *map(flat, (t_star, iters, conv, status, active, st.kl, st.gain,
+                                           st.reverse_kl_se, st.saturated)),
+                     flat(prep.kl_max)[:, None], flat(prep.gain_max)[:, None])
 
 
-def _plan_final(samples, num_targets):
-    """The plan of the final pass (statistics and SEs at the solution: 2 exponentials per target)."""
-    return _sweep.plan(samples.num_prompts, samples.num_samples, 2 * num_targets, samples.dtype.itemsize, None)
+def _full_tile(ref, rw, base, lam, *, nc: int, exact: bool) -> estimators.TiltStats:
+    """The kernel's statistics with standard errors (``jaxlimits.tilt``) of a prepared tile."""
+    if nc == 1:
+        sums = moments.block_sums(rw, lam, has_scores=False)
+    else:
+        chunks = jax.tree.map(lambda a: _chunks(a, nc), rw)
+
+        def body(carry, rw_c):
+            return moments.merge(carry, moments.block_sums(rw_c, lam, has_scores=False)), None
+
+        first = moments.block_sums(jax.tree.map(lambda a: a[0], chunks), lam, has_scores=False)
+        sums, _ = jax.lax.scan(body, first, jax.tree.map(lambda a: a[1:], chunks))
+    # the beta-independent sums were computed once (the recomputed ones are dead code)
+    sums = sums._replace(base1=base.base1, base2=base.base2, moments1=base.moments1, moments2=base.moments2,
+                         draws=base.draws, top_mass=base.top_mass)
+    return estimators._stats_of_tile(ref, sums, lam, has_scores=False, exact=exact)
 
 
-def _final_per_prompt(samples, lam, plan):
-    fn = functools.partial(estimators._stats_of_tile, has_scores=False, exact=samples.exact)
-    return _sweep.sweep(samples, lam, plan, fn)
-
-
-def _assemble(kind, y, t_star, iters, conv, status, active, kl, gain, rkl_se, saturated, kl_max, gain_max):
+def _assemble(is_kl, y, t_star, iters, conv, status, active, kl, gain, rkl_se, saturated, kl_max, gain_max):
     """The :class:`Solution` from the solve and the statistics at the solution (lane-wise)."""
     dtype = kl.dtype
     shape = t_star.shape
@@ -449,10 +545,8 @@ def _assemble(kind, y, t_star, iters, conv, status, active, kl, gain, rkl_se, sa
     def pick(solved, at_zero):
         return jnp.where(active, solved, jnp.where(zero_target, at_zero, nan))
 
-    if kind == "kl":
-        kl_se, gain_se = zero, beta * rkl_se
-    else:
-        kl_se, gain_se = rkl_se, zero
+    kl_se = jnp.where(is_kl, zero, rkl_se)
+    gain_se = jnp.where(is_kl, beta * rkl_se, zero)
     status = jnp.where(active & ~conv, int(Status.NOT_CONVERGED), status)
     return Solution(
         beta=pick(beta, jnp.full(shape, jnp.inf, dtype)),
@@ -469,84 +563,77 @@ def _assemble(kind, y, t_star, iters, conv, status, active, kl, gain, rkl_se, sa
     )
 
 
-def _pooled(samples, y, *, kind, plan, max_iter, nc):
+def _pooled(samples, y, is_kl, *, plan, max_iter, nc):
     """``[T]`` solutions of the pooled curve (one beta shared by all prompts); ``y`` ``[T]``."""
     dtype = samples.dtype
+    exact = samples.exact
     prep = _prepare(samples, plan)
-    num_p = samples.num_prompts
+    num_p, num_n = samples.num_prompts, samples.num_samples
     real = prep.real.astype(dtype)
     kl_max = jnp.sum(prep.kl_max * real) / num_p
     gain_max = jnp.sum(prep.gain_max * real) / num_p
     var0 = jnp.sum(prep.var0 * real) / num_p
-    sup = kl_max if kind == "kl" else gain_max
-    status = _statuses(kind, y, sup)
+    sup = jnp.where(is_kl, kl_max, gain_max)
+    status = _statuses(is_kl, y, sup)
     active = (status == Status.OK) & (y > 0)
     y_safe = jnp.where(active, y, 0.5 * sup)
     scale = jnp.sqrt(jnp.where(var0 > 0, var0, 1))
-    lo0, hi0 = _t_bounds(scale, dtype)
-    lo0, hi0 = jnp.broadcast_to(lo0, y.shape), jnp.broadcast_to(hi0, y.shape)
-    t0 = _initial_t(kind, y_safe, var0, lo0, hi0)
+    lo0, hi0 = (jnp.broadcast_to(b, y.shape) for b in _t_bounds(scale, dtype))
+    t0 = _initial_t(is_kl, y_safe, var0, lo0, hi0)
     t0 = jnp.where(active, t0, 0.5 * (lo0 + hi0))
-    exact = samples.exact
     tiles = (prep.ref, prep.rows, prep.base, real)
 
-    def evaluate(t):
-        lam = jnp.exp(-t)
+    def pooled_sum(fn, lam):
+        """Sums over real prompts of ``fn(ref, rows, base, lam [t, B])`` (a tuple of ``[t, B]``)."""
 
         def body(carry, tile):
             ref, rw, base, w = tile
-            lam_t = jnp.broadcast_to(lam, (w.shape[0],) + lam.shape)
-            kl, gain, var = _eval_tile(ref, rw, base, lam_t, nc=nc, exact=exact)
-            part = jax.tree.map(lambda a: jnp.sum(a * w[:, None], axis=0), (kl, gain, var))
-            return jax.tree.map(jnp.add, carry, part), None
+            out = fn(ref, rw, base, jnp.broadcast_to(lam, (w.shape[0],) + lam.shape))
+            return jax.tree.map(lambda c, a: c + jnp.sum(a * w[:, None], axis=0), carry, out), None
 
-        zero = jnp.zeros(lam.shape, dtype)
-        (kl, gain, var), _ = jax.lax.scan(body, (zero, zero, zero), tiles)
-        return _curve(kind, kl / num_p, gain / num_p, var / num_p, lam)
+        init = jax.eval_shape(lambda: fn(*jax.tree.map(lambda a: a[0], tiles[:3]),
+                                         jnp.broadcast_to(lam, (real.shape[1],) + lam.shape)))
+        init = jax.tree.map(lambda a: jnp.zeros(a.shape[1:], a.dtype), init)
+        return jax.lax.scan(body, init, tiles)[0]
+
+    def evaluate(t):
+        lam = jnp.exp(-t)
+        kl, gain, var = pooled_sum(functools.partial(_eval_tile, nc=nc), lam)
+        return _curve(is_kl, kl / num_p, gain / num_p, var / num_p, lam)
 
     def residual(t):
         return evaluate(t)[0] - y_safe
 
+    log_r = jnp.log(prep.ref.r_scale)
+    log_r_lo = jnp.min(jnp.where(prep.real, log_r, jnp.inf))
+    log_r_hi = jnp.max(jnp.where(prep.real, log_r, -jnp.inf))
+
     def solve(_, t_init):
-        box = _Box(y_safe, jnp.broadcast_to(sup, y.shape), lo0, hi0, active)
-        t, iters, conv = _newton(evaluate, box, t_init, max_iter, dtype)
+        tg = _grid_t(log_r_lo, log_r_hi, num_n, POOLED_GRID_POINTS)
+        t_g, lo, hi = _grid_start(tg, *evaluate(tg), y_safe, sup, lo0, hi0)
+        box = _Box(y_safe, jnp.broadcast_to(sup, y.shape), jnp.where(active, lo, lo0), jnp.where(active, hi, hi0),
+                   active)
+        t, iters, conv = _newton(evaluate, box, jnp.where(active, t_g, t_init), max_iter, dtype)
         return t, _aux_out(iters, conv, dtype)
 
     t_star, aux = jax.lax.custom_root(residual, jax.lax.stop_gradient(t0), solve, _tangent_solve, has_aux=True)
     iters, conv = _aux_in(aux)
-    t_safe = jnp.where(active, t_star, t0)
-    kl, gain, rkl_se, saturated = _final_pooled(samples, jnp.exp(-t_safe), _plan_final(samples, y.shape[0]))
-    return _assemble(kind, y, t_star, iters, conv, status, active, kl, gain, rkl_se, saturated,
-                     kl_max, gain_max)
+
+    def final(ref, rw, base, lam):
+        st = _full_tile(ref, rw, base, lam, nc=nc, exact=exact)
+        return st.kl, st.gain, st.reverse_kl_se**2, jnp.where(st.saturated, st.kl, 0)
+
+    kl, gain, rkl_var, sat_kl = pooled_sum(final, jnp.exp(-jnp.where(active, t_star, t0)))
+    saturated = sat_kl > SATURATED_SHARE_MAX * jnp.where(kl > 0, kl, 1)
+    return _assemble(is_kl, y, t_star, iters, conv, status, active, kl / num_p, gain / num_p,
+                     jnp.sqrt(rkl_var) / num_p, saturated, kl_max, gain_max)
 
 
-def _final_pooled(samples, lam, plan):
-    """Pooled KL, gain, reverse-KL SE and saturation at ``lam`` ``[T]`` shared by all prompts."""
-    fn = functools.partial(estimators._stats_of_tile, has_scores=False, exact=samples.exact)
-    num_p = samples.num_prompts
-    lam_p = jnp.broadcast_to(lam, (num_p,) + lam.shape)
-    zero = jnp.zeros(lam.shape, lam.dtype)
-
-    def reduce(carry, st, ok):
-        w = ok.astype(lam.dtype)[:, None]
-        part = (
-            jnp.sum(w * st.kl, 0),
-            jnp.sum(w * st.gain, 0),
-            jnp.sum(w * st.reverse_kl_se**2, 0),
-            jnp.sum(w * jnp.where(st.saturated, st.kl, 0), 0),
-        )
-        return jax.tree.map(jnp.add, carry, part)
-
-    kl, gain, rkl_var, sat_kl = _sweep.sweep(samples, lam_p, plan, fn, reduce=reduce,
-                                              init=(zero, zero, zero, zero))
-    share = sat_kl / jnp.where(kl > 0, kl, 1)
-    return kl / num_p, gain / num_p, jnp.sqrt(rkl_var) / num_p, share > SATURATED_SHARE_MAX
-
-
-@functools.partial(jax.jit, static_argnames=("kind", "pooled", "plan", "max_iter", "nc"))
-def _solve(samples, y, *, kind, pooled, plan, max_iter, nc):
+@functools.partial(jax.jit, static_argnames=("pooled", "plan", "max_iter", "nc"))
+def _solve(samples, y, is_kl, *, pooled, plan, max_iter, nc):
+    """Both questions share one compiled solver (``is_kl`` is traced: it only selects the curve)."""
     fn = _pooled if pooled else _per_prompt
-    return fn(samples, y, kind=kind, plan=plan, max_iter=max_iter, nc=nc)
+    return fn(samples, y, is_kl, plan=plan, max_iter=max_iter, nc=nc)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -573,9 +660,10 @@ def _run(samples: Samples, targets, *, kind: str, pooled: bool, throw: bool, max
         y = jnp.asarray(arr, dtype=dtype)
     shape = y.shape
     flat_y = y.reshape(-1)
-    p = _sweep.plan(s.num_prompts, s.num_samples, flat_y.shape[0], dtype.itemsize, memory_budget)
+    # tiles sized for the final pass (two exponentials per target: the estimates and their SEs)
+    p = _sweep.plan(s.num_prompts, s.num_samples, 2 * flat_y.shape[0], dtype.itemsize, memory_budget)
     nc = p.padded_samples // p.chunk_samples
-    sol = _solve(s, flat_y, kind=kind, pooled=pooled, plan=p, max_iter=max_iter, nc=nc)
+    sol = _solve(s, flat_y, jnp.asarray(kind == "kl"), pooled=pooled, plan=p, max_iter=max_iter, nc=nc)
     out_shape = shape if pooled else (s.num_prompts,) + shape
     sol = jax.tree.map(lambda a: a.reshape(out_shape), sol)
     if throw:

@@ -1,0 +1,473 @@
+"""Frontier inversion (MATH.md §4-6): exact laws, closed forms, SciPy, gradients, statuses, CLI.
+
+Compilation dominates the cost of these tests, so they share a few sample shapes and target
+counts (each distinct shape compiles the solver once per question and mode).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jax.test_util import check_grads
+from scipy.optimize import brentq
+from scipy.special import logsumexp
+
+import jaxlimits as jl
+from jaxlimits import inversion as inv
+from jaxlimits.inversion import Status
+
+F64_EPS = float(np.finfo(np.float64).eps)
+F32_EPS = float(np.finfo(np.float32).eps)
+
+
+def bernoulli_kl(q, p):
+    """kl(q || p) written with log1p, accurate for q near p."""
+    g = q - p
+    return q * np.log1p(g / p) + (1 - q) * np.log1p(-g / (1 - p))
+
+
+# -- exact finite laws --------------------------------------------------------------------------
+
+P_BERN = np.array([0.05, 0.3, 0.5, 0.8])
+GAINS = np.array([1e-4, 0.01, 0.1, 0.15, 0.19, 0.3, 0.45, 0.6])  # some above 1 - p: infeasible there
+
+
+@pytest.fixture(scope="module")
+def bernoulli_laws():
+    return jl.Samples.from_law([[0.0, 1.0]] * len(P_BERN), [[1 - p, p] for p in P_BERN])
+
+
+def test_bernoulli_rate_function_exact(bernoulli_laws):
+    """KL*(G) = kl(p + G || p) to 1e-10 (float64), per prompt; G >= 1 - p is infeasible."""
+    sol = jl.min_kl_for_gain(bernoulli_laws, GAINS, pooled=False, throw=False)
+    assert sol.kl.shape == (len(P_BERN), len(GAINS))
+    p = P_BERN[:, None]
+    feasible = GAINS[None, :] < 1 - p
+    status = np.asarray(sol.status)
+    np.testing.assert_array_equal(status, np.where(feasible, Status.OK, Status.GAIN_AT_OR_ABOVE_MAX))
+    want = np.where(feasible, bernoulli_kl(np.minimum(p + GAINS, 1 - 1e-12), p), np.nan)
+    np.testing.assert_allclose(np.asarray(sol.kl), want, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(np.asarray(sol.gain), np.where(feasible, GAINS, np.nan), rtol=1e-12, atol=0)
+    # lambda* = logit(p + G) - logit(p): the exponential tilt of a Bernoulli law
+    q = np.minimum(p + GAINS, 1 - 1e-12)
+    lam = np.log(q / (1 - q)) - np.log(p / (1 - p))
+    np.testing.assert_allclose(np.asarray(sol.beta), np.where(feasible, 1 / lam, np.nan), rtol=1e-9)
+    assert np.all(np.asarray(sol.converged) == feasible)
+    # an exact law has no sampling error
+    assert np.all(np.asarray(sol.kl_se)[feasible] == 0) and not np.any(np.asarray(sol.saturated)[feasible])
+    np.testing.assert_array_equal(np.asarray(sol.gain_max), np.broadcast_to(1 - p, sol.gain.shape))
+
+
+def test_bernoulli_most_gain_exact(bernoulli_laws):
+    """gain*(kl(p + G || p)) = G to 1e-10; the KL ceiling of a Bernoulli law is log(1/p)."""
+    p = P_BERN[:, None]
+    g = np.array([1e-3, 0.02, 0.04, 0.045])  # below 1 - p for every p
+    budgets = bernoulli_kl(p + g, p)
+    # one call per prompt row would compile again: use the prompt's own budgets via pooled=False
+    # on each row's budgets (the same shape for every prompt)
+    for i in range(len(P_BERN)):
+        sol = jl.max_gain_at_kl(bernoulli_laws, budgets[i], pooled=False)
+        np.testing.assert_allclose(np.asarray(sol.gain)[i], g, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(np.asarray(sol.kl)[i], budgets[i], rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(sol.kl_ceiling)[:, 0], -np.log(P_BERN), rtol=1e-14)
+
+
+def test_bernoulli_float32(bernoulli_laws):
+    """Float32 inputs stay float32 and solve to a tolerance tied to float32's epsilon."""
+    law32 = jax.tree.map(lambda a: a.astype(jnp.float32) if a.dtype == jnp.float64 else a, bernoulli_laws)
+    sol = jl.min_kl_for_gain(law32, GAINS, pooled=False, throw=False)
+    assert sol.kl.dtype == jnp.float32
+    p = P_BERN[:, None]
+    feasible = GAINS[None, :] < 1 - p
+    want = bernoulli_kl(np.minimum(p + GAINS, 1 - 1e-12), p)
+    # the curve is evaluated to ~100 eps relative (sums and logs in float32); beta* inherits it
+    # through d log KL / d log G >= 1, at most ~2 for these laws
+    got = np.asarray(sol.kl, dtype=np.float64)
+    np.testing.assert_allclose(got[feasible], want[feasible], rtol=1000 * F32_EPS)
+    assert np.all(np.asarray(sol.converged)[feasible])
+
+
+CAT_VALUES = np.array([-1.0, 0.0, 0.5, 2.0, 3.5])
+CAT_PROBS = np.array([0.25, 0.35, 0.2, 0.15, 0.05])
+
+
+def _cat_curves(lam):
+    """Exact tilted gain and KL of the 5-outcome law at lambda = 1/beta."""
+    logits = np.log(CAT_PROBS) + lam * CAT_VALUES
+    log_z = logsumexp(logits)
+    q = np.exp(logits - log_z)
+    mean0 = CAT_PROBS @ CAT_VALUES
+    return q @ CAT_VALUES - mean0, lam * (q @ CAT_VALUES) - log_z
+
+
+@pytest.fixture(scope="module")
+def categorical():
+    return jl.Samples.from_law([CAT_VALUES], [CAT_PROBS])
+
+
+def test_categorical_against_brentq(categorical):
+    """Both questions on a 5-outcome law agree with SciPy brentq on the exact curves."""
+    gain_max = CAT_VALUES.max() - CAT_PROBS @ CAT_VALUES
+    kl_max = -np.log(CAT_PROBS[CAT_VALUES.argmax()])
+    fractions = np.array([1e-3, 0.1, 0.5, 0.9, 0.999])
+    sol = jl.min_kl_for_gain(categorical, fractions * gain_max)
+    for i, g in enumerate(fractions * gain_max):
+        lam = brentq(lambda u, g=g: _cat_curves(u)[0] - g, 1e-12, 500, xtol=1e-15, rtol=4 * F64_EPS)
+        np.testing.assert_allclose(float(sol.beta[i]), 1 / lam, rtol=1e-10)
+        np.testing.assert_allclose(float(sol.kl[i]), _cat_curves(lam)[1], rtol=1e-10, atol=1e-14)
+    sol = jl.max_gain_at_kl(categorical, fractions * kl_max)
+    for i, k in enumerate(fractions * kl_max):
+        lam = brentq(lambda u, k=k: _cat_curves(u)[1] - k, 1e-12, 500, xtol=1e-15, rtol=4 * F64_EPS)
+        np.testing.assert_allclose(float(sol.beta[i]), 1 / lam, rtol=1e-10)
+        np.testing.assert_allclose(float(sol.gain[i]), _cat_curves(lam)[0], rtol=1e-10, atol=1e-14)
+    assert float(sol.kl_ceiling[0]) == pytest.approx(kl_max, rel=1e-14)
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    probs=st.lists(st.floats(0.01, 1.0), min_size=6, max_size=6),
+    values=st.lists(st.floats(-3.0, 3.0), min_size=6, max_size=6, unique=True),
+    fraction=st.floats(0.001, 0.99),
+)
+def test_random_laws_round_trip(probs, values, fraction):
+    """On random 6-outcome laws: the two questions are inverse to each other, within the limits."""
+    pr = np.asarray(probs) / np.sum(probs)
+    law = jl.Samples.from_law([values], [pr])
+    sol_k = jl.min_kl_for_gain(law, fraction * (max(values) - pr @ np.asarray(values)))
+    assert 0 <= float(sol_k.kl) < float(sol_k.kl_ceiling)
+    back = jl.max_gain_at_kl(law, sol_k.kl)
+    np.testing.assert_allclose(float(back.gain), float(sol_k.gain), rtol=1e-9)
+    np.testing.assert_allclose(float(back.beta), float(sol_k.beta), rtol=1e-8)
+
+
+# -- samples: closed forms within standard error ----------------------------------------------
+
+
+@pytest.mark.slow
+def test_gaussian_within_standard_error():
+    """N(0, 1) rewards: KL*(G) = G^2/2 and gain*(K) = sqrt(2K) within the delta-method SE."""
+    r = np.random.default_rng(7).standard_normal((1, 20_000))
+    s = jl.Samples(r)
+    gains = np.array([0.1, 0.3, 0.5, 0.65])
+    sol = jl.min_kl_for_gain(s, gains)
+    se = np.asarray(sol.kl_se)
+    # ESS/N = exp(-G^2) >= 0.65 here: not saturated (the rule flags ESS/N < 0.6)
+    assert np.all(se > 0) and not np.any(np.asarray(sol.saturated))
+    # 4 SE: a two-sided normal tail of 6e-5 per point (a fixed seed; the delta method is
+    # accurate at these ESS)
+    np.testing.assert_array_less(np.abs(np.asarray(sol.kl) - gains**2 / 2), 4 * se)
+    budgets = np.array([0.005, 0.05, 0.125, 0.2])
+    sol = jl.max_gain_at_kl(s, budgets)
+    se = np.asarray(sol.gain_se)
+    np.testing.assert_array_less(np.abs(np.asarray(sol.gain) - np.sqrt(2 * budgets)), 4 * se)
+    np.testing.assert_allclose(np.asarray(sol.kl), budgets, rtol=1e-12)
+
+
+# -- many prompts: pooled and per prompt ------------------------------------------------------
+
+P, N, T = 6, 128, 5
+
+
+@pytest.fixture(scope="module")
+def gauss():
+    rng = np.random.default_rng(3)
+    return jl.Samples(rng.standard_normal((P, N)) * rng.uniform(0.5, 2.0, (P, 1)))
+
+
+def _curves(samples, beta):
+    st_ = jl.tilt(samples, np.asarray(beta).reshape(-1) if np.ndim(beta) == 1 else beta)
+    return np.asarray(st_.gain), np.asarray(st_.kl)
+
+
+def test_pooled_is_one_shared_beta(gauss):
+    """The pooled solution's beta makes the mean over prompts of each prompt's curve hit the target."""
+    targets = np.array([0.05, 0.2, 0.5, 1.0, 1.5])
+    sol = jl.min_kl_for_gain(gauss, targets)
+    assert sol.beta.shape == (T,)
+    gain, kl = _curves(gauss, np.asarray(sol.beta))
+    np.testing.assert_allclose(gain.mean(axis=0), targets, rtol=1e-12)
+    np.testing.assert_allclose(kl.mean(axis=0), np.asarray(sol.kl), rtol=1e-12)
+    per = jl.min_kl_for_gain(gauss, targets, pooled=False)
+    assert per.beta.shape == (P, T)
+    gain_p, _ = _curves(gauss, np.asarray(per.beta))
+    np.testing.assert_allclose(gain_p, np.broadcast_to(targets, (P, T)), rtol=1e-12)
+    # The shared beta is optimal for the averaged objective: per-prompt betas spend no more KL
+    # in total for the same mean gain (the pooled solution is one feasible split).
+    assert np.all(np.asarray(per.kl).mean(axis=0) >= -1e-12)
+
+
+@pytest.mark.parametrize("pooled", [True, False])
+def test_round_trips(gauss, pooled):
+    """max_gain_at_kl(min_kl_for_gain(G).kl).gain == G, and the other way round."""
+    gains = np.array([0.01, 0.2, 0.5, 1.0, 1.5])
+    sol = jl.min_kl_for_gain(gauss, gains, pooled=pooled)
+    kls = np.asarray(sol.kl)
+    if pooled:
+        back = jl.max_gain_at_kl(gauss, kls)
+        np.testing.assert_allclose(np.asarray(back.gain), gains, rtol=1e-11)
+        np.testing.assert_allclose(np.asarray(back.beta), np.asarray(sol.beta), rtol=1e-10)
+    else:
+        for i in range(P):  # the same target shape: one compilation for all rows
+            back = jl.max_gain_at_kl(gauss, kls[i], pooled=False)
+            np.testing.assert_allclose(np.asarray(back.gain)[i], gains, rtol=1e-11)
+    budgets = np.array([1e-4, 0.05, 0.4, 1.0, 2.0])
+    sol = jl.max_gain_at_kl(gauss, budgets, pooled=pooled)
+    gains = np.asarray(sol.gain)
+    if pooled:
+        back = jl.min_kl_for_gain(gauss, gains)
+        np.testing.assert_allclose(np.asarray(back.kl), budgets, rtol=1e-11)
+
+
+def test_standard_errors_are_reverse_kl_se(gauss):
+    """se(KL*(G)) = se(reverse KL) and se(gain*(K)) = beta se(reverse KL) at beta* (influence functions)."""
+    sol = jl.min_kl_for_gain(gauss, np.array([0.05, 0.2, 0.5, 1.0, 1.5]), pooled=False)
+    st_ = jl.tilt(gauss, np.asarray(sol.beta))
+    np.testing.assert_allclose(np.asarray(sol.kl_se), np.asarray(st_.reverse_kl_se), rtol=1e-10)
+    assert np.all(np.asarray(sol.gain_se) == 0)
+    np.testing.assert_array_equal(np.asarray(sol.saturated), np.asarray(st_.saturated))
+
+
+# -- differentiation ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pooled", [True, False])
+def test_gradient_identities(gauss, pooled):
+    """d KL*/dG = 1/beta* and d gain*/dK = beta* (implicit differentiation, MATH.md §4-5)."""
+    gains = jnp.array([0.05, 0.2, 0.5, 1.0, 1.5])
+    f = lambda g: jl.min_kl_for_gain(gauss, g, pooled=pooled, throw=False).kl  # noqa: E731
+    beta = np.asarray(jl.min_kl_for_gain(gauss, gains, pooled=pooled).beta)
+    jac = np.asarray(jax.jacfwd(f)(gains))
+    np.testing.assert_allclose(np.diagonal(jac, axis1=-2, axis2=-1), 1 / beta, rtol=1e-9)
+    grad = jax.grad(lambda g: jnp.sum(f(g)))(gains)
+    np.testing.assert_allclose(np.asarray(grad), (1 / beta).reshape(-1, T).sum(0), rtol=1e-9)
+    budgets = jnp.array([1e-3, 0.05, 0.4, 1.0, 2.0])
+    g = lambda k: jl.max_gain_at_kl(gauss, k, pooled=pooled, throw=False).gain  # noqa: E731
+    beta = np.asarray(jl.max_gain_at_kl(gauss, budgets, pooled=pooled).beta)
+    grad = jax.grad(lambda k: jnp.sum(g(k)))(budgets)
+    np.testing.assert_allclose(np.asarray(grad), beta.reshape(-1, T).sum(0), rtol=1e-9)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pooled", [True, False])
+def test_check_grads_rewards(pooled):
+    """Derivatives with respect to the rewards (forward and reverse) match finite differences."""
+    r = jnp.asarray(np.random.default_rng(5).standard_normal((3, 12)))
+    gains, budgets = jnp.array([0.3, 0.8]), jnp.array([0.2, 1.0])
+
+    def f(rewards):
+        s = jl.Samples(rewards)
+        a = jl.min_kl_for_gain(s, gains, pooled=pooled, throw=False)
+        b = jl.max_gain_at_kl(s, budgets, pooled=pooled, throw=False)
+        return a.kl, a.beta, b.gain
+
+    check_grads(f, (r,), order=1, modes=("fwd", "rev"), eps=1e-6, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_gradient_through_zero_and_infeasible_targets_is_finite(gauss):
+    """A zero or infeasible target gives a finite (zero) gradient, never NaN, to the rewards."""
+
+    def f(rewards):
+        s = jl.Samples(rewards)
+        sol = jl.min_kl_for_gain(s, jnp.array([0.0, 0.2, 0.5, 1.0, 99.0]), pooled=False, throw=False)
+        return jnp.sum(jnp.where(sol.status == Status.OK, sol.kl, 0))
+
+    g = jax.grad(f)(gauss.rewards)
+    assert np.all(np.isfinite(np.asarray(g)))
+
+
+# -- transformations -------------------------------------------------------------------------
+
+
+def test_vmap_over_targets_equals_loop(gauss):
+    targets = jnp.array([0.05, 0.2, 0.5, 1.0, 1.5])
+    batched = jax.vmap(lambda g: jl.min_kl_for_gain(gauss, g, pooled=False, throw=False))(targets)
+    for j, g in enumerate(targets):
+        one = jl.min_kl_for_gain(gauss, g, pooled=False)
+        assert one.kl.shape == (P,)
+        np.testing.assert_allclose(np.asarray(batched.kl)[j], np.asarray(one.kl), rtol=1e-12)
+        np.testing.assert_allclose(np.asarray(batched.beta)[j], np.asarray(one.beta), rtol=1e-12)
+    # and the array call gives the same numbers in [prompts, targets]
+    arr = jl.min_kl_for_gain(gauss, targets, pooled=False)
+    np.testing.assert_allclose(np.asarray(arr.kl), np.asarray(batched.kl).T, rtol=1e-12)
+
+
+def test_jit_compiles_once_for_a_batch_of_targets(gauss):
+    """New target values of the same shape reuse the compiled solver (eager and under jit)."""
+    fn = jax.jit(chex.assert_max_traces(lambda s, k: jl.max_gain_at_kl(s, k, throw=False), n=1))
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        fn(gauss, jnp.asarray(rng.uniform(0.01, 2.0, T)))
+    before = inv._solve._cache_size()
+    for _ in range(3):
+        jl.max_gain_at_kl(gauss, rng.uniform(0.01, 2.0, T), throw=False)
+    assert inv._solve._cache_size() <= before + 1
+
+
+# -- boundaries, infeasible targets and errors -----------------------------------------------
+
+
+def test_boundary_and_infeasible_statuses(gauss):
+    """0, just below, at and above the limit, negative and NaN targets: status and values."""
+    base = jl.max_gain_at_kl(gauss, 0.0)
+    kmax = float(base.kl_ceiling)
+    np.testing.assert_allclose(kmax, np.log(N), rtol=1e-14)  # plain distinct samples: log N
+    budgets = np.array([0.0, kmax * (1 - 1e-9), kmax, kmax + 1, -0.1])
+    sol = jl.max_gain_at_kl(gauss, budgets, throw=False)
+    assert sol.status.tolist() == [Status.OK, Status.OK, Status.KL_AT_OR_ABOVE_CEILING,
+                                   Status.KL_AT_OR_ABOVE_CEILING, Status.NEGATIVE_TARGET]
+    assert float(sol.beta[0]) == np.inf and float(sol.kl[0]) == 0 and float(sol.gain[0]) == 0
+    assert bool(sol.converged[0]) and bool(sol.converged[1])
+    np.testing.assert_allclose(float(sol.kl[1]), budgets[1], rtol=1e-9)
+    assert float(sol.gain[1]) < float(sol.gain_max[1]) and bool(sol.saturated[1])
+    # NaN exactly where the status says the target is infeasible, never elsewhere
+    bad = np.asarray(sol.status) != Status.OK
+    for field in ("beta", "kl", "gain", "kl_se", "gain_se"):
+        np.testing.assert_array_equal(np.isnan(np.asarray(getattr(sol, field))), bad)
+    gmax = float(base.gain_max)
+    gains = np.array([0.0, gmax * (1 - 1e-9), gmax, np.inf, np.nan])
+    sol = jl.min_kl_for_gain(gauss, gains, throw=False)
+    assert sol.status.tolist() == [Status.OK, Status.OK, Status.GAIN_AT_OR_ABOVE_MAX,
+                                   Status.GAIN_AT_OR_ABOVE_MAX, Status.NAN_TARGET]
+    np.testing.assert_allclose(float(sol.gain[1]), gains[1], rtol=1e-9)
+    assert float(sol.kl[1]) < kmax
+    assert inv.STATUS[int(sol.status[2])] == "GAIN_AT_OR_ABOVE_MAX"
+    assert "largest possible gain" in inv.MESSAGES[int(sol.status[2])]
+
+
+def test_eager_errors_name_target_prompt_and_limit(gauss):
+    with pytest.raises(ValueError, match=r"KL budget 9 .*KL ceiling of the pooled frontier, K_max = 4\.85"):
+        jl.max_gain_at_kl(gauss, 9.0)
+    gmax = np.asarray(jl.min_kl_for_gain(gauss, 0.0, pooled=False).gain_max)
+    p = int(np.argmin(gmax))
+    g = float(gmax[p]) * 1.0001  # infeasible for that prompt only
+    with pytest.raises(ValueError, match=rf"target gain .*targets\[1\].* largest gain of prompt {p}, max r"):
+        jl.min_kl_for_gain(gauss, [0.1, g], pooled=False)
+    with pytest.raises(ValueError, match="is negative"):
+        jl.min_kl_for_gain(gauss, -1.0)
+    with pytest.raises(ValueError, match="must be numbers"):
+        jl.min_kl_for_gain(gauss, ["a"])
+    with pytest.raises(TypeError, match="jaxlimits.Samples"):
+        jl.min_kl_for_gain(np.zeros((2, 3)), 0.1)
+
+
+def test_not_converged_status(gauss):
+    sol = jl.min_kl_for_gain(gauss, np.array([0.05, 0.2, 0.5, 1.0, 1.5]), max_iter=1, throw=False)
+    assert np.any(np.asarray(sol.status) == Status.NOT_CONVERGED)
+    assert np.all(np.asarray(sol.converged) == (np.asarray(sol.status) == Status.OK))
+    assert np.all(np.isfinite(np.asarray(sol.kl)))  # the last iterate, flagged, not NaN
+    with pytest.raises(ValueError, match="did not converge"):
+        jl.min_kl_for_gain(gauss, np.array([0.05, 0.2, 0.5, 1.0, 1.5]), max_iter=1)
+
+
+def test_degenerate_prompt():
+    """A prompt whose rewards all tie has no room: only the zero target is feasible there."""
+    s = jl.Samples([[1.0, 1.0, 1.0, 1.0], [0.0, 1.0, 2.0, 3.0]])
+    sol = jl.min_kl_for_gain(s, np.array([0.0, 0.5]), pooled=False, throw=False)
+    assert sol.status.tolist() == [[Status.OK, Status.GAIN_AT_OR_ABOVE_MAX], [Status.OK, Status.OK]]
+    assert float(sol.kl[0, 0]) == 0 and float(sol.beta[0, 0]) == np.inf
+
+
+@pytest.mark.slow
+def test_weights_counts_and_chunked_samples():
+    """Counts equal expanded samples; a small memory budget (sample chunks) changes nothing."""
+    rng = np.random.default_rng(11)
+    values = rng.standard_normal((3, 40))
+    counts = rng.integers(1, 4, (3, 40)).astype(float)
+    expanded = jl.Samples.from_ragged([np.repeat(v, c.astype(int)) for v, c in zip(values, counts)])
+    a = jl.min_kl_for_gain(jl.Samples(values, counts=counts), [0.2, 0.8], pooled=False)
+    b = jl.min_kl_for_gain(expanded, [0.2, 0.8], pooled=False)
+    np.testing.assert_allclose(np.asarray(a.kl), np.asarray(b.kl), rtol=1e-11)
+    np.testing.assert_allclose(np.asarray(a.kl_se), np.asarray(b.kl_se), rtol=1e-9)
+    # importance weights (SNIS) and sample chunks: the same answer as one block
+    lw = rng.standard_normal((3, 40))
+    w = jl.Samples(values, log_weights=lw)
+    c = jl.max_gain_at_kl(w, [0.1, 0.5], pooled=False)
+    d = jl.max_gain_at_kl(w, [0.1, 0.5], pooled=False, memory_budget=6 * 8 * 2 * 128)
+    np.testing.assert_allclose(np.asarray(c.gain), np.asarray(d.gain), rtol=1e-11)
+    # against the exact law with those weights: the same curve, solved by brentq
+    u = np.exp(lw[0] - logsumexp(lw[0]))
+
+    def kl_at(lam):
+        logits = np.log(u) + lam * values[0]
+        q = np.exp(logits - logsumexp(logits))
+        return lam * q @ values[0] - logsumexp(logits)
+
+    lam = brentq(lambda x: kl_at(x) - 0.5, 1e-9, 1e3, xtol=1e-15)
+    np.testing.assert_allclose(float(c.beta[0, 1]), 1 / lam, rtol=1e-9)
+
+
+def test_scores_are_not_used(gauss):
+    """The inverted frontier is the rewards' (gain measured with r, MATH.md §5)."""
+    with_scores = jl.Samples(gauss.rewards, scores=-gauss.rewards)
+    a = jl.min_kl_for_gain(with_scores, [0.2, 0.5])
+    b = jl.min_kl_for_gain(gauss, [0.2, 0.5])
+    np.testing.assert_allclose(np.asarray(a.kl), np.asarray(b.kl), rtol=1e-14)
+
+
+# -- the command line (through a subprocess, as a user runs it) -------------------------------
+
+
+def _write_table(path, rewards):
+    lines = ["prompt_id,reward"]
+    for p, row in enumerate(rewards):
+        lines += [f"q{p},{float(v)!r}" for v in row]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "jaxlimits.cli", "invert", *map(str, args)],
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_cli_invert(tmp_path):
+    rewards = np.random.default_rng(2).standard_normal((4, 64))
+    data = tmp_path / "samples.csv"
+    _write_table(data, rewards)
+    out = tmp_path / "inv.json"
+    res = _cli(data, "--gain", 0.1, 0.5, "--kl", 0.2, "--x64", "--out", out)
+    assert res.returncode == 0, res.stderr
+    assert "KL (nats)" in res.stdout and "gain 0.5" in res.stdout and "KL 0.2" in res.stdout
+    import json
+
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["question"] for r in rows] == ["min_kl_for_gain", "min_kl_for_gain", "max_gain_at_kl"]
+    s = jl.Samples(rewards)
+    np.testing.assert_allclose(rows[1]["kl"], float(jl.min_kl_for_gain(s, 0.5).kl), rtol=1e-9)
+    # no overwrite without --force (checked before any work)
+    res = _cli(data, "--gain", 0.1, "--out", out)
+    assert res.returncode == 2 and "exists; pass --force" in res.stderr
+    # infeasible targets: exit code 2, a message naming each, and the table still printed
+    res = _cli(data, "--kl", 0.2, 99, "--gain", 50, "--per-prompt")
+    assert res.returncode == 2
+    assert "--kl 99: the KL budget is at or above what the samples can show" in res.stderr
+    assert "--gain 50: the target gain is at or above the largest possible gain" in res.stderr
+    assert "4 of 4 prompts" in res.stderr and "Traceback" not in res.stderr
+    assert "kl_at_or_above_ceiling" in res.stdout
+    # a usage error without targets
+    res = _cli(data)
+    assert res.returncode == 2 and "--gain G" in res.stderr
+
+
+def test_cli_in_process(tmp_path, capsys):
+    """The table and the CSV output, in process (no subprocess start-up)."""
+    from jaxlimits.cli import main
+
+    data = tmp_path / "s.csv"
+    _write_table(data, np.random.default_rng(2).standard_normal((P, N)))
+    out = tmp_path / "o.csv"
+    assert main(["invert", str(data), "--x64", "--gain", "0.05", "0.2", "0.5", "1.0", "1.5", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "inverting the pooled frontier" in text and "wrote" in text
+    header = out.read_text().splitlines()[0]
+    assert header.startswith("question,target,beta,kl,kl_se,gain,gain_se,status")
