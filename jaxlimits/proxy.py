@@ -398,10 +398,23 @@ class Peak(NamedTuple):
 
 
 class Overoptimization(NamedTuple):
-    """The over-optimisation curve (the :class:`ProxyGap` on a decreasing beta grid) and its :class:`Peak`."""
+    """The over-optimisation curve (the :class:`ProxyGap` on a decreasing beta grid) and its :class:`Peak`.
+
+    With ``same_kl=True`` (else None), fields of shape ``[betas]`` comparing at equal KL rather
+    than equal beta (free of the proxy's scale):
+      gold_frontier: the most gold gain any policy reaches within the proxy-aligned policy's KL,
+        ``gain*_s(KL_r(beta))`` (:func:`jaxlimits.max_gain_at_kl` of the gold reward); where that
+        KL is beyond what the samples can show for gold, the supremum ``max s - E_0[s]``.
+      shortfall: ``gold_frontier - gold_gain_proxy_aligned >= 0``, the gold reward the proxy
+        leaves on the table at that KL.
+      frontier_status: the :class:`jaxlimits.inversion.Status` code of each inversion.
+    """
 
     curve: ProxyGap
     peak: Peak
+    gold_frontier: Array | None = None
+    shortfall: Array | None = None
+    frontier_status: Array | None = None
 
 
 def _bracketed_newton(f, lo, hi, x0, *, max_iter: int):
@@ -454,35 +467,74 @@ def _bracketed_newton(f, lo, hi, x0, *, max_iter: int):
     return x, (it.astype(jnp.int32), done > 0)
 
 
-def _pooled_at(samples: Samples, beta, memory_budget):
-    """Pooled gold gain, its SE, proxy gain, KL and saturated share of the proxy-aligned policy at one beta."""
-    st = estimators.tilt(samples, jnp.reshape(beta, (1,)), memory_budget=memory_budget)
+def _direct_tilt(samples: Samples):
+    """``beta -> dict`` of pooled statistics of the proxy-aligned policy, by one softmax over ``[P, N]``.
+
+    The quantities of :func:`jaxlimits.tilt` (MATH.md §3) at a single beta, written directly: a
+    small program for the peak search, its final evaluation and its bootstrap (the tiled kernel
+    is built for many betas at once and is expensive to compile and differentiate). The
+    covariance is centred (two passes), so its sign near the root is not lost to cancellation.
+    Keys: ``gain`` (gold), ``gain_se``, ``cov`` (``Cov(s, r)``), ``kl``, ``proxy_gain`` and
+    ``saturated_share``, pooled over prompts.
+    """
+    valid, log_u, m = _base_weights(samples)
+    r = jnp.where(valid, samples.rewards, 0)
+    s = jnp.where(valid, samples.scores, 0)
+    x = jnp.where(valid, r - jnp.max(jnp.where(valid, r, -jnp.inf), axis=1, keepdims=True), 0)
+    u = jnp.exp(log_u)
+    inv_m = jnp.where(valid, 1 / m, 0)
+    s_base = jnp.sum(u * s, axis=1)
+    x_base = jnp.sum(u * x, axis=1)
+    draws = jnp.sum(jnp.where(valid, m, 0), axis=1)
+    ceiling = jnp.maximum(-jnp.log(jnp.sum(jnp.where(valid & (x == 0), u, 0), axis=1)), 0)
     dt = samples.dtype
-    return (
-        jnp.mean(st.gain[:, 0]), _pool_se(st.gain_se[:, 0]), jnp.mean(beta * st.jeffreys[:, 0]),
-        jnp.mean(st.kl[:, 0]), jnp.mean(st.saturated[:, 0].astype(dt)),
-    )
+
+    def at(beta):
+        logits = log_u + x / beta
+        lse = jax.nn.logsumexp(logits, axis=1, keepdims=True)
+        p = jnp.exp(logits - lse)
+        mu_s = jnp.sum(p * s, axis=1)
+        mu_x = jnp.sum(p * x, axis=1)
+        cov = jnp.sum(p * (x - mu_x[:, None]) * (s - mu_s[:, None]), axis=1)
+        kl = mu_x / beta - lse[:, 0]
+        # influence of the gain, times u (MATH.md §3): p (s - mu_p) - u (s - mu_u)
+        a = p * (s - mu_s[:, None]) - u * (s - s_base[:, None])
+        var = jnp.sum(inv_m * a * a, axis=1)
+        ess = 1 / jnp.sum(inv_m * p * p, axis=1)
+        if samples.exact:
+            var, sat = jnp.zeros_like(var), jnp.zeros(var.shape, bool)
+        else:
+            sat = estimators.saturation(ess[:, None], kl[:, None], draws, ceiling)[:, 0]
+        return {
+            "gain": jnp.mean(mu_s - s_base), "gain_se": _sqrt0(jnp.sum(var)) / var.shape[0], "cov": jnp.mean(cov),
+            "kl": jnp.mean(kl), "proxy_gain": jnp.mean(mu_x - x_base), "saturated_share": jnp.mean(sat.astype(dt)),
+        }
+
+    return at
 
 
-def _peak_core(samples: Samples, betas: Array, max_iter: int, memory_budget: int | None, grid_stats=None) -> Peak:
+def _peak_core(samples: Samples, betas: Array, max_iter: int, grid_gain=None) -> Peak:
     """Traceable body of :func:`overoptimization_peak` (betas ``[B]`` decreasing, KL increasing).
 
-    ``grid_stats``: optional :class:`jaxlimits.TiltStats` of the proxy-aligned policy on ``betas``
-    (already computed by the curve), else computed here.
+    ``grid_gain``: optional ``([B] pooled gold gain, [B] pooled cov)`` on ``betas`` (already
+    computed by the curve), else computed here.
     """
     dt = samples.dtype
     betas = jnp.asarray(betas, dt)
     nb = betas.shape[0]
-    st = estimators.tilt(samples, betas, memory_budget=memory_budget) if grid_stats is None else grid_stats
+    direct = _direct_tilt(samples)
+    if grid_gain is None:
+        grid = jax.lax.map(direct, betas)
+        gain, cov = grid["gain"], grid["cov"]
+    else:
+        gain, cov = grid_gain
     # ascending log beta (KL descending): reverse the decreasing grid
     t_grid = jnp.log(betas)[::-1]
-    gain = jnp.mean(st.gain, axis=0)[::-1]  # [B]
-    cov = jnp.mean(st.cov_sr, axis=0)[::-1]
+    gain, cov = gain[::-1], cov[::-1]
 
     def f(t):
         """Pooled Cov_beta(s, r) at beta = e^t: d gold_gain / d log beta = -f / beta."""
-        s = estimators.tilt(samples, jnp.exp(t)[None], memory_budget=memory_budget)
-        return jnp.mean(s.cov_sr[:, 0])
+        return direct(jnp.exp(t))["cov"]
 
     k = jnp.argmax(gain)
     kc = jnp.clip(k, 1, nb - 2)
@@ -509,25 +561,24 @@ def _peak_core(samples: Samples, betas: Array, max_iter: int, memory_budget: int
     found = status == PEAK_FOUND
     t_out = jnp.where(found, t_star, t_grid[k])
     beta = jnp.exp(t_out)
-    g, g_se, pg, kl, share = _pooled_at(samples, beta, memory_budget)
     nan = jnp.full((), jnp.nan, dt)
-    return Peak(beta, kl, g, g_se, pg, status, found & (done | (f_mid == 0)), jnp.where(found, iters, 0),
-                share > SATURATED_SHARE_MAX, nan, nan, jnp.zeros((), dt))
+    at = direct(beta)  # differentiable: at the peak dG*/dtheta is the partial at fixed beta* (envelope)
+    return Peak(beta, at["kl"], at["gain"], at["gain_se"], at["proxy_gain"], status, found & (done | (f_mid == 0)),
+                jnp.where(found, iters, 0), at["saturated_share"] > SATURATED_SHARE_MAX, nan, nan, jnp.zeros((), dt))
 
 
 def _overoptimization_core(samples: Samples, betas: Array, max_iter: int, memory_budget: int | None):
     tilts = _both_tilts(samples, betas, memory_budget)
     curve = _proxy_gap_core(samples, betas, memory_budget, tilts=tilts)
-    return Overoptimization(curve, _peak_core(samples, betas, max_iter, memory_budget, grid_stats=tilts[0]))
+    grid = (jnp.mean(tilts[0].gain, axis=0), jnp.mean(tilts[0].cov_sr, axis=0))
+    return Overoptimization(curve, _peak_core(samples, betas, max_iter, grid_gain=grid))
 
 
 _overoptimization_jit = jax.jit(_overoptimization_core, static_argnames=("max_iter", "memory_budget"))
-_peak_jit = jax.jit(_peak_core, static_argnames=("max_iter", "memory_budget"))
+_peak_jit = jax.jit(_peak_core, static_argnames=("max_iter",))
 
 
-def overoptimization_peak(
-    samples: Samples, betas, *, max_iter: int = 64, memory_budget: int | None = None
-) -> Peak:
+def overoptimization_peak(samples: Samples, betas, *, max_iter: int = 64) -> Peak:
     r"""Where aligning harder to the proxy starts to lower the gold reward (jit-able, differentiable).
 
     The pooled gold gain ``G(beta) = mean_x Delta_s(beta, r)`` has
@@ -541,11 +592,16 @@ def overoptimization_peak(
     The grid decides *which* local maximum is refined (the highest on the grid), so make it dense
     enough to resolve the curve (``default_betas`` gives several points per octave).
 
+    Each evaluation is one softmax over the ``[prompts, samples]`` draws at one beta (the formulas
+    of :func:`jaxlimits.tilt`, MATH.md §3, written directly: a small program that compiles and
+    differentiates quickly; in float64 they agree with ``tilt`` to ~1e-15). The statistics at the
+    peak (gold gain and its delta-method SE, KL, proxy gain, saturation) are differentiable, and by
+    the envelope theorem ``d gold_gain*/d theta`` is the partial derivative at fixed ``beta*``.
+
     Args:
       samples: :class:`jaxlimits.Samples` with the proxy as ``rewards`` and gold as ``scores``.
       betas: ``[B]`` grid (``B >= 3``, any order) on which the curve is located.
       max_iter: cap on the Newton/bisection iterations.
-      memory_budget: bytes of working memory for each sweep.
 
     Returns:
       :class:`Peak` (status as data, so it runs under ``jit`` and ``vmap``).
@@ -565,13 +621,13 @@ def overoptimization_peak(
     if np.shape(betas)[0] < 3:
         raise ValueError(f"overoptimization_peak needs a grid of at least 3 betas, got {np.shape(betas)[0]}")
     grid = jnp.asarray(np.sort(np.asarray(betas, dtype=np.float64))[::-1].copy(), samples.dtype)
-    return _peak_jit(samples, grid, max_iter, memory_budget)
+    return _peak_jit(samples, grid, max_iter)
 
 
-@functools.partial(jax.jit, static_argnames=("max_iter", "memory_budget"))
-def _bootstrap_peaks(samples, betas, keys, max_iter, memory_budget):
+@functools.partial(jax.jit, static_argnames=("max_iter",))
+def _bootstrap_peaks(samples, betas, keys, max_iter):
     def one(key):
-        pk = _peak_core(resample(samples, key), betas, max_iter, memory_budget)
+        pk = _peak_core(resample(samples, key), betas, max_iter)
         return pk.beta, pk.kl, pk.status
 
     return jax.lax.map(one, keys)
@@ -584,6 +640,7 @@ def overoptimization(
     num_betas: int = 64,
     bootstrap: int = 0,
     key: Array | None = None,
+    same_kl: bool = False,
     max_iter: int = 64,
     memory_budget: int | None = None,
 ) -> Overoptimization:
@@ -601,7 +658,10 @@ def overoptimization(
       bootstrap: replicates (each prompt's draws resampled) for the peak's ``beta_se`` and
         ``kl_se``; each replicate runs the whole jit-compiled peak search (``lax.map``).
       key: ``jax.random`` key of the bootstrap (default ``PRNGKey(0)``).
-      max_iter, memory_budget: see :func:`overoptimization_peak`.
+      same_kl: also compare at equal KL: the gold frontier at the proxy-aligned KL and the
+        shortfall (one more jit-compiled solve, :func:`jaxlimits.max_gain_at_kl`).
+      max_iter: see :func:`overoptimization_peak`.
+      memory_budget: bytes of working memory for each sweep of the curve.
 
     Returns:
       :class:`Overoptimization`.
@@ -610,9 +670,9 @@ def overoptimization(
       >>> import numpy as np, jaxlimits as jl
       >>> rng = np.random.default_rng(0)
       >>> gold = rng.standard_normal((4, 256)); proxy = gold + rng.standard_normal((4, 256))
-      >>> res = jl.overoptimization(jl.Samples(proxy, scores=gold), num_betas=16)
-      >>> bool(res.curve.kl_proxy_aligned[0] < res.curve.kl_proxy_aligned[-1])
-      True
+      >>> res = jl.overoptimization(jl.Samples(proxy, scores=gold), np.geomspace(8, 0.5, 9))
+      >>> bool(res.curve.kl_proxy_aligned[0] < res.curve.kl_proxy_aligned[-1]), int(res.peak.status)
+      (True, 1)
     """
     _require_gold(samples, "overoptimization")
     if betas is None:
@@ -623,14 +683,15 @@ def overoptimization(
     if b.shape[0] < 3:
         raise ValueError(f"overoptimization needs a grid of at least 3 betas, got {b.shape[0]}")
     grid = jnp.asarray(b, samples.dtype)
-    curve, peak = _overoptimization_jit(samples, grid, max_iter, memory_budget)
+    out = _overoptimization_jit(samples, grid, max_iter, memory_budget)
+    curve, peak = out.curve, out.peak
     if bootstrap:
         if samples.exact:
             raise ValueError("an exact law has no sampling error to bootstrap")
         if bootstrap < 2:
             raise ValueError(f"bootstrap needs at least 2 replicates, got {bootstrap}")
         key = jax.random.PRNGKey(0) if key is None else key
-        bb, kk, ss = _bootstrap_peaks(samples, grid, jax.random.split(key, bootstrap), max_iter, memory_budget)
+        bb, kk, ss = _bootstrap_peaks(samples, grid, jax.random.split(key, bootstrap), max_iter)
         ok = ss == PEAK_FOUND
         n_ok = jnp.sum(ok)
 
@@ -640,7 +701,15 @@ def overoptimization(
             return jnp.where(n_ok >= 2, jnp.sqrt(var), jnp.nan)
 
         peak = peak._replace(beta_se=sd(bb), kl_se=sd(kk), found_share=n_ok / bootstrap)
-    return Overoptimization(curve, peak)
+    if not same_kl:
+        return Overoptimization(curve, peak)
+    from .inversion import Status, max_gain_at_kl
+
+    sol = max_gain_at_kl(gold_aligned(samples), curve.kl_proxy_aligned, pooled=True, throw=False,
+                         memory_budget=memory_budget)
+    beyond = sol.status == int(Status.KL_AT_OR_ABOVE_CEILING)
+    frontier = jnp.where(beyond, sol.gain_max, sol.gain)
+    return Overoptimization(curve, peak, frontier, frontier - curve.gold_gain_proxy_aligned, sol.status)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -762,9 +831,10 @@ def bt_blind_spot(
     Examples:
       >>> import numpy as np, jaxlimits as jl
       >>> rng = np.random.default_rng(0)
-      >>> gold = rng.standard_normal((2, 64)); proxy = gold + 0.3 * rng.standard_normal((2, 64))
-      >>> bs = jl.bt_blind_spot(jl.Samples(proxy, scores=gold), [0.0, 2.0, 8.0], [1.0])
-      >>> bool(np.ptp(np.asarray(bs.bt_within)) < 1e-9), bool(bs.residual_norm[2] > bs.residual_norm[1])
+      >>> gold = rng.standard_normal((3, 30)); proxy = gold + 0.3 * rng.standard_normal((3, 30))
+      >>> shifts = [-4.0, -1.0, 0.0, 0.5, 2.0, 6.0]
+      >>> bs = jl.bt_blind_spot(jl.Samples(proxy, scores=gold), shifts, [3.0, 1.0, 0.3])
+      >>> bool(np.ptp(np.asarray(bs.bt_within)) < 1e-9), bool(bs.residual_norm[5] > bs.residual_norm[2])
       (True, True)
     """
     _require_gold(samples, "bt_blind_spot")
@@ -839,7 +909,14 @@ def overoptimization_figure(result: Overoptimization, path=None, *, ax=None, tit
     if sat.any():
         ax.plot(kl[sat], g[sat], "o", mfc="none", color="C0", ms=3, label="saturated (few effective samples)")
     ax.plot(np.asarray(c.kl_gold_aligned), np.asarray(c.gold_gain_gold_aligned), "--", color="C2",
-            label="gold gain, aligned to gold")
+            label="gold gain, aligned to gold (the gold frontier)")
+    if result.gold_frontier is not None:
+        from .inversion import Status
+
+        beyond = np.asarray(result.frontier_status) == int(Status.KL_AT_OR_ABOVE_CEILING)
+        if beyond.any():
+            ax.plot(kl[beyond], np.asarray(result.gold_frontier)[beyond], ":", color="C2",
+                    label="gold frontier cap (beyond what the samples show)")
     status = int(pk.status)
     if status == PEAK_FOUND:
         ax.axvline(float(pk.kl), color="C3", lw=0.8, ls=":")

@@ -33,6 +33,9 @@ def register(sub):
     p.add_argument("--bootstrap", type=int, default=0,
                    help="bootstrap replicates for the peak's standard error (default 0: none)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstraps and random subsets")
+    p.add_argument("--same-kl", action="store_true",
+                   help="also compare at equal KL: the most gold gain any policy reaches within the "
+                        "proxy-aligned policy's KL, and the shortfall of the proxy (one more solve)")
     c.add_common(p, plot=True)
     c.add_grid(p)
     return p
@@ -42,7 +45,7 @@ def _f(x) -> float:
     return float(np.asarray(x))
 
 
-def curve_rows(curve) -> list[dict]:
+def curve_rows(curve, res=None) -> list[dict]:
     """The over-optimisation curve as table rows (one per beta, KL increasing)."""
     keys = ("betas", "kl_proxy_aligned", "kl_proxy_aligned_se", "proxy_gain", "gold_gain_proxy_aligned",
             "gold_gain_proxy_aligned_se", "kl_gold_aligned", "gold_gain_gold_aligned", "gold_gain_gold_aligned_se",
@@ -54,19 +57,27 @@ def curve_rows(curve) -> list[dict]:
         for k, v in cols.items():
             name = "beta" if k == "betas" else k
             row[name] = bool(v[i]) if k == "saturated" else float(v[i])
+        if res is not None and res.gold_frontier is not None:
+            row["gold_frontier"] = float(np.asarray(res.gold_frontier)[i])
+            row["shortfall"] = float(np.asarray(res.shortfall)[i])
         rows.append(row)
     return rows
 
 
 def _print_curve(rows) -> None:
+    same = "gold_frontier" in rows[0]
+    extra = f" {'gold frontier':>13} {'shortfall':>9}" if same else ""
     c.say(f"{'beta':>9} {'KL':>7} {'proxy gain':>10} {'gold gain (proxy-aligned)':>25} "
-          f"{'gold gain (gold-aligned)':>24} {'gap':>19} {'|gap|/|d|':>9}  trust")
+          f"{'gold gain (gold-aligned)':>24} {'gap':>19} {'|gap|/|d|':>9}{extra}  trust")
     for r in rows:
         g = f"{r['gold_gain_proxy_aligned']:.4g} ± {r['gold_gain_proxy_aligned_se']:.2g}"
         gg = f"{r['gold_gain_gold_aligned']:.4g} ± {r['gold_gain_gold_aligned_se']:.2g}"
         gap = f"{r['gap']:.4g} ± {r['gap_se']:.2g}"
+        extra = f" {r['gold_frontier']:13.4g} {r['shortfall']:9.4g}" if same else ""
         c.say(f"{r['beta']:9.4g} {r['kl_proxy_aligned']:7.4g} {r['proxy_gain']:10.4g} {g:>25} {gg:>24} {gap:>19} "
-              f"{r['ratio']:9.3g}  {'saturated' if r['saturated'] else 'ok'}")
+              f"{r['ratio']:9.3g}{extra}  {'saturated' if r['saturated'] else 'ok'}")
+    c.say("gap: gold gain aligned to gold minus aligned to the proxy at the same beta (Prop. 3; it depends on "
+          "the proxy's scale)" + ("; gold frontier / shortfall: at the same KL" if same else ""))
 
 
 def peak_dict(peak) -> dict:
@@ -155,7 +166,7 @@ def run(args) -> int:
     import jax
 
     res = jl.overoptimization(samples, args.betas, num_betas=args.num_betas, bootstrap=args.bootstrap,
-                              key=jax.random.PRNGKey(args.seed), memory_budget=budget)
+                              key=jax.random.PRNGKey(args.seed), same_kl=args.same_kl, memory_budget=budget)
     for note in loaded.notes:
         c.say(f"note: {note}")
     if args.calibrate != "none":
@@ -165,7 +176,7 @@ def run(args) -> int:
           f"judged by {args.gold!r}")
     c.say(f"||gold - proxy||_L2(pi0) = {_f(curve.residual_norm):.4g} "
           f"(centred per prompt: {_f(curve.centred_residual_norm):.4g})")
-    rows = curve_rows(curve)
+    rows = curve_rows(curve, res)
     _print_curve(rows)
     if any(r["saturated"] for r in rows):
         c.say("saturated: over 5% of prompts have too few effective samples at that beta "
@@ -182,6 +193,8 @@ def run(args) -> int:
         c.write_rows(out, rows, meta)
         c.say(f"wrote {out}")
     if plot is not None:
-        proxy.overoptimization_figure(res, plot, title=f"{args.file}: aligned to {what}")
+        from pathlib import Path
+
+        proxy.overoptimization_figure(res, plot, title=f"{Path(args.file).name}\naligned to {what}")
         c.say(f"wrote {plot}")
     return 0
