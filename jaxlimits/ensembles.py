@@ -483,7 +483,10 @@ def _scaling_rows(ens: Ensemble, masks, betas, centred: bool, memory_budget):
     """Per subset row: gold gain of the subset mean ``[T, P, B]`` and residual^2 ``[T, P]``.
 
     The gold-aligned gain comes from the same loop (gold as one more "subset", aligned to with
-    gold as the score), so the program holds one copy of the tilt kernel.
+    gold as the score), so the program holds one copy of the tilt kernel. ``lax.map`` runs the
+    subsets one after another inside the compiled program: memory stays within the sweep's
+    budget, and vmapping them in batches of 8 measured 10% slower on a 2-core CPU (200 prompts x
+    256 samples x 8 members, 255 subsets, 8 betas: 2.9 s against 3.2 s).
     """
     e, u = _residuals(ens, centred)
     m = masks.shape[1]

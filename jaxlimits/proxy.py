@@ -208,11 +208,13 @@ def _gap_variance(samples: Samples, lam: Array, plan: tuple[int, int]) -> Array:
     def one_prompt(args):
         r_p, s_p, st_p, lu_p, im_p, lam_p = args
 
+        def softmax(logits):  # one exponential per element (the shift is the max: no overflow)
+            e = jnp.exp(logits - jax.lax.stop_gradient(jnp.max(logits)))
+            return e / jnp.sum(e)
+
         def one_beta(lam_b):
-            lr = lu_p + lam_b * r_p
-            ls = lu_p + lam_b * st_p
-            pr = jnp.exp(lr - jax.nn.logsumexp(lr))
-            ps = jnp.exp(ls - jax.nn.logsumexp(ls))
+            pr = softmax(lu_p + lam_b * r_p)
+            ps = softmax(lu_p + lam_b * st_p)
             mu_r = jnp.sum(pr * s_p)
             mu_s = jnp.sum(ps * s_p)
             a = ps * (s_p - mu_s) - pr * (s_p - mu_r)

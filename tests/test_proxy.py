@@ -278,6 +278,18 @@ def test_peak_status_is_data():
         assert not bool(pk.converged)
 
 
+def test_peak_in_float32():
+    """The solver's tolerances follow the dtype: float32 finds the float64 peak to ~1e-5."""
+    r, s, p = _spurious_law()
+    f64 = jl.overoptimization_peak(jl.Samples.from_law([r], [p], scores=[s]), GRID)
+    law32 = jl.Samples.from_law([r.astype(np.float32)], [p], scores=[s.astype(np.float32)])
+    pk = jl.overoptimization_peak(law32, GRID.astype(np.float32))
+    assert pk.beta.dtype == jnp.float32 and int(pk.status) == proxy.PEAK_FOUND and bool(pk.converged)
+    # the root of a covariance evaluated to ~1e-7 relative, whose slope in log beta is ~0.1
+    assert float(pk.beta) == pytest.approx(float(f64.beta), rel=1e-4)
+    assert float(pk.gold_gain) == pytest.approx(float(f64.gold_gain), rel=1e-5)
+
+
 def _spurious_samples(num_prompts=8, n=200, seed=0):
     """Draws from spurious-feature laws with different strengths (one per prompt), with a mask."""
     rng = np.random.default_rng(seed)
