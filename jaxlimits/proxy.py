@@ -878,8 +878,10 @@ def overoptimization_figure(result: Overoptimization, path=None, *, ax=None, tit
     """The over-optimisation curve: gold and proxy gain against the proxy-aligned policy's KL.
 
     Gold gain of the proxy-aligned policy with a ±1.96 SE band, the gold-aligned frontier (dashed,
-    against its own KL), the proxy's promised gain on a second axis, the peak marked, and
-    saturated points (too few effective samples) drawn hollow.
+    against its own KL; dotted: its cap where the samples cannot show gold's KL, with
+    ``same_kl=True``), the proxy's promised gain on a second axis, the peak marked, and saturated
+    points (too few effective samples) drawn hollow. Built on matplotlib's Agg canvas (no
+    ``pyplot``; the global backend is untouched), like :mod:`jaxlimits.plot`.
 
     Args:
       result: :class:`Overoptimization`.
@@ -890,19 +892,21 @@ def overoptimization_figure(result: Overoptimization, path=None, *, ax=None, tit
     Returns:
       The matplotlib ``Figure``.
     """
-    import matplotlib
-
-    if ax is None:
-        matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:  # pragma: no cover - the test extra installs matplotlib
+        raise ImportError("overoptimization_figure needs matplotlib: pip install 'jaxlimits[plot]'") from None
 
     c, pk = result.curve, result.peak
     kl = np.asarray(c.kl_proxy_aligned, dtype=np.float64)
     g = np.asarray(c.gold_gain_proxy_aligned, dtype=np.float64)
     se = np.asarray(c.gold_gain_proxy_aligned_se, dtype=np.float64)
     sat = np.asarray(c.saturated, dtype=bool)
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    if ax is None:  # on the Agg canvas directly: no pyplot, the global backend untouched
+        fig = Figure(figsize=(6.4, 4.2))
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
     else:
         fig = ax.figure
     ax.fill_between(kl, g - 1.96 * se, g + 1.96 * se, color="C0", alpha=0.2, lw=0)

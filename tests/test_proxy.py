@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 import jaxlimits as jl
 from jaxlimits import proxy
 from jaxlimits.cli import main
+from jaxlimits.inversion import Status
 
 BETAS = np.array([3.0, 1.0, 0.3])
 
@@ -421,9 +422,14 @@ def test_overoptimization_figure(sample_result, tmp_path):
     ax = fig.axes[0]
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert any(lab.startswith("peak: KL") for lab in labels)
-    import matplotlib.pyplot as plt
+    beyond = np.asarray(res.frontier_status) == int(Status.KL_AT_OR_ABOVE_CEILING)
+    assert any(lab.startswith("gold frontier cap") for lab in labels) == bool(beyond.any())
+    # onto a caller's axes
+    from matplotlib.figure import Figure
 
-    plt.close(fig)
+    other = Figure()
+    ax = other.add_subplot()
+    assert proxy.overoptimization_figure(res, ax=ax) is other
 
 
 def _write_jsonl(path, samples, extra=None):
