@@ -6,14 +6,19 @@ import numpy as np
 
 from . import _common as c
 
-EXAMPLES = ("jaxlimits frontier samples.jsonl --reward-col reward --dedupe response_sha1 --out frontier.csv",)
+EXAMPLES = (
+    "jaxlimits frontier samples.jsonl --reward-col reward --dedupe response_sha1 --out frontier.csv",
+    "jaxlimits frontier samples.jsonl --bootstrap 200 --plot frontier.png",
+)
 
 
 def register(sub):
     p = c.subparser(sub, "frontier", "the KL-reward frontier of a file of scored samples", EXAMPLES)
     c.add_data_options(p)
-    c.add_common(p)
+    c.add_common(p, plot=True)
     c.add_grid(p)
+    p.add_argument("--bootstrap", type=int, default=0, metavar="B",
+                   help="bootstrap replicates for percentile bands (default: delta-method SEs only)")
     return p
 
 
@@ -21,6 +26,9 @@ def rows_of(f) -> list[dict]:
     """The pooled frontier as table rows (one per beta)."""
     keys = ("betas", "kl", "kl_se", "gain", "gain_se", "reverse_kl", "ess_fraction", "saturated_share", "saturated")
     cols = {k: np.asarray(getattr(f, k)) for k in keys}
+    if f.bands is not None:
+        for k in ("gain_lo", "gain_hi", "kl_lo", "kl_hi"):
+            cols[f"bootstrap_{k}"] = np.asarray(getattr(f.bands, k))
     return [
         {("beta" if k == "betas" else k): (bool(v[i]) if k == "saturated" else float(v[i])) for k, v in cols.items()}
         for i in range(len(cols["betas"]))
@@ -35,11 +43,15 @@ def print_table(rows) -> None:
         c.say(f"{r['beta']:10.4g} {kl:>20} {gain:>20} {r['ess_fraction']:6.2f}  {'saturated' if r['saturated'] else 'ok'}")
 
 
-def report(samples, args, source: dict, notes: list[str]) -> int:
+def report(samples, args, source: dict, notes: list[str], default_plot=None) -> int:
     import jaxlimits as jl
 
     out = c.check_new_file(args.out, args.force, (".csv", ".json"), "--out")
-    f = jl.frontier(samples, args.betas, num_betas=args.num_betas, per_prompt=False, memory_budget=c.memory_budget(args))
+    png = c.check_new_file(args.plot or default_plot, args.force, (".png", ".pdf", ".svg"), "--plot")
+    if args.bootstrap < 0:
+        raise c.UsageError(f"--bootstrap {args.bootstrap}: give a number of replicates >= 0")
+    f = jl.frontier(samples, args.betas, num_betas=args.num_betas, per_prompt=False, bootstrap=args.bootstrap,
+                    memory_budget=c.memory_budget(args))
     rows = rows_of(f)
     for note in notes:
         c.say(f"note: {note}")
@@ -52,6 +64,11 @@ def report(samples, args, source: dict, notes: list[str]) -> int:
     if out is not None:
         c.write_rows(out, rows, c.meta(args, source, notes))
         c.say(f"wrote {out}")
+    if png is not None:
+        from .. import plot
+
+        plot.frontier_figure(f, path=png, title=source.get("title"))
+        c.say(f"drew {png}")
     return 0
 
 
