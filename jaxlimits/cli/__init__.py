@@ -15,7 +15,7 @@ import sys
 from ._common import UsageError
 
 #: Command modules, in the order ``--help`` lists them.
-COMMANDS = ("demo", "frontier", "invert", "bon", "compare", "proxy")
+COMMANDS = ("demo", "info", "frontier", "invert", "bon", "compare", "proxy")
 
 
 def build_parser() -> argparse.ArgumentParser:
