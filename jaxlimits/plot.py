@@ -243,3 +243,7 @@ def frontier_figure(
         fig.savefig(path, dpi=dpi)
     return fig
 
+
+
+# The over-optimisation curve (gold and proxy gain against KL, peak marked) lives beside its data.
+from .proxy import overoptimization_figure as overoptimization_figure  # noqa: E402
