@@ -404,6 +404,9 @@ def test_weights_counts_and_chunked_samples():
 
     lam = brentq(lambda x: kl_at(x) - 0.5, 1e-9, 1e3, xtol=1e-15)
     np.testing.assert_allclose(float(c.beta[0, 1]), 1 / lam, rtol=1e-9)
+    # the SNIS standard error at the solution is the kernel's (se(gain*) = beta se(reverse KL))
+    st_ = jl.tilt(w, np.asarray(c.beta))
+    np.testing.assert_allclose(np.asarray(c.gain_se), np.asarray(c.beta) * np.asarray(st_.reverse_kl_se), rtol=1e-9)
 
 
 def test_scores_are_not_used(gauss):

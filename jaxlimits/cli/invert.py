@@ -96,9 +96,9 @@ def _failures(question: str, targets, sol, prompt_ids, per_prompt: bool) -> list
         code = int(np.atleast_1d(st)[first])
         at = (first, j) if per_prompt else j
         if code == Status.GAIN_AT_OR_ABOVE_MAX:
-            limit = f" (max r - E_0[r] = {float(np.asarray(sol.gain_max)[at]):.5g})"
+            limit = f" (here {float(np.asarray(sol.gain_max)[at]):.5g})"
         elif code == Status.KL_AT_OR_ABOVE_CEILING:
-            limit = f" (K_max = {float(np.asarray(sol.kl_ceiling)[at]):.5g} nats)"
+            limit = f" (here K_max = {float(np.asarray(sol.kl_ceiling)[at]):.5g} nats)"
         else:
             limit = ""
         who = (f"{bad.size} of {len(prompt_ids)} prompts, first {prompt_ids[first]!r}" if per_prompt
