@@ -341,7 +341,7 @@ def report(results, info) -> str:
              f"JAX {info.get('jax')} on {info.get('jax_backend')}, NumPy {info.get('numpy')}, "
              f"PyTorch {info.get('torch')}; load average {info.get('load_average')} at the start", "",
              "| size P x N x B | dtype | implementation | median time (s) | exp/s | x roofline | "
-             "jaxlimits speed-up | compile (s) | peak memory (MB) | max rel. deviation |",
+             "time / jaxlimits | compile (s) | peak memory (MB) | max rel. deviation |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in results:
         roof = row.get("roofline", {})
