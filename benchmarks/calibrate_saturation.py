@@ -18,13 +18,11 @@ import argparse
 import itertools
 import time
 
-import numpy as np
-
 import jax
+import numpy as np
 
 jax.config.update("jax_enable_x64", True)
 
-import jax.numpy as jnp  # noqa: E402
 
 import jaxlimits as jl  # noqa: E402
 from jaxlimits import estimators  # noqa: E402
@@ -126,7 +124,8 @@ def table(records, law_filter):
     frac = ess / n
     head = f"{'':>13} {'count':>8} {'cover gain':>10} {'cover KL':>9} {'bias gain':>10} {'bias KL':>9}"
     print("by ESS/N (all sizes)\n" + head)
-    for lo, hi in zip([0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9], [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.01]):
+    edges = [0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.01]
+    for lo, hi in zip(edges[:-1], edges[1:]):
         sel = (frac >= lo) & (frac < hi)
         if sel.sum() >= 100:
             print(f"ESS/N {lo:.1f}-{hi:.1f} {sel.sum():8d} {cg[sel].mean():10.3f} {ck[sel].mean():9.3f}"

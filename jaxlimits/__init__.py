@@ -1,5 +1,15 @@
-"""jaxlimits: the theoretical limits of KL-regularised language-model alignment, in JAX."""
+"""jaxlimits: the theoretical limits of KL-regularised language-model alignment, in JAX.
 
+The public API, one name a line below; submodules for the rest: :mod:`jaxlimits.io` (files),
+:mod:`jaxlimits.plot` (figures), :mod:`jaxlimits.streaming` (init/update/merge/finalize, out of
+core), :mod:`jaxlimits.sharding` (several devices and hosts), :mod:`jaxlimits.testbed` (an exact,
+enumerable language model; imported on demand).
+"""
+
+from . import io as io
+from . import plot as plot
+from . import sharding as sharding
+from . import streaming as streaming
 from .bon import BestOfN as BestOfN
 from .bon import SoftBestOfN as SoftBestOfN
 from .bon import best_of_n as best_of_n
@@ -14,6 +24,8 @@ from .ensembles import EnsembleScaling as EnsembleScaling
 from .ensembles import ensemble_gaps as ensemble_gaps
 from .ensembles import ensemble_scaling as ensemble_scaling
 from .ensembles import load_ensemble as load_ensemble
+from .estimators import TiltStats as TiltStats
+from .estimators import tilt as tilt
 from .frontier import Bands as Bands
 from .frontier import Frontier as Frontier
 from .frontier import bootstrap_bands as bootstrap_bands
@@ -32,12 +44,14 @@ from .proxy import overoptimization as overoptimization
 from .proxy import overoptimization_peak as overoptimization_peak
 from .proxy import proxy_gap as proxy_gap
 from .samples import Samples as Samples
-from .estimators import TiltStats as TiltStats
-from .estimators import tilt as tilt
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "io",
+    "plot",
+    "sharding",
+    "streaming",
     "Bands",
     "BestOfN",
     "BlindSpot",

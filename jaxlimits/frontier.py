@@ -229,7 +229,7 @@ def _frontier_in_blocks(samples, betas, blocks, per_prompt, memory_budget):
         tqdm = lambda it, **kw: it  # noqa: E731
     pool, parts = None, []
     for blk in tqdm(blocks, desc="frontier", unit="block", leave=False):
-        part = jax.tree.map(lambda a: a[blk], samples)
+        part = jax.tree.map(lambda a, blk=blk: a[blk], samples)
         lam, ext, p = _plan_for(part, betas, memory_budget)
         pl, st = _frontier(part, lam, p, per_prompt, ext)
         pool = pl if pool is None else jax.tree.map(jnp.add, pool, pl)

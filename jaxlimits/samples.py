@@ -16,7 +16,8 @@ Counts and importance weights give the same point estimates but different standa
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -135,7 +136,7 @@ class Samples:
     def __setattr__(self, name, value):
         raise AttributeError("Samples is immutable; use .replace(...)")
 
-    def replace(self, **changes) -> "Samples":
+    def replace(self, **changes) -> Samples:
         """A copy with some fields replaced (validated again when concrete)."""
         kw = {f: getattr(self, f) for f in _FIELDS}
         exact = changes.pop("exact", self.exact)
@@ -192,7 +193,7 @@ class Samples:
         counts: Sequence[Any] | None = None,
         *,
         exact: bool = False,
-    ) -> "Samples":
+    ) -> Samples:
         """Pads a list of per-prompt 1-D arrays to ``[P, N_max]`` with a mask.
 
         Examples:
@@ -236,7 +237,7 @@ class Samples:
         )
 
     @classmethod
-    def from_counts(cls, values: Sequence[Any], counts: Sequence[Any], scores: Sequence[Any] | None = None) -> "Samples":
+    def from_counts(cls, values: Sequence[Any], counts: Sequence[Any], scores: Sequence[Any] | None = None) -> Samples:
         """Deduplicated samples: per prompt, distinct values and how often each was drawn."""
         return cls.from_ragged(values, scores=scores, counts=counts)
 
@@ -248,7 +249,7 @@ class Samples:
         *,
         log_probs: Sequence[Any] | None = None,
         scores: Sequence[Any] | None = None,
-    ) -> "Samples":
+    ) -> Samples:
         """An exact finite law per prompt: its support ``values`` and their probabilities.
 
         Every estimator is then an exact sum (standard errors are zero).

@@ -21,9 +21,11 @@ def samples_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "samples.jsonl"
     with open(path, "w") as f:
         for p in range(12):
-            for i in range(300):
+            for _ in range(300):
                 r = float(np.round(rng.normal(), 2))
-                f.write(json.dumps({"prompt_id": p, "reward": r, "gold": r + float(rng.normal()), "response_sha1": f"{p}-{int(r * 100)}"}) + "\n")
+                row = {"prompt_id": p, "reward": r, "gold": r + float(rng.normal()),
+                       "response_sha1": f"{p}-{int(r * 100)}"}
+                f.write(json.dumps(row) + "\n")
     return path
 
 

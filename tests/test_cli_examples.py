@@ -19,7 +19,7 @@ def workdir(tmp_path_factory):
     rng = np.random.default_rng(0)
     rows, base, gsm, alpaca = [], [], [], []
     for p in range(8):
-        for i in range(256):
+        for _ in range(256):
             r = float(np.round(rng.normal(), 2))
             rows.append({"prompt_id": p, "reward": r, "gold": r + float(rng.normal(0, 0.5)),
                          "response_sha1": f"{p}-{r}", "logprob": float(-rng.exponential(20.0))})

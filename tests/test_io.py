@@ -20,15 +20,19 @@ def write_long_jsonl(path, rows):
 def files(tmp_path):
     pa = pytest.importorskip("pyarrow")
     pq = pytest.importorskip("pyarrow.parquet")
-    long_rows = [{"prompt_id": f"q{p}", "reward": R[p, i], "gold": 2 * R[p, i]} for p in range(3) for i in range(4)]
+    long_rows = [{"prompt_id": f"q{p}", "reward": R[p, i], "gold": 2 * R[p, i]}
+                 for p in range(3) for i in range(4)]
     out = {"jsonl": write_long_jsonl(tmp_path / "long.jsonl", long_rows)}
     csv = tmp_path / "long.csv"
-    csv.write_text("prompt_id,reward,gold\n" + "".join(f"{r['prompt_id']},{r['reward']},{r['gold']}\n" for r in long_rows))
+    body = "".join(f"{r['prompt_id']},{r['reward']},{r['gold']}\n" for r in long_rows)
+    csv.write_text("prompt_id,reward,gold\n" + body)
     out["csv"] = csv
     out["wide_jsonl"] = write_long_jsonl(
-        tmp_path / "wide.jsonl", [{"prompt_id": f"q{p}", "reward": list(R[p]), "gold": list(2 * R[p])} for p in range(3)]
+        tmp_path / "wide.jsonl",
+        [{"prompt_id": f"q{p}", "reward": list(R[p]), "gold": list(2 * R[p])} for p in range(3)],
     )
-    np.savez(tmp_path / "long.npz", prompt_id=np.repeat([f"q{p}" for p in range(3)], 4), reward=R.ravel(), gold=2 * R.ravel())
+    ids = np.repeat([f"q{p}" for p in range(3)], 4)
+    np.savez(tmp_path / "long.npz", prompt_id=ids, reward=R.ravel(), gold=2 * R.ravel())
     out["npz"] = tmp_path / "long.npz"
     np.savez(tmp_path / "wide.npz", reward=R, gold=2 * R)
     out["wide_npz"] = tmp_path / "wide.npz"
@@ -85,16 +89,22 @@ def test_sampler_log_probabilities_become_log_weights(tmp_path):
 @pytest.mark.parametrize(
     "content, kwargs, message",
     [
-        ('{"prompt_id": 0, "reward": 1.0}\n{"prompt_id": 0, "reward": "high"}\n', {}, r"bad\.jsonl:line 2: column 'reward' has a non-numeric value 'high'"),
-        ('{"prompt_id": 0, "reward": 1.0}\n{"prompt_id": 0, "reward": NaN}\n', {}, r"line 2: column 'reward' is nan, not a finite number"),
-        ('{"prompt_id": 0, "reward": 1.0}\n{"prompt_id": 0}\n', {}, r"line 2: column 'reward' has a non-numeric value None"),
-        ('{"prompt_id": 0, "score": 1.0}\n', {}, r"no column 'reward' \(set it with --reward-col\); the columns are prompt_id, score"),
+        ('{"prompt_id": 0, "reward": 1.0}\n{"prompt_id": 0, "reward": "high"}\n', {},
+         r"bad\.jsonl:line 2: column 'reward' has a non-numeric value 'high'"),
+        ('{"prompt_id": 0, "reward": 1.0}\n{"prompt_id": 0, "reward": NaN}\n', {},
+         r"line 2: column 'reward' is nan, not a finite number"),
+        ('{"prompt_id": 0, "reward": 1.0}\n{"prompt_id": 0}\n', {},
+         r"line 2: column 'reward' has a non-numeric value None"),
+        ('{"prompt_id": 0, "score": 1.0}\n', {},
+         r"no column 'reward' \(set it with --reward-col\); the columns are prompt_id, score"),
         ('{"prompt_id": 0, "reward": 1.0}\n{"prompt_id": 0, "reward": 1.0\n', {}, r"line 2: not valid JSON"),
         ('[1, 2]\n', {}, r"line 1: expected a JSON object"),
         ('{"prompt_id": "", "reward": 1.0}\n', {}, r"line 1: column 'prompt_id' is empty"),
-        ('{"prompt_id": 0, "reward": 1.0, "n": -2}\n', {"count": "n"}, r"line 1: column 'n' is -2.0, not a whole number >= 0"),
+        ('{"prompt_id": 0, "reward": 1.0, "n": -2}\n', {"count": "n"},
+         r"line 1: column 'n' is -2.0, not a whole number >= 0"),
         ('{"prompt_id": 0, "reward": 1.0, "n": 0}\n', {"count": "n"}, r"prompt 0 has no sample with a positive count"),
-        ('{"prompt_id": 0, "reward": [1.0, 2.0], "gold": [1.0]}\n', {"score": "gold"}, r"line 1: the lists of a prompt differ in length"),
+        ('{"prompt_id": 0, "reward": [1.0, 2.0], "gold": [1.0]}\n', {"score": "gold"},
+         r"line 1: the lists of a prompt differ in length"),
         ('{"prompt_id": 0, "reward": []}\n', {}, r"line 1: prompt 0 has an empty list"),
         ('\n\n', {}, r"no rows"),
     ],

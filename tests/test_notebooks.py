@@ -13,7 +13,8 @@ def test_notebook_executes(path, tmp_path):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     book = nbformat.read(path, as_version=4)
-    client = nbclient.NotebookClient(book, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
+    resources = {"metadata": {"path": str(path.parent)}}
+    client = nbclient.NotebookClient(book, timeout=1800, kernel_name="python3", resources=resources)
     client.execute()  # raises CellExecutionError with the failing cell on any error or failed assert
     errors = [o for c in book.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors

@@ -33,7 +33,8 @@ def run(args) -> int:
         from pathlib import Path
 
         default_plot = str(Path(tempfile.mkdtemp(prefix="jaxlimits-demo-")) / "frontier.png")
-    notes = [] if args.plot or default_plot else ["no figure: matplotlib is not installed (pip install 'jaxlimits[plot]')"]
+    no_plot = "no figure: matplotlib is not installed (pip install 'jaxlimits[plot]')"
+    notes = [] if args.plot or default_plot else [no_plot]
     return frontier.report(samples, args, source, notes, default_plot=default_plot)
 
 

@@ -40,7 +40,8 @@ def print_table(rows) -> None:
     for r in rows:
         kl = f"{r['kl']:.4g} ± {r['kl_se']:.2g}"
         gain = f"{r['gain']:.4g} ± {r['gain_se']:.2g}"
-        c.say(f"{r['beta']:10.4g} {kl:>20} {gain:>20} {r['ess_fraction']:6.2f}  {'saturated' if r['saturated'] else 'ok'}")
+        flag = "saturated" if r["saturated"] else "ok"
+        c.say(f"{r['beta']:10.4g} {kl:>20} {gain:>20} {r['ess_fraction']:6.2f}  {flag}")
 
 
 def report(samples, args, source: dict, notes: list[str], default_plot=None) -> int:

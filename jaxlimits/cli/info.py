@@ -32,7 +32,9 @@ def describe(samples) -> dict:
         "distinct rows per prompt (min/median/max)": (int(rows.min()), float(np.median(rows)), int(rows.max())),
         "reward min/mean/max": (float(np.nanmin(rv)), float(np.nanmean(rv)), float(np.nanmax(rv))),
         "share of draws tied at a prompt's max (median)": float(np.median(at_top / draws)),
-        "KL ceiling log(N/m) (min/median/max)": tuple(float(f(np.log(draws / at_top))) for f in (np.min, np.median, np.max)),
+        "KL ceiling log(N/m) (min/median/max)": tuple(
+            float(f(np.log(draws / at_top))) for f in (np.min, np.median, np.max)
+        ),
         "scores": samples.scores is not None,
         "importance weights": samples.log_weights is not None,
         "dtype": str(samples.dtype),
