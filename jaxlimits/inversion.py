@@ -250,8 +250,22 @@ def _eval_tile(ref, rw, base, lam, *, nc: int):
     return _first_order(ref, base, c, s, lam)
 
 
+def _series_sum(m1, a, big_r, i):
+    """``sum u (e^{lam (r - r_bar)} - 1) (r - r_bar)^i = R^i sum_{k>=1} a^k/k! m_{k+i}``, by Horner.
+
+    ``m1`` ``[t, n_moments]`` the normalised moments ``sum u x~^k``, ``a = lambda R`` ``[t, B]``.
+    """
+    n = moments.K_MEAN + 1
+    coef = moments._inv_fact(n)
+    acc = jnp.zeros_like(a)
+    for k in range(n - 1, 0, -1):
+        acc = (acc + float(coef[k]) * m1[:, i + k : i + k + 1]) * a
+    return acc * big_r**i
+
 def _first_order(ref, base, c, s, lam):
     """KL, gain and tilted variance from the first-order sums (``moments.finalize`` without SEs).
+
+    Without the sums of ``x'^2`` (``s`` ``[..., 2]``) only KL and gain.
 
     ``lambda R > 1``: from the tilted sums ``s = sum v e^{lam x' - c} (1, x', x'^2)``.
     ``lambda R <= 1``: the small-tilt series in ``a = lambda R`` over the centred moments (no
@@ -260,25 +274,14 @@ def _first_order(ref, base, c, s, lam):
     big_w = base.base1[:, 0][:, None]
     # tilted sums (basis x' = r - max r)
     mx = s[..., 1] / s[..., 0]
-    var_t = s[..., 2] / s[..., 0] - mx * mx
     kl_t = lam * mx - (c + jnp.log(s[..., 0] / big_w))
     gain_t = mx - base.base1[:, 1][:, None] / big_w
     # series (basis x~ = (r - r_bar) / R)
     big_r = ref.r_scale[:, None]
     a = jnp.minimum(lam * big_r, moments.RHO_SERIES)
     lam_c = a / big_r
-    n = moments.K_MEAN + 1
     m1 = base.moments1[:, :, 0] / big_w  # [t, n_moments]: sum u x~^k
-    coef = moments._inv_fact(n)
-
-    def series_sum(i):
-        """sum u (e^{lam (r - r_bar)} - 1) (r - r_bar)^i = R^i sum_{k>=1} a^k/k! m_{k+i}, by Horner."""
-        acc = jnp.zeros_like(a)
-        for k in range(n - 1, 0, -1):
-            acc = (acc + float(coef[k]) * m1[:, i + k : i + k + 1]) * a
-        return acc * big_r**i
-
-    t0, t1, t2 = series_sum(0), series_sum(1), series_sum(2)
+    t0, t1, t2 = (_series_sum(m1, a, big_r, i) for i in range(3))
     bx = m1[:, 1:2] * big_r
     den = 1 + t0
     ms = (bx + t1) / den
@@ -287,6 +290,9 @@ def _first_order(ref, base, c, s, lam):
     gain_s = (t1 - t0 * bx) / den
     series = lam * big_r <= moments.RHO_SERIES
     pick = lambda u, v: jnp.where(series, u, v)  # noqa: E731
+    if s.shape[-1] < 3:  # no sums of x'^2: no variance
+        return pick(kl_s, kl_t), pick(gain_s, gain_t)
+    var_t = s[..., 2] / s[..., 0] - mx * mx
     return pick(kl_s, kl_t), pick(gain_s, gain_t), jnp.maximum(pick(var_s, var_t), 0)
 
 
@@ -525,62 +531,118 @@ def _per_prompt(samples, y, is_kl, *, plan, max_iter, nc):
     t_star, aux = jax.lax.custom_root(residual, jax.lax.stop_gradient(t0), solve, _tangent_solve, has_aux=True)
     iters, conv = _aux_in(aux)
     lam = jnp.exp(-jnp.where(active, t_star, t0))
-    st = jax.lax.map(lambda a: _full_tile(*a[0], a[1], nc=nc, exact=exact), (tiles, lam))
+    kl, gain, rkl_var, saturated = jax.lax.map(lambda a: _final_tile(*a[0], a[1], nc=nc, exact=exact), (tiles, lam))
     flat = lambda a: a.reshape((nt * t_p,) + a.shape[2:])[:num_p]  # noqa: E731
-    return _assemble(is_kl, y, *map(flat, (t_star, iters, conv, status, active, st.kl, st.gain,
-                                           st.reverse_kl_se, st.saturated)),
+    return _assemble(is_kl, y, *map(flat, (t_star, iters, conv, status, active, kl, gain,
+                                           moments._safe_sqrt(rkl_var), saturated)),
                      flat(prep.kl_max)[:, None], flat(prep.gain_max)[:, None])
 
 
-def _full_tile(ref, rw, base, lam, *, nc: int, exact: bool) -> estimators.TiltStats:
-    """The kernel's statistics with standard errors (``jaxlimits.tilt``) of a prepared tile.
+def _final_tile(ref, rw, base, lam, *, nc: int, exact: bool):
+    """What a :class:`Solution` needs at ``lam`` ``[t, B]``: KL, gain, Var(reverse KL), saturated.
 
-    The second-order sums at ``2 lambda`` are the squares of the first-order exponentials
-    (``sum (v^2/m) e^{2 lam x'} f = sum E^2 f / m`` with ``E = v e^{lam x'}``), so the pass costs
-    one exponential per element instead of two; ``moments.finalize`` does the rest, as in ``tilt``.
+    One exponential per element, as in :func:`_eval_tile`: ``E = v e^{lam x' - c}`` gives the
+    first-order sums of ``1, x'`` (and, with importance weights, of ``w, w x'`` with
+    ``w = v / m``) and its square the one second-order sum ``sum E^2 / m``; the reverse KL's
+    influence (MATH.md §3) needs no more, and neither does the ESS behind ``saturated``.
+    ``lambda R <= 1``: the small-tilt series of ``moments.finalize`` for those quantities only.
+    The values equal ``jaxlimits.tilt``'s ``kl``, ``gain``, ``reverse_kl_se**2`` and ``saturated``.
     """
     weighted = rw.log_v2 is not None
+    hi = jax.lax.Precision.HIGHEST
 
     def sums_of(rw_c):
         x = rw_c.x_top
         xi = rw_c.log_v[:, None, :] + lam[:, :, None] * x[:, None, :]
-        c = jax.lax.stop_gradient(jnp.max(xi, axis=-1))
-        c = jnp.where(jnp.isfinite(c), c, 0)
-        e = jnp.exp(xi - c[..., None])
-        cols = jnp.stack([jnp.ones_like(x), x, x * x], axis=-1)
-        inv_m = jnp.where(rw_c.m > 0, 1 / jnp.where(rw_c.m > 0, rw_c.m, 1), 0)[..., None]
-        hi = jax.lax.Precision.HIGHEST
-        s1 = jnp.einsum("pbn,pnk->pbk", e, cols, precision=hi)
-        s2 = jnp.einsum("pbn,pnk->pbk", e * e, cols * inv_m, precision=hi)
-        if not weighted:
-            return moments.Sums(c, s1, 2 * c, s2, None, None, *([None] * 6))
-        w = jnp.exp(rw_c.log_v2 - rw_c.log_v)  # v / m, the importance weight (0 where invalid)
-        w = jnp.where(jnp.isfinite(w), w, 0)[..., None]
-        sw = jnp.einsum("pbn,pnk->pbk", e, cols * w, precision=hi)
-        return moments.Sums(c, s1, 2 * c, s2, c, sw, *([None] * 6))
-
-    def merge(a, b):
-        def rescale(ca, xa, cb, xb, power):
-            if xa is None:
-                return None, None
-            cm = jnp.maximum(ca, cb)
-            return cm, xa * jnp.exp(ca - cm)[..., None] + xb * jnp.exp(cb - cm)[..., None]
-
-        c1, t1 = rescale(a.log_scale, a.tilted1, b.log_scale, b.tilted1, 1)
-        c2, t2 = rescale(a.log_scale2, a.tilted2, b.log_scale2, b.tilted2, 2)
-        cw, tw = rescale(a.log_scale_w, a.tilted_w, b.log_scale_w, b.tilted_w, 1)
-        return a._replace(log_scale=c1, tilted1=t1, log_scale2=c2, tilted2=t2, log_scale_w=cw, tilted_w=tw)
+        if weighted:
+            c = jax.lax.stop_gradient(jnp.max(xi, axis=-1))
+            c = jnp.where(jnp.isfinite(c), c, 0)
+            xi = xi - c[..., None]
+        else:  # x' <= 0 and log v = log m: no overflow (see _eval_tile)
+            c = jnp.zeros(lam.shape, lam.dtype)
+        # materialised once: without the barrier XLA fuses the exponential into both of its
+        # consumers and evaluates it twice (measured: the square's product costs as much as a
+        # second exponential pass)
+        e = jax.lax.optimization_barrier(jnp.exp(xi))
+        cols = [jnp.ones_like(x), x]
+        if weighted:
+            w = jnp.exp(rw_c.log_v2 - rw_c.log_v)  # v / m, the importance weight (0 where invalid)
+            w = jnp.where(jnp.isfinite(w), w, 0)
+            cols += [w, w * x]
+        s1 = jnp.einsum("pbn,pnk->pbk", e, jnp.stack(cols, axis=-1), precision=hi)
+        inv_m = jnp.where(rw_c.m > 0, 1 / jnp.where(rw_c.m > 0, rw_c.m, 1), 0)
+        s2 = jnp.sum(e * e * inv_m[:, None, :], axis=-1)  # measured faster than a product here
+        return c, jnp.concatenate([s1, s2[..., None]], axis=-1)  # the last column has scale 2c
 
     if nc == 1:
-        sums = sums_of(rw)
+        c, s = sums_of(rw)
     else:
-        chunks = jax.tree.map(lambda a: _chunks(a, nc), rw)
-        first = sums_of(jax.tree.map(lambda a: a[0], chunks))
-        sums, _ = jax.lax.scan(lambda carry, rw_c: (merge(carry, sums_of(rw_c)), None), first,
-                               jax.tree.map(lambda a: a[1:], chunks))
-    sums = sums._replace(base1=base.base1, base2=base.base2, moments1=base.moments1, moments2=base.moments2,
-                         draws=base.draws, top_mass=base.top_mass)
-    return estimators._stats_of_tile(ref, sums, lam, has_scores=False, exact=exact)
+        chunks = jax.tree.map(lambda a: None if a is None else _chunks(a, nc), rw)
+
+        def body(carry, rw_c):
+            c0, s0 = carry
+            c1, s1 = sums_of(rw_c)
+            c = jnp.maximum(c0, c1)
+            a0 = jnp.exp(jnp.where(jnp.isfinite(c0), c0 - c, -jnp.inf))[..., None]
+            a1 = jnp.exp(jnp.where(jnp.isfinite(c1), c1 - c, -jnp.inf))[..., None]
+            k = s0.shape[-1] - 1
+            pw = lambda a: jnp.concatenate([jnp.broadcast_to(a, a.shape[:-1] + (k,)), a * a], -1)  # noqa: E731
+            return (c, s0 * pw(a0) + s1 * pw(a1)), None
+
+        first = sums_of(jax.tree.map(lambda a: None if a is None else a[0], chunks))
+        (c, s), _ = jax.lax.scan(body, first, jax.tree.map(lambda a: None if a is None else a[1:], chunks))
+
+    kl, gain = _first_order(ref, base, c, s[..., :2], lam)
+    big_w = base.base1[:, 0][:, None]
+    w2 = big_w * big_w
+    # tilted sums (lambda R > 1): psi = (rho - 1) A + B with A = 1, B = lam (bx - x'), as in
+    # moments._finalize_tilted: Var = [S2 + 2 k Sw(G) + k^2 B2(G^2)] / k^2, G = (lam bx - 1, -lam)
+    kappa = s[..., 0] / big_w
+    t2 = s[..., -1] / w2
+    tw0, tw1 = (s[..., 2] / w2, s[..., 3] / w2) if weighted else (s[..., 0] / w2, s[..., 1] / w2)
+    b2 = base.base2[:, None, :] / w2[..., None]
+    bx = base.base1[:, 1][:, None] / big_w
+    g0, g1 = lam * bx - 1, -lam
+    quad_b = g0 * g0 * b2[..., 0] + 2 * g0 * g1 * b2[..., 1] + g1 * g1 * b2[..., 2]
+    var_t = (t2 + 2 * kappa * (g0 * tw0 + g1 * tw1) + kappa * kappa * quad_b) / (kappa * kappa)
+    ess_t = kappa * kappa / t2
+    # series (lambda R <= 1), as in moments._finalize_series for the reverse KL and the ESS
+    big_r = ref.r_scale[:, None]
+    a = jnp.minimum(lam * big_r, moments.RHO_SERIES)
+    lam_c = a / big_r
+    m1 = base.moments1[:, :, 0] / big_w
+    mom2 = base.moments1 if base.moments2 is None else base.moments2
+    m2 = mom2[:, :, 0] / w2
+
+    def poly(const, mom):
+        """``sum_k const[k] mom[:, k] a^k`` by Horner over the nonzero constants (numpy ``const``)."""
+        nz = np.flatnonzero(const)
+        lo, top = int(nz[0]), int(nz[-1])
+        acc = jnp.zeros_like(a)
+        for k in range(top, lo - 1, -1):
+            acc = acc * a + (mom[:, k : k + 1] * float(const[k]) if const[k] else 0)
+        for _ in range(lo):
+            acc = acc * a
+        return acc
+
+    t_one = _series_sum(m1, a, big_r, 0)  # the same expression as in _first_order: computed once
+    den = 1 + t_one
+    bx_s = m1[:, 1:2] * big_r
+    pair = {p: q for q, p in enumerate(moments._PAIRS)}
+    gram = lambda u, v: poly(moments._CONV[:, pair[(u, v)]], m2)  # noqa: E731
+    g_lx, g_one = -t_one, -t_one + den * lam_c * bx_s  # and 1 for chi
+    var_s = (gram("chi", "chi") + g_lx * g_lx * gram("lx", "lx") + g_one * g_one * gram("one", "one")
+             + 2 * (g_lx * gram("chi", "lx") + g_one * gram("chi", "one") + g_lx * g_one * gram("lx", "one"))
+             ) / (den * den)
+    n2 = moments.N_MOMENTS
+    ess_s = den * den / poly(moments._inv_fact(n2) * 2.0 ** np.arange(n2), m2)
+    series = lam * big_r <= moments.RHO_SERIES
+    var = jnp.maximum(jnp.where(series, var_s, var_t), 0)
+    ess = jnp.where(series, ess_s, ess_t)
+    if exact:
+        return kl, gain, jnp.zeros_like(var), jnp.zeros(lam.shape, bool)
+    kl_ceiling = jnp.maximum(-jnp.log(base.top_mass / base.base1[:, 0]), 0)
+    return kl, gain, var, estimators.saturation(ess, kl, base.draws, kl_ceiling)
 
 
 def _assemble(is_kl, y, t_star, iters, conv, status, active, kl, gain, rkl_se, saturated, kl_max, gain_max):
@@ -672,8 +734,8 @@ def _pooled(samples, y, is_kl, *, plan, max_iter, nc):
     iters, conv = _aux_in(aux)
 
     def final(ref, rw, base, lam):
-        st = _full_tile(ref, rw, base, lam, nc=nc, exact=exact)
-        return st.kl, st.gain, st.reverse_kl_se**2, jnp.where(st.saturated, st.kl, 0)
+        kl, gain, rkl_var, saturated = _final_tile(ref, rw, base, lam, nc=nc, exact=exact)
+        return kl, gain, rkl_var, jnp.where(saturated, kl, 0)
 
     kl, gain, rkl_var, sat_kl = pooled_sum(final, jnp.exp(-jnp.where(active, t_star, t0)))
     saturated = sat_kl > SATURATED_SHARE_MAX * jnp.where(kl > 0, kl, 1)
@@ -712,7 +774,8 @@ def _run(samples: Samples, targets, *, kind: str, pooled: bool, throw: bool, max
         y = jnp.asarray(arr, dtype=dtype)
     shape = y.shape
     flat_y = y.reshape(-1)
-    # tiles sized for the final pass (two exponentials per target: the estimates and their SEs)
+    # tiles sized for the final pass (per target one exponential and its square, both held; sizing
+    # for one array per target measured no faster)
     p = _sweep.plan(s.num_prompts, s.num_samples, 2 * flat_y.shape[0], dtype.itemsize, memory_budget)
     nc = p.padded_samples // p.chunk_samples
     sol = _solve(s, flat_y, jnp.asarray(kind == "kl"), pooled=pooled, plan=p, max_iter=max_iter, nc=nc)

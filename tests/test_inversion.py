@@ -235,6 +235,65 @@ def test_standard_errors_are_reverse_kl_se(gauss):
     np.testing.assert_array_equal(np.asarray(sol.saturated), np.asarray(st_.saturated))
 
 
+def _tilt_at(samples, beta, pooled):
+    """``jaxlimits.tilt`` at the solution: per prompt at each prompt's betas, pooled at the shared ones."""
+    beta = np.asarray(beta)
+    return jl.tilt(samples, np.broadcast_to(beta, (samples.num_prompts,) + beta.shape) if pooled else beta)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pooled", [True, False])
+def test_solution_statistics_equal_tilt(pooled):
+    """The final pass (kl, gain, SEs, saturated) equals the full ``jaxlimits.tilt`` statistics at beta*.
+
+    Plain samples, counts, importance weights and sample chunks; targets from the small-tilt
+    series (lambda R <= 1) to the tilted sums, with prompts on both sides of the saturation rule.
+    Pooled (MATH.md §6): kl and gain are the means over prompts, the SE of the mean over
+    independent prompts ``sqrt(sum_x se_x^2) / P``, saturated where saturated prompts hold more
+    than ``SATURATED_SHARE_MAX`` of the KL.
+    """
+    rng = np.random.default_rng(5)
+    num_p, num_n = 5, 600
+    values = rng.standard_normal((num_p, num_n)) * np.array([0.5, 1.0, 1.0, 2.0, 3.0])[:, None]
+    cases = [
+        (jl.Samples(values), None),
+        (jl.Samples(values, counts=rng.integers(1, 4, (num_p, num_n)).astype(float)), None),
+        (jl.Samples(values, log_weights=0.3 * rng.standard_normal((num_p, num_n))), None),
+        (jl.Samples(values), 6 * 8 * 2 * 4 * 256),  # four sample chunks of 170 (padded to 680)
+    ]
+    gains = np.array([0.002, 0.05, 0.3, 0.8, 1.3, 1.6])
+    kls = np.array([1e-5, 0.01, 0.1, 0.5, 1.0, 1.8])
+    for samples, budget in cases:
+        for fn, targets in ((jl.min_kl_for_gain, gains), (jl.max_gain_at_kl, kls)):
+            sol = fn(samples, targets, pooled=pooled, throw=False, memory_budget=budget)
+            ok = np.asarray(sol.status) == Status.OK
+            assert ok.sum() >= (3 if pooled else 15)
+            beta = np.where(ok, np.asarray(sol.beta), 1.0)
+            st_ = _tilt_at(samples, beta, pooled)
+            kl, gain, rkl_se = (np.asarray(a) for a in (st_.kl, st_.gain, st_.reverse_kl_se))
+            sat = np.asarray(st_.saturated)
+            if pooled:
+                se = np.sqrt(np.sum(rkl_se**2, axis=0)) / num_p
+                sat_kl = np.sum(np.where(sat, kl, 0), axis=0)
+                kl, gain = kl.mean(axis=0), gain.mean(axis=0)
+                sat = sat_kl > inv.SATURATED_SHARE_MAX * np.where(kl > 0, kl, 1)
+            else:
+                se = rkl_se
+            is_gain = fn is jl.min_kl_for_gain
+            np.testing.assert_allclose(np.asarray(sol.kl)[ok], kl[ok], rtol=1e-12)
+            np.testing.assert_allclose(np.asarray(sol.gain)[ok], gain[ok], rtol=1e-12)
+            want_kl_se = se if is_gain else np.zeros_like(se)
+            want_gain_se = np.zeros_like(se) if is_gain else beta * se
+            np.testing.assert_allclose(np.asarray(sol.kl_se)[ok], want_kl_se[ok], rtol=1e-10, atol=0)
+            np.testing.assert_allclose(np.asarray(sol.gain_se)[ok], want_gain_se[ok], rtol=1e-10, atol=0)
+            np.testing.assert_array_equal(np.asarray(sol.saturated)[ok], sat[ok])
+        if not pooled and budget is None and samples.log_weights is None:
+            # both sides of the saturation rule, and of the series switch, are exercised
+            assert 0 < np.mean(np.asarray(sol.saturated)[ok]) < 1
+            lam_r = (np.abs(values - values.mean(axis=1, keepdims=True)).max(axis=1)[:, None] / beta)[ok]
+            assert np.any(lam_r <= 1) and np.any(lam_r > 1)
+
+
 # -- differentiation ---------------------------------------------------------------------------
 
 
