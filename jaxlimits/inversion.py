@@ -262,6 +262,7 @@ def _series_sum(m1, a, big_r, i):
         acc = (acc + float(coef[k]) * m1[:, i + k : i + k + 1]) * a
     return acc * big_r**i
 
+
 def _first_order(ref, base, c, s, lam):
     """KL, gain and tilted variance from the first-order sums (``moments.finalize`` without SEs).
 
