@@ -36,6 +36,13 @@ def _mappings() -> int:
         return 0
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _cli_cache_in_a_temporary_folder(tmp_path_factory):
+    """The console script's compilation cache (``jaxlimits.cli``) goes to a temporary folder, not ~/.cache."""
+    os.environ.setdefault("JAXLIMITS_CACHE_DIR", str(tmp_path_factory.mktemp("xla-cache")))
+    yield
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _release_compiled_code_per_module():
     yield

@@ -1,6 +1,7 @@
 """The command line as a user runs it (subprocess): good input, bad input (exit 2, no traceback), --force."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -8,9 +9,9 @@ import numpy as np
 import pytest
 
 
-def run(*args, cwd=None):
+def run(*args, cwd=None, env=None):
     res = subprocess.run([sys.executable, "-m", "jaxlimits.cli", *map(str, args)], capture_output=True, text=True,
-                         timeout=900, cwd=cwd)
+                         timeout=900, cwd=cwd, env=env)
     assert "Traceback" not in res.stderr, res.stderr
     return res
 
@@ -57,6 +58,22 @@ def test_frontier_and_info_on_a_file(samples_file, tmp_path):
     assert lines[0].startswith("beta,kl,kl_se,gain,gain_se") and len(lines) == 4
     res = run("info", samples_file)
     assert res.returncode == 0 and "prompts: 12" in res.stdout
+
+
+def test_compiled_programs_are_kept_between_runs(samples_file, tmp_path):
+    """The console script caches compiled XLA programs on disk; a cached run gives the same table."""
+    cache = tmp_path / "xla"
+    env = {**os.environ, "JAXLIMITS_CACHE_DIR": str(cache)}
+    outs = [tmp_path / "first.json", tmp_path / "second.json"]
+    for out in outs:
+        res = run("frontier", samples_file, "--betas", "4", "2", "1", "--out", out, "--x64", env=env)
+        assert res.returncode == 0, res.stderr
+        assert any(cache.iterdir()), "nothing was cached"
+    first, second = (json.loads(out.read_text()) for out in outs)
+    assert first["rows"] == second["rows"]
+    off = {**os.environ, "JAXLIMITS_CACHE_DIR": ""}
+    res = run("frontier", samples_file, "--betas", "4", "--out", tmp_path / "third.json", env=off)
+    assert res.returncode == 0, res.stderr
 
 
 @pytest.mark.parametrize(
