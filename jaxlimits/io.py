@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,8 +105,8 @@ def read_table(path) -> Table:
     return table
 
 
-def _read_jsonl(path: Path) -> Table:
-    rows, lines = [], []
+def jsonl_records(path: Path) -> Iterator[tuple[int, dict]]:
+    """``(line number, object)`` of each non-blank line of a JSONL file, or a DataError naming the line."""
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, start=1):
             if not line.strip():
@@ -116,30 +117,46 @@ def _read_jsonl(path: Path) -> Table:
                 raise DataError(f"{path}:line {n}: not valid JSON ({e.msg} at column {e.colno})") from None
             if not isinstance(obj, dict):
                 raise DataError(f"{path}:line {n}: expected a JSON object, got {type(obj).__name__}")
-            rows.append(obj)
-            lines.append(n)
-    names: dict[str, None] = {}
-    for obj in rows:
-        names.update(dict.fromkeys(obj))
-    cols = {k: np.array([obj.get(k) for obj in rows], dtype=object) for k in names}
-    return Table(path, cols, np.asarray(lines))
+            yield n, obj
 
 
-def _read_csv(path: Path) -> Table:
+def csv_records(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """``(line number, fields)`` of a CSV file: the header first, then each non-blank row.
+
+    Raises a DataError for an empty file or a row whose field count differs from the header's.
+    """
     with open(path, encoding="utf-8", newline="") as f:
         reader = csv.reader(f)
         try:
             header = next(reader)
         except StopIteration:
             raise DataError(f"{path}: empty file") from None
-        rows, lines = [], []
+        yield reader.line_num, header
         for row in reader:
             if not any(cell.strip() for cell in row):
                 continue
             if len(row) != len(header):
                 raise DataError(f"{path}:line {reader.line_num}: {len(row)} fields, the header has {len(header)}")
-            rows.append(row)
-            lines.append(reader.line_num)
+            yield reader.line_num, row
+
+
+def _read_jsonl(path: Path) -> Table:
+    lines, rows, names = [], [], {}
+    for n, obj in jsonl_records(path):
+        lines.append(n)
+        rows.append(obj)
+        names.update(dict.fromkeys(obj))
+    cols = {k: np.array([obj.get(k) for obj in rows], dtype=object) for k in names}
+    return Table(path, cols, np.asarray(lines))
+
+
+def _read_csv(path: Path) -> Table:
+    records = csv_records(path)
+    _, header = next(records)
+    lines, rows = [], []
+    for n, row in records:
+        lines.append(n)
+        rows.append(row)
     cols = {name: np.array([r[i] for r in rows], dtype=object) for i, name in enumerate(header)}
     return Table(path, cols, np.asarray(lines))
 

@@ -46,10 +46,8 @@ Examples:
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import functools
-import json
 import math
 import zipfile
 from collections.abc import Iterator, Sequence
@@ -62,7 +60,7 @@ import numpy as np
 
 from . import _sweep, estimators, moments
 from .frontier import Frontier, _from_pool, _pool_of, default_betas
-from .io import DataError, Table, _key
+from .io import DataError, Table, _key, csv_records, jsonl_records
 from .samples import Samples
 
 Array = jax.Array
@@ -506,59 +504,41 @@ def _expand(paths) -> list[Path]:
 
 
 def _chunks_jsonl(path: Path, names, chunk_rows: int) -> Iterator[Table]:
-    rows: list[dict] = []
-    lines: list[int] = []
+    lines, rows = [], []
 
     def table():
         cols = {k: np.array([obj.get(k) for obj in rows], dtype=object) for k in names
                 if any(k in obj for obj in rows)}
         return Table(path, cols, np.asarray(lines))
 
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:line {n}: not valid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{path}:line {n}: expected a JSON object, got {type(obj).__name__}")
-            rows.append(obj)
-            lines.append(n)
-            if len(rows) >= chunk_rows:
-                yield table()
-                rows, lines = [], []
+    for n, obj in jsonl_records(path):
+        lines.append(n)
+        rows.append(obj)
+        if len(rows) >= chunk_rows:
+            yield table()
+            lines, rows = [], []
     if rows:
         yield table()
 
 
 def _chunks_csv(path: Path, names, chunk_rows: int) -> Iterator[Table]:
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.reader(f)
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise DataError(f"{path}: empty file") from None
-        keep = [(i, h) for i, h in enumerate(header) if h in names]
-        rows, lines = [], []
+    records = csv_records(path)
+    _, header = next(records)
+    keep = [(i, h) for i, h in enumerate(header) if h in names]
+    lines, rows = [], []
 
-        def table():
-            cols = {h: np.array([r[i] for r in rows], dtype=object) for i, h in keep}
-            return Table(path, cols, np.asarray(lines))
+    def table():
+        cols = {h: np.array([r[i] for r in rows], dtype=object) for i, h in keep}
+        return Table(path, cols, np.asarray(lines))
 
-        for row in reader:
-            if not any(cell.strip() for cell in row):
-                continue
-            if len(row) != len(header):
-                raise DataError(f"{path}:line {reader.line_num}: {len(row)} fields, the header has {len(header)}")
-            rows.append(row)
-            lines.append(reader.line_num)
-            if len(rows) >= chunk_rows:
-                yield table()
-                rows, lines = [], []
-        if rows:
+    for n, row in records:
+        lines.append(n)
+        rows.append(row)
+        if len(rows) >= chunk_rows:
             yield table()
+            lines, rows = [], []
+    if rows:
+        yield table()
 
 
 def _chunks_parquet(path: Path, names, chunk_rows: int) -> Iterator[Table]:

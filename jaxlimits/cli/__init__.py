@@ -45,7 +45,7 @@ def persistent_compilation_cache() -> str | None:
     """
     import jax
 
-    if os.environ.get("JAX_COMPILATION_CACHE_DIR") or jax.config.jax_compilation_cache_dir:
+    if jax.config.jax_compilation_cache_dir:  # JAX_COMPILATION_CACHE_DIR, or set in code
         return jax.config.jax_compilation_cache_dir
     default = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "jaxlimits" / "xla"
     path = os.environ.get("JAXLIMITS_CACHE_DIR", str(default))
