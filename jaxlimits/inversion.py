@@ -278,23 +278,28 @@ def _first_order(ref, base, c, s, lam):
     kl_t = lam * mx - (c + jnp.log(s[..., 0] / big_w))
     gain_t = mx - base.base1[:, 1][:, None] / big_w
     # series (basis x~ = (r - r_bar) / R)
-    big_r = ref.r_scale[:, None]
-    a = jnp.minimum(lam * big_r, moments.RHO_SERIES)
-    lam_c = a / big_r
-    m1 = base.moments1[:, :, 0] / big_w  # [t, n_moments]: sum u x~^k
-    t0, t1, t2 = (_series_sum(m1, a, big_r, i) for i in range(3))
+    big_r, a, lam_c, m1 = _series_basis(ref, base, lam)
+    t0, t1 = _series_sum(m1, a, big_r, 0), _series_sum(m1, a, big_r, 1)
     bx = m1[:, 1:2] * big_r
     den = 1 + t0
     ms = (bx + t1) / den
-    var_s = (m1[:, 2:3] * big_r**2 + t2) / den - ms * ms
     kl_s = lam_c * ms - jnp.log1p(t0)
     gain_s = (t1 - t0 * bx) / den
     series = lam * big_r <= moments.RHO_SERIES
     pick = lambda u, v: jnp.where(series, u, v)  # noqa: E731
     if s.shape[-1] < 3:  # no sums of x'^2: no variance
         return pick(kl_s, kl_t), pick(gain_s, gain_t)
+    var_s = (m1[:, 2:3] * big_r**2 + _series_sum(m1, a, big_r, 2)) / den - ms * ms
     var_t = s[..., 2] / s[..., 0] - mx * mx
     return pick(kl_s, kl_t), pick(gain_s, gain_t), jnp.maximum(pick(var_s, var_t), 0)
+
+
+def _series_basis(ref, base, lam):
+    """The small-tilt series' inputs: ``R``, ``a = min(lambda R, RHO_SERIES)``, ``a / R`` and the
+    normalised moments ``m1 = sum u x~^k / W`` ``[t, n_moments]``."""
+    big_r = ref.r_scale[:, None]
+    a = jnp.minimum(lam * big_r, moments.RHO_SERIES)
+    return big_r, a, a / big_r, base.moments1[:, :, 0] / base.base1[:, 0][:, None]
 
 
 def _curve(is_kl, kl, gain, var, lam):
@@ -608,10 +613,7 @@ def _final_tile(ref, rw, base, lam, *, nc: int, exact: bool):
     var_t = (t2 + 2 * kappa * (g0 * tw0 + g1 * tw1) + kappa * kappa * quad_b) / (kappa * kappa)
     ess_t = kappa * kappa / t2
     # series (lambda R <= 1), as in moments._finalize_series for the reverse KL and the ESS
-    big_r = ref.r_scale[:, None]
-    a = jnp.minimum(lam * big_r, moments.RHO_SERIES)
-    lam_c = a / big_r
-    m1 = base.moments1[:, :, 0] / big_w
+    big_r, a, lam_c, m1 = _series_basis(ref, base, lam)
     mom2 = base.moments1 if base.moments2 is None else base.moments2
     m2 = mom2[:, :, 0] / w2
 
@@ -626,7 +628,7 @@ def _final_tile(ref, rw, base, lam, *, nc: int, exact: bool):
             acc = acc * a
         return acc
 
-    t_one = _series_sum(m1, a, big_r, 0)  # the same expression as in _first_order: computed once
+    t_one = _series_sum(m1, a, big_r, 0)  # as in _first_order: XLA evaluates the common expression once
     den = 1 + t_one
     bx_s = m1[:, 1:2] * big_r
     pair = {p: q for q, p in enumerate(moments._PAIRS)}
