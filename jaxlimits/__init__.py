@@ -15,9 +15,11 @@ from .bon import SoftBestOfN as SoftBestOfN
 from .bon import best_of_n as best_of_n
 from .bon import soft_best_of_n as soft_best_of_n
 from .compare import Comparison as Comparison
+from .compare import Measurement as Measurement
 from .compare import Run as Run
 from .compare import compare as compare
 from .compare import load_runs as load_runs
+from .compare import measure_run as measure_run
 from .compare import run_from_samples as run_from_samples
 from .ensembles import Ensemble as Ensemble
 from .ensembles import EnsembleScaling as EnsembleScaling
@@ -44,6 +46,7 @@ from .proxy import overoptimization as overoptimization
 from .proxy import overoptimization_peak as overoptimization_peak
 from .proxy import proxy_gap as proxy_gap
 from .samples import Samples as Samples
+from .trainer_logs import runs_from_log as runs_from_log
 
 __version__ = "0.1.0"
 
@@ -59,6 +62,7 @@ __all__ = [
     "Ensemble",
     "EnsembleScaling",
     "Frontier",
+    "Measurement",
     "Overoptimization",
     "Peak",
     "ProxyGap",
@@ -78,12 +82,14 @@ __all__ = [
     "load_ensemble",
     "load_runs",
     "max_gain_at_kl",
+    "measure_run",
     "min_kl_for_gain",
     "overoptimization",
     "overoptimization_peak",
     "proxy_gap",
     "resample",
     "run_from_samples",
+    "runs_from_log",
     "soft_best_of_n",
     "tilt",
 ]

@@ -178,6 +178,148 @@ def _mean_var(s: Samples):
     return mean, var, n
 
 
+class Measurement(NamedTuple):
+    """A run measured from its own samples (:func:`measure_run`).
+
+    Attributes:
+      run: the :class:`Run`: ``kl`` is the sequence-level k1 estimate ``mean(log pi - log pi_ref)``
+        with its SE, ``gain`` the reward gain over the base samples with its SE.
+      kl_k3, kl_k3_se: the k3 estimate ``mean((rho - 1) - log rho)``, ``rho = pi_ref / pi``, and its SE
+        (unbiased too, never negative per sample, heavier-tailed where the policy has moved far).
+      notes: what was assumed.
+    """
+
+    run: Run
+    kl_k3: float
+    kl_k3_se: float
+    notes: tuple[str, ...]
+
+
+def _prompt_mean_se(x: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+    """Mean over prompts of the per-prompt weighted means of ``x [P, M]``, and its SE given the prompts."""
+    n = w.sum(axis=1)
+    m = np.sum(w * x, axis=1) / n
+    var = np.sum(w * (x - m[:, None]) ** 2, axis=1) / np.maximum(n - 1, 1)
+    return float(np.mean(m)), float(np.sqrt(np.sum(var / n)) / len(n))
+
+
+def measure_run(name: str, policy: Samples, log_ratio, base: Samples, *, z: float = 1.96) -> Measurement:
+    r"""A run placed on the plane from its own samples: sequence KL and reward gain, with SEs.
+
+    .. math::
+
+       \widehat{KL} = \frac1P \sum_x \overline{d}_x, \quad d = \log\pi(y|x) - \log\pi_{ref}(y|x),
+       \qquad \widehat{KL}_{k3} = \frac1P \sum_x \overline{(e^{-d} - 1 + d)}_x,
+
+    both unbiased for ``KL(pi || pi_ref)`` per sequence when ``y ~ pi`` (MATH.md §9); the SEs are
+    conditional on the prompts, like the gain's (:func:`run_from_samples`). A k1 estimate below zero
+    by less than ``z`` SEs is sampling noise and is set to 0 (with a note).
+
+    Args:
+      name: a label.
+      policy: the policy's samples ``[P, M]`` (their rewards; rows in the base samples' prompt order).
+      log_ratio: ``[P, M]`` ``log pi(y|x) - log pi_ref(y|x)`` of the same samples (whole sequences).
+      base: the base samples ``[P, N]``.
+      z: how many SEs below zero a k1 estimate may be and still be taken as noise.
+
+    Raises:
+      ValueError: mismatched shapes or prompts, non-finite log-ratios, or a KL negative beyond noise
+        (the two log-probabilities swapped, or samples not drawn from the policy).
+
+    Examples:
+      >>> import jaxlimits as jl
+      >>> base = jl.Samples([[0.0, 1.0], [1.0, 3.0]])
+      >>> pol = jl.Samples([[1.0, 2.0], [2.0, 4.0]])
+      >>> m = jl.measure_run("ppo", pol, [[0.5, 1.5], [1.0, 1.0]], base)
+      >>> m.run.kl, m.run.gain
+      (1.0, 1.0)
+    """
+    if not isinstance(policy, Samples):
+        raise TypeError(f"measure_run: policy must be a jaxlimits.Samples, got {type(policy).__name__}")
+    if policy.log_weights is not None:
+        raise ValueError("measure_run: the policy samples carry importance weights; give the policy's own draws")
+    d = np.asarray(log_ratio, np.float64)
+    shape = tuple(np.shape(policy.rewards))
+    if d.shape != shape:
+        raise ValueError(f"measure_run: log_ratio has shape {d.shape} but the policy's rewards have shape {shape}")
+    valid = np.asarray(policy.valid())
+    bad = valid & ~np.isfinite(d)
+    if bad.any():
+        p, i = (int(v[0]) for v in np.nonzero(bad))
+        raise ValueError(f"measure_run: log_ratio of prompt {p}, sample {i} is {d[p, i]}, not finite")
+    w = np.where(valid, 1.0 if policy.counts is None else np.asarray(policy.counts, np.float64), 0.0)
+    d = np.where(valid, d, 0.0)
+    kl, kl_se = _prompt_mean_se(d, w)
+    k3, k3_se = _prompt_mean_se(np.expm1(-d) + d, w)
+    notes = [f"{name}: KL measured from {int(w.sum())} policy samples on {len(w)} prompts: "
+             f"k1 = {kl:.4g} ± {kl_se:.2g}, k3 = {k3:.4g} ± {k3_se:.2g} nats per sequence (assumes the samples "
+             f"were drawn from the policy itself, and the log-probabilities are of that sampling distribution: "
+             f"temperature 1, no top-p)"]
+    if kl < 0:
+        if kl < -z * kl_se:
+            raise ValueError(
+                f"measure_run: {name}: mean(log pi - log pi_ref) = {kl:.4g} is negative by more than {z} standard "
+                f"errors ({kl_se:.2g}): check that the policy and reference log-probabilities are not swapped and that "
+                f"the samples were drawn from the policy")
+        notes.append(f"{name}: the k1 estimate {kl:.3g} is within {z} SEs of 0 (sampling noise): set to 0")
+        kl = 0.0
+    run = run_from_samples(name, policy, base, kl=kl, kl_se=kl_se)
+    return Measurement(run, k3, k3_se, tuple(notes))
+
+
+def load_policy_samples(
+    path,
+    *,
+    prompt: str = "prompt_id",
+    reward: str = "reward",
+    logprob: str = "logprob",
+    ref_logprob: str = "ref_logprob",
+    prompt_ids: Sequence[Any] | None = None,
+) -> tuple[Samples, np.ndarray]:
+    """A policy's samples from a long table (one row a sample) for :func:`measure_run`.
+
+    Args:
+      path: the table (``.jsonl``, ``.csv``, ``.parquet``).
+      prompt, reward: columns of the prompt id and the reward (the same reward as the base samples').
+      logprob, ref_logprob: columns of each completion's sequence log-probability under the policy
+        and under the reference (the base model the frontier is of).
+      prompt_ids: the base samples' prompt ids, in their order (``jaxlimits.io.Loaded.prompt_ids``):
+        the policy's prompts are put in that order and must be the same set.
+
+    Returns:
+      ``(samples [P, M], log_ratio [P, M])``.
+
+    Raises:
+      jaxlimits.io.DataError: a missing column or bad value (naming file, line, column), or prompts
+        that differ from the base samples'.
+    """
+    from . import io
+
+    table = io.read_table(path)
+    pids = table.column(prompt, numeric=False, option="--prompt-col")
+    r = table.column(reward, option="--policy-reward-col")
+    d = table.column(logprob, option="--policy-logprob-col") - table.column(ref_logprob, option="--ref-logprob-col")
+    key = lambda v: _label(v.item() if isinstance(v, np.generic) else v)  # noqa: E731
+    groups: dict[str, list[int]] = {}
+    for i, p in enumerate(pids):
+        groups.setdefault(key(p), []).append(i)
+    order = list(groups)
+    if prompt_ids is not None:
+        want = [key(p) for p in prompt_ids]
+        missing, extra = [p for p in want if p not in groups], [p for p in order if p not in set(want)]
+        if missing or extra:
+            raise io.DataError(
+                f"{table.path}: the policy samples must answer the base samples' prompts: "
+                f"{len(missing)} base prompt(s) missing (e.g. {missing[:3]}), {len(extra)} other prompt(s) "
+                f"(e.g. {extra[:3]})")
+        order = want
+    s = Samples.from_ragged([r[groups[p]] for p in order])
+    ratio = np.zeros(np.shape(s.rewards))
+    for j, p in enumerate(order):
+        ratio[j, : len(groups[p])] = d[groups[p]]
+    return s, ratio
+
+
 @functools.partial(
     jax.tree_util.register_dataclass,
     data_fields=[
@@ -452,15 +594,17 @@ def load_runs(
     if not keep.any():
         raise ValueError(f"load_runs: {path}: no row matches {dict(where or {})}")
     idx = np.flatnonzero(keep)
-    k = table.column(kl, option="--run-kl-col")[idx]
+    # The filter comes first: a value in a row it drops (a summary row's None) is never converted.
+    kept = io.Table(table.path, {c: v[idx] for c, v in table.columns.items()}, table.lines[idx], table.kind)
+    k = kept.column(kl, option="--run-kl-col")
     if gain is not None:
-        g = table.column(gain, option="--run-gain-col")[idx]
+        g = kept.column(gain, option="--run-gain-col")
     else:
-        g = table.column(reward, option="--run-reward-col")[idx] - float(baseline)
-    kse = table.column(kl_se)[idx] if kl_se else np.zeros(len(idx))
-    gse = table.column(gain_se)[idx] if gain_se else np.zeros(len(idx))
-    lens = table.column(length, option="--length-col")[idx] if length else None
-    labels = table.column(name, numeric=False)[idx] if name else None
+        g = kept.column(reward, option="--run-reward-col") - float(baseline)
+    kse = kept.column(kl_se) if kl_se else np.zeros(len(idx))
+    gse = kept.column(gain_se) if gain_se else np.zeros(len(idx))
+    lens = kept.column(length, option="--length-col") if length else None
+    labels = kept.column(name, numeric=False) if name else None
     runs = []
     for j, i in enumerate(idx):
         label = f"{name} {_label(labels[j])}" if name else f"{Path(str(table.path)).stem}:{table.kind} {table.lines[i]}"
