@@ -604,9 +604,9 @@ def runs_from_log(
                      f"({exact})")
     after = _first(schema.reward_after, present)
     not_after = f" (not {after!r}, which is after it)" if after else ""
-    notes.append(f"reward: {reward_key!r}, before the KL penalty{not_after}; gain = reward - {float(baseline):.6g} "
-                 f"(the base samples' mean reward: assumes the same reward model and training prompts like the base "
-                 f"prompts)")
+    notes.append(f"reward: {reward_key!r}, before the KL penalty{not_after}; gain = reward - baseline, baseline "
+                 f"{float(baseline):.6g} (the base model's mean reward: assumes the same reward model, and training "
+                 f"prompts like the base prompts)")
     if "/*/" in reward_key:
         notes.append(f"{reward_key!r} sums the reward functions' means: assumes their weights are 1 (TRL's default)")
     notes.append("no standard errors in a training log: each point is one batch's estimate; for a run's honest "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..trainer_logs import FORMATS, SCHEMAS
 from . import _common as c
 
 #: Per-run notes printed to the terminal (all go to --out).
@@ -13,6 +14,9 @@ EXAMPLES = (
     "jaxlimits compare samples.jsonl --runs runs.csv --run-kl-col kl --run-gain-col gain --plot fig1.png",
     "jaxlimits compare base.jsonl --reward-col rm_logit --runs train_log.jsonl --run-reward-col reward_mean "
     "--run-name-col step --kl-unit token --length-col mean_completion_len --bon 1 2 4 --plot fig1.png",
+    "jaxlimits compare base.jsonl --reward-col rm_logit --runs trainer_state.json --run-where step=20,40",
+    "jaxlimits compare base.jsonl --reward-col rm_logit --runs verl_metrics.jsonl --policy-samples policy.jsonl "
+    "--policy-reward-col rm_logit",
 )
 
 
@@ -20,25 +24,48 @@ def register(sub):
     p = c.subparser(sub, "compare", "alignment runs (KL, gain) against the frontier: reward left on the table, "
                     "reward and KL efficiency, above-frontier flags; --plot draws the paper's Figure 1", EXAMPLES)
     c.add_data_options(p)
-    p.add_argument("--runs", required=True, metavar="RUNS", help="table of runs, one a row (.csv, .jsonl, .parquet)")
-    p.add_argument("--run-kl-col", default="kl", help="column of the measured KL (default: kl)")
-    g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--run-gain-col", default=None, help="column of the measured gain E_pi[r] - E_0[r]")
+    p.add_argument("--runs", nargs="+", default=None, metavar="RUNS",
+                   help="a training log (TRL trainer_state.json, verl file-logger JSONL, OpenRLHF/W&B history, W&B "
+                        "chart CSVs: detected, nothing to name) or a table of runs with --run-kl-col and "
+                        "--run-gain-col/--run-reward-col")
+    p.add_argument("--runs-format", default="auto", choices=FORMATS,
+                   help="force how --runs is read (default: detected from the file)")
+    p.add_argument("--trainer", default="auto", choices=("auto",) + tuple(SCHEMAS),
+                   help="the trainer that wrote the log, where its keys are ambiguous (TRL GRPO and RLOO log the "
+                        "same keys; default: detected, GRPO for those)")
+    p.add_argument("--negative-kl-tolerance", type=float, default=None, metavar="NATS",
+                   help="a logged KL this far below 0 (nats per sequence) is noise, set to 0 (default: 10%% of "
+                        "the log's largest KL)")
+    p.add_argument("--run-kl-col", default=None, help="table of runs: column of the measured KL (default: kl)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--run-gain-col", default=None, help="table of runs: column of the measured gain E_pi[r] - E_0[r]")
     g.add_argument("--run-reward-col", default=None,
-                   help="column of the measured mean reward; gain = reward - baseline (--run-baseline)")
+                   help="table of runs: column of the measured mean reward; gain = reward - baseline (--run-baseline)")
     p.add_argument("--run-baseline", type=float, default=None,
-                   help="base mean reward subtracted from --run-reward-col (default: the base samples' mean reward)")
+                   help="base mean reward subtracted from a logged reward (default: the base samples' mean reward)")
     p.add_argument("--run-name-col", default=None, help="column naming each run (e.g. step)")
     p.add_argument("--run-kl-se-col", default=None, help="column of the KL's standard error")
     p.add_argument("--run-gain-se-col", default=None, help="column of the gain's standard error")
     p.add_argument("--run-where", nargs="+", default=None, metavar="COL=V1,V2",
-                   help="keep only rows with these values (e.g. step=200,500)")
-    p.add_argument("--kl-unit", default="sequence", choices=("sequence", "token"),
-                   help="what the KL column is: per sequence (default) or per token (then give the mean "
-                        "completion length); nothing is converted unless you say so")
+                   help="keep only rows with these values (e.g. step=200,500; run=NAME in a W&B export), before "
+                        "anything is converted")
+    p.add_argument("--kl-unit", default=None, choices=("sequence", "token"),
+                   help="table of runs: what the KL column is, per sequence (default) or per token (then give the "
+                        "mean completion length); nothing is converted unless you say so")
     p.add_argument("--length-col", default=None, help="column of the mean completion length, for --kl-unit token")
     p.add_argument("--completion-length", type=float, default=None,
                    help="one mean completion length (tokens) for all runs, for --kl-unit token")
+    p.add_argument("--policy-samples", default=None, metavar="FILE",
+                   help="a policy's own samples (one row a sample: prompt, reward, the policy's and the reference's "
+                        "sequence log-probabilities): its KL and gain measured with SEs, held against the frontier")
+    p.add_argument("--policy-reward-col", default=None,
+                   help="reward column of --policy-samples (default: --reward-col)")
+    p.add_argument("--policy-logprob-col", default="logprob",
+                   help="--policy-samples: sequence log-probability under the policy (default: logprob)")
+    p.add_argument("--ref-logprob-col", default="ref_logprob",
+                   help="--policy-samples: sequence log-probability under the reference, the base model "
+                        "(default: ref_logprob)")
+    p.add_argument("--policy-name", default=None, help="label of the --policy-samples run (default: its file name)")
     p.add_argument("--bon", type=int, nargs="+", default=None, metavar="N",
                    help="also draw best-of-n points for these n on the --plot")
     p.add_argument("--level", type=float, default=0.95, help="two-sided level of the above-frontier flag")
@@ -81,34 +108,79 @@ def print_table(rows: list[dict]) -> None:
               f"{_num(r['min_kl']):>9} {_num(r['kl_efficiency']):>7}  {flag}")
 
 
+def _table_mode(args) -> bool:
+    return any(v is not None for v in (args.run_kl_col, args.run_gain_col, args.run_reward_col, args.kl_unit,
+                                       args.length_col, args.completion_length, args.run_name_col,
+                                       args.run_kl_se_col, args.run_gain_se_col))
+
+
+def _check_options(args) -> None:
+    if args.runs is None and args.policy_samples is None:
+        raise c.UsageError("give --runs (a training log or a table of runs) and/or --policy-samples")
+    if args.runs is None or not _table_mode(args):
+        return
+    if args.run_gain_col is None and args.run_reward_col is None:
+        raise c.UsageError("a table of runs needs --run-gain-col or --run-reward-col (a training log needs neither)")
+    if len(args.runs) > 1:
+        raise c.UsageError("--runs: one table of runs at a time (several files only for W&B chart exports)")
+    if args.runs_format not in ("auto", "table") or args.trainer != "auto":
+        raise c.UsageError("--runs-format/--trainer read a training log; the --run-*-col options read a table of runs")
+    unit = args.kl_unit or "sequence"
+    if unit == "token" and (args.length_col is None) == (args.completion_length is None):
+        raise c.UsageError("--kl-unit token needs the mean completion length: --length-col COL or "
+                           "--completion-length L (one of them)")
+    if unit == "sequence" and (args.length_col or args.completion_length is not None):
+        raise c.UsageError("--length-col/--completion-length only apply to --kl-unit token")
+
+
+def _base_mean(samples) -> float:
+    base_r = np.asarray(samples.rewards, np.float64)
+    valid = np.asarray(samples.valid())
+    w = np.where(valid, 1.0 if samples.counts is None else np.asarray(samples.counts, np.float64), 0.0)
+    return float(np.mean(np.sum(w * base_r, axis=1) / np.sum(w, axis=1)))
+
+
 def run(args) -> int:
+    from pathlib import Path
+
     from .. import plot as jplot
     from ..bon import best_of_n
-    from ..compare import compare, load_runs
+    from ..compare import compare, load_policy_samples, load_runs, measure_run
+    from ..trainer_logs import runs_from_log
 
     out = c.check_new_file(args.out, args.force, (".csv", ".json"), "--out")
     png = c.check_new_file(args.plot, args.force, (".png", ".pdf", ".svg"), "--plot")
-    if args.kl_unit == "token" and (args.length_col is None) == (args.completion_length is None):
-        raise c.UsageError("--kl-unit token needs the mean completion length: --length-col COL or "
-                           "--completion-length L (one of them)")
-    if args.kl_unit == "sequence" and (args.length_col or args.completion_length is not None):
-        raise c.UsageError("--length-col/--completion-length only apply to --kl-unit token")
+    _check_options(args)
     loaded = c.load_samples(args)
     samples = loaded.samples
     notes = list(loaded.notes)
-    baseline = args.run_baseline
-    if args.run_reward_col is not None and baseline is None:
-        base_r = np.asarray(samples.rewards, np.float64)
-        valid = np.asarray(samples.valid())
-        w = np.where(valid, 1.0 if samples.counts is None else np.asarray(samples.counts, np.float64), 0.0)
-        baseline = float(np.mean(np.sum(w * base_r, axis=1) / np.sum(w, axis=1)))
-        notes.append(f"--run-baseline not given: using the base samples' mean reward {baseline:.6g}")
-    runs, run_notes = load_runs(
-        args.runs, kl=args.run_kl_col, gain=args.run_gain_col, reward=args.run_reward_col, baseline=baseline,
-        name=args.run_name_col, kl_se=args.run_kl_se_col, gain_se=args.run_gain_se_col, unit=args.kl_unit,
-        length=args.length_col, completion_length=args.completion_length, where=_where(args.run_where))
+    runs = []
+    if args.runs is not None:
+        baseline = args.run_baseline
+        if baseline is None and args.run_gain_col is None:
+            baseline = _base_mean(samples)
+            notes.append(f"--run-baseline not given: using the base samples' mean reward {baseline:.6g}")
+        if _table_mode(args):
+            found, run_notes = load_runs(
+                args.runs[0], kl=args.run_kl_col or "kl", gain=args.run_gain_col, reward=args.run_reward_col,
+                baseline=baseline, name=args.run_name_col, kl_se=args.run_kl_se_col, gain_se=args.run_gain_se_col,
+                unit=args.kl_unit or "sequence", length=args.length_col, completion_length=args.completion_length,
+                where=_where(args.run_where))
+        else:
+            found, run_notes = runs_from_log(
+                args.runs, baseline=baseline, fmt=args.runs_format, trainer=args.trainer, where=_where(args.run_where),
+                negative_tolerance=args.negative_kl_tolerance)
+        runs += found
+        notes += run_notes
+    if args.policy_samples is not None:
+        pol, ratio = load_policy_samples(
+            args.policy_samples, prompt=args.prompt_col, reward=args.policy_reward_col or args.reward_col,
+            logprob=args.policy_logprob_col, ref_logprob=args.ref_logprob_col, prompt_ids=loaded.prompt_ids)
+        m = measure_run(args.policy_name or Path(args.policy_samples).stem, pol, ratio, samples)
+        runs.append(m.run)
+        notes += list(m.notes)
     res = compare(samples, runs, level=args.level, memory_budget=c.memory_budget(args))
-    notes += run_notes + list(res.notices)
+    notes += list(res.notices)
     for note in notes:
         c.say(f"note: {note}")
     rows = res.rows()
@@ -119,7 +191,9 @@ def run(args) -> int:
     if len(flagged) > MAX_NOTES:
         c.say(f"... and {len(flagged) - MAX_NOTES} more runs with notes (all of them in --out)")
     if out is not None:
-        c.write_rows(out, rows, c.meta(args, {"samples": loaded.source, "runs": str(args.runs)}, notes))
+        source = {"samples": loaded.source, "runs": [str(r) for r in args.runs or []],
+                  "policy_samples": args.policy_samples}
+        c.write_rows(out, rows, c.meta(args, source, notes))
         c.say(f"wrote {out}")
     if png is not None:
         b = None
