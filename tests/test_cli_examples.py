@@ -36,6 +36,16 @@ def workdir(tmp_path_factory):
     (d / "runs.csv").write_text("name,kl,gain\nppo,0.5,0.4\ngrpo,1.0,0.6\n")
     _write_jsonl(d / "train_log.jsonl", [{"step": 10 * k, "reward_mean": 0.05 * k, "kl": 0.001 * k,
                                           "mean_completion_len": 200.0} for k in range(1, 6)])
+    history = [{"step": 20 * k, "kl": 0.001 * k, "reward": 0.1 * k, "completions/mean_length": 150.0}
+               for k in range(1, 4)]
+    (d / "trainer_state.json").write_text(json.dumps({"log_history": history + [{"step": 60, "train_loss": 0.1,
+                                                                                  "train_runtime": 9.0}]}))
+    _write_jsonl(d / "verl_metrics.jsonl", [{"step": k, "data": {"actor/reward_kl_penalty": 0.001 * k,
+                                                                 "critic/score/mean": 0.1 * k, "actor/ppo_kl": 0.01,
+                                                                 "response_length/mean": 300.0}} for k in range(1, 4)])
+    _write_jsonl(d / "policy.jsonl", [{"prompt_id": p, "rm_logit": float(rng.normal(0.2)), "logprob": -40.0,
+                                       "ref_logprob": -40.0 - float(rng.normal(0.3, 0.1))}
+                                      for p in range(8) for _ in range(16)])
     return d
 
 
