@@ -250,7 +250,8 @@ def measure_run(name: str, policy: Samples, log_ratio, base: Samples, *, z: floa
     w = np.where(valid, 1.0 if policy.counts is None else np.asarray(policy.counts, np.float64), 0.0)
     d = np.where(valid, d, 0.0)
     kl, kl_se = _prompt_mean_se(d, w)
-    k3, k3_se = _prompt_mean_se(np.expm1(-d) + d, w)
+    with np.errstate(over="ignore"):  # exp(-d) overflows only where pi_ref / pi > 1e308: k3 is then infinite
+        k3, k3_se = _prompt_mean_se(np.expm1(-d) + d, w)
     notes = [f"{name}: KL measured from {int(w.sum())} policy samples on {len(w)} prompts: "
              f"k1 = {kl:.4g} ± {kl_se:.2g}, k3 = {k3:.4g} ± {k3_se:.2g} nats per sequence (assumes the samples "
              f"were drawn from the policy itself, and the log-probabilities are of that sampling distribution: "

@@ -162,6 +162,13 @@ SCHEMAS: dict[str, Schema] = {s.name: s for s in (
     ),
 )}
 
+#: KL keys whose logged value depends on settings the log does not record: said when used.
+_CAUTIONS = {
+    "actor/kl_loss": "actor/kl_loss is the loss term as aggregated by actor.loss_agg_mode (token-mean by default), "
+                     "and some verl versions log it scaled by the micro-batch factor (1 / gradient-accumulation "
+                     "steps): prefer algorithm.use_kl_in_reward (actor/reward_kl_penalty), or measure from samples",
+}
+
 #: Keys of the final summary row the transformers Trainer appends to ``log_history``.
 _SUMMARY_KEYS = ("train_runtime", "train_loss", "total_flos", "train_samples_per_second")
 
@@ -594,6 +601,8 @@ def runs_from_log(
 
     unit = ("per-token mean" if schema.kl_unit == "token" else "per-sequence sum") + f" ({schema.kl_reduction})"
     notes.append(f"KL: {kl_key!r}, {unit}; estimator {schema.kl_estimator}")
+    if kl_key in _CAUTIONS:
+        notes.append(_CAUTIONS[kl_key])
     for k in schema.never:
         if k in present:
             notes.append(f"not used as the KL: {k!r} ({schema.never[k]})")

@@ -170,6 +170,13 @@ def test_verl_file_logger(tmp_path):
     assert "skipped 1 row(s) without kl, reward, length" in text and "metrics.jsonl:line 1" in text
     assert "not used as the KL: 'actor/ppo_kl'" in text and "not 'critic/rewards/mean'" in text
     assert "exact only if the per-token KL does not vary" in text
+    # with the KL in the loss instead of the reward, actor/kl_loss is used, with its caveat said
+    rows = _verl_rows(kl_keys=False)
+    for r in rows[1:]:
+        r["data"]["actor/kl_loss"] = 0.001
+    runs, notes = runs_from_log(_jsonl(tmp_path / "kl_loss.jsonl", rows), baseline=0.4)
+    assert [sequence_kl(r)[0] for r in runs] == pytest.approx([0.3, 0.28], rel=1e-15)
+    assert any("micro-batch factor" in n for n in notes)
 
 
 def test_verl_ppo_kl_is_never_the_run_s_kl(tmp_path):
