@@ -256,6 +256,13 @@ def measure_run(name: str, policy: Samples, log_ratio, base: Samples, *, z: floa
              f"k1 = {kl:.4g} ± {kl_se:.2g}, k3 = {k3:.4g} ± {k3_se:.2g} nats per sequence (assumes the samples "
              f"were drawn from the policy itself, and the log-probabilities are of that sampling distribution: "
              f"temperature 1, no top-p)"]
+    # Under y ~ pi, E[exp(-d)] = sum_y pi_ref(y) over pi's support <= 1, so E[k3] = KL - (the reference's mass
+    # outside that support): the two agree unless the samples are not the policy's own draws.
+    gap_se = math.hypot(kl_se, k3_se)
+    if abs(kl - k3) > 3 * gap_se + 1e-12 * max(abs(kl), 1.0):
+        notes.append(f"{name}: k1 and k3 differ by {kl - k3:.3g} (more than 3 SEs, {3 * gap_se:.2g}): for the policy's "
+                     f"own draws they estimate the same KL; check that the samples were drawn from the policy (not "
+                     f"with top-p/top-k or another temperature) and that the log-probabilities are whole-sequence sums")
     if kl < 0:
         if kl < -z * kl_se:
             raise ValueError(

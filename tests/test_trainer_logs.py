@@ -275,6 +275,17 @@ def test_measure_run_matches_numpy():
     gain = np.mean([x.mean() for x in r]) - np.asarray(base.rewards).mean()
     assert m.run.gain == pytest.approx(gain, rel=1e-12) and m.run.unit == "sequence"
     assert "k1 =" in m.notes[0] and "k3 =" in m.notes[0]
+    # log-ratios near 1 on every draw are no policy's own (E[exp(-d)] would be 1): k1 = 1, k3 = 1/e, flagged
+    odd = measure_run("odd", jl.Samples([[0.0, 1.0, 2.0, 3.0]]), [[0.99, 1.0, 1.01, 1.0]], jl.Samples([[0.0, 1.0]]))
+    assert odd.kl_k3 == pytest.approx(np.mean(np.exp(-np.array([0.99, 1.0, 1.01, 1.0])) - 1 + 1.0), rel=1e-12)
+    assert any("k1 and k3 differ" in n for n in odd.notes)
+    # the policy's own draws (a finite law, sampled): k1 and k3 agree within their noise, and with the exact KL
+    pi, ref = np.array([0.5, 0.3, 0.2]), np.array([0.2, 0.3, 0.5])
+    ys = rng.choice(3, p=pi, size=(3, 4000))
+    own = measure_run("own", jl.Samples(ys.astype(float)), np.log(pi[ys]) - np.log(ref[ys]), base)
+    exact = float(np.sum(pi * np.log(pi / ref)))
+    assert abs(own.run.kl - exact) < 4 * own.run.kl_se and abs(own.kl_k3 - exact) < 4 * own.kl_k3_se
+    assert not any("differ" in n for n in own.notes)
     # noise below zero is 0; far below zero is an error (swapped log-probabilities)
     small = measure_run("p", jl.Samples([[0.0, 1.0]]), [[-0.3, 0.2]], jl.Samples([[0.0, 1.0]]))
     assert small.run.kl == 0.0 and "sampling noise" in small.notes[1]
