@@ -300,7 +300,10 @@ class Tilted(NamedTuple):
     ``log_z`` is ``log E_pi0[exp(r/beta)]``; ``mean_r``, ``mean_s`` the tilted means;
     ``var_r = Var_beta(r)`` and ``cov_sr = Cov_beta(s, r)`` give the beta-derivatives of
     MATH.md §4; ``ess`` is Kish's effective sample size of the tilted weights (in draws);
-    ``*_se`` are delta-method standard errors (zero for an exact law).
+    ``*_se`` are delta-method standard errors (zero for an exact law); ``*_bias`` are the
+    second-order delta-method estimates of the plug-in estimators' bias (``E[est] - truth``,
+    order ``1/ESS``; zero for an exact law), from the same second-order sums as the standard
+    errors (see :func:`bias_terms`). ``log_z`` and the point estimates are the plug-in ones.
     """
 
     log_z: Array
@@ -316,6 +319,44 @@ class Tilted(NamedTuple):
     gain_se: Array
     kl_se: Array
     reverse_kl_se: Array
+    log_z_bias: Array
+    gain_bias: Array
+    kl_bias: Array
+    reverse_kl_bias: Array
+
+
+def bias_terms(p2, p2_s, p2_lr, u2, u2_s, u2_lr):
+    r"""Second-order (delta-method) bias of the plug-in estimators of MATH.md §3.
+
+    Each estimator is a smooth function of sample means; ``E g(abar) = g(mu) + tr(H Sigma)/(2N)``.
+    For the tilted mean ``sum_i p_i s_i`` (a ratio of means) this gives ``-sum p_i^2 (s_i - mu_p)``,
+    for ``log Zhat = log mean(w e) - log mean(w)`` it gives ``-(sum p^2 - sum u^2) / 2`` (the
+    second term is the base normaliser, a ratio too under importance weights). With counts
+    every square is over draws: ``sum p_i^2 / m_i`` (the expanded sample's formulas). So,
+    with ``P2 = sum p^2/m``, ``U2 = sum u^2/m``::
+
+        bias(log Z)   = -(P2 - U2) / 2
+        bias(gain)    = -sum (p^2/m) (s - mu_p) + sum (u^2/m) (s - mu_u)
+        bias(KL)      = -lam sum (p^2/m) (r - nu_p) - bias(log Z)
+        bias(rev. KL) =  bias(log Z) + lam sum (u^2/m) (r - r_bar)
+
+    and ``bias(gain, s = r) = beta (bias(KL) + bias(rev. KL))``: Theorem 1 holds between the
+    corrected estimates too. Plain samples have ``U2 = 1/N`` and ``sum u^2 (s - mu_u) = 0``,
+    the formulas of MATH.md §3b.
+
+    Args (each ``[P, B]``):
+      p2, u2: ``P2`` and ``U2`` (or ``P2 - U2`` and 0, where the difference is formed exactly).
+      p2_s, u2_s: ``sum (p^2/m)(s - mu_p)`` and ``sum (u^2/m)(s - mu_u)``.
+      p2_lr, u2_lr: ``lam sum (p^2/m)(r - nu_p)`` and ``lam sum (u^2/m)(r - r_bar)``.
+
+    Returns:
+      ``(log_z_bias, gain_bias, kl_bias, reverse_kl_bias)``.
+    """
+    log_z_bias = -(p2 - u2) / 2
+    gain_bias = -p2_s + u2_s
+    kl_bias = -p2_lr - log_z_bias
+    reverse_kl_bias = log_z_bias + u2_lr
+    return log_z_bias, gain_bias, kl_bias, reverse_kl_bias
 
 
 def _safe_sqrt(x):
@@ -331,13 +372,14 @@ def finalize(ref: Reference, s: Sums, lam: Array, *, has_scores: bool, exact: bo
     return jax.tree.map(lambda a, b: jnp.where(use_series, a, b), series, tilted)
 
 
-def _assemble(log_z, gain, kl, rkl, jd, mean_r, mean_s, var_r, cov, ess, var_g, var_k, var_rk, exact):
+def _assemble(log_z, gain, kl, rkl, jd, mean_r, mean_s, var_r, cov, ess, var_g, var_k, var_rk, biases, exact):
     if exact:
         zero = jnp.zeros_like(gain)
         ses = (zero, zero, zero)
+        biases = (zero, zero, zero, zero)
     else:
         ses = (_safe_sqrt(var_g), _safe_sqrt(var_k), _safe_sqrt(var_rk))
-    return Tilted(log_z, gain, kl, rkl, jd, mean_r, mean_s, var_r, cov, ess, *ses)
+    return Tilted(log_z, gain, kl, rkl, jd, mean_r, mean_s, var_r, cov, ess, *ses, *biases)
 
 
 def _quad(sums, monos, has_scores, a, g, f):
@@ -381,11 +423,21 @@ def _finalize_tilted(ref, s: Sums, lam, *, has_scores, exact) -> Tilted:
     var_kl = var((-lam * mx - 1, lam), (-lam * mx, lam), "x")
     var_rkl = var((one, zero), (lam * bx, -lam), "x")
     ess = 1 / t2[..., 0] * kappa**2
+    # Bias (bias_terms): sum (p^2/m) f = t2[f] / kappa^2, sum (u^2/m) f = b2[f].
+    t2c = lambda i, j: t2[..., col(second, i, j, has_scores)] / kappa**2  # noqa: E731
+    b2c = lambda i, j: b2[..., col(second, i, j, has_scores)]  # noqa: E731
+    p2, u2 = t2c(0, 0), b2c(0, 0)
+    p2_lr, u2_lr = lam * (t2c(1, 0) - mx * p2), lam * (b2c(1, 0) - bx * u2)
+    if has_scores:
+        p2_s, u2_s = t2c(0, 1) - my * p2, b2c(0, 1) - by * u2
+    else:  # s = r: the same sums, so that Theorem 1 holds to rounding between the corrected estimates
+        p2_s, u2_s = p2_lr / lam, u2_lr / lam
+    biases = bias_terms(p2, p2_s, p2_lr, u2, u2_s, u2_lr)
     mean_s0 = (ref.s_bar if has_scores else ref.r_max)[:, None]
     return _assemble(
         log_mean_e + lam * ref.r_max[:, None], my - by, kl, rkl, lam * (mx - bx),
         ref.r_max[:, None] + mx, mean_s0 + my, mxx - mx * mx, mxy - mx * my, ess,
-        var_gain, var_kl, var_rkl, exact,
+        var_gain, var_kl, var_rkl, biases, exact,
     )
 
 
@@ -496,11 +548,28 @@ def _finalize_series(ref, s: Sums, lam, *, has_scores, exact) -> Tilted:
     # ESS: (1 + T)^2 / sum (u^2/m) e^{2 lam x}, the exact series in 2a (not the K_SE one)
     e2_coef = jnp.asarray(_inv_fact(N_MOMENTS) * 2.0 ** np.arange(N_MOMENTS), dtype)
     ess = den * den / jnp.einsum("pbn,pn->pb", apow, _ymoment(m2, N_MOMENTS, 0, big_r, has_scores) * e2_coef)
+
+    # Bias (bias_terms) from the same Gram sums, e = 1 + t, e lam x = phi + t, e y = ty + y;
+    # P2 - U2 is expanded so that its leading terms cancel exactly (1/N - 1/N for plain samples).
+    def g(na, nb):
+        return gram[..., pair_index[(na, nb) if (na, nb) in pair_index else (nb, na)]]
+
+    den2 = den * den
+    u2 = g("one", "one")
+    p2_ee = g("e", "e")
+    p2_minus_u2 = (2 * (g("one", "t") - t_one * u2) + g("t", "t") - t_one * t_one * u2) / den2
+    p2_lr = (g("e", "phi") + g("e", "t") - lam_c * mx * p2_ee) / den2
+    u2_lr = g("one", "lx") - lam_c * bx * u2
+    if has_scores:
+        p2_s, u2_s = (g("e", "ty") + g("e", "y") - my * p2_ee) / den2, g("one", "y") - by * u2
+    else:  # s = r (see _finalize_tilted)
+        p2_s, u2_s = p2_lr / lam_c, u2_lr / lam_c
+    biases = bias_terms(p2_minus_u2, p2_s, p2_lr, jnp.zeros_like(u2), u2_s, u2_lr)
     return _assemble(
         lam_c * ref.r_bar[:, None] + log_mean_e, (t_y - t_one * by) / den,
         lam_c * mx - log_mean_e, log_mean_e - lam_c * bx, lam_c * (t_x - t_one * bx) / den,
         ref.r_bar[:, None] + mx, ref.s_bar[:, None] + my, mxx - mx * mx, mxy - mx * my, ess,
-        var_gain, var_kl, var_rkl, exact,
+        var_gain, var_kl, var_rkl, biases, exact,
     )
 
 
