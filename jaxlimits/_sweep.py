@@ -78,7 +78,7 @@ def _pad_samples(x, target, fill):
 
 
 def sweep(samples, lam, p: Plan, tile_fn: Callable, reduce: Callable | None = None, init=None, ext=None,
-          reference_fn: Callable | None = None, combine: Callable | None = None):
+          reference_fn: Callable | None = None, combine: Callable | None = None, with_samples: bool = False):
     """Applies ``tile_fn(ref, sums, lam_tile)`` to every tile of prompts.
 
     Args:
@@ -96,6 +96,8 @@ def sweep(samples, lam, p: Plan, tile_fn: Callable, reduce: Callable | None = No
         across devices).
       combine: optional ``Sums -> Sums`` applied to a tile's sums before ``tile_fn`` (a
         sample-sharded sweep merges the devices' sums there).
+      with_samples: also pass the tile's padded arrays ``(rewards, scores, log_weights, counts,
+        mask)`` to ``tile_fn`` as a fourth argument (for statistics that are not sums, e.g. k-hat).
 
     Returns:
       The stacked ``[P, ...]`` outputs, or the final carry when ``reduce`` is given.
@@ -139,6 +141,8 @@ def sweep(samples, lam, p: Plan, tile_fn: Callable, reduce: Callable | None = No
             sums, _ = jax.lax.scan(body, body(None, first)[0], rest)
         if combine is not None:
             sums = combine(sums)
+        if with_samples:
+            return tile_fn(ref, sums, lam_t, tile_arrays)
         return tile_fn(ref, sums, lam_t)
 
     if reduce is None:

@@ -21,22 +21,72 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from . import _sweep, moments
+from . import _sweep, moments, psis
 from .samples import Samples
 
 Array = jax.Array
 
-# -- When to distrust an estimate (MATH.md §3). Calibrated by simulation: see
-# benchmarks/calibrate_saturation.py and the table in benchmarks/README.md. With this rule the
-# unflagged +-1.96 SE intervals cover 94-95% for normal, uniform and Bernoulli rewards; below
-# ESS 200 or ESS/N 0.6 coverage falls to 85-90% and the ratio estimators' bias (-5% to -15%)
-# is no longer small beside the SE.
-#: An estimate needs an effective sample size of at least this many draws ...
-ESS_MIN = 200.0
-#: ... and at least this fraction of the draws.
-ESS_FRACTION_MIN = 0.6
+# -- The trust rule (README "Can I trust the number?"; calibrated cell by cell by
+# benchmarks/calibrate_trust.py, tables in benchmarks/README.md). What predicts a wrong interval
+# differs between one prompt's estimate and a pooled one, so each has its own thresholds:
+#
+# one prompt (TiltStats.reasons)              a pooled point (Frontier.reasons)
+#   few:     ESS < ESS_MIN, or uneven weights   mean over prompts of the unevenness > SPREAD_MAX
+#            (unevenness > SPREAD_MAX)
+#   bias:    |bias| > BIAS_SE_RATIO * se          |mean bias| > BIAS_SE_RATIO * pooled se
+#   tail:    k-hat > KHAT_MAX                     mean k-hat > KHAT_POOLED_FRACTION x PSIS's
+#                                                 threshold min(1 - 1/log10 N, 0.7)
+#   no-tilt: k-hat >= KHAT_NO_TILT                more than SHARE_MAX of the prompts no-tilt
+#   ceiling: KL > KL_CEILING_FRACTION * ceiling   more than SHARE_MAX of the prompts at the ceiling
+#
+# "bias" compares the estimated bias of the plug-in estimate (which the default estimate removes;
+# what is left is of higher order, measured at a tenth of it or less where unflagged) with the
+# SE: the per-prompt bias does not average out over prompts, the pooled SE shrinks like
+# 1/sqrt(P). "unevenness" is (N/ESS - 1)/ESS, the squared coefficient of variation of the tilted
+# weights per effective draw: where it is large the delta method's variance runs low (by 10-20%
+# at ESS ~ 100 with uneven weights), which pooling does not cure. k-hat is PSIS's (jaxlimits.psis).
+#: Flag when the estimated bias exceeds this many standard errors (gain or KL).
+BIAS_SE_RATIO = 4.5
+#: One prompt's k-hat above this: the weights' variance is infinite (k >= 1/2), its SE meaningless.
+KHAT_MAX = 0.5
+#: A pooled point: the mean k-hat over prompts above this fraction of PSIS's reliability threshold
+#: for N draws (0.23 at N = 64, 0.35 at 1,024): the delta method's variance is not to be trusted for
+#: much lighter tails than PSIS's own estimates, and less so with fewer draws.
+KHAT_POOLED_FRACTION = 0.52
+#: Say the tilt may not exist from this k-hat on (the weights' mean is infinite for k >= 1).
+KHAT_NO_TILT = 1.0
 #: Flag estimates whose KL is above this fraction of what the samples can show (``kl_ceiling``).
 KL_CEILING_FRACTION = 0.5
+#: One prompt's interval needs at least this many effective draws (Kish's ESS of the tilted weights).
+ESS_MIN = 600.0
+#: The largest unevenness ``(N/ESS - 1)/ESS`` of the tilted weights that keeps the variance honest.
+SPREAD_MAX = 0.01
+#: A pooled point is flagged when more than this share of its prompts is flagged no-tilt (or ceiling).
+SHARE_MAX = 0.05
+
+#: Bits of ``reasons``: each flagged point carries every reason that applies.
+BIAS, TAIL, NO_TILT, CEILING, FEW = 1, 2, 4, 8, 16
+#: One short word per reason (tables, CSV/JSON, figures), in bit order.
+REASON_NAMES = {BIAS: "bias", TAIL: "tail", NO_TILT: "no-tilt", CEILING: "ceiling", FEW: "few"}
+#: What each reason means, for messages.
+REASON_MESSAGES = {
+    BIAS: "the estimated bias is large beside the standard error (too few effective samples for the tilt)",
+    TAIL: "the tilted weights are heavy-tailed (PSIS k-hat): the standard error is unreliable",
+    NO_TILT: "PSIS k-hat >= 1: the weights' mean may not exist, so the tilt itself may not exist",
+    CEILING: "the KL is near what the samples can show (log N / m)",
+    FEW: "too few effective draws, or too uneven tilted weights, for a normal interval",
+}
+
+
+def unevenness(ess, draws):
+    """``(N/ESS - 1)/ESS``: the tilted weights' squared coefficient of variation per effective draw."""
+    return jnp.maximum(draws / ess - 1, 0) / ess
+
+
+def reason_names(code) -> str:
+    """``'bias+tail'`` for a reasons bitmask (``''`` for a trusted point)."""
+    code = int(code)
+    return "+".join(name for bit, name in REASON_NAMES.items() if code & bit)
 
 
 class TiltStats(NamedTuple):
@@ -48,12 +98,19 @@ class TiltStats(NamedTuple):
       gain: ``E_beta[s] - E_0[s]`` (Def. 1; covariance form, Thm. 2).
       kl: ``KL(pi_beta || pi0)`` (Def. 2). reverse_kl: ``KL(pi0 || pi_beta)``.
       jeffreys: ``kl + reverse_kl``; ``gain == beta * jeffreys`` when scores are the rewards.
+        These five are bias-corrected by default (the plug-in estimate minus its estimated
+        second-order bias, below; ``bias_correction=False`` gives the plug-in estimates).
+      gain_bias, kl_bias: the estimated bias of the plug-in gain and KL (``E[plug-in] - truth``
+        to order ``1/ESS``; MATH §3b, :func:`jaxlimits.moments.bias_terms`).
       mean_r, var_r: tilted mean and variance of the reward (``d kl / d beta = -var_r / beta^3``).
       cov_sr: tilted covariance of score and reward (``d gain / d beta = -cov_sr / beta^2``).
       ess: Kish's effective sample size of the tilted weights, in draws.
       gain_se, kl_se, reverse_kl_se: delta-method standard errors (0 for an exact law).
-      saturated: True where the estimate cannot be trusted (too few effective samples or a KL
-        near what the samples can show); see ``ESS_MIN``, ``ESS_FRACTION_MIN``, ``KL_CEILING_FRACTION``.
+      khat: PSIS k-hat of the tilted weights (:mod:`jaxlimits.psis`; NaN where not computed:
+        fewer than 25 draws, tied top weights, an exact law, or sample-sharded sweeps).
+      reasons: why the estimate cannot be trusted, a bitmask of ``BIAS``, ``TAIL``, ``NO_TILT``,
+        ``CEILING`` and ``FEW`` (0: trusted; :func:`reason_names` spells it).
+      saturated: ``reasons != 0``: the estimate cannot be trusted.
 
     Fields of shape ``[prompts]``:
       draws: number of draws ``N`` (sum of counts).
@@ -77,37 +134,91 @@ class TiltStats(NamedTuple):
     saturated: Array
     draws: Array
     kl_ceiling: Array
+    gain_bias: Array
+    kl_bias: Array
+    khat: Array
+    reasons: Array
+
+
+def reason_bit(condition, bit: int) -> Array:
+    """``bit`` where ``condition`` holds, else 0, as ``int32`` (bitmasks never mix integer widths)."""
+    return jnp.where(condition, jnp.int32(bit), jnp.int32(0))
+
+
+def trust_reasons(gain_bias, gain_se, kl_bias, kl_se, khat, kl, kl_ceiling, ess, draws) -> Array:
+    """One prompt's trust rule: an ``int32`` bitmask of reasons per point (0: trusted); shapes broadcast."""
+    big = lambda b, se: jnp.abs(b) > BIAS_SE_RATIO * se  # noqa: E731
+    return (
+        reason_bit((ess < ESS_MIN) | (unevenness(ess, draws) > SPREAD_MAX), FEW)
+        | reason_bit(big(gain_bias, gain_se) | big(kl_bias, kl_se), BIAS)
+        | reason_bit((khat > KHAT_MAX) & ~(khat >= KHAT_NO_TILT), TAIL)
+        | reason_bit(khat >= KHAT_NO_TILT, NO_TILT)
+        | reason_bit(kl > KL_CEILING_FRACTION * kl_ceiling, CEILING)
+    )
+
+
+def pooled_reasons(gain_bias, gain_se, kl_bias, kl_se, mean_khat, mean_draws, mean_unevenness, no_tilt_share,
+                   ceiling_share) -> Array:
+    """A pooled point's trust rule (means over prompts; ``[B]``): an ``int32`` bitmask."""
+    big = lambda b, se: jnp.abs(b) > BIAS_SE_RATIO * se  # noqa: E731
+    return (
+        reason_bit(mean_unevenness > SPREAD_MAX, FEW)
+        | reason_bit(big(gain_bias, gain_se) | big(kl_bias, kl_se), BIAS)
+        | reason_bit(mean_khat > KHAT_POOLED_FRACTION * psis.khat_threshold(mean_draws), TAIL)
+        | reason_bit(no_tilt_share > SHARE_MAX, NO_TILT)
+        | reason_bit(ceiling_share > SHARE_MAX, CEILING)
+    )
 
 
 def saturation(ess: Array, kl: Array, draws: Array, kl_ceiling: Array) -> Array:
-    """The distrust rule: ``[P, B]`` booleans from the diagnostics (MATH.md §3)."""
-    n = draws[:, None]
-    return (ess < ESS_MIN) | (ess < ESS_FRACTION_MIN * n) | (kl > KL_CEILING_FRACTION * kl_ceiling[:, None])
+    """Points whose KL is above ``KL_CEILING_FRACTION`` of the sample ceiling (``[P, B]``).
+
+    The part of the trust rule that needs no second-order sums (used by the inversions' lean
+    final pass); ``ess`` and ``draws`` are accepted for the callers' convenience.
+    """
+    del ess, draws
+    return kl > KL_CEILING_FRACTION * kl_ceiling[:, None]
 
 
-def _stats_of_tile(ref, sums, lam, *, has_scores: bool, exact: bool) -> TiltStats:
+def _stats_of_tile(ref, sums, lam, arrays=None, *, has_scores: bool, exact: bool,
+                   bias_correction: bool = True) -> TiltStats:
     t = moments.finalize(ref, sums, lam, has_scores=has_scores, exact=exact)
     draws = sums.draws
     big_w = sums.base1[:, 0]
     kl_ceiling = -jnp.log(sums.top_mass / big_w)
     kl_ceiling = jnp.maximum(kl_ceiling, 0)
-    if exact:
-        sat = jnp.zeros(lam.shape, bool)
+    if arrays is None or exact:
+        khat = jnp.full(lam.shape, jnp.nan, lam.dtype)
     else:
-        sat = saturation(t.ess, t.kl, draws, kl_ceiling)
+        rewards, _, log_weights, counts, mask = arrays
+        khat = psis.tilted_khat(rewards, lam, log_weights=log_weights, counts=counts, mask=mask)
+    log_z, gain, kl, rkl, jd = t.log_z, t.gain, t.kl, t.reverse_kl, t.jeffreys
+    if bias_correction:
+        log_z = log_z - t.log_z_bias
+        gain = gain - t.gain_bias
+        kl = kl - t.kl_bias
+        rkl = rkl - t.reverse_kl_bias
+        jd = jd - (t.kl_bias + t.reverse_kl_bias)
+    if exact:
+        reasons = jnp.zeros(lam.shape, jnp.int32)
+    else:
+        reasons = trust_reasons(t.gain_bias, t.gain_se, t.kl_bias, t.kl_se, khat, kl, kl_ceiling[:, None], t.ess,
+                                draws[:, None])
     return TiltStats(
-        1 / lam, t.log_z, t.gain, t.kl, t.reverse_kl, t.jeffreys, t.mean_r, t.var_r, t.cov_sr,
-        t.ess, t.gain_se, t.kl_se, t.reverse_kl_se, sat, draws, kl_ceiling,
+        1 / lam, log_z, gain, kl, rkl, jd, t.mean_r, t.var_r, t.cov_sr,
+        t.ess, t.gain_se, t.kl_se, t.reverse_kl_se, reasons != 0, draws, kl_ceiling,
+        t.gain_bias, t.kl_bias, khat, reasons,
     )
 
 
-@functools.partial(jax.jit, static_argnames=("plan",))
-def _tilt(samples: Samples, lam: Array, plan: _sweep.Plan, ext=None) -> TiltStats:
-    fn = functools.partial(_stats_of_tile, has_scores=samples.has_scores, exact=samples.exact)
-    return _sweep.sweep(samples, lam, plan, fn, ext=ext)
+@functools.partial(jax.jit, static_argnames=("plan", "bias_correction"))
+def _tilt(samples: Samples, lam: Array, plan: _sweep.Plan, ext=None, bias_correction: bool = True) -> TiltStats:
+    fn = functools.partial(_stats_of_tile, has_scores=samples.has_scores, exact=samples.exact,
+                           bias_correction=bias_correction)
+    return _sweep.sweep(samples, lam, plan, fn, ext=ext, with_samples=True)
 
 
-def tilt(samples: Samples, betas, *, memory_budget: int | None = None) -> TiltStats:
+def tilt(samples: Samples, betas, *, bias_correction: bool = True, memory_budget: int | None = None) -> TiltStats:
     r"""Tilted statistics of every prompt at every beta (MATH.md §3).
 
     .. math::
@@ -123,6 +234,10 @@ def tilt(samples: Samples, betas, *, memory_budget: int | None = None) -> TiltSt
     Args:
       samples: :class:`Samples` ``[P, N]``.
       betas: ``[B]`` (shared) or ``[P, B]`` (per prompt) positive KL penalties.
+      bias_correction: report the bias-corrected estimates (default; MATH §3b: the plug-in
+        minus its second-order bias, which is ``O(1/ESS)`` while what is left is ``O(1/ESS^2)``);
+        False reports the plug-in estimates of Definitions 1 and 2. Either way the fields
+        ``gain_bias`` and ``kl_bias`` hold the estimated bias and ``reasons`` the trust rule.
       memory_budget: bytes of working memory for the sweep (default 256 MiB).
 
     Returns:
@@ -143,4 +258,4 @@ def tilt(samples: Samples, betas, *, memory_budget: int | None = None) -> TiltSt
     ext = None if samples.log_weights is not None else _sweep.octave_grid(betas, lam.dtype)
     n_eval = 2 * lam.shape[1] if ext is None else ext[0].shape[0]
     p = _sweep.plan(samples.num_prompts, samples.num_samples, n_eval, lam.dtype.itemsize, memory_budget)
-    return _tilt(samples, lam, p, ext)
+    return _tilt(samples, lam, p, ext, bool(bias_correction))

@@ -25,8 +25,9 @@ from .samples import Samples
 
 Array = jax.Array
 
-#: The pooled estimate is flagged when saturated prompts carry more than this share of it.
-SATURATED_SHARE_MAX = 0.05
+#: The pooled estimate is flagged when more than this share of the prompts is flagged for a tilt
+#: that may not exist or the sample ceiling (``jaxlimits.estimators.SHARE_MAX``).
+SATURATED_SHARE_MAX = estimators.SHARE_MAX
 
 
 class Bands(NamedTuple):
@@ -47,11 +48,21 @@ class Frontier(NamedTuple):
 
     Attributes:
       betas: the KL penalties, decreasing (so KL increases along the curve).
-      gain, kl, reverse_kl: means over prompts (``gain`` measured with the scores).
+      gain, kl, reverse_kl: means over prompts (``gain`` measured with the scores), of the
+        bias-corrected per-prompt estimates by default (see :func:`jaxlimits.tilt`).
       gain_se, kl_se: delta-method standard errors of those means.
+      gain_bias, kl_bias: mean over prompts of the estimated bias of the plug-in estimates. The
+        per-prompt bias does not average out over prompts while the pooled SE shrinks like
+        ``1/sqrt(P)``: this is what decides whether a pooled point can be trusted.
       ess_fraction: mean over prompts of ``ess / draws``.
-      saturated_share: share of the pooled KL carried by prompts whose estimate is saturated.
-      saturated: ``saturated_share > SATURATED_SHARE_MAX``: the point cannot be trusted.
+      saturated_share: share of the prompts flagged for a tilt that may not exist or for the
+        sample ceiling (:data:`jaxlimits.estimators.NO_TILT`, ``CEILING``), whichever is larger.
+      reasons: ``int32`` bitmask per point (0: trusted; ``jaxlimits.estimators.reason_names``),
+        the pooled rule of :func:`jaxlimits.estimators.pooled_reasons`: the mean bias against the
+        pooled SE, the mean k-hat, the mean unevenness of the weights, and the shares of prompts
+        whose tilt may not exist or that are at their ceiling.
+      saturated: ``reasons != 0``: the point cannot be trusted.
+      khat: mean over prompts of the PSIS k-hat (NaN where none was computed).
       kl_ceiling: scalar, mean over prompts of the largest KL their samples can show.
       prompts: the per-prompt :class:`jaxlimits.TiltStats` ``[prompts, betas]`` (or None).
       bands: bootstrap :class:`Bands` (or None).
@@ -69,6 +80,10 @@ class Frontier(NamedTuple):
     kl_ceiling: Array
     prompts: estimators.TiltStats | None
     bands: Bands | None
+    gain_bias: Array
+    kl_bias: Array
+    reasons: Array
+    khat: Array
 
 
 class _Pool(NamedTuple):
@@ -81,14 +96,23 @@ class _Pool(NamedTuple):
     gain_var: Array
     kl_var: Array
     ess_fraction: Array
-    saturated_kl: Array
     kl_ceiling: Array
+    gain_bias: Array
+    kl_bias: Array
+    draws: Array  # scalar: sum of the prompts' draws
+    khat: Array  # sum of the finite per-prompt k-hats
+    khat_count: Array  # how many were finite
+    unevenness: Array
+    no_tilt: Array  # prompts flagged NO_TILT
+    ceiling: Array  # prompts flagged CEILING
 
 
 def _pool_of(st: estimators.TiltStats, weight: Array) -> _Pool:
     """Sums over the prompt axis, ``weight`` [P] (0 for padding prompts)."""
     w = weight[:, None]
     s = lambda x: jnp.sum(w * x, axis=0)  # noqa: E731
+    has_k = jnp.isfinite(st.khat)
+    flag = lambda bit: s(((st.reasons & bit) != 0).astype(w.dtype))  # noqa: E731
     return _Pool(
         jnp.sum(weight),
         s(st.gain),
@@ -97,46 +121,65 @@ def _pool_of(st: estimators.TiltStats, weight: Array) -> _Pool:
         s(st.gain_se**2),
         s(st.kl_se**2),
         s(st.ess / st.draws[:, None]),
-        s(jnp.where(st.saturated, st.kl, 0)),
         jnp.sum(weight * st.kl_ceiling),
+        s(st.gain_bias),
+        s(st.kl_bias),
+        jnp.sum(weight * st.draws),
+        s(jnp.where(has_k, st.khat, 0)),
+        s(has_k.astype(w.dtype)),
+        s(estimators.unevenness(st.ess, st.draws[:, None])),
+        flag(estimators.NO_TILT),
+        flag(estimators.CEILING),
     )
 
 
 def _from_pool(pool: _Pool, betas, prompts=None, bands=None) -> Frontier:
     n = pool.count
-    kl = pool.kl / n
-    share = pool.saturated_kl / jnp.where(pool.kl > 0, pool.kl, 1)
+    gain_se, kl_se = jnp.sqrt(pool.gain_var) / n, jnp.sqrt(pool.kl_var) / n
+    gain_bias, kl_bias = pool.gain_bias / n, pool.kl_bias / n
+    khat = jnp.where(pool.khat_count > 0, pool.khat / jnp.maximum(pool.khat_count, 1), jnp.nan)
+    no_tilt, ceiling = pool.no_tilt / n, pool.ceiling / n
+    # an exact law has zero bias and SE, no k-hat and no flagged prompt: never flagged
+    reasons = estimators.pooled_reasons(gain_bias, gain_se, kl_bias, kl_se, khat, pool.draws / n,
+                                        jnp.where(gain_se > 0, pool.unevenness / n, 0), no_tilt, ceiling)
     return Frontier(
         betas,
         pool.gain / n,
-        kl,
+        pool.kl / n,
         pool.reverse_kl / n,
-        jnp.sqrt(pool.gain_var) / n,
-        jnp.sqrt(pool.kl_var) / n,
+        gain_se,
+        kl_se,
         pool.ess_fraction / n,
-        share,
-        share > SATURATED_SHARE_MAX,
+        jnp.maximum(no_tilt, ceiling),
+        reasons != 0,
         pool.kl_ceiling / n,
         prompts,
         bands,
+        gain_bias,
+        kl_bias,
+        reasons,
+        khat,
     )
 
 
-@functools.partial(jax.jit, static_argnames=("plan", "per_prompt"))
-def _frontier(samples: Samples, lam: Array, plan: _sweep.Plan, per_prompt: bool, ext=None):
-    fn = functools.partial(estimators._stats_of_tile, has_scores=samples.has_scores, exact=samples.exact)
+@functools.partial(jax.jit, static_argnames=("plan", "per_prompt", "bias_correction", "khat"))
+def _frontier(samples: Samples, lam: Array, plan: _sweep.Plan, per_prompt: bool, ext=None,
+              bias_correction: bool = True, khat: bool = True):
+    fn = functools.partial(estimators._stats_of_tile, has_scores=samples.has_scores, exact=samples.exact,
+                           bias_correction=bias_correction)
     if per_prompt:
-        st = _sweep.sweep(samples, lam, plan, fn, ext=ext)
+        st = _sweep.sweep(samples, lam, plan, fn, ext=ext, with_samples=khat)
         return _pool_of(st, jnp.ones(st.draws.shape, lam.dtype)), st
     b = lam.shape[1]
     zero = jnp.zeros((b,), lam.dtype)
-    init = _Pool(jnp.zeros((), lam.dtype), zero, zero, zero, zero, zero, zero, zero, jnp.zeros((), lam.dtype))
+    scalar = jnp.zeros((), lam.dtype)
+    init = _Pool(scalar, zero, zero, zero, zero, zero, zero, scalar, zero, zero, scalar, zero, zero, zero, zero, zero)
 
     def reduce(carry, st, ok):
         part = _pool_of(st, ok.astype(lam.dtype))
         return jax.tree.map(jnp.add, carry, part)
 
-    return _sweep.sweep(samples, lam, plan, fn, reduce=reduce, init=init, ext=ext), None
+    return _sweep.sweep(samples, lam, plan, fn, reduce=reduce, init=init, ext=ext, with_samples=khat), None
 
 
 def _plan_for(samples, betas, memory_budget):
@@ -156,6 +199,7 @@ def frontier(
     *,
     num_betas: int = 64,
     per_prompt: bool = True,
+    bias_correction: bool = True,
     bootstrap: int = 0,
     key: Array | None = None,
     level: float = 0.95,
@@ -171,6 +215,8 @@ def frontier(
         exponentials of the estimates).
       per_prompt: keep the per-prompt statistics (``[P, B]`` each); False pools tile by tile,
         with memory independent of the number of prompts.
+      bias_correction: pool the bias-corrected per-prompt estimates (default) or the plug-in
+        ones (see :func:`jaxlimits.tilt`).
       bootstrap: number of bootstrap replicates (resampling each prompt's draws) for ``bands``.
       key: ``jax.random`` key of the bootstrap (default ``PRNGKey(0)``).
       level: coverage of the percentile bands.
@@ -194,9 +240,9 @@ def frontier(
     lam, ext, p = _plan_for(samples, betas, memory_budget)
     blocks = _blocks(samples, lam.shape[1], progress)
     if len(blocks) == 1:
-        pool, st = _frontier(samples, lam, p, per_prompt, ext)
+        pool, st = _frontier(samples, lam, p, per_prompt, ext, bool(bias_correction))
     else:
-        pool, st = _frontier_in_blocks(samples, betas, blocks, per_prompt, memory_budget)
+        pool, st = _frontier_in_blocks(samples, betas, blocks, per_prompt, memory_budget, bool(bias_correction))
     bands = None
     if bootstrap:
         bands = bootstrap_bands(samples, betas, bootstrap, key=key, level=level, memory_budget=memory_budget)
@@ -221,7 +267,7 @@ def _blocks(samples: Samples, num_betas: int, progress: bool | None) -> list[sli
     return [slice(i, min(i + size, num_p)) for i in range(0, num_p, size)]
 
 
-def _frontier_in_blocks(samples, betas, blocks, per_prompt, memory_budget):
+def _frontier_in_blocks(samples, betas, blocks, per_prompt, memory_budget, bias_correction):
     """The sweep block by block with a progress bar; pooled sums and per-prompt rows combine exactly."""
     try:
         from tqdm.auto import tqdm
@@ -231,7 +277,7 @@ def _frontier_in_blocks(samples, betas, blocks, per_prompt, memory_budget):
     for blk in tqdm(blocks, desc="frontier", unit="block", leave=False):
         part = jax.tree.map(lambda a, blk=blk: a[blk], samples)
         lam, ext, p = _plan_for(part, betas, memory_budget)
-        pl, st = _frontier(part, lam, p, per_prompt, ext)
+        pl, st = _frontier(part, lam, p, per_prompt, ext, bias_correction)
         pool = pl if pool is None else jax.tree.map(jnp.add, pool, pl)
         parts.append(st)
     st = jax.tree.map(lambda *a: jnp.concatenate(a), *parts) if per_prompt else None
@@ -287,7 +333,7 @@ def bootstrap_bands(
 def _bootstrap(samples, lam, plan, keys):
     def one(key):
         rs = resample(samples, key)
-        pool, _ = _frontier(rs, lam, plan, False)
+        pool, _ = _frontier(rs, lam, plan, False, khat=False)
         return pool.gain / pool.count, pool.kl / pool.count
 
     return jax.lax.map(one, keys)
@@ -313,7 +359,7 @@ def default_betas(samples: Samples, num: int = 64, *, kl_low: float = 1e-3, ceil
     scale = spread if spread > 0 else max(float(np.max(np.abs(r[valid]))), 1.0)
     coarse = scale * np.logspace(4, -4, 65)
     lam, ext, p = _plan_for(sub, coarse, memory_budget)
-    pool, _ = _frontier(sub, lam, p, False, ext)
+    pool, _ = _frontier(sub, lam, p, False, ext, bias_correction=False, khat=False)  # the plug-in reaches the ceiling
     f = _from_pool(pool, coarse)
     kl = np.asarray(f.kl, dtype=np.float64)
     ceiling = float(f.kl_ceiling)

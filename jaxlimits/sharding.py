@@ -140,7 +140,7 @@ def _tilt_sharded(samples, lam, plan, ext, mesh, prompt_axis, sample_axis):
                   combine=functools.partial(_merge_over, axis=sample_axis))
 
     def body(smp, lam_loc):
-        return _sweep.sweep(smp, lam_loc, plan, fn, ext=ext, **kw)
+        return _sweep.sweep(smp, lam_loc, plan, fn, ext=ext, with_samples=sample_axis is None, **kw)
 
     return jax.shard_map(
         body, mesh=mesh, in_specs=(P(prompt_axis, sample_axis), P(prompt_axis, None)), out_specs=P(prompt_axis),
