@@ -24,7 +24,7 @@ SCRIPT = textwrap.dedent("""
     import numpy as np, jax
     jax.config.update("jax_enable_x64", True)
     import jaxlimits as jl
-    from jaxlimits import sharding
+    from jaxlimits import estimators, sharding
     assert jax.device_count() == 8
     rng = np.random.default_rng(0)
     P, N = 13, 101                                   # divisible by neither 8, 4 nor 2
@@ -38,9 +38,11 @@ SCRIPT = textwrap.dedent("""
     def err(got, want):
         res = {}
         for f in want._fields:
-            if getattr(want, f) is None:
-                continue
+            if getattr(want, f) is None or f in ("khat", "saturated", "saturated_share"):
+                continue  # k-hat needs all of a prompt's samples on one device: NaN when they are split
             a, b = np.asarray(getattr(got, f), float), np.asarray(getattr(want, f), float)
+            if f == "reasons":  # the same bits, k-hat's left out
+                a, b = (np.asarray(x, int) & ~(estimators.TAIL | estimators.NO_TILT) for x in (a, b))
             res[f] = float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-300)))
         return res
     cases = {"plain": jl.Samples(r), "all": jl.Samples(r, s, lw, m)}
@@ -64,7 +66,7 @@ SCRIPT = textwrap.dedent("""
 def _check(errors):
     for case, fields in errors.items():
         for name, e in fields.items():
-            tol = RTOL_SE if name.endswith("_se") else RTOL
+            tol = RTOL_SE if name.endswith(("_se", "_bias")) else RTOL
             assert e <= tol, (case, name, e)
 
 
@@ -87,7 +89,7 @@ MULTI = textwrap.dedent("""
     pid, port = int(sys.argv[1]), sys.argv[2]
     jax.distributed.initialize(coordinator_address=f"localhost:{port}", num_processes=2, process_id=pid)
     import jaxlimits as jl
-    from jaxlimits import sharding
+    from jaxlimits import estimators, sharding
     r = np.random.default_rng(0).standard_normal((7, 50))
     betas = np.geomspace(0.1, 10, 5)
     mine = r[:4] if pid == 0 else r[4:]              # 4 + 3 prompts: process 1's block is padded

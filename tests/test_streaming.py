@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import jaxlimits as jl
-from jaxlimits import io, streaming
+from jaxlimits import estimators, io, streaming
 
 P, N, WIDTH = 5, 96, 24  # chunks are WIDTH wide (one compilation); masks make them ragged
 BETAS = np.array([0.05, 0.3, 1.0, 3.0, 30.0, 1000.0])
@@ -24,7 +24,7 @@ RTOL64 = 1e-12
 # (mpmath) the in-memory kernel itself is off by up to 7e-13 and streaming by 1.5e-12 on this data
 # (cancellation of ~1e4 eps), so they are compared at 1e-11.
 RTOL_SE = 1e-11
-_SE = ("gain_se", "kl_se", "reverse_kl_se")
+_SE = ("gain_se", "kl_se", "reverse_kl_se", "gain_bias", "kl_bias")  # second-order sums
 
 
 def _data(case, seed=0, p=P, n=N):
@@ -62,9 +62,20 @@ def _empty(arrays):
     return streaming.init(P, BETAS, has_scores=s is not None, weighted=lw is not None)
 
 
+#: Streaming sums do not keep the largest weights, so PSIS k-hat (and the reasons it gives) is
+#: not computed there: those bits are compared with it left out.
+_KHAT_BITS = estimators.TAIL | estimators.NO_TILT
+
+
 def assert_stats_close(got, want, rtol):
     for name in want._fields:
         a, b = np.asarray(getattr(got, name)), np.asarray(getattr(want, name))
+        if name == "khat":
+            assert np.isnan(a).all()
+            continue
+        if name in ("reasons", "saturated"):
+            a = np.asarray(got.reasons) & ~_KHAT_BITS
+            b = np.asarray(want.reasons) & ~_KHAT_BITS
         if a.dtype == bool:
             np.testing.assert_array_equal(a, b, err_msg=name)
         else:
