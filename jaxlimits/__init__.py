@@ -43,6 +43,7 @@ from .proxy import bt_blind_spot as bt_blind_spot
 from .proxy import overoptimization as overoptimization
 from .proxy import overoptimization_peak as overoptimization_peak
 from .proxy import proxy_gap as proxy_gap
+from .samples import PromptError as PromptError
 from .samples import Samples as Samples
 
 __version__ = "0.1.0"
@@ -61,6 +62,7 @@ __all__ = [
     "Frontier",
     "Overoptimization",
     "Peak",
+    "PromptError",
     "ProxyGap",
     "Run",
     "Samples",

@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+from ..samples import PromptError
 from ._common import UsageError
 
 #: Command modules, in the order ``--help`` lists them.
@@ -72,6 +73,13 @@ def main(argv=None, *, cache: bool = False) -> int:
 
             jax.config.update("jax_enable_x64", True)
         return int(args._run(args) or 0)
+    except PromptError as e:
+        if os.environ.get("JAXLIMITS_DEBUG"):
+            raise
+        loaded = getattr(args, "_loaded", None)
+        msg = e.naming(loaded.label(e.prompt, e.sample)) if loaded is not None else str(e)
+        sys.stderr.write(f"jaxlimits {args.command}: error: {msg}\n")
+        return 2
     except (UsageError, ValueError) as e:
         if os.environ.get("JAXLIMITS_DEBUG"):
             raise

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -58,12 +59,18 @@ def check_new_file(path, force: bool, suffixes, option: str) -> Path | None:
     if path is None:
         return None
     out = Path(path)
+    if out.is_dir():
+        raise UsageError(f"{option} {out}: is a directory; give a file name ending in {' or '.join(suffixes)}")
     if out.suffix.lower() not in suffixes:
         raise UsageError(f"{option} {out}: use a file name ending in {' or '.join(suffixes)}")
+    if out.exists() and not out.is_file():
+        raise UsageError(f"{option} {out}: exists and is not a regular file")
     if out.exists() and not force:
         raise UsageError(f"{option} {out} exists; pass --force to overwrite it")
-    if not out.parent.exists():
+    if not out.parent.is_dir():
         raise UsageError(f"{option} {out}: folder {out.parent} does not exist")
+    if not os.access(out.parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise UsageError(f"{option} {out}: not writable")
     return out
 
 
@@ -83,6 +90,7 @@ def load_samples(args):
         import jax
 
         loaded.samples = jax.tree.map(lambda a: a.astype("float64") if a.dtype.kind == "f" else a, loaded.samples)
+    args._loaded = loaded  # errors about one prompt name its id and line (jaxlimits.cli.main)
     return loaded
 
 
