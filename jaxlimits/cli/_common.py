@@ -94,22 +94,39 @@ def load_samples(args):
     return loaded
 
 
-def write_rows(out: Path, rows: list[dict], meta: dict) -> None:
-    """Rows as CSV, or as JSON with the run's description (inputs, version, settings)."""
-    if out.suffix.lower() == ".json":
-        out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2, default=_jsonable) + "\n")
-        return
-    with open(out, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+def write_rows(out: Path, rows: list[dict], meta: dict, option: str = "--out") -> None:
+    """Rows as CSV, or as strict JSON with the run's description (inputs, version, settings).
+
+    A value that is not a finite number (unknown, or NaN/inf) is ``null`` in JSON and an empty cell
+    in CSV; the row's ``status`` and ``reason`` (or ``note``) say why.
+    """
+    try:
+        if out.suffix.lower() == ".json":
+            text = json.dumps(plain({"meta": meta, "rows": rows}), indent=2, allow_nan=False)
+            out.write_text(text + "\n")
+            return
+        with open(out, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows([{k: "" if v is None else v for k, v in plain(r).items()} for r in rows])
+    except OSError as e:
+        raise UsageError(f"{option} {out}: cannot write ({e.strerror or e})") from None
 
 
-def _jsonable(x):
-    if isinstance(x, np.generic):
-        return x.item()
+def plain(x):
+    """JSON-ready Python values: non-finite floats -> None, NumPy scalars and arrays -> Python."""
+    if isinstance(x, dict):
+        return {str(k): plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [plain(v) for v in x]
     if isinstance(x, np.ndarray):
-        return x.tolist()
+        return plain(x.tolist())
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float):
+        return x if np.isfinite(x) else None
+    if x is None or isinstance(x, (bool, int, str)):
+        return x
     return str(x)
 
 
