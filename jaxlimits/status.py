@@ -44,6 +44,11 @@ def legend(words) -> list[str]:
     return [f"{w}: {VOCABULARY[w]}" for w in seen]
 
 
+def of_point(saturated: bool) -> str:
+    """The status of a computed point (a frontier or curve point) from its trust flag."""
+    return "saturated" if bool(saturated) else "ok"
+
+
 def of_solution(code: int, saturated: bool, exact: bool = False) -> tuple[str, str]:
     """``(status, reason)`` of one :class:`jaxlimits.inversion.Status` code and its trust flag.
 

@@ -45,8 +45,23 @@ def add_common(p: argparse.ArgumentParser, *, plot: bool = False) -> None:
                    help="working memory of a sweep, in MiB (default 256)")
     p.add_argument("--out", default=None, help="write the results to this .csv or .json file")
     if plot:
-        p.add_argument("--plot", default=None, metavar="PNG", help="draw the figure to this file")
+        p.add_argument("--plot", default=None, metavar="PNG", help="draw the figure to this file (.png, .pdf, .svg)")
+        p.add_argument("--xmax", default=None, type=_xmax, metavar="KL",
+                       help="right end of the figure's KL axis: nats, or 'full' for the samples' whole KL range "
+                            "(default: the runs' and best-of-n points' range when there are any, else 'full')")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
+
+
+def _xmax(text: str):
+    if text == "full":
+        return text
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a number of nats nor 'full'") from None
+    if not (np.isfinite(x) and x > 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a positive number of nats, or 'full'")
+    return x
 
 
 def add_grid(p: argparse.ArgumentParser) -> None:

@@ -136,6 +136,7 @@ def run(args) -> int:
         b = None
         if args.bon:
             b = best_of_n(samples, args.bon, memory_budget=c.memory_budget(args))
-        jplot.frontier_figure(samples, bon=b, runs=res, path=png, title=args.title, xscale=args.xscale)
+        jplot.frontier_figure(samples, bon=b, runs=res, path=png, title=args.title, xscale=args.xscale,
+                              reward_label=args.reward_col, xmax=args.xmax)
         c.say(f"wrote {png}")
     return 0
