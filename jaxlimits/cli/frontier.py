@@ -67,7 +67,9 @@ def report(samples, args, source: dict, notes: list[str], default_plot=None, rew
     import jaxlimits as jl
 
     out = c.check_new_file(args.out, args.force, (".csv", ".json"), "--out")
-    png = c.check_new_file(args.plot or default_plot, args.force, (".png", ".pdf", ".svg"), "--plot")
+    # the demo's own default figure is replaced each run (it is the same figure); a --plot file needs --force
+    png = c.check_new_file(args.plot, args.force, (".png", ".pdf", ".svg"), "--plot") if args.plot else (
+        c.check_new_file(default_plot, True, (".png",), "the demo figure") if default_plot else None)
     if args.bootstrap < 0:
         raise c.UsageError(f"--bootstrap {args.bootstrap}: give a number of replicates >= 0")
     f = jl.frontier(samples, args.betas, num_betas=args.num_betas, per_prompt=False, bootstrap=args.bootstrap,
