@@ -2,7 +2,9 @@
 
 Each command lives in its own module exposing ``register(subparsers)`` and ``run(args) -> int``;
 bad input raises :class:`~jaxlimits.cli._common.UsageError` (or ``ValueError``) and exits with
-code 2 and a one-line message, never a traceback.
+code 2 and a one-line message, never a traceback; an error about one prompt
+(:class:`jaxlimits.PromptError`) names the prompt's id and its line in the file. ``invert`` also
+exits 2 when some targets are not solved (after printing and writing all of them).
 """
 
 from __future__ import annotations

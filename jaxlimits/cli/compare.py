@@ -107,6 +107,9 @@ def run(args) -> int:
     loaded = c.load_samples(args)
     samples = loaded.samples
     notes = list(loaded.notes)
+    if args.score_col not in (None, args.reward_col):
+        notes.append(f"--score-col {args.score_col!r} is not used here: runs are held against the frontier of "
+                     f"{args.reward_col!r}, their gains must be in {args.reward_col!r}")
     baseline = args.run_baseline
     if args.run_reward_col is not None and baseline is None:
         base_r = np.asarray(samples.rewards, np.float64)

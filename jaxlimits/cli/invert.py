@@ -139,6 +139,7 @@ def report(samples, args, source: dict, notes: list[str], prompt_ids) -> int:
     scope = "each prompt's frontier" if per_prompt else "the pooled frontier (one beta for all prompts)"
     c.say(f"{samples.num_prompts} prompts, up to {samples.num_samples} samples each; inverting {scope}")
     print_table(rows, per_prompt)
+    c.say(f"gain in {getattr(args, 'reward_col', 'reward')!r} units (the frontier's reward), KL in nats per sequence")
     from ..status import legend
 
     for line in legend(r["status"] for r in rows):
@@ -157,4 +158,8 @@ def report(samples, args, source: dict, notes: list[str], prompt_ids) -> int:
 
 def run(args) -> int:
     loaded = c.load_samples(args)
-    return report(loaded.samples, args, loaded.source, loaded.notes, loaded.prompt_ids)
+    notes = list(loaded.notes)
+    if args.score_col not in (None, args.reward_col):
+        notes.append(f"--score-col {args.score_col!r} is not used here: the frontier inverted is that of "
+                     f"{args.reward_col!r} (gains in {args.reward_col!r} units)")
+    return report(loaded.samples, args, loaded.source, notes, loaded.prompt_ids)
