@@ -165,3 +165,12 @@ def test_an_output_path_that_is_a_directory_is_refused_before_computing(tmp_path
     assert main(["frontier", str(path), "--betas", "1", option, str(folder), "--force"]) == 2
     captured = capsys.readouterr()
     assert f"{option} {folder}: is a directory" in captured.err and captured.out == ""
+
+
+def test_an_error_about_one_sample_names_its_line(tmp_path, capsys):
+    path = tmp_path / "lp.csv"
+    rows = [(3, 0.5, -1.0), (3, 1.5, -2.0), (9, 0.1, -1.0), (9, 0.2, 0.5)]  # a log-probability > 0, line 5
+    path.write_text("prompt_id,reward,logprob\n" + "".join(f"{p},{r},{lp}\n" for p, r, lp in rows))
+    assert main(["bon", str(path), "--n", "1", "2", "--log-prob-col", "logprob", "--no-frontier"]) == 2
+    err = capsys.readouterr().err
+    assert f"prompt '9' ({path}:line 5)" in err and "is not a log-probability" in err, err

@@ -244,3 +244,41 @@ def test_readme_option_table_matches_the_commands():
             for option in options:
                 said = "takes" if mark else "lacks"
                 assert (option in taken[name]) == (mark == "✓"), f"README says {name} {said} {option}"
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_gsm8k_training_log_past_the_ceiling_is_unknown(tmp_path, capsys):
+    """Issue 13's example: the GRPO log (per-token KL) against 4 base samples a prompt."""
+    base = data_file("gsm8k_qwen25_05b_base_200x4.jsonl")
+    log = data_file("gsm8k_grpo_proxy_train_metrics.jsonl")
+    out = tmp_path / "c.json"
+    assert main(["compare", str(base), "--reward-col", "rm_logit", "--runs", str(log), "--run-reward-col",
+                 "reward_mean", "--run-name-col", "step", "--kl-unit", "token", "--length-col", "mean_completion_len",
+                 "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    rows = {r["name"]: r for r in _strict_json(out)["rows"]}
+    unknown = [r for r in rows.values() if r["lower_bound"]]
+    assert len(rows) == 50 and len(unknown) == 49  # every step but the first spent more than log 4 nats
+    assert all(r["status"] == "unknown" and r["reward_efficiency"] is None and r["above_frontier"] is None
+               and r["excess_z"] is None for r in unknown)
+    last = rows["step 500"]
+    assert last["left_on_table_lower_bound"] == pytest.approx(-3.58, abs=5e-3)
+    assert last["reward_efficiency_upper_bound"] == pytest.approx(2.092, abs=5e-3)
+    line = next(ln for ln in text.splitlines() if ln.startswith("step 500 "))
+    assert "≥ -3.58" in line and "≤ 2.092" in line and line.split()[-1] == "unknown"
+
+
+def test_status_words_can_be_added_and_are_explained():
+    from jaxlimits import status
+
+    word = status.register("few_draws_test", "a test reason")
+    try:
+        assert status.legend(["ok", word, "saturated", word]) == [
+            "few_draws_test: a test reason", f"saturated: {status.VOCABULARY['saturated']}"]
+        with pytest.raises(ValueError, match="already registered"):
+            status.register(word, "another meaning")
+        with pytest.raises(ValueError, match="lower case"):
+            status.register("Bad Word", "x")
+    finally:
+        del status.VOCABULARY[word]
