@@ -79,7 +79,12 @@ def main(argv=None, *, cache: bool = False) -> int:
         if os.environ.get("JAXLIMITS_DEBUG"):
             raise
         loaded = getattr(args, "_loaded", None)
-        msg = e.naming(loaded.label(e.prompt, e.sample)) if loaded is not None else str(e)
+        if hasattr(loaded, "label"):
+            msg = e.naming(loaded.label(e.prompt, e.sample))
+        elif loaded is not None:  # ids without lines (e.g. an ensemble's table)
+            msg = e.naming(f"prompt {loaded.prompt_ids[e.prompt]!r} (in {loaded.source.get('file', 'the file')})")
+        else:
+            msg = str(e)
         sys.stderr.write(f"jaxlimits {args.command}: error: {msg}\n")
         return 2
     except (UsageError, ValueError) as e:

@@ -188,6 +188,7 @@ def run(args) -> int:
     budget = c.memory_budget(args)
     loaded = ensembles.load_ensemble(args.file, args.proxy, args.gold, prompt=args.prompt_col,
                                      log_weight=args.log_weight_col, count=args.count_col, dedupe=args.dedupe)
+    args._loaded = loaded  # errors about one prompt name its id
     ens = loaded.ensemble.calibrated(args.calibrate)
     m = ens.num_members
     samples = ens.aggregate(args.aggregate, lam=args.lam) if m > 1 else ens.member(0)
