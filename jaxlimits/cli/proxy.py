@@ -225,6 +225,7 @@ def run(args) -> int:
     if plot is not None:
         from pathlib import Path
 
-        proxy.overoptimization_figure(res, plot, title=f"{Path(args.file).name}\naligned to {what}")
+        proxy.overoptimization_figure(res, plot, title=f"{Path(args.file).name}\naligned to {what}",
+                                      gold_label=args.gold, proxy_label=args.proxy[0] if m == 1 else args.aggregate)
         c.say(f"wrote {plot}")
     return 0
