@@ -174,3 +174,51 @@ def test_an_error_about_one_sample_names_its_line(tmp_path, capsys):
     assert main(["bon", str(path), "--n", "1", "2", "--log-prob-col", "logprob", "--no-frontier"]) == 2
     err = capsys.readouterr().err
     assert f"prompt '9' ({path}:line 5)" in err and "is not a log-probability" in err, err
+
+
+# ------------------------------------------------------------------------------------------------
+# A bounded fuzz campaign over the readers (issue 17, class 8): any cell value, any bytes -> the
+# samples, or a DataError; never another exception. Derandomized: the same examples every run.
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(10**400), max_value=10**400)
+    | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=2),
+    max_leaves=4,
+)
+_FUZZ = settings(max_examples=60, deadline=None, derandomize=True, database=None,
+                 suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@_FUZZ
+@given(cells=st.lists(st.tuples(_JSON, _JSON, _JSON), min_size=1, max_size=4))
+def test_fuzz_jsonl_cells_load_or_raise_a_data_error(tmp_path, cells):
+    path = tmp_path / "fuzz.jsonl"
+    lines = []
+    for pid, reward, key in cells:
+        try:
+            lines.append(json.dumps({"prompt_id": pid, "reward": reward, "h": key}))
+        except ValueError:  # an integer past Python's str limit: not writable as JSON either
+            lines.append('{"prompt_id": 0, "reward": 1' + "0" * 5000 + "}")
+    path.write_text("\n".join(lines) + "\n")
+    for dedupe in (None, "h"):
+        try:
+            loaded = io.load(path, dedupe=dedupe)
+        except io.DataError as e:
+            assert str(e).startswith(str(path)) and "\n" not in str(e)
+        else:
+            assert np.all(np.isfinite(np.asarray(loaded.samples.rewards)))
+
+
+@_FUZZ
+@given(data=st.binary(max_size=80), suffix=st.sampled_from([".csv", ".jsonl", ".csv.gz"]))
+def test_fuzz_bytes_load_or_raise_a_data_error(tmp_path, data, suffix):
+    path = tmp_path / f"fuzz{suffix}"
+    path.write_bytes(b"prompt_id,reward\n" + data if suffix == ".csv" else data)
+    try:
+        io.load(path)
+    except io.DataError as e:
+        assert str(e).startswith(str(path))
