@@ -37,8 +37,9 @@ def _float_dtype(x) -> np.dtype:
 
 
 def _as_float(x, name: str) -> Array:
-    if isinstance(x, jax.core.Tracer):
-        return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.result_type(float))
+    if isinstance(x, jax.core.Tracer):  # floats narrower than float32 (bfloat16, float16, float8) are promoted
+        wide = jnp.issubdtype(x.dtype, jnp.floating) and jnp.dtype(x.dtype).itemsize >= 4
+        return x if wide else x.astype(jnp.result_type(float))
     arr = x if isinstance(x, jax.Array) else np.asarray(x)
     if arr.dtype == object or not (  # jnp.issubdtype also knows JAX's own floats (bfloat16, float8_*)
         np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)

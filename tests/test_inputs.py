@@ -102,6 +102,10 @@ def test_every_floating_dtype_jax_uses_is_accepted(dtype):
     assert s.dtype == jnp.float32 or s.dtype == jnp.float64
     ref = jl.Samples(np.asarray([[0.0, 1.0, 2.0, 3.0]]))
     assert np.allclose(np.asarray(jl.tilt(s, [1.0]).gain), np.asarray(jl.tilt(ref, [1.0]).gain), rtol=1e-6)
+    # under jit too: promoted, not computed in the narrow type
+    import jax
+
+    assert jax.jit(lambda x: jl.Samples(x).rewards)(r).dtype in (jnp.float32, jnp.float64)
 
 
 def test_errors_about_one_prompt_name_its_id_and_line(tmp_path, capsys):
