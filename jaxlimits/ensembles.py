@@ -302,7 +302,7 @@ def ensemble_from_table(
         counts_per.append(np.asarray(out_counts))
     for p, c in zip(order, counts_per):
         if c.sum() <= 0:
-            raise DataError(f"{table.path}: prompt {p!r} has no sample with a positive count")
+            raise DataError(f"{table.where(order[p][0])}: prompt {p!r} has no sample with a positive count")
     width = max(len(r) for r in rows_per)
     num_p, m = len(rows_per), len(names)
     arr = np.zeros((num_p, width, values.shape[1]))

@@ -545,7 +545,7 @@ def samples_from_table(
     use_counts = counts is not None or keys is not None
     for p, c in zip(order, per_counts):
         if c.sum() <= 0:
-            raise DataError(f"{table.path}: prompt {p!r} has no sample with a positive count")
+            raise DataError(f"{table.where(order[p][0])}: prompt {p!r} has no sample with a positive count")
     samples = Samples.from_ragged(
         per_prompt["reward"],
         scores=per_prompt.get("score"),
