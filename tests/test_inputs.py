@@ -57,6 +57,7 @@ def test_compressed_files_are_read(tmp_path, suffix, opener):
     assert [str(p) for p in loaded.prompt_ids] == ["0", "1"] and _means(loaded) == [2.0, 4.0]
 
 
+@pytest.mark.slow
 def test_compressed_files_are_read_in_chunks_too(tmp_path):
     path = tmp_path / "samples.jsonl.gz"
     with gzip.open(path, "wt") as f:

@@ -9,8 +9,8 @@ EXAMPLES = ("jaxlimits demo", "jaxlimits demo --out demo_frontier.json --plot de
 
 
 def register(sub):
-    p = c.subparser(sub, "demo", "the frontier table and figure of the built-in dataset (200 prompts x 512 samples)",
-                    EXAMPLES)
+    p = c.subparser(sub, "demo", "the frontier table and figure of the built-in dataset (200 prompts x 512 samples); "
+                    "without --plot the figure is ~/.cache/jaxlimits/demo_frontier.png, replaced each run", EXAMPLES)
     c.add_common(p, plot=True)
     c.add_grid(p)
     p.add_argument("--bootstrap", type=int, default=0, metavar="B", help="bootstrap replicates for percentile bands")
