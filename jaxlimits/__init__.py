@@ -45,6 +45,7 @@ from .proxy import bt_blind_spot as bt_blind_spot
 from .proxy import overoptimization as overoptimization
 from .proxy import overoptimization_peak as overoptimization_peak
 from .proxy import proxy_gap as proxy_gap
+from .samples import PromptError as PromptError
 from .samples import Samples as Samples
 from .trainer_logs import runs_from_log as runs_from_log
 
@@ -65,6 +66,7 @@ __all__ = [
     "Measurement",
     "Overoptimization",
     "Peak",
+    "PromptError",
     "ProxyGap",
     "Run",
     "Samples",

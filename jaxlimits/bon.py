@@ -46,7 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .samples import Samples
+from .samples import PromptError, Samples
 
 Array = jax.Array
 
@@ -509,9 +509,9 @@ def _check_ns(ns, samples: Samples) -> np.ndarray:
         draws = np.asarray(samples.draws())
         worst = int(np.argmin(draws))
         if arr.max() > draws[worst]:
-            raise ValueError(
-                f"n = {int(arr.max())} exceeds the {int(draws[worst])} draws of prompt {worst}: best-of-n "
-                f"from samples needs n <= N on every prompt"
+            raise PromptError(
+                f"n = {int(arr.max())} exceeds the {int(draws[worst])} draws of {PromptError.PLACE}: best-of-n "
+                f"from samples needs n <= N on every prompt", worst
             )
     return arr.astype(np.int64)
 
@@ -524,10 +524,10 @@ def _check_iid(samples: Samples, what: str) -> None:
     spread = np.where(valid, lw, -np.inf).max(axis=1) - np.where(valid, lw, np.inf).min(axis=1)
     if np.any(spread > 0):
         p = int(np.flatnonzero(spread > 0)[0])
-        raise ValueError(
-            f"{what} needs i.i.d. unweighted base samples (counts are fine), but prompt {p} carries "
+        raise PromptError(
+            f"{what} needs i.i.d. unweighted base samples (counts are fine), but {PromptError.PLACE} carries "
             f"importance log-weights that differ: a best-of-n draw from the sampler q is not one from pi0. "
-            f"Resample to pi0 first, or give the law exactly (Samples.from_law)"
+            f"Resample to pi0 first, or give the law exactly (Samples.from_law)", p
         )
 
 
@@ -544,9 +544,9 @@ def _check_log_probs(log_probs, samples: Samples):
     bad |= valid & (lp > 0)
     if bad.any():
         p, i = (int(x) for x in np.argwhere(bad)[0])
-        raise ValueError(
+        raise PromptError(
             f"log_probs[{p}, {i}] = {float(lp[p, i])!r} is not a log-probability (must be <= 0 and not NaN): "
-            f"prompt {p}, sample {i}"
+            f"{PromptError.PLACE}, sample {i}", p, i
         )
     return np.where(valid, lp, -1.0)
 

@@ -333,9 +333,10 @@ def load_policy_samples(
     data_fields=[
         "kl", "kl_se", "gain", "gain_se", "frontier_gain", "frontier_gain_se", "frontier_beta",
         "left_on_table", "reward_efficiency", "min_kl", "kl_efficiency", "excess_z", "above_frontier",
-        "lower_bound", "frontier_saturated", "frontier_status", "min_kl_status",
+        "lower_bound", "frontier_saturated", "frontier_status", "min_kl_status", "frontier_gain_lower_bound",
+        "left_on_table_lower_bound", "reward_efficiency_upper_bound",
     ],
-    meta_fields=["names", "notes", "notices", "level"],
+    meta_fields=["names", "notes", "notices", "level", "status"],
 )
 @dataclasses.dataclass(frozen=True)
 class Comparison:
@@ -345,21 +346,29 @@ class Comparison:
       kl, kl_se: the runs' sequence-level KL (converted from per-token where the run said so).
       gain, gain_se: the runs' measured gains.
       frontier_gain, frontier_gain_se, frontier_beta: ``gain*(KL_run)`` on the pooled frontier
-        (``jaxlimits.max_gain_at_kl``). Where the run's KL is at or beyond what the samples can show,
-        ``frontier_gain`` is the samples' cap ``mean_x (max r - E_0 r)`` and ``lower_bound`` is set:
-        the frontier there is at least that (best-of-N has at most that KL and that expected gain).
-      left_on_table: ``frontier_gain - gain`` (a lower bound where ``lower_bound``).
-      reward_efficiency: ``gain / frontier_gain`` (an upper bound where ``lower_bound``).
+        (``jaxlimits.max_gain_at_kl``). NaN where the run's KL is at or beyond what the samples can
+        show (``lower_bound``): the frontier there is unknown, only bounded below by
+        ``frontier_gain_lower_bound``. On an exact law beyond ``K_max`` the frontier is flat at its
+        maximum, and that is its value.
+      left_on_table: ``frontier_gain - gain`` (NaN where unknown; then ``left_on_table_lower_bound``).
+      reward_efficiency: ``gain / frontier_gain`` (NaN where unknown; then ``reward_efficiency_upper_bound``).
       min_kl: ``KL*(gain)``, the least KL that reaches the run's gain (``jaxlimits.min_kl_for_gain``;
         0 for a gain <= 0; NaN where the gain is beyond what the samples can show).
       kl_efficiency: ``min_kl / kl`` (how much of the spent KL was needed).
       excess_z: ``(gain - frontier_gain) / se``, ``se = sqrt(gain_se^2 + frontier_gain_se^2 +
-        (frontier_beta kl_se)^2)`` (``d gain*/dK = beta*`` carries the KL's error).
+        (frontier_beta kl_se)^2)`` (``d gain*/dK = beta*`` carries the KL's error); NaN where unknown.
       above_frontier: the run is above the frontier by more than ``z_level * se`` (impossible up
-        to estimation error: check units, prompts and reward). Never set where ``lower_bound``.
-      lower_bound: the frontier value is only a lower bound (the run's KL is saturated).
-      frontier_saturated: the frontier at that KL is computed but cannot be trusted (low ESS).
+        to estimation error: check units, prompts and reward). False where the frontier is unknown.
+      lower_bound: the frontier at the run's KL is unknown (the KL is at or beyond what the samples
+        show): only the bounds are known.
+      frontier_saturated: the frontier at that KL is computed but cannot be trusted (low ESS);
+        False where it is not computed (``lower_bound``).
       frontier_status, min_kl_status: ``jaxlimits.inversion.Status`` codes of the two solves.
+      frontier_gain_lower_bound, left_on_table_lower_bound, reward_efficiency_upper_bound: where
+        the frontier is unknown, the samples' cap ``mean_x (max r - E_0 r)`` (best-of-N reaches it
+        within that KL, so the frontier is at least that) and the bounds it gives; NaN elsewhere.
+      status: per run, one word of :data:`jaxlimits.status.VOCABULARY` (``ok``, ``saturated``,
+        ``unknown``, ``above_frontier``, ...), the same in tables, CSV and JSON.
       names: the runs' names. notes: one sentence per run (unit assumed, status).
       notices: what holds for all runs. level: the two-sided level of the flag (``z_level``).
     """
@@ -381,21 +390,38 @@ class Comparison:
     frontier_saturated: Array
     frontier_status: Array
     min_kl_status: Array
+    frontier_gain_lower_bound: Array
+    left_on_table_lower_bound: Array
+    reward_efficiency_upper_bound: Array
     names: tuple[str, ...]
     notes: tuple[str, ...]
     notices: tuple[str, ...]
     level: float
+    status: tuple[str, ...] = ()
 
     def rows(self) -> list[dict[str, Any]]:
-        """One dict per run (for tables, CSV and JSON)."""
-        keys = [f.name for f in dataclasses.fields(self) if f.name not in ("names", "notes", "notices", "level")]
+        """One dict per run (for tables, CSV and JSON): unknown values and flags are ``None``.
+
+        ``status`` is a word of :data:`jaxlimits.status.VOCABULARY`; ``note`` says why, per run;
+        the two solver codes appear as their names (``jaxlimits.inversion.STATUS``).
+        """
+        from .inversion import STATUS
+
+        skip = ("names", "notes", "notices", "level", "status")
+        keys = [f.name for f in dataclasses.fields(self) if f.name not in skip]
         cols = {k: np.asarray(getattr(self, k)) for k in keys}
         out = []
         for i, name in enumerate(self.names):
-            row: dict[str, Any] = {"name": name}
+            row: dict[str, Any] = {"name": name, "status": self.status[i] if self.status else None}
+            unknown = bool(cols["lower_bound"][i])
             for k, v in cols.items():
                 x = v[i]
-                row[k] = bool(x) if v.dtype == bool else int(x) if v.dtype.kind in "iu" else float(x)
+                if k in ("frontier_status", "min_kl_status"):
+                    row[k] = STATUS[int(x)]
+                elif v.dtype == bool:
+                    row[k] = None if unknown and k in ("above_frontier", "frontier_saturated") else bool(x)
+                else:
+                    row[k] = float(x) if np.isfinite(x) else None
             row["note"] = self.notes[i]
             out.append(row)
         return out
@@ -439,6 +465,7 @@ def compare(
     """
     from . import inversion
     from .bon import _solve_bucketed
+    from .status import of_solution as status_of
 
     if not isinstance(samples, Samples):
         raise TypeError(f"compare: samples must be a jaxlimits.Samples, got {type(samples).__name__}")
@@ -460,12 +487,12 @@ def compare(
     beyond = status == inversion.Status.KL_AT_OR_ABOVE_CEILING
     cap = np.broadcast_to(np.asarray(sol.gain_max, np.float64), kl.shape)
     ceiling = np.broadcast_to(np.asarray(sol.kl_ceiling, np.float64), kl.shape)
-    f_gain = np.where(beyond, cap, np.asarray(sol.gain, np.float64))
     # On an exact law the frontier is flat at its maximum beyond K_max; on samples the cap is
-    # only what N draws show: a lower bound.
+    # only what N draws show: the frontier there is unknown, at least the cap.
     lower = beyond & (not samples.exact)
-    f_se = np.where(beyond, 0.0 if samples.exact else np.nan, np.asarray(sol.gain_se, np.float64))
-    beta = np.asarray(sol.beta, np.float64)
+    f_gain = np.where(beyond, np.where(lower, np.nan, cap), np.asarray(sol.gain, np.float64))
+    f_se = np.where(beyond, np.where(lower, np.nan, 0.0), np.asarray(sol.gain_se, np.float64))
+    beta = np.where(lower, np.nan, np.asarray(sol.beta, np.float64))
     f_sat = np.asarray(sol.saturated) & ~beyond
 
     sol2 = _solve_bucketed(inversion.min_kl_for_gain, samples, np.maximum(gain, 0.0), memory_budget=memory_budget)
@@ -484,7 +511,11 @@ def compare(
         tol = z_level * se + math.sqrt(float(jnp.finfo(dt).eps)) * np.maximum(np.abs(f_gain), 1e-300)
         excess = gain - f_gain
         excess_z = np.where(se > 0, excess / se, np.where(np.abs(excess) > tol, np.sign(excess) * np.inf, 0.0))
+        excess_z = np.where(lower, np.nan, excess_z)
         above = ~lower & (excess > tol)
+        f_bound = np.where(lower, cap, np.nan)
+        left_bound = f_bound - gain
+        eff_bound = np.where(lower & (cap > 0), gain / cap, np.nan)
 
     for i in range(len(runs)):
         extra = []
@@ -494,8 +525,9 @@ def compare(
         elif lower[i]:
             extra.append(
                 f"its KL {kl[i]:.4g} is at or beyond what the samples can show (ceiling {ceiling[i]:.4g} "
-                f"nats): the frontier there is at least the samples' cap {cap[i]:.4g}, so 'left on the table' is a "
-                f"lower bound"
+                f"nats): the frontier there is unknown, at least the samples' cap {cap[i]:.4g}, so 'left on the "
+                f"table' is at least {left_bound[i]:.4g} (a lower bound)"
+                + (f" and the reward efficiency at most {eff_bound[i]:.3g}" if np.isfinite(eff_bound[i]) else "")
             )
         elif f_sat[i]:
             extra.append("the frontier at its KL is saturated (few effective samples): take it with caution")
@@ -509,6 +541,16 @@ def compare(
                 f"estimation error; check the KL's unit, the prompts and the reward"
             )
         notes[i] = "; ".join([notes[i]] + extra)
+    words = []
+    for i in range(len(runs)):
+        if lower[i]:
+            words.append("unknown")
+        elif above[i]:
+            words.append("above_frontier")
+        elif status[i] != inversion.Status.OK and not beyond[i]:
+            words.append(status_of(int(status[i]), False, samples.exact)[0])
+        else:
+            words.append("saturated" if f_sat[i] else "ok")
 
     notices = [
         "the frontier is of the base samples' rewards; runs must report gains in the same reward, on the same "
@@ -524,8 +566,10 @@ def compare(
         left_on_table=as_dt(left), reward_efficiency=as_dt(eff), min_kl=as_dt(min_kl), kl_efficiency=as_dt(kl_eff),
         excess_z=as_dt(excess_z), above_frontier=jnp.asarray(above), lower_bound=jnp.asarray(lower),
         frontier_saturated=jnp.asarray(f_sat), frontier_status=jnp.asarray(status),
-        min_kl_status=jnp.asarray(status2), names=tuple(r.name for r in runs), notes=tuple(notes),
-        notices=tuple(notices), level=float(level),
+        min_kl_status=jnp.asarray(status2), frontier_gain_lower_bound=as_dt(f_bound),
+        left_on_table_lower_bound=as_dt(left_bound), reward_efficiency_upper_bound=as_dt(eff_bound),
+        names=tuple(r.name for r in runs), notes=tuple(notes), notices=tuple(notices), level=float(level),
+        status=tuple(words),
     )
 
 
@@ -537,6 +581,16 @@ def _label(v) -> str:
     if isinstance(v, float) and math.isfinite(v) and v == int(v):
         return str(int(v))
     return str(v)
+
+
+def _run_label(column: str, value) -> str:
+    """A run's name from its name column: the value itself (``ppo-a``), or ``step 200`` for a bare number."""
+    text = _label(value)
+    try:
+        float(text)
+    except ValueError:
+        return text
+    return f"{column} {text}"
 
 
 def load_runs(
@@ -562,7 +616,8 @@ def load_runs(
       gain: column of the measured gain; or
       reward: column of the measured mean reward, with ``baseline`` (the base model's mean reward on
         the same prompts; ``gain = reward - baseline``).
-      name: column naming each row (e.g. ``"step"`` gives ``"step 200"``); default: the row number.
+      name: column naming each row: its value (``"ppo-a"``), or column and value for a number
+        (``"step"`` gives ``"step 200"``); default: the file and line.
       kl_se, gain_se: optional columns of standard errors.
       unit: ``"sequence"`` or ``"token"``: what the KL column is. Nothing is converted unless
         ``"token"`` is stated.
@@ -615,7 +670,7 @@ def load_runs(
     labels = kept.column(name, numeric=False) if name else None
     runs = []
     for j, i in enumerate(idx):
-        label = f"{name} {_label(labels[j])}" if name else f"{Path(str(table.path)).stem}:{table.kind} {table.lines[i]}"
+        label = _run_label(name, labels[j]) if name else f"{Path(str(table.path)).stem}:{table.kind} {table.lines[i]}"
         L = None if unit == "sequence" else float(lens[j]) if lens is not None else float(completion_length)
         try:
             runs.append(_check_run(j, Run(label, float(k[j]), float(g[j]), float(kse[j]), float(gse[j]), unit, L)))

@@ -272,18 +272,12 @@ def ensemble_from_table(
         i = int(np.flatnonzero(bad)[0])
         raise DataError(f"{table.where(i)}: column {count!r} is {counts[i]!r}, not a whole number >= 0")
     values = np.stack(cols, axis=1)  # [rows, M + 1 (+1)]
-    pids = table.column(prompt, numeric=False, option="--prompt-col")
-    for i, p in enumerate(pids):
-        if p is None or (isinstance(p, float) and not math.isfinite(p)) or (isinstance(p, str) and not p.strip()):
-            raise DataError(f"{table.where(i)}: column {prompt!r} is empty")
-    keys = table.column(dedupe, numeric=False, option="--dedupe") if dedupe else None
-
-    def norm(v):
-        return int(v) if isinstance(v, float) and math.isfinite(v) and v == int(v) else v
+    pids = table.keys(prompt, option="--prompt-col")
+    keys = table.keys(dedupe, option="--dedupe") if dedupe else None
 
     order: dict[Any, list[int]] = {}
     for i, p in enumerate(pids):
-        order.setdefault(norm(p), []).append(i)
+        order.setdefault(p, []).append(i)
     rows_per, counts_per, merged, conflicts = [], [], 0, 0
     for idx in order.values():
         if keys is None:
@@ -294,7 +288,7 @@ def ensemble_from_table(
         seen: dict[Any, set] = {}
         out_rows, out_counts = [], []
         for i in idx:
-            k = (norm(keys[i]), tuple(values[i]))
+            k = (keys[i], tuple(values[i]))
             seen.setdefault(k[0], set()).add(k[1])
             if k in groups:
                 out_counts[groups[k]] += counts[i]
@@ -308,7 +302,7 @@ def ensemble_from_table(
         counts_per.append(np.asarray(out_counts))
     for p, c in zip(order, counts_per):
         if c.sum() <= 0:
-            raise DataError(f"{table.path}: prompt {p!r} has no sample with a positive count")
+            raise DataError(f"{table.where(order[p][0])}: prompt {p!r} has no sample with a positive count")
     width = max(len(r) for r in rows_per)
     num_p, m = len(rows_per), len(names)
     arr = np.zeros((num_p, width, values.shape[1]))

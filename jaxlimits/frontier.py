@@ -343,9 +343,11 @@ def default_betas(samples: Samples, num: int = 64, *, kl_low: float = 1e-3, ceil
                   memory_budget: int | None = None) -> np.ndarray:
     """A grid of betas from pooled KL ``kl_low`` to ``ceiling_fraction`` of the KL ceiling.
 
-    A coarse sweep over at most 256 prompts locates the ends; the grid is geometric with a whole
-    number of points per octave (so ``2 / beta`` is on the grid too, see ``jaxlimits.tilt``),
-    decreasing, with about ``num`` points.
+    A coarse sweep over at most 256 prompts locates the ends; the grid is geometric, decreasing,
+    with exactly ``num`` points. Where a whole number of points per octave fits by widening the
+    range by at most an octave at each end, the step is a whole fraction of an octave (so
+    ``2 / beta`` is on the grid too and a sweep costs about ``num`` kernel evaluations instead of
+    ``2 num``, see ``jaxlimits.tilt``); otherwise the ``num`` points span the range evenly.
     """
     if num < 2:
         raise ValueError(f"num must be at least 2, got {num}")
@@ -374,6 +376,8 @@ def default_betas(samples: Samples, num: int = 64, *, kl_low: float = 1e-3, ceil
     if not b_hi > b_lo:
         b_hi, b_lo = b_lo * 10, b_lo
     octaves = np.log2(b_hi / b_lo)
-    per_octave = max(1, int(np.ceil((num - 1) / octaves)))
-    count = int(np.floor(octaves * per_octave)) + 1
-    return b_hi * 2.0 ** (-np.arange(count) / per_octave)
+    per_octave = int(np.floor((num - 1) / octaves))
+    widen = ((num - 1) / max(per_octave, 1) - octaves) / 2  # octaves added at each end to align
+    if per_octave < 1 or widen > 1.0:  # too few points to align without leaving the range: span it
+        return b_hi * (b_lo / b_hi) ** (np.arange(num) / (num - 1))
+    return b_hi * 2.0 ** (widen - np.arange(num) / per_octave)

@@ -54,7 +54,7 @@ import numpy as np
 
 from . import _sweep, estimators, moments
 from .frontier import SATURATED_SHARE_MAX
-from .samples import Samples
+from .samples import PromptError, Samples
 
 Array = jax.Array
 
@@ -808,7 +808,7 @@ def _raise_for_status(name, kind, pooled, y, sol: Solution) -> None:
     target = float(targets[tidx]) if targets.ndim else float(targets)
     where = "" if not tidx else f" (targets{list(tidx)})"
     what = "target gain" if kind == "gain" else "KL budget"
-    who = "the pooled frontier" if pooled else f"prompt {first[0]}"
+    who = "the pooled frontier" if pooled else PromptError.PLACE
     ceiling = float(np.asarray(sol.kl_ceiling)[first])
     gmax = float(np.asarray(sol.gain_max)[first])
     more = f" ({len(bad) - 1} more unsolved targets)" if len(bad) > 1 else ""
@@ -826,7 +826,9 @@ def _raise_for_status(name, kind, pooled, y, sol: Solution) -> None:
     else:
         msg = (f"{what} {target:.6g}{where}: the solver did not converge for {who} within "
                f"{int(np.asarray(sol.iterations)[first])} iterations; raise max_iter, or pass throw=False")
-    raise ValueError(f"{name}: {msg}{more}")
+    if pooled:
+        raise ValueError(f"{name}: {msg}{more}")
+    raise PromptError(f"{name}: {msg}{more}", first[0])
 
 
 def min_kl_for_gain(

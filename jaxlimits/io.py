@@ -1,15 +1,23 @@
 """Reading samples from files: long-format tables (one row per sample) into :class:`Samples`.
 
 Formats: JSON Lines (``.jsonl``), CSV (``.csv``), Parquet (``.parquet``, needs ``pyarrow``) and
-NumPy (``.npz``, one array per column). Every malformed input raises :class:`DataError` naming the
-file, the line (row) and the column.
+NumPy (``.npz``, one array per column). Text files may be compressed (``.gz``, ``.bz2``, ``.xz``;
+``.zst`` with the ``zstandard`` package) and may start with a UTF-8 byte-order mark (Excel's "CSV
+UTF-8"). Every malformed input raises :class:`DataError` naming the file, the line (row) and the
+column: a repeated column name, a value no float can hold, a prompt id that is not a string or a
+number, or ids that differ only in type (``0`` and ``"0"``).
 """
 
 from __future__ import annotations
 
+import bz2
 import csv
+import gzip
+import io as _io
 import json
+import lzma
 import math
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,9 +57,7 @@ class Table:
         """A column, as float64 when ``numeric`` (with an error naming the first bad cell)."""
         if name not in self.columns:
             hint = f" (set it with {option})" if option else ""
-            raise DataError(
-                f"{self.path}: no column {name!r}{hint}; the columns are {', '.join(sorted(self.columns))}"
-            )
+            raise DataError(f"{self.path}: no column {name!r}{hint}; {_columns_hint(name, self.columns)}")
         col = self.columns[name]
         if not numeric:
             return col
@@ -63,13 +69,64 @@ class Table:
                 try:
                     out[i] = _to_float(v)
                 except (TypeError, ValueError):
-                    raise DataError(f"{self.where(i)}: column {name!r} has a non-numeric value {v!r}") from None
+                    raise DataError(f"{self.where(i)}: column {name!r} has a non-numeric value {_short(v)}") from None
+                except OverflowError:
+                    raise DataError(f"{self.where(i)}: column {name!r} has a number too large for a float "
+                                    f"({_short(v)})") from None
         bad = ~np.isfinite(out)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             more = f" ({int(bad.sum()) - 1} more such rows)" if bad.sum() > 1 else ""
-            raise DataError(f"{self.where(i)}: column {name!r} is {col[i]!r}, not a finite number{more}")
+            raise DataError(f"{self.where(i)}: column {name!r} is {_short(col[i])}, not a finite number{more}")
         return out
+
+    def keys(self, name: str, *, option: str | None = None) -> list:
+        """A column of identifiers (prompt ids, dedupe keys), each a string or a number.
+
+        Numbers that are whole (``3``, ``3.0``) become ``int``. Raises a DataError for a list,
+        object, empty or non-finite cell, and for two ids that differ only in type (``0`` and
+        ``"0"``: in a file they are meant as the same prompt, or not; say which by writing them
+        one way).
+        """
+        col = self.column(name, numeric=False, option=option)
+        out, seen = [], {}
+        for i, v in enumerate(col):
+            k = _key(v)
+            if k is None or (isinstance(k, float) and not math.isfinite(k)) or (isinstance(k, str) and not k.strip()):
+                raise DataError(f"{self.where(i)}: column {name!r} is empty")
+            if isinstance(k, bool) or not isinstance(k, (str, int, float)):
+                raise DataError(f"{self.where(i)}: column {name!r} is {_short(v)}; an id must be a string or a number")
+            first = seen.setdefault(str(k), (i, k))
+            if isinstance(k, str) != isinstance(first[1], str):
+                j, other = first
+                raise DataError(
+                    f"{self.where(i)}: column {name!r} is {k!r} (a {type(k).__name__}) but "
+                    f"{self.kind} {int(self.lines[j])} has {other!r} (a {type(other).__name__}): the same id written "
+                    f"two ways would be two different prompts; write the ids one way (all strings or all numbers)"
+                )
+            out.append(k)
+        return out
+
+
+def _columns_hint(name: str, columns) -> str:
+    """The columns a name was looked for in: quoted when a name hides spaces or invisible characters."""
+    names = sorted(map(str, columns))
+    plain = all(n == n.strip() and n.isprintable() and n.isascii() for n in names)
+    text = f"the columns are {', '.join(names if plain else map(repr, names))}"
+
+    def norm(n: str) -> str:
+        return "".join(ch for ch in n if ch.isprintable() and not ch.isspace() and ch != "\ufeff").casefold()
+
+    near = [n for n in names if norm(n) == norm(name)]
+    if near:
+        text += f" ({near[0]!r} differs from {name!r} only in spaces, case or invisible characters)"
+    return text
+
+
+def _short(v, limit: int = 60) -> str:
+    """``repr`` of a cell, shortened for a one-line message."""
+    text = repr(v.tolist() if isinstance(v, np.ndarray) else v)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _to_float(v) -> float:
@@ -87,37 +144,94 @@ def read_table(path) -> Table:
         raise DataError(f"{path}: no such file")
     if path.is_dir():
         raise DataError(f"{path}: is a directory, not a file")
-    suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
+    suffix, compression = _format(path)
     readers = {".jsonl": _read_jsonl, ".json": _read_jsonl, ".ndjson": _read_jsonl, ".csv": _read_csv,
                ".parquet": _read_parquet, ".npz": _read_npz}
-    if suffix.lower() not in readers:
-        raise DataError(f"{path}: unknown format {suffix!r}; use .jsonl, .csv, .parquet or .npz")
+    if suffix not in readers or (compression and suffix not in TEXT_FORMATS):
+        raise DataError(f"{path}: unknown format {''.join(path.suffixes[-2:])!r}; use .jsonl, .csv, .parquet or .npz "
+                        f"(.jsonl and .csv may end in {', '.join(COMPRESSIONS)})")
     try:
-        table = readers[suffix.lower()](path)
+        table = readers[suffix](path)
     except DataError:
         raise
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not a text file ({e.reason})") from None
-    except OSError as e:
+    except (OSError, EOFError, lzma.LZMAError) as e:  # also a corrupt .gz, .bz2 or .xz
         raise DataError(f"{path}: cannot read ({e})") from None
     if len(table) == 0:
         raise DataError(f"{path}: no rows")
     return table
 
 
+#: Compressed text files read by suffix (``.zst`` needs the ``zstandard`` package).
+COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
+#: Formats that may be compressed.
+TEXT_FORMATS = (".jsonl", ".json", ".ndjson", ".csv")
+
+
+def _format(path: Path) -> tuple[str, str | None]:
+    """``(format suffix, compression suffix or None)`` of a file name, lower case."""
+    suffixes = [x.lower() for x in path.suffixes]
+    if suffixes and suffixes[-1] in COMPRESSIONS:
+        return (suffixes[-2] if len(suffixes) > 1 else ""), suffixes[-1]
+    return (suffixes[-1] if suffixes else ""), None
+
+
+def open_text(path: Path):
+    """A text stream of a (possibly compressed) file, UTF-8 with or without a byte-order mark."""
+    compression = _format(Path(path))[1]
+    if compression == ".zst":
+        try:
+            import zstandard
+        except ImportError:
+            raise DataError(f"{path}: reading .zst needs the zstandard package (pip install zstandard)") from None
+        raw = zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)
+        return _io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open, None: open}[compression]
+    return opener(path, "rt", encoding="utf-8-sig", newline="")
+
+
+def _no_repeated_keys(path: Path, n: int):
+    def hook(pairs):
+        seen = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise DataError(f"{path}:line {n}: the key {k!r} appears twice in one object; which value is "
+                                f"meant is ambiguous: keep one")
+            seen.add(k)
+        return dict(pairs)
+    return hook
+
+
 def jsonl_records(path: Path) -> Iterator[tuple[int, dict]]:
-    """``(line number, object)`` of each non-blank line of a JSONL file, or a DataError naming the line."""
-    with open(path, encoding="utf-8") as f:
+    """``(line number, object)`` of each non-blank line of a JSONL file, or a DataError naming the line.
+
+    Refuses an object with a repeated key, and an integer no float can hold.
+    """
+    with open_text(path) as f:
         for n, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
+                obj = json.loads(line, object_pairs_hook=_no_repeated_keys(path, n), parse_int=_parse_int)
             except json.JSONDecodeError as e:
                 raise DataError(f"{path}:line {n}: not valid JSON ({e.msg} at column {e.colno})") from None
+            except OverflowError as e:
+                raise DataError(f"{path}:line {n}: {e}") from None
             if not isinstance(obj, dict):
                 raise DataError(f"{path}:line {n}: expected a JSON object, got {type(obj).__name__}")
             yield n, obj
+
+
+def _parse_int(text: str) -> int:
+    """A JSON integer; one beyond float64's range cannot be a reward, a count or an id we can compare."""
+    try:
+        v = int(text)
+        float(v)
+    except (OverflowError, ValueError):  # ValueError: beyond Python's 4300-digit limit
+        digits = len(text.lstrip("-"))
+        raise OverflowError(f"a {digits}-digit integer ({text[:12]}...) is too large for a float") from None
+    return v
 
 
 def csv_records(path: Path) -> Iterator[tuple[int, list[str]]]:
@@ -125,19 +239,42 @@ def csv_records(path: Path) -> Iterator[tuple[int, list[str]]]:
 
     Raises a DataError for an empty file or a row whose field count differs from the header's.
     """
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.reader(f)
+    with open_text(path) as f, _csv_field_limit():
+        reader = csv.reader(f, strict=True)
         try:
             header = next(reader)
         except StopIteration:
             raise DataError(f"{path}: empty file") from None
+        except csv.Error as e:
+            raise DataError(f"{path}:line {reader.line_num}: not valid CSV ({e})") from None
+        repeated = sorted({h for h in header if header.count(h) > 1})
+        if repeated:
+            raise DataError(f"{path}:line {reader.line_num}: the header repeats the column name(s) "
+                            f"{', '.join(map(repr, repeated))}; which one is meant is ambiguous: rename or drop one")
         yield reader.line_num, header
-        for row in reader:
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as e:
+                raise DataError(f"{path}:line {reader.line_num + 1}: not valid CSV ({e})") from None
             if not any(cell.strip() for cell in row):
                 continue
             if len(row) != len(header):
                 raise DataError(f"{path}:line {reader.line_num}: {len(row)} fields, the header has {len(header)}")
             yield reader.line_num, row
+
+
+class _csv_field_limit:
+    """Lifts the csv module's 131,072-character field limit (a saved response text can be longer)."""
+
+    def __enter__(self):
+        self.old = csv.field_size_limit()
+        csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+
+    def __exit__(self, *exc):
+        csv.field_size_limit(self.old)
 
 
 def _read_jsonl(path: Path) -> Table:
@@ -146,8 +283,16 @@ def _read_jsonl(path: Path) -> Table:
         lines.append(n)
         rows.append(obj)
         names.update(dict.fromkeys(obj))
-    cols = {k: np.array([obj.get(k) for obj in rows], dtype=object) for k in names}
+    cols = {k: _object_column([obj.get(k) for obj in rows]) for k in names}
     return Table(path, cols, np.asarray(lines))
+
+
+def _object_column(values: list) -> np.ndarray:
+    """A 1-D object array of the cells as they are (``np.array`` would turn equal-length lists into 2-D)."""
+    out = np.empty(len(values), dtype=object)
+    for i, v in enumerate(values):
+        out[i] = v
+    return out
 
 
 def _read_csv(path: Path) -> Table:
@@ -170,6 +315,10 @@ def _read_parquet(path: Path) -> Table:
         t = pq.read_table(path)
     except Exception as e:  # pyarrow raises several types for corrupt files
         raise DataError(f"{path}: not a readable Parquet file ({e})") from None
+    repeated = sorted({h for h in t.column_names if t.column_names.count(h) > 1})
+    if repeated:
+        raise DataError(f"{path}: the column name(s) {', '.join(map(repr, repeated))} appear twice; which one is "
+                        f"meant is ambiguous: rename or drop one")
     cols = {name: np.asarray(t.column(name).to_numpy(zero_copy_only=False)) for name in t.column_names}
     return Table(path, cols, np.arange(1, t.num_rows + 1), kind="row")
 
@@ -214,12 +363,26 @@ class Loaded:
       prompt_ids: ``[prompts]`` the prompt identifiers, in file order of first appearance.
       source: a description of the input (file, columns, rows).
       notes: what the loader did that the user should know (deduplication, conflicts).
+      lines: per prompt, ``[samples]`` the file's line (or row) of each of its samples, in the
+        order of the :class:`Samples` row (for messages that name a sample).
     """
 
     samples: Samples
     prompt_ids: list[Any]
     source: dict[str, Any]
     notes: list[str] = field(default_factory=list)
+    lines: list[np.ndarray] = field(default_factory=list)
+    kind: str = "line"
+
+    def label(self, prompt: int, sample: int | None = None) -> str:
+        """How messages name a prompt (row ``prompt`` of the samples): its id and where it is in the file."""
+        text = f"prompt {self.prompt_ids[prompt]!r}"
+        if not self.lines:
+            return text
+        rows = self.lines[prompt]
+        if sample is not None and 0 <= sample < len(rows):
+            return f"{text} ({self.source['file']}:{self.kind} {int(rows[sample])})"
+        return f"{text} (first at {self.source['file']}:{self.kind} {int(rows[0])})"
 
 
 def _is_list_cell(v) -> bool:
@@ -262,7 +425,7 @@ def _explode_wide(table: Table, prompt: str, names: list[str]) -> Table:
         for name in names:
             out[name].extend(lists[name])
         lines.extend([table.lines[i]] * n)
-    cols = {k: np.array(v, dtype=object) for k, v in out.items()}
+    cols = {k: _object_column(v) for k, v in out.items()}
     return Table(table.path, cols, np.asarray(lines), kind=table.kind)
 
 
@@ -314,7 +477,7 @@ def samples_from_table(
     if _is_wide(table, reward):
         table = _explode_wide(table, prompt, [c for c in (reward, score, log_weight, count, dedupe,
                                                            base_logprob, sampler_logprob) if c])
-    pids = table.column(prompt, numeric=False, option="--prompt-col")
+    pids = table.keys(prompt, option="--prompt-col")
     values = {"reward": table.column(reward, option="--reward-col")}
     if score is not None:
         values["score"] = table.column(score, option="--score-col")
@@ -330,17 +493,15 @@ def samples_from_table(
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise DataError(f"{table.where(i)}: column {count!r} is {float(counts[i])}, not a whole number >= 0")
-    for i, p in enumerate(pids):
-        if p is None or (isinstance(p, float) and not math.isfinite(p)) or (isinstance(p, str) and not p.strip()):
-            raise DataError(f"{table.where(i)}: column {prompt!r} is empty")
-    keys = table.column(dedupe, numeric=False, option="--dedupe") if dedupe else None
+    keys = table.keys(dedupe, option="--dedupe") if dedupe else None
 
     order: dict[Any, list[int]] = {}
     for i, p in enumerate(pids):
-        order.setdefault(_key(p), []).append(i)
+        order.setdefault(p, []).append(i)
     notes: list[str] = []
     per_prompt: dict[str, list[np.ndarray]] = {name: [] for name in values}
     per_counts: list[np.ndarray] = []
+    per_lines: list[np.ndarray] = []
     conflicts, merged = [], 0
     for pid, idx in order.items():
         idx = np.asarray(idx)
@@ -349,6 +510,7 @@ def samples_from_table(
             for name in values:
                 per_prompt[name].append(values[name][idx])
             per_counts.append(c)
+            per_lines.append(table.lines[idx])
             continue
         groups: dict[tuple, int] = {}
         rows_out: list[int] = []
@@ -356,8 +518,8 @@ def samples_from_table(
         seen_vals: dict[Any, set] = {}
         for j, i in enumerate(idx):
             vals = tuple(float(values[name][i]) for name in values)
-            k = (_key(keys[i]), vals)
-            seen_vals.setdefault(_key(keys[i]), set()).add(vals)
+            k = (keys[i], vals)
+            seen_vals.setdefault(keys[i], set()).add(vals)
             if k in groups:
                 cnt_out[groups[k]] += c[j]
                 merged += 1
@@ -371,6 +533,7 @@ def samples_from_table(
         for name in values:
             per_prompt[name].append(values[name][np.asarray(rows_out)])
         per_counts.append(np.asarray(cnt_out))
+        per_lines.append(table.lines[np.asarray(rows_out)])
     if keys is not None:
         notes.append(f"deduplicated by {dedupe!r}: {merged} rows merged into counts")
         if conflicts:
@@ -382,7 +545,7 @@ def samples_from_table(
     use_counts = counts is not None or keys is not None
     for p, c in zip(order, per_counts):
         if c.sum() <= 0:
-            raise DataError(f"{table.path}: prompt {p!r} has no sample with a positive count")
+            raise DataError(f"{table.where(order[p][0])}: prompt {p!r} has no sample with a positive count")
     samples = Samples.from_ragged(
         per_prompt["reward"],
         scores=per_prompt.get("score"),
@@ -397,7 +560,7 @@ def samples_from_table(
                                           count=count, dedupe=dedupe, base_logprob=base_logprob,
                                           sampler_logprob=sampler_logprob).items() if v is not None},
     }
-    return Loaded(samples, list(order), source, notes)
+    return Loaded(samples, list(order), source, notes, per_lines, table.kind)
 
 
 def load(path, **columns) -> Loaded:

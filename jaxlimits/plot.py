@@ -65,8 +65,10 @@ def frontier_figure(
     ax=None,
     title: str | None = None,
     reward_label: str = "reward",
+    score_label: str | None = None,
     level: float = 0.95,
     xscale: str = "auto",
+    xmax: float | str | None = None,
     use_scores: bool = False,
     num_betas: int = 64,
     figsize: tuple[float, float] = (7.5, 5.0),
@@ -75,10 +77,14 @@ def frontier_figure(
     """The KL-reward frontier with best-of-n and alignment runs against it (the paper's Figure 1).
 
     Drawn: the frontier (the optimal KL-regularised policies; solid where it can be trusted,
-    dashed where it is saturated), its uncertainty band, the unreachable region above it (grey),
-    the saturation region (KL beyond what N samples can show; hatched, with the sample ceiling
-    ``mean_x log(N/m)`` dotted), best-of-n points labelled by ``n``, and run points with error
-    bars. KL in nats per sequence, gain in reward units.
+    dashed where it is saturated) from ``(0, 0)``, its uncertainty band, the unreachable region
+    above it (grey), the saturation region (KL beyond what N samples can show; hatched, with the
+    sample ceiling ``mean_x log(N/m)`` dotted), best-of-n points labelled by ``n``, and run
+    points with error bars. KL in nats per sequence, gain in reward units.
+
+    When the curve's gain is measured with a score other than the reward (``score_label``), it is
+    the score of the policies tilted toward the reward, not a frontier of the score: it is
+    labelled so, and nothing above it is shaded as unreachable.
 
     Args:
       frontier: a :class:`jaxlimits.Frontier`, or :class:`jaxlimits.Samples` to compute one
@@ -90,11 +96,17 @@ def frontier_figure(
       path: save the figure there (PNG, PDF or SVG by suffix).
       ax: draw into this matplotlib Axes instead of a new figure.
       title: the axes' title.
-      reward_label: what the reward is called on the y axis.
+      reward_label: what the reward is called (legend, y axis and its units).
+      score_label: what the score is called when the curve's gain is measured with a score that
+        is not the reward (default: ``"score"`` for samples with scores drawn with
+        ``use_scores``, else None: the curve is the reward's frontier).
       level: coverage of the band (bootstrap bands when the frontier has them, else
         ``+- z SE``).
       xscale: ``"linear"``, ``"symlog"`` or ``"auto"`` (symlog when points lie far beyond the
         frontier's KL range, e.g. a run whose KL is many times the sample ceiling).
+      xmax: right end of the KL axis: nats, ``"full"`` (the frontier to the sample ceiling), or
+        None (default): the extent of the runs and best-of-n points when there are any, else
+        ``"full"``.
       use_scores: with samples that carry separate scores, draw the gain measured with them
         (the default draws the frontier of the rewards, what the runs are compared with).
       num_betas: points of the frontier computed from samples.
@@ -117,6 +129,8 @@ def frontier_figure(
     Figure, FigureCanvasAgg = _matplotlib()
     if isinstance(frontier, Samples):
         s = frontier if use_scores else frontier.replace(scores=None)
+        if s.has_scores and score_label is None:
+            score_label = "score"
         frontier = compute_frontier(s, num_betas=num_betas, per_prompt=False)
     if not isinstance(frontier, Frontier):
         raise TypeError(
@@ -125,6 +139,8 @@ def frontier_figure(
         raise ValueError(f"level must be in (0, 1), got {level!r}")
     if xscale not in ("auto", "linear", "symlog"):
         raise ValueError(f"xscale must be 'auto', 'linear' or 'symlog', got {xscale!r}")
+    if not (xmax is None or xmax == "full" or (isinstance(xmax, (int, float)) and np.isfinite(xmax) and xmax > 0)):
+        raise ValueError(f"xmax must be a positive number of nats, 'full' or None, got {xmax!r}")
 
     if ax is None:
         fig = Figure(figsize=figsize, dpi=dpi, layout="constrained")
@@ -138,35 +154,51 @@ def frontier_figure(
     sat = np.asarray(frontier.saturated, bool)
     order = np.argsort(kl)
     kl, gain, sat = kl[order], gain[order], sat[order]
+    # beta -> infinity is the base policy itself: KL 0, gain 0, exactly (no uncertainty)
+    start = not (len(kl) and kl[0] == 0.0)
+    kl, gain = (np.concatenate([[0.0], kl]), np.concatenate([[0.0], gain])) if start else (kl, gain)
+    sat = np.concatenate([sat[:1], sat]) if start else sat  # drawn like the first point
     z = statistics.NormalDist().inv_cdf(0.5 + level / 2)
     if frontier.bands is not None:
         lo = np.asarray(frontier.bands.gain_lo, float)[order]
         hi = np.asarray(frontier.bands.gain_hi, float)[order]
+        lo, hi = (np.concatenate([[0.0], lo]), np.concatenate([[0.0], hi])) if start else (lo, hi)
         band_label = f"{frontier.bands.level:.0%} bootstrap band"
     else:
         se = np.asarray(frontier.gain_se, float)[order]
+        se = np.concatenate([[0.0], se]) if start else se
         lo, hi = gain - z * se, gain + z * se
         band_label = f"{level:.0%} band (±{z:.2f} SE)"
     ceiling = float(np.asarray(frontier.kl_ceiling))
 
-    # The extent of everything drawn.
-    xs, ys = [kl, [ceiling]], [hi, [0.0]]
+    # The extent of the points (runs, best-of-n) and of the frontier.
+    pts_x, pts_y = [], []
     bon_xy = None
     if bon is not None:
         bg = np.asarray(bon.gain if use_scores else bon.reward_gain, float)
         bse = np.asarray(bon.gain_se if use_scores else bon.reward_gain_se, float)
         bon_xy = (np.asarray(bon.kl, float), bg, np.nan_to_num(bse), np.asarray(bon.n))
-        xs.append(bon_xy[0])
-        ys.append(bg + bon_xy[2])
+        pts_x.append(bon_xy[0])
+        pts_y.append(bg + bon_xy[2])
     run_xy = _runs_xy(runs) if runs is not None else None
     if run_xy is not None:
-        xs.append(run_xy["kl"] + run_xy["kl_se"])
-        ys.append(run_xy["gain"] + run_xy["gain_se"])
-    x_all = np.concatenate([np.ravel(x) for x in xs])
-    y_all = np.concatenate([np.ravel(y) for y in ys])
-    x_max = float(np.nanmax(x_all[np.isfinite(x_all)])) * 1.06
-    y_lo = min(0.0, float(np.nanmin(np.concatenate([lo, y_all])))) if len(lo) else 0.0
-    y_top = float(np.nanmax(y_all[np.isfinite(y_all)]))
+        pts_x.append(run_xy["kl"] + run_xy["kl_se"])
+        pts_y.append(run_xy["gain"] + run_xy["gain_se"])
+    px = np.concatenate([np.ravel(x) for x in pts_x]) if pts_x else np.zeros(0)
+    px = px[np.isfinite(px)]
+    full = float(np.nanmax(np.concatenate([kl, [ceiling], px]))) * 1.06
+    if xmax == "full" or (xmax is None and not (px > 0).any()):
+        x_max = full
+    elif xmax is None:  # default to the data: the points, with a margin
+        x_max = min(float(px.max()) * 1.15, full)
+    else:
+        x_max = float(xmax)
+    # the frontier up to the right end (and its next point, which the line runs to)
+    shown = np.arange(len(kl)) <= np.searchsorted(kl, x_max)
+    y_all = np.concatenate([hi[shown], [0.0]] + [np.ravel(y) for y in pts_y])
+    y_all = y_all[np.isfinite(y_all)]
+    y_lo = min(0.0, float(np.nanmin(np.concatenate([lo[shown], y_all])))) if len(lo) else 0.0
+    y_top = float(np.nanmax(y_all))
     y_max = y_top + 0.12 * max(y_top - y_lo, 1e-12)
     y_min = y_lo - 0.07 * max(y_top - y_lo, 1e-12)
     if xscale == "auto":
@@ -174,18 +206,23 @@ def frontier_figure(
 
     # The band, the curve (trusted / saturated), the unreachable region.
     ax.fill_between(kl, lo, hi, color="tab:blue", alpha=0.25, linewidth=0, label=band_label, zorder=2)
+    is_frontier = score_label is None
+    curve = ("frontier (optimal policy)" if is_frontier
+             else f"{score_label} gain of the policy aligned to {reward_label} (not a {score_label} frontier)")
     trusted = ~sat
     if trusted.any():
         last = int(np.flatnonzero(trusted)[-1])
-        ax.plot(kl[: last + 1], gain[: last + 1], color="black", lw=2, label="frontier (optimal policy)", zorder=4)
+        ax.plot(kl[: last + 1], gain[: last + 1], color="black", lw=2, label=curve, zorder=4)
         rest = slice(last, None)
     else:
         rest = slice(0, None)
     if sat.any():
+        what = "frontier" if is_frontier else curve if not trusted.any() else f"{score_label} gain"
         ax.plot(kl[rest], gain[rest], color="black", lw=1.6, ls="--", zorder=4,
-                label="frontier, saturated (not trustworthy)")
-    ax.fill_between(kl, gain, np.full_like(gain, y_max), color="0.55", alpha=0.35, linewidth=0,
-                    label="unreachable (above the frontier)", zorder=1)
+                label=f"{what}, saturated (not trustworthy)")
+    if is_frontier:  # only a true frontier bounds what any policy can reach
+        ax.fill_between(kl, gain, np.full_like(gain, y_max), color="0.55", alpha=0.35, linewidth=0,
+                        label="unreachable (above the frontier)", zorder=1)
     # Estimates of KL above this fraction of the ceiling are flagged whatever the ESS (estimators).
     sat_from = KL_CEILING_FRACTION * ceiling
     ax.axvspan(sat_from, max(x_max, ceiling), facecolor="none", edgecolor="0.75", hatch="///", linewidth=0,
@@ -234,7 +271,8 @@ def frontier_figure(
     ax.set_xlim(0, x_max)
     ax.set_ylim(y_min, y_max)
     ax.set_xlabel("KL(π ‖ π₀)  [nats per sequence]")
-    ax.set_ylabel(f"{reward_label} gain  E_π[r] − E_π₀[r]  [reward units]")
+    name, sym = (reward_label, "r") if is_frontier else (score_label, "s")
+    ax.set_ylabel(f"{name} gain  E_π[{sym}] − E_π₀[{sym}]  [{name} units]")
     if title:
         ax.set_title(title)
     ax.grid(True, color="0.9", lw=0.6, zorder=0)

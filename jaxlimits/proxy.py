@@ -881,7 +881,8 @@ def bt_blind_spot(
 # Figure.
 
 
-def overoptimization_figure(result: Overoptimization, path=None, *, ax=None, title: str | None = None):
+def overoptimization_figure(result: Overoptimization, path=None, *, ax=None, title: str | None = None,
+                            gold_label: str = "gold", proxy_label: str = "proxy"):
     """The over-optimisation curve: gold and proxy gain against the proxy-aligned policy's KL.
 
     Gold gain of the proxy-aligned policy with a ±1.96 SE band, the gold-aligned frontier (dashed,
@@ -895,6 +896,7 @@ def overoptimization_figure(result: Overoptimization, path=None, *, ax=None, tit
       path: optional file to save the figure to (PNG, PDF, SVG).
       ax: optional matplotlib ``Axes`` to draw on.
       title: optional title.
+      gold_label, proxy_label: what the gold and proxy rewards are called (axes and their units).
 
     Returns:
       The matplotlib ``Figure``.
@@ -935,11 +937,11 @@ def overoptimization_figure(result: Overoptimization, path=None, *, ax=None, tit
         ax.axvline(float(pk.kl), color="C3", lw=0.8, ls=":")
         ax.plot([float(pk.kl)], [float(pk.gold_gain)], "*", color="C3", ms=12,
                 label=f"peak: KL {float(pk.kl):.3g}, beta {float(pk.beta):.3g}")
-    ax.set_xlabel("KL(pi || pi0) of the aligned policy (nats)")
-    ax.set_ylabel("gold gain")
+    ax.set_xlabel("KL(pi || pi0) of the policy aligned to the proxy  [nats per sequence]")
+    ax.set_ylabel(f"{gold_label} gain  [{gold_label} units]")
     ax2 = ax.twinx()
     ax2.plot(kl, np.asarray(c.proxy_gain), color="C1", alpha=0.8, label="proxy gain (right axis)")
-    ax2.set_ylabel("proxy gain", color="C1")
+    ax2.set_ylabel(f"{proxy_label} gain  [{proxy_label} units]", color="C1")
     lines = ax.get_legend_handles_labels()
     lines2 = ax2.get_legend_handles_labels()
     ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=8, loc="best")

@@ -37,16 +37,38 @@ def _float_dtype(x) -> np.dtype:
 
 
 def _as_float(x, name: str) -> Array:
-    if isinstance(x, jax.core.Tracer):
-        return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.result_type(float))
+    if isinstance(x, jax.core.Tracer):  # floats narrower than float32 (bfloat16, float16, float8) are promoted
+        wide = jnp.issubdtype(x.dtype, jnp.floating) and jnp.dtype(x.dtype).itemsize >= 4
+        return x if wide else x.astype(jnp.result_type(float))
     arr = x if isinstance(x, jax.Array) else np.asarray(x)
-    if arr.dtype == object or not (
+    if arr.dtype == object or not (  # jnp.issubdtype also knows JAX's own floats (bfloat16, float8_*)
         np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)
+        or jnp.issubdtype(arr.dtype, jnp.floating)
     ):
         raise ValueError(f"{name} must be numeric, got an array of dtype {arr.dtype}")
     if np.issubdtype(arr.dtype, np.complexfloating):
         raise ValueError(f"{name} must be real, got dtype {arr.dtype}")
     return jnp.asarray(arr, dtype=_float_dtype(arr))
+
+
+class PromptError(ValueError):
+    """Bad input about one prompt: ``prompt`` is its row in :class:`Samples` (and ``sample`` an entry).
+
+    The message says ``prompt 3`` (the row); :meth:`naming` rewrites it with the caller's own label
+    for that prompt (the command line gives the file's prompt id and line).
+    """
+
+    #: Where a message names the prompt (replaced by :meth:`naming`).
+    PLACE = "{prompt}"
+
+    def __init__(self, template: str, prompt: int, sample: int | None = None):
+        self.template, self.prompt = template, int(prompt)
+        self.sample = None if sample is None else int(sample)
+        super().__init__(template.replace(self.PLACE, f"prompt {self.prompt}"))
+
+    def naming(self, label: str) -> str:
+        """The message with the prompt called ``label`` instead of its row number."""
+        return self.template.replace(self.PLACE, label)
 
 
 def _is_concrete(*xs) -> bool:
@@ -284,10 +306,10 @@ def _first_bad(bad: np.ndarray) -> tuple[int, int, int]:
     return int(idx[0, 0]), int(idx[0, 1]), len(idx)
 
 
-def _describe(name: str, arr: np.ndarray, bad: np.ndarray, what: str) -> str:
+def _describe(name: str, arr: np.ndarray, bad: np.ndarray, what: str) -> PromptError:
     p, i, total = _first_bad(bad)
     more = f" ({total - 1} more such entries)" if total > 1 else ""
-    return f"{name}[{p}, {i}] = {arr[p, i]!r} {what} (prompt {p}, sample {i}){more}"
+    return PromptError(f"{name}[{p}, {i}] = {arr[p, i]!r} {what} ({PromptError.PLACE}, sample {i}){more}", p, i)
 
 
 def _validate(s: Samples) -> None:
@@ -297,21 +319,19 @@ def _validate(s: Samples) -> None:
         c = np.asarray(s.counts)
         bad = ~np.isfinite(c) & valid
         if bad.any():
-            raise ValueError(_describe("counts", c, bad, "is not finite"))
+            raise _describe("counts", c, bad, "is not finite")
         bad = (c < 0) & valid
         if bad.any():
-            raise ValueError(_describe("counts", c, bad, "is negative"))
+            raise _describe("counts", c, bad, "is negative")
         bad = (c != np.round(c)) & valid
         if bad.any():
-            raise ValueError(
-                _describe("counts", c, bad, "is not a whole number (fractional weights go in log_weights)")
-            )
+            raise _describe("counts", c, bad, "is not a whole number (fractional weights go in log_weights)")
         valid = valid & (c > 0)
     if s.log_weights is not None:
         lw = np.asarray(s.log_weights)
         bad = (np.isnan(lw) | (lw == np.inf)) & valid
         if bad.any():
-            raise ValueError(_describe("log_weights", lw, bad, "is not a log-weight (NaN or +inf)"))
+            raise _describe("log_weights", lw, bad, "is not a log-weight (NaN or +inf)")
         valid = valid & (lw > -np.inf)
     for name in ("rewards", "scores"):
         arr = getattr(s, name)
@@ -320,11 +340,11 @@ def _validate(s: Samples) -> None:
         arr = np.asarray(arr)
         bad = ~np.isfinite(arr) & valid
         if bad.any():
-            raise ValueError(_describe(name, arr, bad, "is not finite; drop it or mask it out"))
+            raise _describe(name, arr, bad, "is not finite; drop it or mask it out")
     empty = ~valid.any(axis=1)
     if empty.any():
         p = int(np.flatnonzero(empty)[0])
         more = f" ({int(empty.sum()) - 1} more such prompts)" if empty.sum() > 1 else ""
-        raise ValueError(
-            f"prompt {p} has no valid sample (all entries masked, zero counts or -inf log-weights){more}"
+        raise PromptError(
+            f"{PromptError.PLACE} has no valid sample (all entries masked, zero counts or -inf log-weights){more}", p
         )

@@ -60,7 +60,7 @@ import numpy as np
 
 from . import _sweep, estimators, moments
 from .frontier import Frontier, _from_pool, _pool_of, default_betas
-from .io import DataError, Table, _key, csv_records, jsonl_records
+from .io import COMPRESSIONS, TEXT_FORMATS, DataError, Table, _format, _object_column, csv_records, jsonl_records
 from .samples import Samples
 
 Array = jax.Array
@@ -480,6 +480,12 @@ def concatenate(accs: Sequence[Accumulator]) -> Accumulator:
 _SUFFIXES = (".jsonl", ".json", ".ndjson", ".csv", ".parquet", ".npz")
 
 
+def _readable(p: Path) -> bool:
+    """A supported file name: a format suffix, and a compression suffix only after a text format."""
+    fmt, compression = _format(p)
+    return fmt in _SUFFIXES and (compression is None or fmt in TEXT_FORMATS)
+
+
 def _expand(paths) -> list[Path]:
     """Files to read, in order: each path, or the supported files of a directory (sorted)."""
     if isinstance(paths, (str, Path)):
@@ -488,13 +494,14 @@ def _expand(paths) -> list[Path]:
     for p in paths:
         p = Path(p)
         if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in _SUFFIXES)
+            found = sorted(q for q in p.iterdir() if q.is_file() and _readable(q))
             if not found:
                 raise DataError(f"{p}: a directory with no {', '.join(_SUFFIXES)} files")
             out.extend(found)
         elif p.exists():
-            if p.suffix.lower() not in _SUFFIXES:
-                raise DataError(f"{p}: unknown format {p.suffix!r}; use {', '.join(_SUFFIXES)}")
+            if not _readable(p):
+                raise DataError(f"{p}: unknown format {''.join(p.suffixes[-2:])!r}; use {', '.join(_SUFFIXES)} "
+                                f"(text formats may end in {', '.join(COMPRESSIONS)})")
             out.append(p)
         else:
             raise DataError(f"{p}: no such file or directory")
@@ -507,7 +514,7 @@ def _chunks_jsonl(path: Path, names, chunk_rows: int) -> Iterator[Table]:
     lines, rows = [], []
 
     def table():
-        cols = {k: np.array([obj.get(k) for obj in rows], dtype=object) for k in names
+        cols = {k: _object_column([obj.get(k) for obj in rows]) for k in names
                 if any(k in obj for obj in rows)}
         return Table(path, cols, np.asarray(lines))
 
@@ -623,7 +630,7 @@ def iter_chunks(paths, columns: Sequence[str], chunk_rows: int = 100_000) -> Ite
     for path in _expand(paths):
         empty = True
         try:
-            for table in readers[path.suffix.lower()](path, tuple(columns), int(chunk_rows)):
+            for table in readers[_format(path)[0]](path, tuple(columns), int(chunk_rows)):
                 empty = False
                 yield table
         except UnicodeDecodeError as e:
@@ -813,7 +820,7 @@ def sweep_files(
 
     def fold(tab: Table) -> None:
         nonlocal rows
-        pids = tab.column(prompt, numeric=False, option="prompt=")
+        pids = tab.keys(prompt, option="prompt=")
         values = {"reward": tab.column(reward, option="reward=")}
         if score is not None:
             values["score"] = tab.column(score, option="score=")
@@ -828,10 +835,7 @@ def sweep_files(
             values["count"] = c
         local: dict[Any, int] = {}
         loc = np.empty(len(pids), np.int64)
-        for i, p in enumerate(pids):
-            if p is None or (isinstance(p, float) and not math.isfinite(p)) or (isinstance(p, str) and not p.strip()):
-                raise DataError(f"{tab.where(i)}: column {prompt!r} is empty")
-            key = _key(p.item() if isinstance(p, np.generic) else p)
+        for i, key in enumerate(pids):
             j = local.get(key)
             if j is None:
                 j = local[key] = len(local)

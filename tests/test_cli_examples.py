@@ -1,5 +1,6 @@
 """Every example shown by ``jaxlimits <command> --help`` runs, on data shaped as the example expects."""
 
+import gzip
 import json
 import shlex
 
@@ -30,6 +31,8 @@ def workdir(tmp_path_factory):
             alpaca.append({"prompt_id": p, "gold": g, "rm": g + float(rng.normal()), "mrm": 2 * g + float(rng.normal()),
                            "rm_center": g + float(rng.normal(0, 2))})
     _write_jsonl(d / "samples.jsonl", rows)
+    with gzip.open(d / "samples.jsonl.gz", "wt") as f:  # compressed, as sample dumps are kept
+        f.write((d / "samples.jsonl").read_text())
     _write_jsonl(d / "base.jsonl", base)
     _write_jsonl(d / "gsm8k.jsonl", gsm)
     _write_jsonl(d / "alpaca.jsonl", alpaca)

@@ -247,11 +247,11 @@ def test_cli_compare_writes_table_json_and_figure(tmp_path, capsys):
             "--run-name-col", "name", "--bon", "1", "2", "4", "--plot", str(png), "--out", str(out)]
     assert main(argv) == 0
     text = capsys.readouterr().out
-    assert "name ppo" in text and "ABOVE" in text and "as given" in text
+    assert "ppo " in text and "name ppo" not in text and "ABOVE" in text and "as given" in text  # named by value
     doc = json.loads(out.read_text())
     rows = {r["name"]: r for r in doc["rows"]}
-    assert rows["name liar"]["above_frontier"] and not rows["name ppo"]["above_frontier"]
-    assert 0 < rows["name ppo"]["reward_efficiency"] < 1
+    assert rows["liar"]["above_frontier"] and not rows["ppo"]["above_frontier"]
+    assert 0 < rows["ppo"]["reward_efficiency"] < 1
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # never overwrite without --force
     assert main(argv) == 2

@@ -41,7 +41,9 @@ def test_axes_hold_the_frontier_bon_and_runs(drawn):
     lines = [ln for ln in ax.get_lines() if str(ln.get_label()).startswith("frontier")]
     xs = np.concatenate([ln.get_xdata() for ln in lines])
     ys = np.concatenate([ln.get_ydata() for ln in lines])
-    np.testing.assert_allclose(np.unique(xs), np.unique(kl))  # solid + dashed parts cover the curve
+    # solid + dashed parts cover the curve, from the base policy at (0, 0) (issue 13, item 6)
+    np.testing.assert_allclose(np.unique(xs), np.unique(np.concatenate([[0.0], kl])))
+    assert ys[np.argmin(xs)] == 0.0
     np.testing.assert_allclose(np.interp(kl, xs[np.argsort(xs)], ys[np.argsort(xs)]), gain, atol=1e-12)
     sat = np.asarray(f.saturated)
     styles = {ln.get_linestyle() for ln in lines}
@@ -60,8 +62,14 @@ def test_axes_hold_the_frontier_bon_and_runs(drawn):
     np.testing.assert_allclose(sorted(float(ln.get_xdata()[0]) for ln in run_pts), [0.6, 0.8])
     assert any("saturation region" in t for t in legend) and any("sample ceiling" in t for t in legend)
     assert marker_lines  # (labels present)
+    # the KL axis defaults to the points' range (runs to 0.8 + 1.96 x 0.05 nats, best-of-8 ~ 1.2 nats) ...
     lo, hi = ax.get_xlim()
-    assert lo == 0 and hi >= max(0.8, float(np.max(kl)))
+    right = max(0.6 + 1.96 * 0.05, 0.8, float(np.max(np.asarray(b.kl))))
+    assert lo == 0 and right < hi <= 1.2 * right < float(np.max(kl))
+    # ... and 'full' shows the frontier to the sample ceiling
+    full = plot.frontier_figure(f, bon=b, runs=runs, xmax="full").axes[0].get_xlim()[1]
+    assert full >= max(0.8, float(np.max(kl)), float(f.kl_ceiling))
+    assert plot.frontier_figure(f, runs=runs, xmax=0.3).axes[0].get_xlim() == (0.0, 0.3)
 
 
 def test_many_runs_are_one_series_and_far_runs_switch_to_symlog(drawn):

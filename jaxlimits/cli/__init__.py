@@ -2,7 +2,9 @@
 
 Each command lives in its own module exposing ``register(subparsers)`` and ``run(args) -> int``;
 bad input raises :class:`~jaxlimits.cli._common.UsageError` (or ``ValueError``) and exits with
-code 2 and a one-line message, never a traceback.
+code 2 and a one-line message, never a traceback; an error about one prompt
+(:class:`jaxlimits.PromptError`) names the prompt's id and its line in the file. ``invert`` also
+exits 2 when some targets are not solved (after printing and writing all of them).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import sys
 from pathlib import Path
 
+from ..samples import PromptError
 from ._common import UsageError
 
 #: Command modules, in the order ``--help`` lists them.
@@ -72,6 +75,18 @@ def main(argv=None, *, cache: bool = False) -> int:
 
             jax.config.update("jax_enable_x64", True)
         return int(args._run(args) or 0)
+    except PromptError as e:
+        if os.environ.get("JAXLIMITS_DEBUG"):
+            raise
+        loaded = getattr(args, "_loaded", None)
+        if hasattr(loaded, "label"):
+            msg = e.naming(loaded.label(e.prompt, e.sample))
+        elif loaded is not None:  # ids without lines (e.g. an ensemble's table)
+            msg = e.naming(f"prompt {loaded.prompt_ids[e.prompt]!r} (in {loaded.source.get('file', 'the file')})")
+        else:
+            msg = str(e)
+        sys.stderr.write(f"jaxlimits {args.command}: error: {msg}\n")
+        return 2
     except (UsageError, ValueError) as e:
         if os.environ.get("JAXLIMITS_DEBUG"):
             raise

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -44,8 +45,23 @@ def add_common(p: argparse.ArgumentParser, *, plot: bool = False) -> None:
                    help="working memory of a sweep, in MiB (default 256)")
     p.add_argument("--out", default=None, help="write the results to this .csv or .json file")
     if plot:
-        p.add_argument("--plot", default=None, metavar="PNG", help="draw the figure to this file")
+        p.add_argument("--plot", default=None, metavar="PNG", help="draw the figure to this file (.png, .pdf, .svg)")
+        p.add_argument("--xmax", default=None, type=_xmax, metavar="KL",
+                       help="right end of the figure's KL axis: nats, or 'full' for the samples' whole KL range "
+                            "(default: the runs' and best-of-n points' range when there are any, else 'full')")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
+
+
+def _xmax(text: str):
+    if text == "full":
+        return text
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a number of nats nor 'full'") from None
+    if not (np.isfinite(x) and x > 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a positive number of nats, or 'full'")
+    return x
 
 
 def add_grid(p: argparse.ArgumentParser) -> None:
@@ -58,12 +74,18 @@ def check_new_file(path, force: bool, suffixes, option: str) -> Path | None:
     if path is None:
         return None
     out = Path(path)
+    if out.is_dir():
+        raise UsageError(f"{option} {out}: is a directory; give a file name ending in {' or '.join(suffixes)}")
     if out.suffix.lower() not in suffixes:
         raise UsageError(f"{option} {out}: use a file name ending in {' or '.join(suffixes)}")
+    if out.exists() and not out.is_file():
+        raise UsageError(f"{option} {out}: exists and is not a regular file")
     if out.exists() and not force:
         raise UsageError(f"{option} {out} exists; pass --force to overwrite it")
-    if not out.parent.exists():
+    if not out.parent.is_dir():
         raise UsageError(f"{option} {out}: folder {out.parent} does not exist")
+    if not os.access(out.parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise UsageError(f"{option} {out}: not writable")
     return out
 
 
@@ -83,25 +105,43 @@ def load_samples(args):
         import jax
 
         loaded.samples = jax.tree.map(lambda a: a.astype("float64") if a.dtype.kind == "f" else a, loaded.samples)
+    args._loaded = loaded  # errors about one prompt name its id and line (jaxlimits.cli.main)
     return loaded
 
 
-def write_rows(out: Path, rows: list[dict], meta: dict) -> None:
-    """Rows as CSV, or as JSON with the run's description (inputs, version, settings)."""
-    if out.suffix.lower() == ".json":
-        out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2, default=_jsonable) + "\n")
-        return
-    with open(out, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+def write_rows(out: Path, rows: list[dict], meta: dict, option: str = "--out") -> None:
+    """Rows as CSV, or as strict JSON with the run's description (inputs, version, settings).
+
+    A value that is not a finite number (unknown, or NaN/inf) is ``null`` in JSON and an empty cell
+    in CSV; the row's ``status`` and ``reason`` (or ``note``) say why.
+    """
+    try:
+        if out.suffix.lower() == ".json":
+            text = json.dumps(plain({"meta": meta, "rows": rows}), indent=2, allow_nan=False)
+            out.write_text(text + "\n")
+            return
+        with open(out, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows([{k: "" if v is None else v for k, v in plain(r).items()} for r in rows])
+    except OSError as e:
+        raise UsageError(f"{option} {out}: cannot write ({e.strerror or e})") from None
 
 
-def _jsonable(x):
-    if isinstance(x, np.generic):
-        return x.item()
+def plain(x):
+    """JSON-ready Python values: non-finite floats -> None, NumPy scalars and arrays -> Python."""
+    if isinstance(x, dict):
+        return {str(k): plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [plain(v) for v in x]
     if isinstance(x, np.ndarray):
-        return x.tolist()
+        return plain(x.tolist())
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float):
+        return x if np.isfinite(x) else None
+    if x is None or isinstance(x, (bool, int, str)):
+        return x
     return str(x)
 
 

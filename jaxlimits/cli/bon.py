@@ -29,8 +29,13 @@ def register(sub):
 
 
 def rows_of(res) -> list[dict]:
-    """The pooled best-of-n results as table rows (one per n)."""
+    """The pooled best-of-n results as table rows (one per n), each with its ``status`` (``jaxlimits.status``).
+
+    ``gain`` is measured with the scores (the rewards without them), ``reward_gain`` with the
+    rewards; the frontier and the efficiency are of the rewards.
+    """
     from ..inversion import STATUS
+    from ..status import of_solution
 
     keys = ("gain", "gain_se", "reward_gain", "reward_gain_se", "kl", "kl_analytic", "kl_exact", "kl_beirami",
             "frontier_gain", "frontier_gain_se", "efficiency", "win_rate", "win_rate_se", "win_rate_frontier")
@@ -41,8 +46,10 @@ def rows_of(res) -> list[dict]:
     for i, n in enumerate(np.asarray(res.n)):
         row = {"n": int(n)}
         row.update({k: float(v[i]) for k, v in cols.items()})
-        row["frontier_status"] = STATUS.get(int(status[i]), "NOT_COMPUTED")
+        code = int(status[i])
+        row["frontier_status"] = STATUS.get(code, "NOT_COMPUTED")
         row["saturated"] = bool(sat[i])
+        row["status"], row["reason"] = of_solution(code, bool(sat[i])) if code in STATUS else ("ok", "no frontier")
         rows.append(row)
     return rows
 
@@ -55,16 +62,26 @@ def _num(x: float, se: float | None = None, digits: int = 4) -> str:
     return f"{x:.{digits}g} ± {se:.2g}"
 
 
-def print_table(rows: list[dict]) -> None:
-    c.say(f"{'n':>5} {'gain':>17} {'KL used':>8} {'KL anal.':>8} {'KL exact':>8} {'KL Beir.':>8} "
-          f"{'frontier':>17} {'effic.':>6} {'win rate':>8} {'win front.':>10}  trust")
+def print_table(rows: list[dict], reward: str = "reward", score: str | None = None) -> None:
+    """The rows; with a score other than the reward, its gain gets its own column beside the reward's."""
+    from ..status import legend
+
+    scored = score is not None and score != reward
+    extra = f" {score + ' gain':>17}" if scored else ""
+    c.say(f"{'n':>5} {reward + ' gain':>17}{extra} {'KL used':>8} {'KL anal.':>8} {'KL exact':>8} {'KL Beir.':>8} "
+          f"{'frontier':>17} {'effic.':>6} {'win rate':>8} {'win front.':>10}  status")
     for r in rows:
-        trust = "ok" if not r["saturated"] else (
-            "saturated" if r["frontier_status"] == "OK" else r["frontier_status"].lower())
-        c.say(f"{r['n']:>5} {_num(r['gain'], r['gain_se']):>17} {_num(r['kl']):>8} {_num(r['kl_analytic']):>8} "
-              f"{_num(r['kl_exact']):>8} {_num(r['kl_beirami']):>8} "
+        extra = f" {_num(r['gain'], r['gain_se']):>17}" if scored else ""
+        c.say(f"{r['n']:>5} {_num(r['reward_gain'], r['reward_gain_se']):>17}{extra} {_num(r['kl']):>8} "
+              f"{_num(r['kl_analytic']):>8} {_num(r['kl_exact']):>8} {_num(r['kl_beirami']):>8} "
               f"{_num(r['frontier_gain'], r['frontier_gain_se']):>17} {_num(r['efficiency'], digits=3):>6} "
-              f"{_num(r['win_rate']):>8} {_num(r['win_rate_frontier']):>10}  {trust}")
+              f"{_num(r['win_rate']):>8} {_num(r['win_rate_frontier']):>10}  {r['status']}")
+    units = f"{reward + ' gain'!r}, frontier: in {reward!r} units (the reward aligned to)"
+    if scored:
+        units += f"; {score + ' gain'!r}: best-of-n's gain in {score!r} units (best of n by {reward!r})"
+    c.say(f"{units}; effic. = {reward} gain / frontier at the same KL; win rate in {reward!r}")
+    for line in legend(r["status"] for r in rows):
+        c.say(line)
 
 
 def load_log_probs(args, loaded):
@@ -96,12 +113,13 @@ def run(args) -> int:
     for note in notes:
         c.say(f"note: {note}")
     c.say(f"{samples.num_prompts} prompts, up to {samples.num_samples} samples each; gain ± SE (jackknife), KL in "
-          f"nats; efficiency = reward gain / frontier gain at the same KL")
-    print_table(rows)
+          f"nats")
+    print_table(rows, reward=args.reward_col, score=args.score_col)
     if out is not None:
         c.write_rows(out, rows, c.meta(args, loaded.source, notes))
         c.say(f"wrote {out}")
     if png is not None:
-        jplot.frontier_figure(samples, bon=res, path=png, title=args.title)
+        jplot.frontier_figure(samples, bon=res, path=png, title=args.title, reward_label=args.reward_col,
+                              xmax=args.xmax)
         c.say(f"wrote {png}")
     return 0

@@ -87,25 +87,36 @@ def _where(items) -> dict | None:
     return out
 
 
-def _num(x: float, se: float | None = None) -> str:
-    if not np.isfinite(x):
-        return "inf" if x == np.inf else "-inf" if x == -np.inf else "-"
+def _num(x, se=None, bound: str = "") -> str:
+    """A value with its SE; ``-`` when unknown (None or NaN); ``bound`` (``>=``, ``<=``) marks a bound."""
+    if x is None or not np.isfinite(x):
+        return "-" if x is None or np.isnan(x) else "inf" if x > 0 else "-inf"
     if se is None or not np.isfinite(se) or se == 0:
-        return f"{x:.4g}"
-    return f"{x:.4g} ± {se:.2g}"
+        return f"{bound}{x:.4g}"
+    return f"{bound}{x:.4g} ± {se:.2g}"
 
 
-def print_table(rows: list[dict]) -> None:
+def print_table(rows: list[dict], unit: str = "reward units") -> None:
+    """The rows as a table; where the frontier is unknown its bounds are printed as bounds (>=, <=)."""
+    from ..status import legend
+
     width = max(12, *(len(r["name"]) for r in rows))
-    c.say(f"{'run':<{width}} {'KL (nats)':>16} {'gain':>16} {'frontier':>16} {'left':>9} {'eff.':>6} "
-          f"{'KL*(gain)':>9} {'KL eff.':>7}  flag")
+    c.say(f"{'run':<{width}} {'KL (nats)':>16} {'gain':>16} {'frontier':>16} {'left':>10} {'eff.':>7} "
+          f"{'KL*(gain)':>9} {'KL eff.':>7}  status")
     for r in rows:
-        flag = "ABOVE" if r["above_frontier"] else ("frontier >= (saturated KL)" if r["lower_bound"] else (
-            "saturated" if r["frontier_saturated"] else "ok"))
-        left = ("≥ " if r["lower_bound"] else "") + _num(r["left_on_table"])
+        if r["lower_bound"]:
+            front = _num(r["frontier_gain_lower_bound"], bound="≥ ")
+            left = _num(r["left_on_table_lower_bound"], bound="≥ ")
+            eff = _num(r["reward_efficiency_upper_bound"], bound="≤ ")
+        else:
+            front = _num(r["frontier_gain"], r["frontier_gain_se"])
+            left, eff = _num(r["left_on_table"]), _num(r["reward_efficiency"])
         c.say(f"{r['name']:<{width}} {_num(r['kl'], r['kl_se']):>16} {_num(r['gain'], r['gain_se']):>16} "
-              f"{_num(r['frontier_gain'], r['frontier_gain_se']):>16} {left:>9} {_num(r['reward_efficiency']):>6} "
-              f"{_num(r['min_kl']):>9} {_num(r['kl_efficiency']):>7}  {flag}")
+              f"{front:>16} {left:>10} {eff:>7} {_num(r['min_kl']):>9} {_num(r['kl_efficiency']):>7}  {r['status']}")
+    c.say(f"gain, frontier and left in {unit}; eff. = gain / frontier at the run's KL; KL eff. = KL*(gain) / KL; "
+          "≥ and ≤ mark bounds where the frontier is unknown")
+    for line in legend(r["status"] for r in rows):
+        c.say(line)
 
 
 def _table_mode(args) -> bool:
@@ -154,6 +165,9 @@ def run(args) -> int:
     loaded = c.load_samples(args)
     samples = loaded.samples
     notes = list(loaded.notes)
+    if args.score_col not in (None, args.reward_col):
+        notes.append(f"--score-col {args.score_col!r} is not used here: runs are held against the frontier of "
+                     f"{args.reward_col!r}, their gains must be in {args.reward_col!r}")
     runs = []
     if args.runs is not None:
         baseline = args.run_baseline
@@ -184,8 +198,8 @@ def run(args) -> int:
     for note in notes:
         c.say(f"note: {note}")
     rows = res.rows()
-    print_table(rows)
-    flagged = [r for r in rows if r["above_frontier"] or r["lower_bound"] or r["note"].startswith("KL given")]
+    print_table(rows, unit=f"{args.reward_col!r} units")
+    flagged = [r for r in rows if r["status"] != "ok" or r["note"].startswith("KL given")]
     for r in flagged[:MAX_NOTES]:
         c.say(f"{r['name']}: {r['note']}")
     if len(flagged) > MAX_NOTES:
@@ -199,6 +213,7 @@ def run(args) -> int:
         b = None
         if args.bon:
             b = best_of_n(samples, args.bon, memory_budget=c.memory_budget(args))
-        jplot.frontier_figure(samples, bon=b, runs=res, path=png, title=args.title, xscale=args.xscale)
+        jplot.frontier_figure(samples, bon=b, runs=res, path=png, title=args.title, xscale=args.xscale,
+                              reward_label=args.reward_col, xmax=args.xmax)
         c.say(f"wrote {png}")
     return 0

@@ -23,56 +23,84 @@ def register(sub):
 
 
 def rows_of(f) -> list[dict]:
-    """The pooled frontier as table rows (one per beta)."""
+    """The pooled frontier as table rows (one per beta), each with its ``status`` (``jaxlimits.status``)."""
+    from ..status import of_point
+
     keys = ("betas", "kl", "kl_se", "gain", "gain_se", "reverse_kl", "ess_fraction", "saturated_share", "saturated")
     cols = {k: np.asarray(getattr(f, k)) for k in keys}
     if f.bands is not None:
         for k in ("gain_lo", "gain_hi", "kl_lo", "kl_hi"):
             cols[f"bootstrap_{k}"] = np.asarray(getattr(f.bands, k))
-    return [
+    rows = [
         {("beta" if k == "betas" else k): (bool(v[i]) if k == "saturated" else float(v[i])) for k, v in cols.items()}
         for i in range(len(cols["betas"]))
     ]
+    for r in rows:
+        r["status"] = of_point(r["saturated"])
+    return rows
 
 
-def print_table(rows) -> None:
-    c.say(f"{'beta':>10} {'KL (nats)':>20} {'gain':>20} {'ESS/N':>6}  trust")
+def print_table(rows, gain_label: str = "gain") -> None:
+    from ..status import legend
+
+    c.say(f"{'beta':>10} {'KL (nats)':>20} {gain_label:>20} {'ESS/N':>6}  status")
     for r in rows:
         kl = f"{r['kl']:.4g} ± {r['kl_se']:.2g}"
         gain = f"{r['gain']:.4g} ± {r['gain_se']:.2g}"
-        flag = "saturated" if r["saturated"] else "ok"
-        c.say(f"{r['beta']:10.4g} {kl:>20} {gain:>20} {r['ess_fraction']:6.2f}  {flag}")
+        c.say(f"{r['beta']:10.4g} {kl:>20} {gain:>20} {r['ess_fraction']:6.2f}  {r['status']}")
+    for line in legend(r["status"] for r in rows):
+        c.say(line)
 
 
-def report(samples, args, source: dict, notes: list[str], default_plot=None) -> int:
+def what_the_curve_is(reward: str, score: str | None) -> str:
+    """One sentence saying what the gain column is (the frontier, or a score of the reward-tilted policies)."""
+    if score is None or score == reward:
+        return (f"the frontier: the most {reward!r} gain any policy reaches at each KL (the tilted policies "
+                f"pi0 exp(r/beta)/Z); gain in {reward!r} units, KL in nats per sequence")
+    return (f"not a frontier: the {score!r} gain of the policies tilted toward {reward!r} (optimal for "
+            f"{reward!r}, not for {score!r}); gain in {score!r} units, KL in nats per sequence. Other policies "
+            f"may reach more {score!r} gain at the same KL (jaxlimits proxy --same-kl gives the {score!r} frontier)")
+
+
+def report(samples, args, source: dict, notes: list[str], default_plot=None, reward: str = "reward",
+           score: str | None = None) -> int:
     import jaxlimits as jl
 
     out = c.check_new_file(args.out, args.force, (".csv", ".json"), "--out")
-    png = c.check_new_file(args.plot or default_plot, args.force, (".png", ".pdf", ".svg"), "--plot")
+    # the demo's own default figure is replaced each run (it is the same figure); a --plot file needs --force
+    png = c.check_new_file(args.plot, args.force, (".png", ".pdf", ".svg"), "--plot") if args.plot else (
+        c.check_new_file(default_plot, True, (".png",), "the demo figure") if default_plot else None)
     if args.bootstrap < 0:
         raise c.UsageError(f"--bootstrap {args.bootstrap}: give a number of replicates >= 0")
     f = jl.frontier(samples, args.betas, num_betas=args.num_betas, per_prompt=False, bootstrap=args.bootstrap,
                     memory_budget=c.memory_budget(args))
     rows = rows_of(f)
+    curve = "frontier" if score in (None, reward) else f"{score} gain of the policy tilted toward {reward}"
+    for r in rows:
+        r["curve"] = curve
     for note in notes:
         c.say(f"note: {note}")
     c.say(f"{samples.num_prompts} prompts, up to {samples.num_samples} samples each; "
           f"KL ceiling (mean over prompts) {float(f.kl_ceiling):.3f} nats")
-    print_table(rows)
+    c.say(f"gain: {what_the_curve_is(reward, score)}")
+    print_table(rows, gain_label="gain" if score in (None, reward) else f"{score} gain")
     if bool(np.any(np.asarray(f.saturated))):
-        c.say("saturated: over 5% of the pooled KL comes from prompts whose estimate cannot be trusted "
-              "(ESS < 200 or < 60% of N, or KL above half its ceiling)")
+        c.say("(a point is saturated when over 5% of the pooled KL comes from prompts whose estimate cannot be "
+              "trusted)")
     if out is not None:
-        c.write_rows(out, rows, c.meta(args, source, notes))
+        meta = c.meta(args, source, notes)
+        meta["gain"] = what_the_curve_is(reward, score)
+        c.write_rows(out, rows, meta)
         c.say(f"wrote {out}")
     if png is not None:
         from .. import plot
 
-        plot.frontier_figure(f, path=png, title=source.get("title"))
+        plot.frontier_figure(f, path=png, title=source.get("title"), reward_label=reward,
+                             score_label=None if score in (None, reward) else score, xmax=getattr(args, "xmax", None))
         c.say(f"drew {png}")
     return 0
 
 
 def run(args) -> int:
     loaded = c.load_samples(args)
-    return report(loaded.samples, args, loaded.source, loaded.notes)
+    return report(loaded.samples, args, loaded.source, loaded.notes, reward=args.reward_col, score=args.score_col)

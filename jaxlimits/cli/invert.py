@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from . import _common as c
@@ -16,7 +18,9 @@ MAX_PRINTED_ROWS = 40
 
 
 def register(sub):
-    p = c.subparser(sub, "invert", "invert the frontier: the least KL for a target gain, the most gain for a KL budget",
+    p = c.subparser(sub, "invert", "invert the frontier: the least KL for a target gain, the most gain for a KL "
+                    "budget. Exit status: 0 when every target is solved; 2 when some are not (the table and --out "
+                    "still hold every target, the unsolved ones empty with their status and reason) or on bad input",
                     EXAMPLES)
     c.add_data_options(p)
     p.add_argument("--gain", type=float, nargs="+", default=None, metavar="G",
@@ -31,8 +35,13 @@ def register(sub):
 
 
 def rows_of(question: str, targets, sol, prompt_ids=None) -> list[dict]:
-    """Table rows of a :class:`jaxlimits.inversion.Solution` (one per target, or per prompt and target)."""
+    """Table rows of a :class:`jaxlimits.inversion.Solution` (one per target, or per prompt and target).
+
+    ``status`` is a word of ``jaxlimits.status.VOCABULARY``, ``reason`` says why (empty when
+    solved), ``solver_status`` is the solver's code name (``jaxlimits.inversion.STATUS``).
+    """
     from ..inversion import STATUS
+    from ..status import of_solution
 
     fields = ("beta", "kl", "kl_se", "gain", "gain_se")
     cols = {k: np.asarray(getattr(sol, k), dtype=np.float64) for k in fields}
@@ -50,7 +59,8 @@ def rows_of(question: str, targets, sol, prompt_ids=None) -> list[dict]:
             row["prompt"] = prompt_ids[i]
         row["target"] = float(targets[j])
         row.update({k: float(v[at]) for k, v in cols.items()})
-        row["status"] = STATUS[int(status[at])]
+        row["status"], row["reason"] = of_solution(int(status[at]), bool(sat[at]))
+        row["solver_status"] = STATUS[int(status[at])]
         row["saturated"] = bool(sat[at])
         row["iterations"] = int(iters[at])
         rows.append(row)
@@ -72,7 +82,7 @@ def print_table(rows: list[dict], per_prompt: bool) -> None:
     for r in shown:
         unit = "gain" if r["question"] == "min_kl_for_gain" else "KL"
         target = f"{unit} {r['target']:.5g}"
-        status = r["status"].lower() if r["status"] != "OK" else ("saturated" if r["saturated"] else "ok")
+        status = r["status"] if r["solver_status"] == "OK" else f"{r['status']}: {r['solver_status'].lower()}"
         pid = f"{str(r['prompt'])[:12]:>12} " if per_prompt else ""
         c.say(f"{pid}{target:>14} {_num(r['beta']):>11} {_num(r['kl'], r['kl_se']):>20} "
               f"{_num(r['gain'], r['gain_se']):>20}  {status}")
@@ -129,17 +139,27 @@ def report(samples, args, source: dict, notes: list[str], prompt_ids) -> int:
     scope = "each prompt's frontier" if per_prompt else "the pooled frontier (one beta for all prompts)"
     c.say(f"{samples.num_prompts} prompts, up to {samples.num_samples} samples each; inverting {scope}")
     print_table(rows, per_prompt)
-    if any(r["saturated"] and r["status"] == "OK" for r in rows):
-        c.say("saturated: the estimate at that beta cannot be trusted (ESS < 200 or < 60% of N, "
-              "or KL above half its ceiling)")
+    c.say(f"gain in {getattr(args, 'reward_col', 'reward')!r} units (the frontier's reward), KL in nats per sequence")
+    from ..status import legend
+
+    for line in legend(r["status"] for r in rows):
+        c.say(line)
     if out is not None:
         c.write_rows(out, rows, c.meta(args, source, notes))
-        c.say(f"wrote {out}")
-    if failures:
-        raise c.UsageError("targets not solved:\n  " + "\n  ".join(failures))
+        unsolved = sum(r["solver_status"] != "OK" for r in rows)
+        c.say(f"wrote {out}" + (f" ({len(rows) - unsolved} rows solved, {unsolved} not: their values are empty "
+                                f"and their status says why)" if unsolved else ""))
+    if failures:  # the solved targets are printed (and written); exit status 2 says some were not
+        sys.stderr.write("jaxlimits invert: targets not solved (exit status 2; the others are above):\n  "
+                         + "\n  ".join(failures) + "\n")
+        return 2
     return 0
 
 
 def run(args) -> int:
     loaded = c.load_samples(args)
-    return report(loaded.samples, args, loaded.source, loaded.notes, loaded.prompt_ids)
+    notes = list(loaded.notes)
+    if args.score_col not in (None, args.reward_col):
+        notes.append(f"--score-col {args.score_col!r} is not used here: the frontier inverted is that of "
+                     f"{args.reward_col!r} (gains in {args.reward_col!r} units)")
+    return report(loaded.samples, args, loaded.source, notes, loaded.prompt_ids)

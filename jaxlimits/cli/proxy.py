@@ -33,9 +33,12 @@ def register(sub):
     p.add_argument("--bootstrap", type=int, default=0,
                    help="bootstrap replicates for the peak's standard error (default 0: none)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstraps and random subsets")
-    p.add_argument("--same-kl", action="store_true",
-                   help="also compare at equal KL: the most gold gain any policy reaches within the "
-                        "proxy-aligned policy's KL, and the shortfall of the proxy (one more solve)")
+    p.add_argument("--compare", default="kl", choices=("kl", "beta", "both"),
+                   help="what the proxy-aligned policy's gold gain is held against: the gold frontier at the "
+                        "same KL (kl, the default: the most gold gain any policy reaches within that KL, and "
+                        "the proxy's shortfall), the gold-aligned policy at the same beta (beta: Prop. 3's gap, "
+                        "which depends on the proxy's scale), or both. CSV/JSON hold the gap always")
+    p.add_argument("--same-kl", action="store_true", help="the default (--compare kl); kept for old scripts")
     c.add_common(p, plot=True)
     c.add_grid(p)
     return p
@@ -46,7 +49,11 @@ def _f(x) -> float:
 
 
 def curve_rows(curve, res=None) -> list[dict]:
-    """The over-optimisation curve as table rows (one per beta, KL increasing)."""
+    """The over-optimisation curve as table rows (one per beta, KL increasing), each with its ``status``."""
+    from ..inversion import Status
+    from ..status import of_point
+
+    beyond = int(Status.KL_AT_OR_ABOVE_CEILING)
     keys = ("betas", "kl_proxy_aligned", "kl_proxy_aligned_se", "proxy_gain", "gold_gain_proxy_aligned",
             "gold_gain_proxy_aligned_se", "kl_gold_aligned", "gold_gain_gold_aligned", "gold_gain_gold_aligned_se",
             "gap", "gap_se", "ratio", "saturated_share", "saturated")
@@ -60,24 +67,46 @@ def curve_rows(curve, res=None) -> list[dict]:
         if res is not None and res.gold_frontier is not None:
             row["gold_frontier"] = float(np.asarray(res.gold_frontier)[i])
             row["shortfall"] = float(np.asarray(res.shortfall)[i])
+            # beyond what the samples show of gold, the frontier is unknown: its cap is a lower bound
+            row["gold_frontier_is_lower_bound"] = bool(int(np.asarray(res.frontier_status)[i]) == beyond)
+        row["status"] = of_point(row["saturated"])
         rows.append(row)
     return rows
 
 
-def _print_curve(rows) -> None:
-    same = "gold_frontier" in rows[0]
-    extra = f" {'gold frontier':>13} {'shortfall':>9}" if same else ""
-    c.say(f"{'beta':>9} {'KL':>7} {'proxy gain':>10} {'gold gain (proxy-aligned)':>25} "
-          f"{'gold gain (gold-aligned)':>24} {'gap':>19} {'|gap|/|d|':>9}{extra}  trust")
+def _print_curve(rows, compare: str = "kl", gold: str = "gold", proxy: str = "proxy") -> None:
+    from ..status import legend
+
+    same_kl = compare in ("kl", "both") and "gold_frontier" in rows[0]
+    same_beta = compare in ("beta", "both")
+    head = f"{'beta':>9} {'KL':>7} {'proxy gain':>10} {'gold gain (proxy-aligned)':>25}"
+    if same_kl:
+        head += f" {'gold frontier (same KL)':>23} {'shortfall':>9}"
+    if same_beta:
+        head += f" {'gold gain (gold-aligned)':>24} {'gap (same beta)':>19} {'|gap|/|d|':>9}"
+    c.say(head + "  status")
     for r in rows:
         g = f"{r['gold_gain_proxy_aligned']:.4g} ± {r['gold_gain_proxy_aligned_se']:.2g}"
-        gg = f"{r['gold_gain_gold_aligned']:.4g} ± {r['gold_gain_gold_aligned_se']:.2g}"
-        gap = f"{r['gap']:.4g} ± {r['gap_se']:.2g}"
-        extra = f" {r['gold_frontier']:13.4g} {r['shortfall']:9.4g}" if same else ""
-        c.say(f"{r['beta']:9.4g} {r['kl_proxy_aligned']:7.4g} {r['proxy_gain']:10.4g} {g:>25} {gg:>24} {gap:>19} "
-              f"{r['ratio']:9.3g}{extra}  {'saturated' if r['saturated'] else 'ok'}")
-    c.say("gap: gold gain aligned to gold minus aligned to the proxy at the same beta (Prop. 3; it depends on "
-          "the proxy's scale)" + ("; gold frontier / shortfall: at the same KL" if same else ""))
+        line = f"{r['beta']:9.4g} {r['kl_proxy_aligned']:7.4g} {r['proxy_gain']:10.4g} {g:>25}"
+        if same_kl:
+            bound = "≥ " if r["gold_frontier_is_lower_bound"] else ""
+            line += f" {bound + format(r['gold_frontier'], '.4g'):>23} {bound + format(r['shortfall'], '.4g'):>9}"
+        if same_beta:
+            gg = f"{r['gold_gain_gold_aligned']:.4g} ± {r['gold_gain_gold_aligned_se']:.2g}"
+            gap = f"{r['gap']:.4g} ± {r['gap_se']:.2g}"
+            line += f" {gg:>24} {gap:>19} {r['ratio']:9.3g}"
+        c.say(f"{line}  {r['status']}")
+    c.say(f"KL in nats per sequence (of the policy aligned to the proxy); proxy gain in {proxy} units, gold gains "
+          f"in {gold} units")
+    if same_kl:
+        c.say("gold frontier (same KL): the most gold gain any policy reaches within the proxy-aligned policy's KL; "
+              "shortfall = gold frontier - gold gain (proxy-aligned), >= 0; ≥ marks a lower bound: at that KL the "
+              "samples cannot show the gold frontier (KL at or beyond their gold ceiling), only its cap")
+    if same_beta:
+        c.say("gap (same beta): gold gain aligned to gold minus aligned to the proxy at the same beta (Prop. 3; it "
+              "depends on the proxy's scale: compare at the same KL with --compare kl)")
+    for line in legend(r["status"] for r in rows):
+        c.say(line)
 
 
 def peak_dict(peak) -> dict:
@@ -159,6 +188,7 @@ def run(args) -> int:
     budget = c.memory_budget(args)
     loaded = ensembles.load_ensemble(args.file, args.proxy, args.gold, prompt=args.prompt_col,
                                      log_weight=args.log_weight_col, count=args.count_col, dedupe=args.dedupe)
+    args._loaded = loaded  # errors about one prompt name its id
     ens = loaded.ensemble.calibrated(args.calibrate)
     m = ens.num_members
     samples = ens.aggregate(args.aggregate, lam=args.lam) if m > 1 else ens.member(0)
@@ -166,7 +196,8 @@ def run(args) -> int:
     import jax
 
     res = jl.overoptimization(samples, args.betas, num_betas=args.num_betas, bootstrap=args.bootstrap,
-                              key=jax.random.PRNGKey(args.seed), same_kl=args.same_kl, memory_budget=budget)
+                              key=jax.random.PRNGKey(args.seed), same_kl=args.compare in ("kl", "both"),
+                              memory_budget=budget)
     for note in loaded.notes:
         c.say(f"note: {note}")
     if args.calibrate != "none":
@@ -177,10 +208,9 @@ def run(args) -> int:
     c.say(f"||gold - proxy||_L2(pi0) = {_f(curve.residual_norm):.4g} "
           f"(centred per prompt: {_f(curve.centred_residual_norm):.4g})")
     rows = curve_rows(curve, res)
-    _print_curve(rows)
+    _print_curve(rows, args.compare, gold=repr(args.gold), proxy=what)
     if any(r["saturated"] for r in rows):
-        c.say("saturated: over 5% of prompts have too few effective samples at that beta "
-              "(ESS < 200 or < 60% of N, or KL above half its ceiling)")
+        c.say("(a point is saturated when over 5% of prompts have too few effective samples at that beta)")
     pk = peak_dict(res.peak)
     _print_peak(pk, args.bootstrap)
     extra = {"peak": pk}
@@ -195,6 +225,7 @@ def run(args) -> int:
     if plot is not None:
         from pathlib import Path
 
-        proxy.overoptimization_figure(res, plot, title=f"{Path(args.file).name}\naligned to {what}")
+        proxy.overoptimization_figure(res, plot, title=f"{Path(args.file).name}\naligned to {what}",
+                                      gold_label=args.gold, proxy_label=args.proxy[0] if m == 1 else args.aggregate)
         c.say(f"wrote {plot}")
     return 0
