@@ -252,6 +252,9 @@ def main(argv=None):
             rows += run_cell(law, n, args.prompts, pools, args.betas, args.chunk, dtype, sub,
                              None if not args.tile_bytes else 8 * args.tile_bytes)
             print(f"# {law} N={n}: {time.time() - t0:.0f} s", flush=True)
+            if args.out:  # what is done so far survives a time limit
+                with open(args.out, "w") as f:
+                    json.dump(dict(device=str(jax.devices()[0]), args=vars(args), partial=True, cells=rows), f)
     summary = summarise(rows, args.min_unflagged)
     print(format_table(rows, summary))
     if args.out:
@@ -285,9 +288,9 @@ def format_table(rows, summary) -> str:
                    f"{'' if old is None else f'{old:.2f}'} | {cov} | {at} |")
     w = summary["worst"]
     if w:
-        out.append(f"\nWorst judged cell: {w['law']} N={w['n']} P={w['pool']} beta={w['beta']:.4g} (KL {w['kl_true']:.3g}):"
-                   f" coverage {w['coverage_gain']:.3f} (gain) / {w['coverage_kl']:.3f} (KL) over {w['unflagged']}"
-                   f" unflagged of {w['reps']}.")
+        out.append(f"\nWorst judged cell: {w['law']} N={w['n']} P={w['pool']} beta={w['beta']:.4g} "
+                   f"(KL {w['kl_true']:.3g}): coverage {w['coverage_gain']:.3f} (gain) / {w['coverage_kl']:.3f} "
+                   f"(KL) over {w['unflagged']} unflagged of {w['reps']}.")
     out.append(f"Cells judged: {summary['judged']} of {summary['cells']}; below 93%: {summary['below_93']}; "
                f"below 93% beyond Monte Carlo noise (coverage + 2 SE < 93%): {summary['below_93_beyond_noise']}.")
     return "\n".join(out)
