@@ -102,6 +102,7 @@ def beta_grid(law: str, n: int, num: int) -> np.ndarray:
     if law.startswith("bernoulli"):
         top = min(top, 0.97 * math.log(1 / float(law.split("_")[1])))
     targets = np.geomspace(1e-3, top, num)
+    # the smallest beta where truth() is finite (beta > 1 for exponential tails)
     lo = {"gumbel": 1.0 + 1e-9, "exponential": 1.0 + 1e-9, "beta_2_5": 1 / 600}.get(law, 1e-6)
     lo, hi = math.log(lo), math.log(1e6)
 
@@ -115,7 +116,8 @@ def old_rule(st) -> np.ndarray:
     """The rule before this calibration: ``ess < 200 or ess < 0.6 N or kl > 0.5 ceiling`` (plug-in KL)."""
     kl_plug = np.asarray(st.kl) + np.asarray(st.kl_bias)
     n = np.asarray(st.draws)[:, None]
-    return (np.asarray(st.ess) < 200) | (np.asarray(st.ess) < 0.6 * n) | (kl_plug > 0.5 * np.asarray(st.kl_ceiling)[:, None])
+    ess, ceiling = np.asarray(st.ess), np.asarray(st.kl_ceiling)[:, None]
+    return (ess < 200) | (ess < 0.6 * n) | (kl_plug > 0.5 * ceiling)
 
 
 @functools.partial(jax.jit, static_argnames=("pool",))
@@ -215,13 +217,16 @@ def summarise(rows, min_unflagged):
         c = min(r["coverage_gain"], r["coverage_kl"])
         return math.sqrt(max(c * (1 - c), 1e-12) / r["unflagged"])
     clear_fails = [r for r in fails if min(r["coverage_gain"], r["coverage_kl"]) + 2 * se(r) < 0.93]
-    return dict(cells=len(rows), judged=len(judged), worst=worst, below_93=len(fails),
+    return dict(cells=len(rows), judged=len(judged), min_unflagged=min_unflagged, worst=worst, below_93=len(fails),
                 below_93_beyond_noise=len(clear_fails), clear_fails=clear_fails)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--prompts", type=int, default=400_000, help="prompts per (law, N): P = 2000 gets prompts/2000 replicates")
+    ap.add_argument("--prompts", type=int, default=400_000,
+                    help="prompts per (law, N): P = 2000 gets prompts/2000 replicates")
+    ap.add_argument("--budget", type=float, default=None,
+                    help="at most this many draws (prompts x N) per (law, N): fewer prompts for large N")
     ap.add_argument("--betas", type=int, default=12)
     ap.add_argument("--laws", nargs="*", default=list(LAWS))
     ap.add_argument("--sizes", nargs="*", type=int, default=list(SIZES))
@@ -248,8 +253,10 @@ def main(argv=None):
     for law in args.laws:
         for n in args.sizes:
             key, sub = jax.random.split(key)
-            pools = [p for p in args.pools if p <= args.prompts]
-            rows += run_cell(law, n, args.prompts, pools, args.betas, args.chunk, dtype, sub,
+            prompts = args.prompts if args.budget is None else max(2000, min(args.prompts, int(args.budget // n)))
+            prompts = prompts // max(args.pools) * max(args.pools) or prompts
+            pools = [p for p in args.pools if p <= prompts]
+            rows += run_cell(law, n, prompts, pools, args.betas, min(args.chunk, prompts), dtype, sub,
                              None if not args.tile_bytes else 8 * args.tile_bytes)
             print(f"# {law} N={n}: {time.time() - t0:.0f} s", flush=True)
             if args.out:  # what is done so far survives a time limit
@@ -264,7 +271,8 @@ def main(argv=None):
 
 
 def format_table(rows, summary) -> str:
-    out = ["| law | N | P | cells judged | unflagged share | old rule's share (P=1) | worst coverage (gain / KL) | at KL |",
+    out = ["| law | N | P | cells judged | unflagged share | old rule's share (P=1) "
+           "| worst coverage (gain / KL) | at KL |",
            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     keys = sorted({(r["law"], r["n"], r["pool"]) for r in rows}, key=lambda k: (LAWS.index(k[0]) if k[0] in LAWS else 0,
                                                                                k[1], k[2]))
@@ -272,7 +280,7 @@ def format_table(rows, summary) -> str:
         rs = [r for r in rows if (r["law"], r["n"], r["pool"]) == (law, n, pool)]
         share = np.mean([r["unflagged_share"] for r in rs])
         old = np.mean([r["old_unflagged_share"] for r in rs]) if pool == 1 else None
-        judged = [r for r in rs if r["unflagged"] >= summary.get("min_unflagged", 200) and r["coverage_gain"] is not None]
+        judged = [r for r in rs if r["unflagged"] >= summary["min_unflagged"] and r["coverage_gain"] is not None]
         if law == "student_t3":
             notilt = np.mean([r["reasons"]["no-tilt"] for r in rs])
             out.append(f"| {law} | {n} | {pool} | - | {share:.2f} | {'' if old is None else f'{old:.2f}'} "

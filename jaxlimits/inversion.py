@@ -53,7 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _sweep, estimators, moments
-from .frontier import SATURATED_SHARE_MAX
+from .frontier import SATURATED_SHARE_MAX, frontier
 from .samples import PromptError, Samples
 
 Array = jax.Array
@@ -122,8 +122,14 @@ class Solution(NamedTuple):
       converged: the tolerance was met (True for a zero target).
       iterations: Newton iterations used (each one kernel pass; after one grid pass).
       status: :class:`Status` codes (``STATUS``/``MESSAGES`` map them to names and sentences).
-      saturated: the estimate at ``beta`` cannot be trusted (``jaxlimits.TiltStats.saturated``;
-        pooled: more than ``SATURATED_SHARE_MAX`` of the KL from saturated prompts).
+      saturated: the estimate at ``beta`` cannot be trusted: ``reasons != 0`` (and True where no
+        estimate was made).
+      reasons: the trust rule at ``beta`` (``jaxlimits.estimators``: the per-prompt rule, or the
+        pooled rule of ``jaxlimits.frontier`` for pooled solutions), from the one kernel; under
+        ``jit`` only the sample-ceiling part of it (the rest needs concrete betas).
+      gain_bias, kl_bias: the estimated bias of the plug-in gain and KL at ``beta`` (see
+        :func:`jaxlimits.tilt`; 0 where not computed). The inversion solves the plug-in curve;
+        the bias-corrected frontier at the same beta is ``gain - gain_bias``, ``kl - kl_bias``.
       kl_ceiling: ``K_max``, the largest KL the samples can show (pooled: the mean over prompts).
       gain_max: ``max r - E_0[r]``, the supremum of the gain (pooled: the mean over prompts).
 
@@ -142,6 +148,9 @@ class Solution(NamedTuple):
     saturated: Array
     kl_ceiling: Array
     gain_max: Array
+    reasons: Array
+    gain_bias: Array
+    kl_bias: Array
 
 
 # ----------------------------------------------------------------------------------------------
@@ -677,6 +686,9 @@ def _assemble(is_kl, y, t_star, iters, conv, status, active, kl, gain, rkl_se, s
         saturated=jnp.where(active, saturated, ~ok),
         kl_ceiling=jnp.broadcast_to(kl_max, shape).astype(dtype),
         gain_max=jnp.broadcast_to(gain_max, shape).astype(dtype),
+        reasons=jnp.where(active & saturated, estimators.CEILING, 0).astype(jnp.int32),
+        gain_bias=zero,
+        kl_bias=zero,
     )
 
 
@@ -784,9 +796,37 @@ def _run(samples: Samples, targets, *, kind: str, pooled: bool, throw: bool, max
     sol = _solve(s, flat_y, jnp.asarray(kind == "kl"), pooled=pooled, plan=p, max_iter=max_iter, nc=nc)
     out_shape = shape if pooled else (s.num_prompts,) + shape
     sol = jax.tree.map(lambda a: a.reshape(out_shape), sol)
+    sol = _with_trust(s, sol, pooled, memory_budget)
     if throw:
         _raise_for_status(name, kind, pooled, y, sol)
     return sol
+
+
+def _with_trust(s: Samples, sol: Solution, pooled: bool, memory_budget) -> Solution:
+    """The one kernel's statistics at the solutions' betas: reasons and bias (concrete inputs only)."""
+    if s.exact or any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((s, sol))):
+        return sol
+    beta = np.asarray(sol.beta, np.float64)
+    solved = np.isfinite(beta) & (beta > 0)
+    if not solved.any():
+        return sol
+    safe = np.where(solved, beta, np.nanmax(np.where(solved, beta, np.nan)))
+    if pooled:
+        flat = safe.reshape(-1)
+        f = frontier(s, flat, per_prompt=False, memory_budget=memory_budget)
+        reasons, gain_bias, kl_bias = (np.asarray(a).reshape(beta.shape) for a in (f.reasons, f.gain_bias, f.kl_bias))
+    else:
+        st = estimators.tilt(s, safe.reshape(s.num_prompts, -1), memory_budget=memory_budget)
+        reasons, gain_bias, kl_bias = (np.asarray(a).reshape(beta.shape) for a in (st.reasons, st.gain_bias,
+                                                                                   st.kl_bias))
+    reasons = np.where(solved, reasons | np.asarray(sol.reasons), np.asarray(sol.reasons)).astype(np.int32)
+    dt = sol.kl.dtype
+    return sol._replace(
+        reasons=jnp.asarray(reasons),
+        saturated=jnp.asarray(np.where(solved, reasons != 0, np.asarray(sol.saturated))),
+        gain_bias=jnp.asarray(np.where(solved, gain_bias, 0), dt),
+        kl_bias=jnp.asarray(np.where(solved, kl_bias, 0), dt),
+    )
 
 
 def _concrete(x):

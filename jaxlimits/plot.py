@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .estimators import KL_CEILING_FRACTION
+from . import estimators
 from .samples import Samples
 
 #: Above this many runs they are drawn as one connected series (a training trajectory).
@@ -76,11 +76,11 @@ def frontier_figure(
 ):
     """The KL-reward frontier with best-of-n and alignment runs against it (the paper's Figure 1).
 
-    Drawn: the frontier (the optimal KL-regularised policies; solid where it can be trusted,
-    dashed where it is saturated) from ``(0, 0)``, its uncertainty band, the unreachable region
-    above it (grey), the saturation region (KL beyond what N samples can show; hatched, with the
-    sample ceiling ``mean_x log(N/m)`` dotted), best-of-n points labelled by ``n``, and run
-    points with error bars. KL in nats per sequence, gain in reward units.
+    Drawn: the frontier (the optimal KL-regularised policies) from ``(0, 0)``: solid where the
+    trust rule passes, dashed where it does not (the legend names the reasons: ``Frontier.reasons``);
+    its uncertainty band; the unreachable region (grey) above the upper confidence limit of the
+    trusted points only; the sample ceiling ``mean_x log(N/m)`` (dotted); best-of-n points labelled
+    by ``n``; and run points with error bars. KL in nats per sequence, gain in reward units.
 
     When the curve's gain is measured with a score other than the reward (``score_label``), it is
     the score of the policies tilted toward the reward, not a frontier of the score: it is
@@ -209,24 +209,25 @@ def frontier_figure(
     is_frontier = score_label is None
     curve = ("frontier (optimal policy)" if is_frontier
              else f"{score_label} gain of the policy aligned to {reward_label} (not a {score_label} frontier)")
+    # One encoding for trust: solid where the estimate can be trusted, dashed where it cannot
+    # (with the reasons in the legend). "Unreachable" is shaded only above the upper confidence
+    # limit of trusted points: above an untrusted estimate nobody knows.
     trusted = ~sat
+    solid = np.where(trusted, gain, np.nan)
+    near = sat | np.concatenate([sat[1:], [False]]) | np.concatenate([[False], sat[:-1]])
+    dashed = np.where(near, gain, np.nan)
     if trusted.any():
-        last = int(np.flatnonzero(trusted)[-1])
-        ax.plot(kl[: last + 1], gain[: last + 1], color="black", lw=2, label=curve, zorder=4)
-        rest = slice(last, None)
-    else:
-        rest = slice(0, None)
+        ax.plot(kl, solid, color="black", lw=2, label=curve, zorder=4)
     if sat.any():
+        codes = np.asarray(frontier.reasons, int)[order]
+        why = estimators.reason_names(np.bitwise_or.reduce(codes[codes != 0])) if (codes != 0).any() else ""
         what = "frontier" if is_frontier else curve if not trusted.any() else f"{score_label} gain"
-        ax.plot(kl[rest], gain[rest], color="black", lw=1.6, ls="--", zorder=4,
-                label=f"{what}, saturated (not trustworthy)")
-    if is_frontier:  # only a true frontier bounds what any policy can reach
-        ax.fill_between(kl, gain, np.full_like(gain, y_max), color="0.55", alpha=0.35, linewidth=0,
-                        label="unreachable (above the frontier)", zorder=1)
-    # Estimates of KL above this fraction of the ceiling are flagged whatever the ESS (estimators).
-    sat_from = KL_CEILING_FRACTION * ceiling
-    ax.axvspan(sat_from, max(x_max, ceiling), facecolor="none", edgecolor="0.75", hatch="///", linewidth=0,
-               label=f"saturation region (KL > {KL_CEILING_FRACTION:g} x what N samples show)", zorder=0)
+        ax.plot(kl, dashed, color="black", lw=1.6, ls="--", zorder=4,
+                label=f"{what}, not trustworthy ({why.replace('+', ', ')})" if why else f"{what}, not trustworthy")
+    if is_frontier and trusted.any():  # only a true frontier, and only where it is known, bounds what is reachable
+        ax.fill_between(kl, np.where(trusted, hi, np.nan), np.full_like(gain, y_max), color="0.55", alpha=0.35,
+                        linewidth=0, label="unreachable (above the trusted frontier's upper confidence limit)",
+                        zorder=1)
     ax.axvline(ceiling, color="0.3", ls=":", lw=1.2, label=f"sample ceiling mean log(N/m) = {ceiling:.3g} nats",
                zorder=3)
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 #: Word -> what it means, for people (tables print the words that appear, with these meanings).
 VOCABULARY: dict[str, str] = {
     "ok": "computed, and the samples support it",
-    "saturated": "computed, but too few effective samples to trust it (ESS < 200 or < 60% of N, or KL above "
-                 "half its ceiling)",
+    "saturated": "computed, but the trust rule flags it; the reasons say why: bias (the estimated bias is large "
+                 "beside the SE), tail (heavy-tailed weights, PSIS k-hat), no-tilt (k-hat >= 1: the tilt may not "
+                 "exist), ceiling (KL near what the samples show), few (too few or too uneven effective draws)",
     "unknown": "not computable from these samples (e.g. a KL at or beyond what they can show): the value is "
                "left empty; a bound, where one is known, is in its own column",
     "above_frontier": "above the frontier by more than its uncertainty: impossible up to estimation error (check "

@@ -89,7 +89,7 @@ def test_constant_rewards_grid():
 def test_coverage_where_not_saturated():
     """Where ``saturated`` is False, +-1.96 SE intervals cover the truth 95% +- 3% (MATH.md §3).
 
-    The rule is calibrated in benchmarks/calibrate_saturation.py; this re-checks it on fresh
+    The rule is calibrated in benchmarks/calibrate_trust.py; this re-checks it on fresh
     draws for light-tailed laws (heavy tails are a documented limit of the delta method).
     """
     rng = np.random.default_rng(123)
@@ -114,5 +114,9 @@ def test_coverage_where_not_saturated():
         assert 0.92 <= ck.mean() <= 0.98, f"{name}: KL coverage {ck.mean():.3f}"
 
 
-def test_saturation_rule_constants_are_the_documented_ones():
-    assert (estimators.ESS_MIN, estimators.ESS_FRACTION_MIN, estimators.KL_CEILING_FRACTION) == (200.0, 0.6, 0.5)
+def test_trust_rule_constants_are_the_documented_ones():
+    """The thresholds of the README's "Can I trust the number?" table (calibrated by benchmarks/calibrate_trust.py)."""
+    got = (estimators.BIAS_SE_RATIO, estimators.KHAT_MAX, estimators.KHAT_POOLED_FRACTION, estimators.KHAT_NO_TILT,
+           estimators.KL_CEILING_FRACTION, estimators.ESS_MIN, estimators.SPREAD_MAX, estimators.SHARE_MAX,
+           estimators.DRAWS_MIN)
+    assert got == (4.5, 0.5, 0.52, 1.0, 0.5, 600.0, 0.01, 0.05, 25)

@@ -24,6 +24,7 @@ def register(sub):
 
 def rows_of(f) -> list[dict]:
     """The pooled frontier as table rows (one per beta), each with its ``status`` (``jaxlimits.status``)."""
+    from ..estimators import reason_names
     from ..status import of_point
 
     keys = ("betas", "kl", "kl_se", "gain", "gain_se", "reverse_kl", "ess_fraction", "saturated_share", "saturated")
@@ -35,8 +36,10 @@ def rows_of(f) -> list[dict]:
         {("beta" if k == "betas" else k): (bool(v[i]) if k == "saturated" else float(v[i])) for k, v in cols.items()}
         for i in range(len(cols["betas"]))
     ]
-    for r in rows:
+    codes = np.asarray(f.reasons)
+    for r, code in zip(rows, codes):
         r["status"] = of_point(r["saturated"])
+        r["reasons"] = reason_names(code)
     return rows
 
 
@@ -47,7 +50,8 @@ def print_table(rows, gain_label: str = "gain") -> None:
     for r in rows:
         kl = f"{r['kl']:.4g} ± {r['kl_se']:.2g}"
         gain = f"{r['gain']:.4g} ± {r['gain_se']:.2g}"
-        c.say(f"{r['beta']:10.4g} {kl:>20} {gain:>20} {r['ess_fraction']:6.2f}  {r['status']}")
+        why = f" ({r['reasons']})" if r.get("reasons") else ""
+        c.say(f"{r['beta']:10.4g} {kl:>20} {gain:>20} {r['ess_fraction']:6.2f}  {r['status']}{why}")
     for line in legend(r["status"] for r in rows):
         c.say(line)
 
@@ -85,8 +89,8 @@ def report(samples, args, source: dict, notes: list[str], default_plot=None, rew
     c.say(f"gain: {what_the_curve_is(reward, score)}")
     print_table(rows, gain_label="gain" if score in (None, reward) else f"{score} gain")
     if bool(np.any(np.asarray(f.saturated))):
-        c.say("(a point is saturated when over 5% of the pooled KL comes from prompts whose estimate cannot be "
-              "trusted)")
+        c.say("(estimates are bias-corrected; a flagged point's reasons are in brackets: README 'Can I trust the "
+              "number?')")
     if out is not None:
         meta = c.meta(args, source, notes)
         meta["gain"] = what_the_curve_is(reward, score)
