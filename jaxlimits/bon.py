@@ -589,7 +589,7 @@ def quantile_samples(samples: Samples) -> Samples:
       >>> bon.quantile_samples(jl.Samples([[3.0, 1.0, 2.0, 2.0]])).rewards.tolist()
       [[0.875, 0.125, 0.5, 0.5]]
     """
-    st = _prepare(samples.replace(scores=None), None)
+    st = _prepare(samples.neutralised().replace(scores=None), None)
     q = np.zeros_like(st.mid)
     np.put_along_axis(q, st.order, st.mid, axis=1)
     q = np.where(np.asarray(samples.valid()), q, 0.0)
@@ -651,6 +651,7 @@ def best_of_n(
         raise TypeError(f"best_of_n: samples must be a jaxlimits.Samples, got {type(samples).__name__}")
     if kl_method not in KL_METHODS:
         raise ValueError(f"kl_method must be one of {', '.join(KL_METHODS)}; got {kl_method!r}")
+    samples = samples.neutralised()  # NaN under a mask must not reach the sums
     _check_iid(samples, "best_of_n")
     ns_arr = _check_ns(ns, samples)
     lp = _check_log_probs(log_probs, samples)
@@ -895,6 +896,7 @@ def soft_best_of_n(
     """
     if not isinstance(samples, Samples):
         raise TypeError(f"soft_best_of_n: samples must be a jaxlimits.Samples, got {type(samples).__name__}")
+    samples = samples.neutralised()
     _check_iid(samples, "soft_best_of_n")
     ns_arr = _check_ns(ns, samples)
     lam_f = float(lam)

@@ -293,6 +293,12 @@ def _bootstrap(samples, lam, plan, keys):
     return jax.lax.map(one, keys)
 
 
+def _std(x: np.ndarray) -> float:
+    """Standard deviation that neither underflows nor overflows (rewards of 1e-300 or 1e300)."""
+    top = float(np.max(np.abs(x)))
+    return top * float(np.std(x / top)) if top > 0 else 0.0
+
+
 def default_betas(samples: Samples, num: int = 64, *, kl_low: float = 1e-3, ceiling_fraction: float = 0.95,
                   memory_budget: int | None = None) -> np.ndarray:
     """A grid of betas from pooled KL ``kl_low`` to ``ceiling_fraction`` of the KL ceiling.
@@ -309,8 +315,9 @@ def default_betas(samples: Samples, num: int = 64, *, kl_low: float = 1e-3, ceil
         sub = jax.tree.map(lambda a: a[idx], samples)
     r = np.asarray(sub.rewards, dtype=np.float64)
     valid = np.asarray(sub.valid())
-    spread = np.nanmedian([np.std(r[p][valid[p]]) for p in range(r.shape[0])])
-    scale = spread if spread > 0 else max(float(np.max(np.abs(r[valid]))), 1.0)
+    spread = np.nanmedian([_std(r[p][valid[p]]) for p in range(r.shape[0])])
+    top = float(np.max(np.abs(r[valid])))
+    scale = spread if spread > 0 else (top if top > 0 else 1.0)
     coarse = scale * np.logspace(4, -4, 65)
     lam, ext, p = _plan_for(sub, coarse, memory_budget)
     pool, _ = _frontier(sub, lam, p, False, ext)

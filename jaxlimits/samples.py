@@ -143,6 +143,29 @@ class Samples:
         kw.update(changes)
         return Samples(**kw, exact=exact)
 
+    def neutralised(self) -> Samples:
+        """The same samples with neutral values in every entry that does not count.
+
+        Entries masked out, with count 0 or with log-weight ``-inf`` are ignored by every
+        estimator, and may hold anything (NaN included); but ``0 * nan`` is NaN, so code that
+        sums over all entries reads them through this copy: rewards and scores 0 there, counts 0,
+        log-weights ``-inf``. The caller's arrays are not modified; ``self`` is returned when
+        nothing changes (eagerly).
+        """
+        valid = self.valid()
+        concrete = _is_concrete(*(getattr(self, f) for f in _FIELDS))
+        fields = {}
+        for name, fill in (("rewards", 0), ("scores", 0), ("counts", 0), ("log_weights", -jnp.inf)):
+            x = getattr(self, name)
+            if x is not None:
+                bad = ~valid & ~jnp.isfinite(x)
+                if not concrete or bool(bad.any()):
+                    fields[name] = jnp.where(bad, fill, x)
+        if not fields:
+            return self
+        leaves = [fields.get(f, getattr(self, f)) for f in _FIELDS]
+        return Samples.tree_unflatten((self.exact,), leaves)
+
     def __repr__(self) -> str:
         extras = [f for f in _FIELDS[1:] if getattr(self, f) is not None]
         extra = f", with {', '.join(extras)}" if extras else ""
