@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from . import _sweep, moments
-from .samples import Samples
+from .samples import Samples, check_samples
 
 Array = jax.Array
 
@@ -88,9 +88,7 @@ def saturation(ess: Array, kl: Array, draws: Array, kl_ceiling: Array) -> Array:
 def _stats_of_tile(ref, sums, lam, *, has_scores: bool, exact: bool) -> TiltStats:
     t = moments.finalize(ref, sums, lam, has_scores=has_scores, exact=exact)
     draws = sums.draws
-    big_w = sums.base1[:, 0]
-    kl_ceiling = -jnp.log(sums.top_mass / big_w)
-    kl_ceiling = jnp.maximum(kl_ceiling, 0)
+    kl_ceiling = moments.kl_ceiling(sums)
     if exact:
         sat = jnp.zeros(lam.shape, bool)
     else:
@@ -138,6 +136,7 @@ def tilt(samples: Samples, betas, *, memory_budget: int | None = None) -> TiltSt
       >>> round(float(st.gain[0, 0]), 6)  # e/(1+e) - 1/2
       0.231059
     """
+    check_samples(samples, "tilt")
     _sweep.check_betas(betas, samples.num_prompts)
     lam = _sweep.as_lambda(betas, samples.num_prompts, samples.dtype)
     ext = None if samples.log_weights is not None else _sweep.octave_grid(betas, lam.dtype)

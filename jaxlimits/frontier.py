@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _sweep, estimators
-from .samples import Samples
+from .samples import Samples, check_samples
 
 Array = jax.Array
 
@@ -188,7 +188,9 @@ def frontier(
       >>> bool(f.kl[0] < f.kl[1] < f.kl[2])
       True
     """
+    check_samples(samples, "frontier")
     if betas is None:
+        num_betas = _sweep.positive_int(num_betas, "num_betas", 2)
         betas = default_betas(samples, num=num_betas, memory_budget=memory_budget)
     betas = np.asarray(betas) if not isinstance(betas, jax.core.Tracer) else betas
     lam, ext, p = _plan_for(samples, betas, memory_budget)
@@ -244,6 +246,7 @@ def resample(samples: Samples, key: Array) -> Samples:
     A draw is a row with probability ``m_i / N`` (inverse-CDF sampling, ``O(N log N)`` per prompt).
     Importance weights are kept: the replicate resamples the sampler's draws, not the target law.
     """
+    check_samples(samples, "resample")
     valid = samples.valid()
     m = samples.draws()  # [P]
     counts = jnp.where(valid, 1.0 if samples.counts is None else samples.counts, 0).astype(samples.dtype)
@@ -269,10 +272,13 @@ def bootstrap_bands(
     memory_budget: int | None = None,
 ) -> Bands:
     """Percentile bands of the pooled frontier over bootstrap replicates (``lax.map`` over them)."""
+    check_samples(samples, "bootstrap_bands")
+    level = float(_sweep.numbers(level, "level"))
+    if not 0 < level < 1:
+        raise ValueError(f"level must be a coverage strictly between 0 and 1, got {level!r}")
     if samples.exact:
         raise ValueError("an exact law has no sampling error to bootstrap")
-    if replicates < 2:
-        raise ValueError(f"bootstrap needs at least 2 replicates, got {replicates}")
+    replicates = _sweep.positive_int(replicates, "replicates (bootstrap)", 2)
     key = jax.random.PRNGKey(0) if key is None else key
     lam, _, p = _plan_for(samples, betas, memory_budget)
     curves = _bootstrap(samples, lam, p, jax.random.split(key, replicates))
@@ -307,8 +313,8 @@ def default_betas(samples: Samples, num: int = 64, *, kl_low: float = 1e-3, ceil
     number of points per octave (so ``2 / beta`` is on the grid too, see ``jaxlimits.tilt``),
     decreasing, with about ``num`` points.
     """
-    if num < 2:
-        raise ValueError(f"num must be at least 2, got {num}")
+    check_samples(samples, "default_betas")
+    num = _sweep.positive_int(num, "num", 2)
     sub = samples
     if samples.num_prompts > 256:
         idx = np.linspace(0, samples.num_prompts - 1, 256).round().astype(int)

@@ -191,7 +191,7 @@ def _prepare(samples: Samples, plan: _sweep.Plan) -> _Prep:
         zero = jnp.zeros((rw.x_top.shape[0], 1), rw.x_top.dtype)
         base = moments.block_sums(rw, zero, has_scores=False)
         big_w = base.base1[:, 0]
-        kl_max = jnp.maximum(-jnp.log(base.top_mass / big_w), 0)
+        kl_max = moments.kl_ceiling(base)
         gain_max = ref.r_max - ref.r_bar
         m1 = base.moments1[:, :3, 0] / big_w[:, None]
         var0 = (m1[:, 2] - m1[:, 1] ** 2) * ref.r_scale**2
@@ -644,7 +644,7 @@ def _final_tile(ref, rw, base, lam, *, nc: int, exact: bool):
     ess = jnp.where(series, ess_s, ess_t)
     if exact:
         return kl, gain, jnp.zeros_like(var), jnp.zeros(lam.shape, bool)
-    kl_ceiling = jnp.maximum(-jnp.log(base.top_mass / base.base1[:, 0]), 0)
+    kl_ceiling = moments.kl_ceiling(base)
     return kl, gain, var, estimators.saturation(ess, kl, base.draws, kl_ceiling)
 
 

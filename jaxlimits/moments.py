@@ -101,7 +101,8 @@ class Sums(NamedTuple):
       base1: ``[P, k1]`` ``sum v f``; base2: ``[P, k2]`` ``sum (v^2/m) f``.
       moments1: ``[P, n, J]`` ``sum v x~^n y^j`` (``J = 3``; 1 without scores, where y = x).
       moments2: the same with ``v^2 / m`` (importance weights only; else equal to moments1).
-      draws: ``[P]`` number of draws ``sum m``; top_mass: ``[P]`` ``sum v`` over the maximal rewards.
+      draws: ``[P]`` number of draws ``sum m``; log_top_mass: ``[P]`` ``log sum v`` over the maximal
+        rewards (a log: with log-weights spread over 100 nats the mass itself underflows float32).
     """
 
     log_scale: Array
@@ -115,7 +116,7 @@ class Sums(NamedTuple):
     moments1: Array
     moments2: Array | None
     draws: Array
-    top_mass: Array
+    log_top_mass: Array
 
 
 def _valid_parts(rewards, scores, log_weights, counts, mask):
@@ -248,7 +249,7 @@ def block_sums(rw: Rows, lam: Array, *, has_scores: bool, lam_ext: Array | None 
     ycols = [jnp.ones_like(rw.y), rw.y, rw.y * rw.y] if has_scores else [jnp.ones_like(rw.y)]
     moments1 = _power_sums(rw.x_unit, v, ycols, N_MOMENTS + (0 if has_scores else 2))
     moments2 = _power_sums(rw.x_unit, v2, ycols, N_MOMENTS + (0 if has_scores else 2)) if weighted else None
-    top = jnp.sum(jnp.where(rw.x_top == 0, v, 0), axis=-1)
+    top = jax.scipy.special.logsumexp(jnp.where(rw.x_top == 0, rw.log_v, -jnp.inf), axis=-1)
     return Sums(c1, tilted1, c2, tilted2, cw, tw, base1, base2, moments1, moments2, rw.m.sum(-1), top)
 
 
@@ -275,7 +276,7 @@ def merge(a: Sums, b: Sums) -> Sums:
         c1, t1, c2, t2, cw, tw,
         a.base1 + b.base1, a.base2 + b.base2,
         a.moments1 + b.moments1, add(a.moments2, b.moments2),
-        a.draws + b.draws, a.top_mass + b.top_mass,
+        a.draws + b.draws, jnp.logaddexp(a.log_top_mass, b.log_top_mass),
     )
 
 
@@ -290,8 +291,13 @@ def empty_sums(num_prompts: int, num_betas: int, dtype, *, has_scores: bool, wei
         ninf, z(num_prompts, num_betas, k1), ninf, z(num_prompts, num_betas, k2),
         ninf if weighted else None, z(num_prompts, num_betas, k2) if weighted else None,
         z(num_prompts, k1), z(num_prompts, k2), z(num_prompts, n, j),
-        z(num_prompts, n, j) if weighted else None, z(num_prompts), z(num_prompts),
+        z(num_prompts, n, j) if weighted else None, z(num_prompts), jnp.full((num_prompts,), -jnp.inf, dtype),
     )
+
+
+def kl_ceiling(s: Sums) -> Array:
+    """``[P]`` the largest KL the samples can show, ``-log u(argmax r) = log W - log(top mass)``."""
+    return jnp.maximum(jnp.log(s.base1[:, 0]) - s.log_top_mass, 0)
 
 
 class Tilted(NamedTuple):

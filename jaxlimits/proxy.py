@@ -51,7 +51,7 @@ import numpy as np
 
 from . import _sweep, estimators
 from .frontier import SATURATED_SHARE_MAX, default_betas, resample
-from .samples import Samples
+from .samples import Samples, check_samples
 
 Array = jax.Array
 
@@ -132,8 +132,7 @@ class ProxyGap(NamedTuple):
 
 
 def _require_gold(samples: Samples, what: str) -> None:
-    if not isinstance(samples, Samples):
-        raise ValueError(f"{what} needs jaxlimits.Samples, got {type(samples).__name__}")
+    check_samples(samples, what)
     if samples.scores is None:
         raise ValueError(
             f"{what} needs the gold reward as the samples' scores and the proxy as their rewards: "

@@ -301,6 +301,14 @@ class Samples:
         return cls.from_ragged(values, scores=scores, log_weights=log_probs, exact=True)
 
 
+def check_samples(x, where: str, name: str = "samples") -> Samples:
+    """``x`` if it is a :class:`Samples`, else a TypeError naming the function and the argument."""
+    if not isinstance(x, Samples):
+        hint = " (wrap arrays first: jaxlimits.Samples(rewards, ...))" if hasattr(x, "shape") else ""
+        raise TypeError(f"{where}: {name} must be a jaxlimits.Samples, got {type(x).__name__}{hint}")
+    return x
+
+
 def _first_bad(bad: np.ndarray) -> tuple[int, int, int]:
     """(prompt, sample, total) of the first True in a [P, N] boolean array."""
     idx = np.argwhere(bad)

@@ -61,7 +61,7 @@ import numpy as np
 from . import _sweep, estimators, moments
 from .frontier import Frontier, _from_pool, _pool_of, default_betas
 from .io import DataError, Table, _key, csv_records, jsonl_records
-from .samples import Samples
+from .samples import Samples, check_samples
 
 Array = jax.Array
 
@@ -254,7 +254,11 @@ def _rebase(acc: Accumulator, new: moments.Reference) -> moments.Sums:
         e = z(old.s_bar - new.s_bar)
     else:
         e = z(old.r_bar - new.r_bar)
-    alpha = jnp.where(some, old.r_scale / new.r_scale, 1)
+    # R = 1 is only a stand-in where the rewards so far tie (every x~ is then 0): its ratio to a
+    # small new R would be raised to the 24th power below (inf, then inf * 0 = NaN). alpha = 0
+    # is exact there; otherwise the new set holds the old one, so R' >= R / 2 and alpha <= 2.
+    tied = acc.r_min >= old.r_max
+    alpha = jnp.where(some & ~tied, old.r_scale / new.r_scale, jnp.where(some, 0, 1))
     delta = z((old.r_bar - new.r_bar) / new.r_scale)
     first, second = moments.monomials(acc.has_scores)
     t1 = _shift_matrix(first, d, e, acc.has_scores)
@@ -297,7 +301,7 @@ def _rebase(acc: Accumulator, new: moments.Reference) -> moments.Sums:
             return None
         return jnp.einsum("pnk,pkj,plj->pnl", a_mat, m, y_mat, precision=prec) * w[:, None, None]
 
-    top = jnp.where(new.r_max > old.r_max, 0, s.top_mass * ew)
+    top = jnp.where(new.r_max > old.r_max, -jnp.inf, s.log_top_mass + dw)
     return moments.Sums(c1, tilted1, c2, tilted2, cw, tw, base1, base2,
                         mom(s.moments1, ew), mom(s.moments2, ew2), s.draws, top)
 
@@ -359,8 +363,7 @@ def _update(acc: Accumulator, arrays) -> Accumulator:
 
 
 def _check_chunk(acc: Accumulator, chunk: Samples) -> None:
-    if not isinstance(chunk, Samples):
-        raise ValueError(f"a chunk must be a jaxlimits.Samples, got {type(chunk).__name__}")
+    check_samples(chunk, "update", "chunk")
     if chunk.num_prompts != acc.num_prompts:
         raise ValueError(
             f"the chunk has {chunk.num_prompts} prompts but the accumulator has {acc.num_prompts}; a chunk "
