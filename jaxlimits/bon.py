@@ -46,6 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _sweep
 from .samples import Samples
 
 Array = jax.Array
@@ -899,11 +900,11 @@ def soft_best_of_n(
     samples = samples.neutralised()
     _check_iid(samples, "soft_best_of_n")
     ns_arr = _check_ns(ns, samples)
-    lam_f = float(lam)
-    if not np.isfinite(lam_f) or lam_f <= 0:
+    lam_arr = _sweep.numbers(lam, "lam")
+    if lam_arr.ndim or not np.isfinite(lam_arr) or lam_arr <= 0:
         raise ValueError(f"lam must be positive and finite, got {lam!r}")
-    if num_subsets < 2:
-        raise ValueError(f"num_subsets must be at least 2, got {num_subsets}")
+    lam_f = float(lam_arr)
+    num_subsets = _sweep.positive_int(num_subsets, "num_subsets", 2)
     rng = np.random.default_rng(seed)
     if samples.exact:
         r = np.asarray(samples.rewards, np.float64)

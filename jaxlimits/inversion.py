@@ -761,9 +761,7 @@ def _run(samples: Samples, targets, *, kind: str, pooled: bool, throw: bool, max
     name = "min_kl_for_gain" if kind == "gain" else "max_gain_at_kl"
     if not isinstance(samples, Samples):
         raise TypeError(f"{name}: samples must be a jaxlimits.Samples, got {type(samples).__name__}")
-    max_iter = MAX_ITER if max_iter is None else int(max_iter)
-    if max_iter < 1:
-        raise ValueError(f"{name}: max_iter must be at least 1, got {max_iter}")
+    max_iter = MAX_ITER if max_iter is None else _sweep.positive_int(max_iter, f"{name}: max_iter")
     s = _rewards_only(samples)
     dtype = s.dtype
     if isinstance(targets, jax.core.Tracer):

@@ -325,8 +325,27 @@ class Tilted(NamedTuple):
 
 
 def _safe_sqrt(x):
+    """``sqrt(max(x, 0))`` with a NaN kept (an unresolved variance, :func:`resolved`)."""
     pos = x > 0
-    return jnp.where(pos, jnp.sqrt(jnp.where(pos, x, 1)), 0)
+    return jnp.where(pos, jnp.sqrt(jnp.where(pos, x, 1)), jnp.where(jnp.isnan(x), jnp.nan, 0))
+
+
+#: A variance is trusted only above this many units of rounding of the terms it is computed from.
+SE_RESOLUTION = 16.0
+
+
+def resolved(var, bound):
+    r"""``var``, or NaN where the dtype cannot resolve it from terms of size ``bound``.
+
+    The variances are quadratic forms of mergeable sums, ``c^T G c``; where the per-sample
+    influence nearly cancels (e.g. base weights concentrated on one sample, float32) the result is
+    a small difference of terms up to :math:`(\sum_k |c_k| \sqrt{G_{kk}})^2` (Cauchy-Schwarz), and
+    its rounding error is a few ``eps`` of that: an SE of exactly 0 (or a large one) would be
+    noise. NaN says "not resolvable in this dtype" (use float64); an SE is never read as
+    certainty. A true zero (all terms zero, e.g. tied rewards) stays zero.
+    """
+    eps = jnp.finfo(var.dtype).eps
+    return jnp.where((bound > 0) & (var <= SE_RESOLUTION * eps * bound), jnp.nan, var)
 
 
 def finalize(ref: Reference, s: Sums, lam: Array, *, has_scores: bool, exact: bool) -> Tilted:
@@ -352,6 +371,13 @@ def _quad(sums, monos, has_scores, a, g, f):
     s0, s1, s2 = (sums[..., col(monos, i, j, has_scores)] for i, j in ((0, 0), i1, i2))
     (a0, a1), (g0, g1) = a, g
     return a0 * g0 * s0 + (a0 * g1 + a1 * g0) * s1 + a1 * g1 * s2
+
+
+def _quad_size(sums, monos, has_scores, a, f):
+    """``|a0| sqrt(sum w) + |a1| sqrt(sum w f^2)``: bounds ``sqrt(sum w (a0 + a1 f)^2)`` termwise."""
+    i2 = (2, 0) if f == "x" else (0, 2)
+    s0, s2 = (jnp.maximum(sums[..., col(monos, i, j, has_scores)], 0) for i, j in ((0, 0), i2))
+    return jnp.abs(a[0]) * jnp.sqrt(s0) + jnp.abs(a[1]) * jnp.sqrt(s2)
 
 
 def _finalize_tilted(ref, s: Sums, lam, *, has_scores, exact) -> Tilted:
@@ -380,7 +406,9 @@ def _finalize_tilted(ref, s: Sums, lam, *, has_scores, exact) -> Tilted:
     def var(a, b, f):
         g = (b[0] - a[0], b[1] - a[1])
         quad = lambda sums, u, v: _quad(sums, second, has_scores, u, v, f)  # noqa: E731
-        return (quad(t2, a, a) + 2 * kappa * quad(tw, a, g) + kappa**2 * quad(b2, g, g)) / kappa**2
+        value = (quad(t2, a, a) + 2 * kappa * quad(tw, a, g) + kappa**2 * quad(b2, g, g)) / kappa**2
+        size = lambda sums, u: _quad_size(sums, second, has_scores, u, f)  # noqa: E731
+        return resolved(value, ((size(t2, a) + kappa * size(b2, g)) / kappa) ** 2)
 
     one, zero = jnp.ones_like(lam), jnp.zeros_like(lam)
     var_gain = var((-my, one), (by - my, zero), "y")
@@ -487,13 +515,14 @@ def _finalize_series(ref, s: Sums, lam, *, has_scores, exact) -> Tilted:
     def quad(coefs):
         """sum (u^2/m) (sum_k g_k f_k)^2 for {name: g}."""
         names = list(coefs)
-        total = 0
+        total, size = 0, 0
         for i, na in enumerate(names):
+            size = size + jnp.abs(coefs[na]) * jnp.sqrt(jnp.maximum(gram[..., pair_index[(na, na)]], 0))
             for nb in names[i:]:
                 key = (na, nb) if (na, nb) in pair_index else (nb, na)
                 term = coefs[na] * coefs[nb] * gram[..., pair_index[key]]
                 total = total + (term if na == nb else 2 * term)
-        return total / den**2
+        return resolved(total / den**2, (size / den) ** 2)
 
     # psi (1 + T), per draw, for each estimator (derivations in MATH.md §3 and the tests):
     var_kl = quad({"phi": 1.0, "e": -lam_c * mx, "one": t_one})

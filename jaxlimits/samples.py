@@ -359,3 +359,60 @@ def _validate(s: Samples) -> None:
         raise ValueError(
             f"prompt {p} has no valid sample (all entries masked, zero counts or -inf log-weights){more}"
         )
+    _check_magnitudes(s, valid)
+
+
+#: Headroom (a factor) kept below the largest number of the dtype by :func:`_check_magnitudes`.
+_HEADROOM = 16.0
+
+
+def _check_magnitudes(s: Samples, valid: np.ndarray) -> None:
+    """Refuses values whose sums or squares would overflow the samples' dtype (see :func:`check_magnitudes`)."""
+    m = valid.astype(np.float64)
+    if s.counts is not None:
+        m = np.where(valid, np.asarray(s.counts, np.float64), 0.0)
+    draws = m.sum(axis=1)
+    for field in ("rewards", "scores"):
+        arr = getattr(s, field)
+        if arr is None:
+            continue
+        x = np.asarray(arr, np.float64)
+        top = np.where(valid, x, -np.inf).max(axis=1)
+        bottom = np.where(valid, x, np.inf).min(axis=1)
+        check_magnitudes(draws, top, bottom, s.dtype, field)
+
+
+def check_magnitudes(draws, top, bottom, dtype, field: str = "rewards", prompts=None) -> None:
+    """ValueError naming the field and prompt whose values would overflow ``dtype`` (float32: 3.4e38).
+
+    The estimators form, per prompt, ``sum m r``, ``sum m (r - r')^2`` and ``(sum m)^2``; with ``D``
+    draws, ``M`` the largest ``|r|`` and ``S`` the spread ``max r - min r`` they stay finite when
+    ``D^2``, ``D M`` and ``D S^2`` are below ``max / 16``.
+
+    Args:
+      draws, top, bottom: ``[P]`` number of draws, largest and smallest valid value (float64).
+      dtype: the samples' float dtype.
+      field: the name of the values in the message.
+      prompts: optional names of the prompts for the message (default: their index).
+    """
+    label = (lambda p: f"prompt {p}") if prompts is None else (lambda p: f"prompt {prompts[p]!r}")  # noqa: E731
+    big = float(np.finfo(np.dtype(dtype)).max) / _HEADROOM
+    name = np.dtype(dtype).name
+    hint = "use float64 (jax.config.update('jax_enable_x64', True))"
+    draws, top, bottom = (np.asarray(a, np.float64) for a in (draws, top, bottom))
+    bad = draws * draws > big
+    if bad.any():
+        p = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"counts of {label(p)} sum to {draws[p]:.4g} draws: {name} cannot hold the square of "
+                         f"that number (at most {np.sqrt(big):.3g} draws); {hint}")
+    with np.errstate(invalid="ignore", over="ignore"):
+        magnitude = np.maximum(np.abs(top), np.abs(bottom))
+        spread = top - bottom
+    for what, value, limit in (("magnitude", magnitude, big / draws), ("spread", spread, np.sqrt(big / draws))):
+        bad = value > limit
+        if bad.any():
+            p = int(np.flatnonzero(bad)[0])
+            raise ValueError(
+                f"{field} of {label(p)} have a {what} of {value[p]:.4g}: with its {draws[p]:.4g} draws the "
+                f"sums of the estimators overflow {name} above {limit[p]:.3g}; {hint} or rescale the {field}"
+            )

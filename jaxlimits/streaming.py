@@ -61,7 +61,7 @@ import numpy as np
 from . import _sweep, estimators, moments
 from .frontier import Frontier, _from_pool, _pool_of, default_betas
 from .io import DataError, Table, _key, csv_records, jsonl_records
-from .samples import Samples, check_samples
+from .samples import Samples, check_magnitudes, check_samples
 
 Array = jax.Array
 
@@ -126,9 +126,7 @@ def init(num_prompts: int, betas, *, dtype=None, has_scores: bool = False, weigh
     Raises:
       ValueError: for a beta that is not positive and finite, or a bad ``num_prompts``.
     """
-    if int(num_prompts) != num_prompts or num_prompts < 1:
-        raise ValueError(f"num_prompts must be a positive whole number, got {num_prompts!r}")
-    num_prompts = int(num_prompts)
+    num_prompts = _sweep.positive_int(num_prompts, "num_prompts")
     _sweep.check_betas(betas, num_prompts)
     dtype = jnp.dtype(jnp.result_type(float) if dtype is None else dtype)
     lam = _sweep.as_lambda(betas, num_prompts, dtype)
@@ -459,6 +457,8 @@ def finalize(acc: Accumulator, *, exact: bool = False) -> estimators.TiltStats:
         if empty.size:
             more = f" ({empty.size - 1} more such prompts)" if empty.size > 1 else ""
             raise ValueError(f"prompt {int(empty[0])} has no valid sample in the accumulator{more}")
+        # chunks are checked one by one; their totals are checked here
+        check_magnitudes(acc.sums.draws, acc.ref.r_max, acc.r_min, acc.lam.dtype)
     return _finalize(acc, bool(exact))
 
 
@@ -795,10 +795,14 @@ def sweep_files(
         slots = np.asarray([slot_of[k] for k in keys])
         for lo in range(0, len(keys), 4096):
             part = slots[lo:lo + 4096]
-            mass = table.get(part).mass
-            bad = np.flatnonzero(~(np.asarray(mass) > 0))
+            got = table.get(part)
+            bad = np.flatnonzero(~(np.asarray(got.mass) > 0))
             if bad.size:
                 raise DataError(f"prompt {keys[lo + int(bad[0])]!r} has no sample with a positive count")
+            try:
+                check_magnitudes(got.sums.draws, got.ref.r_max, got.r_min, dtype, reward, keys[lo:lo + len(part)])
+            except ValueError as e:
+                raise DataError(str(e)) from None
             k = _bucket(len(part), 8)
             idx = np.concatenate([part, np.full(k - len(part), part[0])])
             weight = jnp.asarray(np.arange(k) < len(part), dtype)
