@@ -51,7 +51,9 @@ class TiltStats(NamedTuple):
       mean_r, var_r: tilted mean and variance of the reward (``d kl / d beta = -var_r / beta^3``).
       cov_sr: tilted covariance of score and reward (``d gain / d beta = -cov_sr / beta^2``).
       ess: Kish's effective sample size of the tilted weights, in draws.
-      gain_se, kl_se, reverse_kl_se: delta-method standard errors (0 for an exact law).
+      gain_se, kl_se, reverse_kl_se: delta-method standard errors (0 for an exact law; NaN where
+        the samples' dtype cannot resolve them: the formula's terms cancel below its rounding, as
+        in float32 with base weights on one sample; see ``moments.resolved``; use float64).
       saturated: True where the estimate cannot be trusted (too few effective samples or a KL
         near what the samples can show); see ``ESS_MIN``, ``ESS_FRACTION_MIN``, ``KL_CEILING_FRACTION``.
 

@@ -157,14 +157,14 @@ def _check_against_reference(stats, smp, betas, *, se: bool = True) -> None:
                 assert abs(x - want) <= tol, f"{field}[{p}, {b}] = {x}, reference {want}, beta {beta}"
 
 
-@fuzz(40)
+@fuzz(30)
 @given(cases(weighted=False))
 def test_tilt_matches_the_reference_counts_and_masks(case):
     smp, betas = case
     _check_against_reference(jl.tilt(smp, betas), smp, betas)
 
 
-@fuzz(40)
+@fuzz(30)
 @given(cases(weighted=True, scores=True))
 def test_tilt_matches_the_reference_log_weights_and_scores(case):
     smp, betas = case
@@ -181,7 +181,7 @@ def _chunks(smp: jl.Samples, assign: np.ndarray, k: int) -> list[jl.Samples]:
     return out
 
 
-@fuzz(30)
+@fuzz(20)
 @given(cases(weighted=False), st.integers(0, 2**32 - 1))
 def test_streaming_update_and_merge_match_tilt(case, seed):
     """Issue 17, class 1: chunks holding one sample or only ties rebase without overflow."""
@@ -262,7 +262,7 @@ _TARGETS = [(name, i) for name, fns in _CALLS.items() for i in range(len(fns))]
 _BAD = [None, "a", math.nan, math.inf, -1, object(), []]
 
 
-@fuzz(120)
+@fuzz(60)
 @given(st.sampled_from(_TARGETS), st.sampled_from(_BAD))
 def test_bad_arguments_raise_a_clear_error_naming_them(target, bad):
     """Issue 17, class 9: a ValueError or TypeError naming the argument, never another exception."""
@@ -283,6 +283,15 @@ def test_class1_streaming_rebase_of_a_single_sample_float32():
     np.testing.assert_allclose(got.gain, want.gain, rtol=1e-4)
     np.testing.assert_allclose(got.gain, [[2.25e-6, 2.25e-4]], rtol=1e-3)  # 0.015 tanh(0.015 / beta)
     np.testing.assert_allclose(got.ess, want.ess, rtol=1e-5)
+
+
+def test_class1_out_of_core_sweep_with_one_row_per_chunk(tmp_path):
+    path = tmp_path / "s.jsonl"
+    path.write_text("".join(f'{{"prompt_id": "a", "reward": {r}}}\n' for r in (0.0, 0.03, 0.01)))
+    out = streaming.sweep_files(path, [100.0, 1.0], chunk_rows=1, dtype=jnp.float32)
+    want = jl.tilt(jl.Samples(np.float32([[0.0, 0.03, 0.01]])), [100.0, 1.0])
+    np.testing.assert_allclose(out.frontier.kl, want.kl[0], rtol=1e-3)
+    np.testing.assert_allclose(out.frontier.gain, want.gain[0], rtol=1e-3)
 
 
 def test_class2_best_of_n_ignores_a_masked_nan():
