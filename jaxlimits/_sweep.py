@@ -218,23 +218,23 @@ def numbers(value, name: str) -> np.ndarray:
 
 
 def check_range(betas, dtype) -> None:
-    """Every beta and its inverse ``1/beta`` are normal numbers of ``dtype`` (eager).
+    """Every beta and ``lambda = 1/beta`` are normal numbers of ``dtype``, with room for ``2 lambda`` (eager).
 
-    float32 holds ``1/beta`` only for ``2.9e-39 <= beta <= 8.5e37``: outside, ``beta`` or
-    ``lambda = 1/beta`` would round to 0 or infinity and the statistics to NaN.
+    float32 allows ``1.2e-38 <= beta <= 8.5e37``: outside, ``beta``, ``lambda`` or the ``2 lambda``
+    of the second-order sums would round to 0 or infinity and the statistics to NaN.
     """
     dt = np.dtype(dtype)
     if not np.issubdtype(dt, np.floating):
         return
     info = np.finfo(dt)
     b = numbers(betas, "betas")
-    lo, hi = 1 / float(info.max), 1 / float(info.tiny)
+    lo, hi = 4 / float(info.max), 1 / float(info.tiny)
     bad = np.isfinite(b) & (b > 0) & ((b < lo) | (b > hi))
     if bad.any():
         idx = tuple(int(i) for i in np.argwhere(bad)[0]) if b.ndim else ()
         raise ValueError(
             f"betas{list(idx)} = {float(b[idx]):.6g} is outside what {dt.name} (the samples' dtype) can "
-            f"compute with: beta and 1/beta must be normal {dt.name} numbers, {lo:.3g} <= beta <= {hi:.3g}; "
+            f"compute with: beta and 2/beta must be normal {dt.name} numbers, {lo:.3g} <= beta <= {hi:.3g}; "
             "rescale the rewards, or use float64 (jax.config.update('jax_enable_x64', True))"
         )
 

@@ -69,7 +69,9 @@ class Samples:
 
     Raises:
       ValueError: naming the prompt and sample of a NaN or infinite value, a negative or
-        fractional count, a prompt with no valid sample, or mismatched shapes.
+        fractional count, a prompt with no valid sample, or mismatched shapes; naming the field
+        and prompt of values whose sums or squares would overflow the dtype (float32: rewards
+        spread over more than ~1e18, or counts summing above ~1e18; see ``check_magnitudes``).
 
     Examples:
       >>> import jaxlimits as jl
@@ -398,7 +400,8 @@ def check_magnitudes(draws, top, bottom, dtype, field: str = "rewards", prompts=
     label = (lambda p: f"prompt {p}") if prompts is None else (lambda p: f"prompt {prompts[p]!r}")  # noqa: E731
     big = float(np.finfo(np.dtype(dtype)).max) / _HEADROOM
     name = np.dtype(dtype).name
-    hint = "use float64 (jax.config.update('jax_enable_x64', True))"
+    wider = np.dtype(dtype).itemsize < 8
+    hint = "use float64 (jax.config.update('jax_enable_x64', True))" if wider else "split the prompt"
     draws, top, bottom = (np.asarray(a, np.float64) for a in (draws, top, bottom))
     bad = draws * draws > big
     if bad.any():
@@ -408,11 +411,12 @@ def check_magnitudes(draws, top, bottom, dtype, field: str = "rewards", prompts=
     with np.errstate(invalid="ignore", over="ignore"):
         magnitude = np.maximum(np.abs(top), np.abs(bottom))
         spread = top - bottom
+    fix = "use float64 or " if wider else ""
     for what, value, limit in (("magnitude", magnitude, big / draws), ("spread", spread, np.sqrt(big / draws))):
         bad = value > limit
         if bad.any():
             p = int(np.flatnonzero(bad)[0])
             raise ValueError(
                 f"{field} of {label(p)} have a {what} of {value[p]:.4g}: with its {draws[p]:.4g} draws the "
-                f"sums of the estimators overflow {name} above {limit[p]:.3g}; {hint} or rescale the {field}"
+                f"sums of the estimators overflow {name} above {limit[p]:.3g}; {fix}rescale the {field}"
             )

@@ -171,6 +171,33 @@ def test_tilt_matches_the_reference_log_weights_and_scores(case):
     _check_against_reference(jl.tilt(smp, betas), smp, betas)
 
 
+@fuzz(30)
+@given(st.integers(-45, 36), st.integers(-45, 40), st.integers(0, 20), st.integers(0, 2**32 - 1))
+def test_extreme_magnitudes_are_computed_or_refused(reward_exp, beta_exp, count_exp, seed):
+    """Issue 17, classes 4 and 5: float32 anywhere in its range: finite results or a ValueError
+    naming the field (rewards, counts or betas), never a silent NaN or infinity."""
+    rng = np.random.default_rng(seed)
+    r = np.float32(rng.standard_normal((P, N)) * 10.0**reward_exp)
+    counts = np.float32(np.maximum(1, np.round(rng.random((P, N)) * 10.0**count_exp)))
+    betas = np.sort(10.0 ** (beta_exp + rng.uniform(-1, 1, 3)))[::-1]
+    try:
+        stats = jl.tilt(jl.Samples(r, counts=counts), betas)
+    except ValueError as e:
+        assert any(f in str(e) for f in ("rewards", "counts", "betas")), str(e)
+        return
+    for field in ("gain", "kl", "ess", "kl_ceiling", "betas"):
+        x = np.asarray(getattr(stats, field))
+        assert np.isfinite(x).all(), f"{field} = {x}"
+    # the reverse KL is about lambda S (S the spread): infinite only where that exceeds float32
+    lam_s = (r.max(axis=1) - r.min(axis=1)).astype(np.float64)[:, None] / betas[None, :]
+    rkl = np.asarray(stats.reverse_kl)
+    assert (np.isfinite(rkl) | (lam_s > np.finfo(np.float32).max / 16)).all(), f"reverse_kl = {rkl}"
+    # KL >= 0 up to the rounding of its first-order terms, eps * lambda S (S the spread): at
+    # lambda S ~ 1e-13 float32 gives KL ~ 1e-29 with absolute errors of that size (see the report)
+    assert (np.asarray(stats.kl) >= -np.finfo(np.float32).eps * lam_s).all()
+    assert (np.asarray(stats.ess) >= 1 - 1e-3).all()
+
+
 def _chunks(smp: jl.Samples, assign: np.ndarray, k: int) -> list[jl.Samples]:
     """The samples split into ``k`` chunks of the same shape (entries of the others masked out)."""
     out = []
