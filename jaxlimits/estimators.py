@@ -139,7 +139,7 @@ def tilt(samples: Samples, betas, *, memory_budget: int | None = None) -> TiltSt
       0.231059
     """
     check_samples(samples, "tilt")
-    _sweep.check_betas(betas, samples.num_prompts)
+    _sweep.check_betas(betas, samples.num_prompts, samples.dtype)
     lam = _sweep.as_lambda(betas, samples.num_prompts, samples.dtype)
     ext = None if samples.log_weights is not None else _sweep.octave_grid(betas, lam.dtype)
     n_eval = 2 * lam.shape[1] if ext is None else ext[0].shape[0]

@@ -140,7 +140,7 @@ def _frontier(samples: Samples, lam: Array, plan: _sweep.Plan, per_prompt: bool,
 
 
 def _plan_for(samples, betas, memory_budget):
-    _sweep.check_betas(betas, samples.num_prompts)
+    _sweep.check_betas(betas, samples.num_prompts, samples.dtype)
     if np.ndim(betas) != 1:
         raise ValueError("the frontier needs one grid of betas shared by all prompts (shape [betas])")
     lam = _sweep.as_lambda(betas, samples.num_prompts, samples.dtype)

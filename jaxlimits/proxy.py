@@ -344,7 +344,7 @@ def proxy_gap(samples: Samples, betas, *, memory_budget: int | None = None) -> P
       (0.771221, 0.0)
     """
     _require_gold(samples, "proxy_gap")
-    _sweep.check_betas(betas, samples.num_prompts)
+    _sweep.check_betas(betas, samples.num_prompts, samples.dtype)
     _check_grid(betas)
     return _proxy_gap_jit(samples, jnp.asarray(betas, samples.dtype), memory_budget)
 
@@ -624,7 +624,8 @@ def overoptimization_peak(samples: Samples, betas, *, max_iter: int = 64) -> Pea
       (0, 0.4614)
     """
     _require_gold(samples, "overoptimization_peak")
-    _sweep.check_betas(betas, samples.num_prompts)
+    max_iter = _sweep.positive_int(max_iter, "max_iter")
+    _sweep.check_betas(betas, samples.num_prompts, samples.dtype)
     _check_grid(betas)
     if np.shape(betas)[0] < 3:
         raise ValueError(f"overoptimization_peak needs a grid of at least 3 betas, got {np.shape(betas)[0]}")
@@ -683,9 +684,11 @@ def overoptimization(
       (True, 1)
     """
     _require_gold(samples, "overoptimization")
+    max_iter = _sweep.positive_int(max_iter, "max_iter")
     if betas is None:
+        num_betas = _sweep.positive_int(num_betas, "num_betas", 2)
         betas = default_betas(samples, num=num_betas, memory_budget=memory_budget)
-    _sweep.check_betas(betas, samples.num_prompts)
+    _sweep.check_betas(betas, samples.num_prompts, samples.dtype)
     _check_grid(betas)
     b = np.sort(np.asarray(betas, dtype=np.float64))[::-1].copy()
     if b.shape[0] < 3:
@@ -696,8 +699,7 @@ def overoptimization(
     if bootstrap:
         if samples.exact:
             raise ValueError("an exact law has no sampling error to bootstrap")
-        if bootstrap < 2:
-            raise ValueError(f"bootstrap needs at least 2 replicates, got {bootstrap}")
+        bootstrap = _sweep.positive_int(bootstrap, "bootstrap (replicates)", 2)
         key = jax.random.PRNGKey(0) if key is None else key
         bb, kk, ss = _bootstrap_peaks(samples, grid, jax.random.split(key, bootstrap), max_iter)
         ok = ss == PEAK_FOUND
@@ -856,7 +858,7 @@ def bt_blind_spot(
     shifts = np.asarray(shifts, dtype=np.float64).reshape(-1)
     if shifts.size == 0 or not np.all(np.isfinite(shifts)):
         raise ValueError(f"shifts must be a non-empty array of finite numbers, got {shifts}")
-    _sweep.check_betas(betas, samples.num_prompts)
+    _sweep.check_betas(betas, samples.num_prompts, samples.dtype)
     _check_grid(betas)
     if cluster is None:
         lu = np.asarray(_base_weights(samples)[1])

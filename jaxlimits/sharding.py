@@ -175,7 +175,7 @@ def _prepare(samples: Samples, betas, mesh, prompt_axis, sample_axis, memory_bud
     for name in (prompt_axis, sample_axis):
         if name is not None and name not in mesh.axis_names:
             raise ValueError(f"the mesh has axes {mesh.axis_names}, not {name!r}")
-    _sweep.check_betas(betas, samples.num_prompts)
+    _sweep.check_betas(betas, samples.num_prompts, samples.dtype)
     lam = _sweep.as_lambda(betas, samples.num_prompts, samples.dtype)
     n_p, n_s = _axis_size(mesh, prompt_axis), _axis_size(mesh, sample_axis)
     if samples.rewards.is_fully_addressable if isinstance(samples.rewards, jax.Array) else True:

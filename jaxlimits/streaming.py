@@ -127,8 +127,8 @@ def init(num_prompts: int, betas, *, dtype=None, has_scores: bool = False, weigh
       ValueError: for a beta that is not positive and finite, or a bad ``num_prompts``.
     """
     num_prompts = _sweep.positive_int(num_prompts, "num_prompts")
-    _sweep.check_betas(betas, num_prompts)
     dtype = jnp.dtype(jnp.result_type(float) if dtype is None else dtype)
+    _sweep.check_betas(betas, num_prompts, dtype)
     lam = _sweep.as_lambda(betas, num_prompts, dtype)
     shared = None
     if not isinstance(betas, jax.core.Tracer) and np.ndim(betas) <= 1:

@@ -271,10 +271,11 @@ _CALLS = {
     "memory_budget": [lambda x: jl.tilt(_S, [1.0], memory_budget=x),
                       lambda x: jl.frontier(_S, [1.0], memory_budget=x),
                       lambda x: jl.max_gain_at_kl(_S, 0.1, memory_budget=x)],
-    "num_betas": [lambda x: jl.frontier(_S, num_betas=x)],
+    "num_betas": [lambda x: jl.frontier(_S, num_betas=x), lambda x: jl.overoptimization(_SC, num_betas=x)],
     "num": [lambda x: jl.default_betas(_S, num=x)],
     "replicates": [lambda x: jl.bootstrap_bands(_S, [1.0], x)],
-    "max_iter": [lambda x: jl.max_gain_at_kl(_S, 0.1, max_iter=x)],
+    "max_iter": [lambda x: jl.max_gain_at_kl(_S, 0.1, max_iter=x),
+                 lambda x: jl.overoptimization_peak(_SC, [4.0, 2.0, 1.0], max_iter=x)],
     "ns": [lambda x: jl.best_of_n(_S, x)],
     "lam": [lambda x: jl.soft_best_of_n(_S, [1], lam=x)],
     "num_subsets": [lambda x: jl.soft_best_of_n(_S, [1], lam=1.0, num_subsets=x)],
@@ -341,6 +342,8 @@ def test_class4_betas_outside_float32(beta):
     s = jl.Samples(np.float32([[0, 1, 2, 3]]))
     with pytest.raises(ValueError, match=r"betas\[0\] = .* outside what float32"):
         jl.tilt(s, [beta])
+    with pytest.raises(ValueError, match=r"betas\[0\] = .* outside what float32"):  # every sweep checks
+        jl.overoptimization_peak(s.replace(scores=s.rewards), [beta, 1.0, 2.0])
     assert np.isfinite(jl.tilt(s.replace(rewards=np.float64([[0, 1, 2, 3]])), [beta]).kl).all()
 
 
