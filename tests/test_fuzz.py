@@ -325,6 +325,11 @@ def test_class1_out_of_core_sweep_with_one_row_per_chunk(tmp_path):
 def test_class2_best_of_n_ignores_a_masked_nan():
     res = jl.best_of_n(jl.Samples([[0.0, 1.0, 2.0, np.nan]], mask=[[1, 1, 1, 0]]), [2], frontier=False)
     np.testing.assert_allclose(res.gain, [2 / 3], rtol=1e-6)  # E max of 2 of {0, 1, 2} - 1
+    clean = jl.Samples([[0.0, 1.0, 2.0]], scores=[[1.0, 0.0, 2.0]])
+    dirty = jl.Samples([[0.0, 1.0, 2.0, np.inf]], scores=[[1.0, 0.0, 2.0, np.nan]], mask=[[1, 1, 1, 0]])
+    np.testing.assert_allclose(jl.proxy_gap(dirty, [1.0]).gap, jl.proxy_gap(clean, [1.0]).gap, rtol=1e-6)
+    run = lambda base: jl.run_from_samples("r", jl.Samples([[1.0, 2.0, 3.0]]), base, 0.1).gain  # noqa: E731
+    assert run(dirty) == run(clean)
 
 
 def test_class3_kl_ceiling_beyond_float32_log_weight_range():
