@@ -205,6 +205,15 @@ def _power_sums(x_unit, weight, ycols, n):
     return jnp.stack(out, axis=1)
 
 
+def _log_sum(log_x):
+    """``log sum exp(log_x)`` over the last axis; ``-inf`` (with zero gradients) where all are ``-inf``."""
+    top = jax.lax.stop_gradient(jnp.max(log_x, axis=-1))
+    top = jnp.where(jnp.isfinite(top), top, 0)
+    total = jnp.sum(jnp.exp(log_x - top[..., None]), axis=-1)
+    some = total > 0
+    return jnp.where(some, jnp.log(jnp.where(some, total, 1)) + top, -jnp.inf)
+
+
 def block_sums(rw: Rows, lam: Array, *, has_scores: bool, lam_ext: Array | None = None,
                index1: Array | None = None, index2: Array | None = None) -> Sums:
     """Sufficient statistics of a block of samples at ``lam = 1/beta``.
@@ -249,7 +258,7 @@ def block_sums(rw: Rows, lam: Array, *, has_scores: bool, lam_ext: Array | None 
     ycols = [jnp.ones_like(rw.y), rw.y, rw.y * rw.y] if has_scores else [jnp.ones_like(rw.y)]
     moments1 = _power_sums(rw.x_unit, v, ycols, N_MOMENTS + (0 if has_scores else 2))
     moments2 = _power_sums(rw.x_unit, v2, ycols, N_MOMENTS + (0 if has_scores else 2)) if weighted else None
-    top = jax.scipy.special.logsumexp(jnp.where(rw.x_top == 0, rw.log_v, -jnp.inf), axis=-1)
+    top = _log_sum(jnp.where(rw.x_top == 0, rw.log_v, -jnp.inf))
     return Sums(c1, tilted1, c2, tilted2, cw, tw, base1, base2, moments1, moments2, rw.m.sum(-1), top)
 
 
@@ -276,7 +285,7 @@ def merge(a: Sums, b: Sums) -> Sums:
         c1, t1, c2, t2, cw, tw,
         a.base1 + b.base1, a.base2 + b.base2,
         a.moments1 + b.moments1, add(a.moments2, b.moments2),
-        a.draws + b.draws, jnp.logaddexp(a.log_top_mass, b.log_top_mass),
+        a.draws + b.draws, _log_sum(jnp.stack([a.log_top_mass, b.log_top_mass], axis=-1)),
     )
 
 
