@@ -41,9 +41,7 @@ def plan(num_prompts: int, num_samples: int, num_betas: int, itemsize: int, memo
     Raises:
       ValueError: when even one prompt, one sample chunk of 128 and all betas exceed the budget.
     """
-    budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
-    if budget <= 0:
-        raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget}")
+    budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else positive_int(memory_budget, "memory_budget")
     slab = max(1, min(_TILE_BYTES, budget // _COPIES))
     row = num_betas * num_samples * itemsize  # one prompt's slab
     if row <= slab:
@@ -62,6 +60,16 @@ def plan(num_prompts: int, num_samples: int, num_betas: int, itemsize: int, memo
     padded_p = -(-num_prompts // tile) * tile
     padded_n = -(-num_samples // chunk) * chunk
     return Plan(tile, chunk, padded_p, padded_n)
+
+
+def positive_int(value, name: str, minimum: int = 1) -> int:
+    """``value`` as an int ``>= minimum``, or a ValueError naming ``name`` (None, NaN, text, 2.5)."""
+    ok = isinstance(value, (int, np.integer, float, np.floating)) and not isinstance(value, bool)
+    if ok:
+        ok = bool(np.isfinite(value)) and float(value) == int(value) and int(value) >= minimum
+    if not ok:
+        raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+    return int(value)
 
 
 def _pad_prompts(x, target):
@@ -187,7 +195,13 @@ def octave_grid(betas, dtype):
 
 
 def as_lambda(betas, num_prompts: int, dtype) -> jax.Array:
-    """``[P, B]`` inverse temperatures from betas of shape ``[B]`` or ``[P, B]``."""
+    """``[P, B]`` inverse temperatures from betas of shape ``[B]`` or ``[P, B]``.
+
+    Raises:
+      ValueError: (eagerly) for a beta whose inverse ``dtype`` cannot hold (see :func:`check_range`).
+    """
+    if not isinstance(betas, jax.core.Tracer):
+        check_range(betas, dtype)
     b = jnp.asarray(betas, dtype=dtype)
     if b.ndim == 0:
         b = b[None]
@@ -196,11 +210,44 @@ def as_lambda(betas, num_prompts: int, dtype) -> jax.Array:
     return 1 / b
 
 
-def check_betas(betas, num_prompts: int) -> None:
-    """Eager validation of a beta grid (skipped under tracing)."""
+def numbers(value, name: str) -> np.ndarray:
+    """``value`` as a float64 array, or a ValueError naming ``name`` (strings, None, objects)."""
+    if isinstance(value, jax.core.Tracer):
+        return value
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be numbers, got {value!r}") from None
+    return arr
+
+
+def check_range(betas, dtype) -> None:
+    """Every beta and ``lambda = 1/beta`` are normal numbers of ``dtype``, with room for ``2 lambda`` (eager).
+
+    float32 allows ``1.2e-38 <= beta <= 8.5e37``: outside, ``beta``, ``lambda`` or the ``2 lambda``
+    of the second-order sums would round to 0 or infinity and the statistics to NaN.
+    """
+    dt = np.dtype(dtype)
+    if not np.issubdtype(dt, np.floating):
+        return
+    info = np.finfo(dt)
+    b = numbers(betas, "betas")
+    lo, hi = 4 / float(info.max), 1 / float(info.tiny)
+    bad = np.isfinite(b) & (b > 0) & ((b < lo) | (b > hi))
+    if bad.any():
+        idx = tuple(int(i) for i in np.argwhere(bad)[0]) if b.ndim else ()
+        raise ValueError(
+            f"betas{list(idx)} = {float(b[idx]):.6g} is outside what {dt.name} (the samples' dtype) can "
+            f"compute with: beta and 2/beta must be normal {dt.name} numbers, {lo:.3g} <= beta <= {hi:.3g}; "
+            "rescale the rewards, or use float64 (jax.config.update('jax_enable_x64', True))"
+        )
+
+
+def check_betas(betas, num_prompts: int, dtype=None) -> None:
+    """Eager validation of a beta grid (skipped under tracing); ``dtype``: also check its range."""
     if isinstance(betas, jax.core.Tracer):
         return
-    b = np.asarray(betas, dtype=np.float64)
+    b = numbers(betas, "betas")
     if b.ndim > 2 or b.size == 0:
         raise ValueError(f"betas must be a non-empty array of shape [betas] or [prompts, betas], got shape {b.shape}")
     if b.ndim == 2 and b.shape[0] != num_prompts:
@@ -209,3 +256,5 @@ def check_betas(betas, num_prompts: int) -> None:
     if bad.any():
         idx = tuple(int(i) for i in np.argwhere(bad)[0]) if b.ndim else ()
         raise ValueError(f"betas{list(idx)} = {float(b[idx])} is not a positive finite number (beta > 0 is required)")
+    if dtype is not None:
+        check_range(b, dtype)

@@ -46,6 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _sweep
 from .samples import PromptError, Samples
 
 Array = jax.Array
@@ -589,7 +590,7 @@ def quantile_samples(samples: Samples) -> Samples:
       >>> bon.quantile_samples(jl.Samples([[3.0, 1.0, 2.0, 2.0]])).rewards.tolist()
       [[0.875, 0.125, 0.5, 0.5]]
     """
-    st = _prepare(samples.replace(scores=None), None)
+    st = _prepare(samples.neutralised().replace(scores=None), None)
     q = np.zeros_like(st.mid)
     np.put_along_axis(q, st.order, st.mid, axis=1)
     q = np.where(np.asarray(samples.valid()), q, 0.0)
@@ -651,6 +652,7 @@ def best_of_n(
         raise TypeError(f"best_of_n: samples must be a jaxlimits.Samples, got {type(samples).__name__}")
     if kl_method not in KL_METHODS:
         raise ValueError(f"kl_method must be one of {', '.join(KL_METHODS)}; got {kl_method!r}")
+    samples = samples.neutralised()  # NaN under a mask must not reach the sums
     _check_iid(samples, "best_of_n")
     ns_arr = _check_ns(ns, samples)
     lp = _check_log_probs(log_probs, samples)
@@ -895,13 +897,14 @@ def soft_best_of_n(
     """
     if not isinstance(samples, Samples):
         raise TypeError(f"soft_best_of_n: samples must be a jaxlimits.Samples, got {type(samples).__name__}")
+    samples = samples.neutralised()
     _check_iid(samples, "soft_best_of_n")
     ns_arr = _check_ns(ns, samples)
-    lam_f = float(lam)
-    if not np.isfinite(lam_f) or lam_f <= 0:
+    lam_arr = _sweep.numbers(lam, "lam")
+    if lam_arr.ndim or not np.isfinite(lam_arr) or lam_arr <= 0:
         raise ValueError(f"lam must be positive and finite, got {lam!r}")
-    if num_subsets < 2:
-        raise ValueError(f"num_subsets must be at least 2, got {num_subsets}")
+    lam_f = float(lam_arr)
+    num_subsets = _sweep.positive_int(num_subsets, "num_subsets", 2)
     rng = np.random.default_rng(seed)
     if samples.exact:
         r = np.asarray(samples.rewards, np.float64)

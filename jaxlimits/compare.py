@@ -164,6 +164,7 @@ def run_from_samples(
 
 def _mean_var(s: Samples):
     """Per-prompt mean and variance (ddof 1) of the rewards, and the number of draws (host, float64)."""
+    s = s.neutralised()
     r = np.asarray(s.rewards, np.float64)
     valid = np.asarray(s.valid())
     if s.log_weights is not None:

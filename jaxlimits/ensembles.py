@@ -369,7 +369,7 @@ def ensemble_gaps(
       >>> list(jl.ensemble_gaps(ens, [3.0, 1.0, 0.3], members=False))
       ['mean', 'median', 'min', 'mean_minus_std']
     """
-    _sweep.check_betas(betas, ensemble.num_prompts)
+    _sweep.check_betas(betas, ensemble.num_prompts, ensemble.dtype)
     _check_grid(betas)
     b = jnp.asarray(betas, ensemble.dtype)
     out = {}
@@ -561,7 +561,7 @@ def ensemble_scaling(
     m = ensemble.num_members
     if m < 2:
         raise ValueError(f"ensemble_scaling needs at least 2 members, got {m}")
-    _sweep.check_betas(betas, ensemble.num_prompts)
+    _sweep.check_betas(betas, ensemble.num_prompts, ensemble.dtype)
     _check_grid(betas)
     if bootstrap < 0 or bootstrap == 1:
         raise ValueError(f"bootstrap must be 0 or at least 2 replicates, got {bootstrap}")

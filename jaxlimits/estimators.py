@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from . import _sweep, moments, psis
-from .samples import Samples
+from .samples import Samples, check_samples
 
 Array = jax.Array
 
@@ -31,8 +31,9 @@ Array = jax.Array
 # differs between one prompt's estimate and a pooled one, so each has its own thresholds:
 #
 # one prompt (TiltStats.reasons)              a pooled point (Frontier.reasons)
-#   few:     ESS < ESS_MIN, or uneven weights   fewer than DRAWS_MIN draws per prompt, or the mean
-#            (unevenness > SPREAD_MAX)            unevenness over prompts > SPREAD_MAX
+#   few:     ESS < ESS_MIN, uneven weights        fewer than DRAWS_MIN draws per prompt, or the mean
+#            (unevenness > SPREAD_MAX), or an SE  unevenness over prompts > SPREAD_MAX
+#            the dtype cannot resolve (NaN)
 #   bias:    |bias| > BIAS_SE_RATIO * se          |mean bias| > BIAS_SE_RATIO * pooled se
 #   tail:    k-hat > KHAT_MAX                     mean k-hat > KHAT_POOLED_FRACTION x PSIS's
 #                                                 threshold min(1 - 1/log10 N, 0.7)
@@ -108,7 +109,9 @@ class TiltStats(NamedTuple):
       mean_r, var_r: tilted mean and variance of the reward (``d kl / d beta = -var_r / beta^3``).
       cov_sr: tilted covariance of score and reward (``d gain / d beta = -cov_sr / beta^2``).
       ess: Kish's effective sample size of the tilted weights, in draws.
-      gain_se, kl_se, reverse_kl_se: delta-method standard errors (0 for an exact law).
+      gain_se, kl_se, reverse_kl_se: delta-method standard errors (0 for an exact law; NaN where
+        the samples' dtype cannot resolve them: the formula's terms cancel below its rounding, as
+        in float32 with base weights on one sample; see ``moments.resolved``; use float64).
       khat: PSIS k-hat of the tilted weights (:mod:`jaxlimits.psis`; NaN where not computed:
         fewer than 25 draws, tied top weights, an exact law, or sample-sharded sweeps).
       reasons: why the estimate cannot be trusted, a bitmask of ``BIAS``, ``TAIL``, ``NO_TILT``,
@@ -152,7 +155,8 @@ def trust_reasons(gain_bias, gain_se, kl_bias, kl_se, khat, kl, kl_ceiling, ess,
     """One prompt's trust rule: an ``int32`` bitmask of reasons per point (0: trusted); shapes broadcast."""
     big = lambda b, se: jnp.abs(b) > BIAS_SE_RATIO * se  # noqa: E731
     return (
-        reason_bit((ess < ESS_MIN) | (unevenness(ess, draws) > SPREAD_MAX), FEW)
+        reason_bit((ess < ESS_MIN) | (unevenness(ess, draws) > SPREAD_MAX) | jnp.isnan(gain_se) | jnp.isnan(kl_se),
+                   FEW)
         | reason_bit(big(gain_bias, gain_se) | big(kl_bias, kl_se), BIAS)
         | reason_bit((khat > KHAT_MAX) & ~(khat >= KHAT_NO_TILT), TAIL)
         | reason_bit(khat >= KHAT_NO_TILT, NO_TILT)
@@ -187,9 +191,7 @@ def _stats_of_tile(ref, sums, lam, arrays=None, *, has_scores: bool, exact: bool
                    bias_correction: bool = True) -> TiltStats:
     t = moments.finalize(ref, sums, lam, has_scores=has_scores, exact=exact)
     draws = sums.draws
-    big_w = sums.base1[:, 0]
-    kl_ceiling = -jnp.log(sums.top_mass / big_w)
-    kl_ceiling = jnp.maximum(kl_ceiling, 0)
+    kl_ceiling = moments.kl_ceiling(sums)
     if arrays is None or exact:
         khat = jnp.full(lam.shape, jnp.nan, lam.dtype)
     else:
@@ -256,7 +258,8 @@ def tilt(samples: Samples, betas, *, bias_correction: bool = True, memory_budget
       >>> round(float(st.gain[0, 0]), 6)  # e/(1+e) - 1/2
       0.231059
     """
-    _sweep.check_betas(betas, samples.num_prompts)
+    check_samples(samples, "tilt")
+    _sweep.check_betas(betas, samples.num_prompts, samples.dtype)
     lam = _sweep.as_lambda(betas, samples.num_prompts, samples.dtype)
     ext = None if samples.log_weights is not None else _sweep.octave_grid(betas, lam.dtype)
     n_eval = 2 * lam.shape[1] if ext is None else ext[0].shape[0]

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _sweep, estimators
-from .samples import Samples
+from .samples import Samples, check_samples
 
 Array = jax.Array
 
@@ -183,7 +183,7 @@ def _frontier(samples: Samples, lam: Array, plan: _sweep.Plan, per_prompt: bool,
 
 
 def _plan_for(samples, betas, memory_budget):
-    _sweep.check_betas(betas, samples.num_prompts)
+    _sweep.check_betas(betas, samples.num_prompts, samples.dtype)
     if np.ndim(betas) != 1:
         raise ValueError("the frontier needs one grid of betas shared by all prompts (shape [betas])")
     lam = _sweep.as_lambda(betas, samples.num_prompts, samples.dtype)
@@ -234,7 +234,9 @@ def frontier(
       >>> bool(f.kl[0] < f.kl[1] < f.kl[2])
       True
     """
+    check_samples(samples, "frontier")
     if betas is None:
+        num_betas = _sweep.positive_int(num_betas, "num_betas", 2)
         betas = default_betas(samples, num=num_betas, memory_budget=memory_budget)
     betas = np.asarray(betas) if not isinstance(betas, jax.core.Tracer) else betas
     lam, ext, p = _plan_for(samples, betas, memory_budget)
@@ -290,6 +292,7 @@ def resample(samples: Samples, key: Array) -> Samples:
     A draw is a row with probability ``m_i / N`` (inverse-CDF sampling, ``O(N log N)`` per prompt).
     Importance weights are kept: the replicate resamples the sampler's draws, not the target law.
     """
+    check_samples(samples, "resample")
     valid = samples.valid()
     m = samples.draws()  # [P]
     counts = jnp.where(valid, 1.0 if samples.counts is None else samples.counts, 0).astype(samples.dtype)
@@ -315,10 +318,13 @@ def bootstrap_bands(
     memory_budget: int | None = None,
 ) -> Bands:
     """Percentile bands of the pooled frontier over bootstrap replicates (``lax.map`` over them)."""
+    check_samples(samples, "bootstrap_bands")
+    level = float(_sweep.numbers(level, "level"))
+    if not 0 < level < 1:
+        raise ValueError(f"level must be a coverage strictly between 0 and 1, got {level!r}")
     if samples.exact:
         raise ValueError("an exact law has no sampling error to bootstrap")
-    if replicates < 2:
-        raise ValueError(f"bootstrap needs at least 2 replicates, got {replicates}")
+    replicates = _sweep.positive_int(replicates, "replicates (bootstrap)", 2)
     key = jax.random.PRNGKey(0) if key is None else key
     lam, _, p = _plan_for(samples, betas, memory_budget)
     curves = _bootstrap(samples, lam, p, jax.random.split(key, replicates))
@@ -339,6 +345,12 @@ def _bootstrap(samples, lam, plan, keys):
     return jax.lax.map(one, keys)
 
 
+def _std(x: np.ndarray) -> float:
+    """Standard deviation that neither underflows nor overflows (rewards of 1e-300 or 1e300)."""
+    top = float(np.max(np.abs(x)))
+    return top * float(np.std(x / top)) if top > 0 else 0.0
+
+
 def default_betas(samples: Samples, num: int = 64, *, kl_low: float = 1e-3, ceiling_fraction: float = 0.95,
                   memory_budget: int | None = None) -> np.ndarray:
     """A grid of betas from pooled KL ``kl_low`` to ``ceiling_fraction`` of the KL ceiling.
@@ -349,16 +361,17 @@ def default_betas(samples: Samples, num: int = 64, *, kl_low: float = 1e-3, ceil
     ``2 / beta`` is on the grid too and a sweep costs about ``num`` kernel evaluations instead of
     ``2 num``, see ``jaxlimits.tilt``); otherwise the ``num`` points span the range evenly.
     """
-    if num < 2:
-        raise ValueError(f"num must be at least 2, got {num}")
+    check_samples(samples, "default_betas")
+    num = _sweep.positive_int(num, "num", 2)
     sub = samples
     if samples.num_prompts > 256:
         idx = np.linspace(0, samples.num_prompts - 1, 256).round().astype(int)
         sub = jax.tree.map(lambda a: a[idx], samples)
     r = np.asarray(sub.rewards, dtype=np.float64)
     valid = np.asarray(sub.valid())
-    spread = np.nanmedian([np.std(r[p][valid[p]]) for p in range(r.shape[0])])
-    scale = spread if spread > 0 else max(float(np.max(np.abs(r[valid]))), 1.0)
+    spread = np.nanmedian([_std(r[p][valid[p]]) for p in range(r.shape[0])])
+    top = float(np.max(np.abs(r[valid])))
+    scale = spread if spread > 0 else (top if top > 0 else 1.0)
     coarse = scale * np.logspace(4, -4, 65)
     lam, ext, p = _plan_for(sub, coarse, memory_budget)
     pool, _ = _frontier(sub, lam, p, False, ext, bias_correction=False, khat=False)  # the plug-in reaches the ceiling

@@ -200,7 +200,7 @@ def _prepare(samples: Samples, plan: _sweep.Plan) -> _Prep:
         zero = jnp.zeros((rw.x_top.shape[0], 1), rw.x_top.dtype)
         base = moments.block_sums(rw, zero, has_scores=False)
         big_w = base.base1[:, 0]
-        kl_max = jnp.maximum(-jnp.log(base.top_mass / big_w), 0)
+        kl_max = moments.kl_ceiling(base)
         gain_max = ref.r_max - ref.r_bar
         m1 = base.moments1[:, :3, 0] / big_w[:, None]
         var0 = (m1[:, 2] - m1[:, 1] ** 2) * ref.r_scale**2
@@ -620,6 +620,8 @@ def _final_tile(ref, rw, base, lam, *, nc: int, exact: bool):
     g0, g1 = lam * bx - 1, -lam
     quad_b = g0 * g0 * b2[..., 0] + 2 * g0 * g1 * b2[..., 1] + g1 * g1 * b2[..., 2]
     var_t = (t2 + 2 * kappa * (g0 * tw0 + g1 * tw1) + kappa * kappa * quad_b) / (kappa * kappa)
+    sq = lambda x: jnp.sqrt(jnp.maximum(x, 0))  # noqa: E731  (sizes of the terms: moments.resolved)
+    size_t = (sq(t2) + kappa * (jnp.abs(g0) * sq(b2[..., 0]) + jnp.abs(g1) * sq(b2[..., 2]))) / kappa
     ess_t = kappa * kappa / t2
     # series (lambda R <= 1), as in moments._finalize_series for the reverse KL and the ESS
     big_r, a, lam_c, m1 = _series_basis(ref, base, lam)
@@ -646,14 +648,17 @@ def _final_tile(ref, rw, base, lam, *, nc: int, exact: bool):
     var_s = (gram("chi", "chi") + g_lx * g_lx * gram("lx", "lx") + g_one * g_one * gram("one", "one")
              + 2 * (g_lx * gram("chi", "lx") + g_one * gram("chi", "one") + g_lx * g_one * gram("lx", "one"))
              ) / (den * den)
+    size_s = (sq(gram("chi", "chi")) + jnp.abs(g_lx) * sq(gram("lx", "lx")) + jnp.abs(g_one) * sq(gram("one", "one"))
+              ) / den
     n2 = moments.N_MOMENTS
     ess_s = den * den / poly(moments._inv_fact(n2) * 2.0 ** np.arange(n2), m2)
     series = lam * big_r <= moments.RHO_SERIES
-    var = jnp.maximum(jnp.where(series, var_s, var_t), 0)
+    var = moments.resolved(jnp.where(series, var_s, var_t), jnp.where(series, size_s, size_t) ** 2)
+    var = jnp.where(jnp.isnan(var), var, jnp.maximum(var, 0))
     ess = jnp.where(series, ess_s, ess_t)
     if exact:
         return kl, gain, jnp.zeros_like(var), jnp.zeros(lam.shape, bool)
-    kl_ceiling = jnp.maximum(-jnp.log(base.top_mass / base.base1[:, 0]), 0)
+    kl_ceiling = moments.kl_ceiling(base)
     return kl, gain, var, estimators.saturation(ess, kl, base.draws, kl_ceiling)
 
 
@@ -773,9 +778,7 @@ def _run(samples: Samples, targets, *, kind: str, pooled: bool, throw: bool, max
     name = "min_kl_for_gain" if kind == "gain" else "max_gain_at_kl"
     if not isinstance(samples, Samples):
         raise TypeError(f"{name}: samples must be a jaxlimits.Samples, got {type(samples).__name__}")
-    max_iter = MAX_ITER if max_iter is None else int(max_iter)
-    if max_iter < 1:
-        raise ValueError(f"{name}: max_iter must be at least 1, got {max_iter}")
+    max_iter = MAX_ITER if max_iter is None else _sweep.positive_int(max_iter, f"{name}: max_iter")
     s = _rewards_only(samples)
     dtype = s.dtype
     if isinstance(targets, jax.core.Tracer):

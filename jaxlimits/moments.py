@@ -101,7 +101,8 @@ class Sums(NamedTuple):
       base1: ``[P, k1]`` ``sum v f``; base2: ``[P, k2]`` ``sum (v^2/m) f``.
       moments1: ``[P, n, J]`` ``sum v x~^n y^j`` (``J = 3``; 1 without scores, where y = x).
       moments2: the same with ``v^2 / m`` (importance weights only; else equal to moments1).
-      draws: ``[P]`` number of draws ``sum m``; top_mass: ``[P]`` ``sum v`` over the maximal rewards.
+      draws: ``[P]`` number of draws ``sum m``; log_top_mass: ``[P]`` ``log sum v`` over the maximal
+        rewards (a log: with log-weights spread over 100 nats the mass itself underflows float32).
     """
 
     log_scale: Array
@@ -115,7 +116,7 @@ class Sums(NamedTuple):
     moments1: Array
     moments2: Array | None
     draws: Array
-    top_mass: Array
+    log_top_mass: Array
 
 
 def _valid_parts(rewards, scores, log_weights, counts, mask):
@@ -204,6 +205,15 @@ def _power_sums(x_unit, weight, ycols, n):
     return jnp.stack(out, axis=1)
 
 
+def _log_sum(log_x):
+    """``log sum exp(log_x)`` over the last axis; ``-inf`` (with zero gradients) where all are ``-inf``."""
+    top = jax.lax.stop_gradient(jnp.max(log_x, axis=-1))
+    top = jnp.where(jnp.isfinite(top), top, 0)
+    total = jnp.sum(jnp.exp(log_x - top[..., None]), axis=-1)
+    some = total > 0
+    return jnp.where(some, jnp.log(jnp.where(some, total, 1)) + top, -jnp.inf)
+
+
 def block_sums(rw: Rows, lam: Array, *, has_scores: bool, lam_ext: Array | None = None,
                index1: Array | None = None, index2: Array | None = None) -> Sums:
     """Sufficient statistics of a block of samples at ``lam = 1/beta``.
@@ -248,7 +258,7 @@ def block_sums(rw: Rows, lam: Array, *, has_scores: bool, lam_ext: Array | None 
     ycols = [jnp.ones_like(rw.y), rw.y, rw.y * rw.y] if has_scores else [jnp.ones_like(rw.y)]
     moments1 = _power_sums(rw.x_unit, v, ycols, N_MOMENTS + (0 if has_scores else 2))
     moments2 = _power_sums(rw.x_unit, v2, ycols, N_MOMENTS + (0 if has_scores else 2)) if weighted else None
-    top = jnp.sum(jnp.where(rw.x_top == 0, v, 0), axis=-1)
+    top = _log_sum(jnp.where(rw.x_top == 0, rw.log_v, -jnp.inf))
     return Sums(c1, tilted1, c2, tilted2, cw, tw, base1, base2, moments1, moments2, rw.m.sum(-1), top)
 
 
@@ -275,7 +285,7 @@ def merge(a: Sums, b: Sums) -> Sums:
         c1, t1, c2, t2, cw, tw,
         a.base1 + b.base1, a.base2 + b.base2,
         a.moments1 + b.moments1, add(a.moments2, b.moments2),
-        a.draws + b.draws, a.top_mass + b.top_mass,
+        a.draws + b.draws, _log_sum(jnp.stack([a.log_top_mass, b.log_top_mass], axis=-1)),
     )
 
 
@@ -290,8 +300,13 @@ def empty_sums(num_prompts: int, num_betas: int, dtype, *, has_scores: bool, wei
         ninf, z(num_prompts, num_betas, k1), ninf, z(num_prompts, num_betas, k2),
         ninf if weighted else None, z(num_prompts, num_betas, k2) if weighted else None,
         z(num_prompts, k1), z(num_prompts, k2), z(num_prompts, n, j),
-        z(num_prompts, n, j) if weighted else None, z(num_prompts), z(num_prompts),
+        z(num_prompts, n, j) if weighted else None, z(num_prompts), jnp.full((num_prompts,), -jnp.inf, dtype),
     )
+
+
+def kl_ceiling(s: Sums) -> Array:
+    """``[P]`` the largest KL the samples can show, ``-log u(argmax r) = log W - log(top mass)``."""
+    return jnp.maximum(jnp.log(s.base1[:, 0]) - s.log_top_mass, 0)
 
 
 class Tilted(NamedTuple):
@@ -360,8 +375,27 @@ def bias_terms(p2, p2_s, p2_lr, u2, u2_s, u2_lr):
 
 
 def _safe_sqrt(x):
+    """``sqrt(max(x, 0))`` with a NaN kept (an unresolved variance, :func:`resolved`)."""
     pos = x > 0
-    return jnp.where(pos, jnp.sqrt(jnp.where(pos, x, 1)), 0)
+    return jnp.where(pos, jnp.sqrt(jnp.where(pos, x, 1)), jnp.where(jnp.isnan(x), jnp.nan, 0))
+
+
+#: A variance is trusted only above this many units of rounding of the terms it is computed from.
+SE_RESOLUTION = 16.0
+
+
+def resolved(var, bound):
+    r"""``var``, or NaN where the dtype cannot resolve it from terms of size ``bound``.
+
+    The variances are quadratic forms of mergeable sums, ``c^T G c``; where the per-sample
+    influence nearly cancels (e.g. base weights concentrated on one sample, float32) the result is
+    a small difference of terms up to :math:`(\sum_k |c_k| \sqrt{G_{kk}})^2` (Cauchy-Schwarz), and
+    its rounding error is a few ``eps`` of that: an SE of exactly 0 (or a large one) would be
+    noise. NaN says "not resolvable in this dtype" (use float64); an SE is never read as
+    certainty. A true zero (all terms zero, e.g. tied rewards) stays zero.
+    """
+    eps = jnp.finfo(var.dtype).eps
+    return jnp.where((bound > 0) & (var <= SE_RESOLUTION * eps * bound), jnp.nan, var)
 
 
 def finalize(ref: Reference, s: Sums, lam: Array, *, has_scores: bool, exact: bool) -> Tilted:
@@ -390,6 +424,13 @@ def _quad(sums, monos, has_scores, a, g, f):
     return a0 * g0 * s0 + (a0 * g1 + a1 * g0) * s1 + a1 * g1 * s2
 
 
+def _quad_size(sums, monos, has_scores, a, f):
+    """``|a0| sqrt(sum w) + |a1| sqrt(sum w f^2)``: bounds ``sqrt(sum w (a0 + a1 f)^2)`` termwise."""
+    i2 = (2, 0) if f == "x" else (0, 2)
+    s0, s2 = (jnp.maximum(sums[..., col(monos, i, j, has_scores)], 0) for i, j in ((0, 0), i2))
+    return jnp.abs(a[0]) * jnp.sqrt(s0) + jnp.abs(a[1]) * jnp.sqrt(s2)
+
+
 def _finalize_tilted(ref, s: Sums, lam, *, has_scores, exact) -> Tilted:
     """Statistics from the tilted sums (used where ``lambda R > 1``; basis ``x' = r - max r``)."""
     first, second = monomials(has_scores)
@@ -416,7 +457,9 @@ def _finalize_tilted(ref, s: Sums, lam, *, has_scores, exact) -> Tilted:
     def var(a, b, f):
         g = (b[0] - a[0], b[1] - a[1])
         quad = lambda sums, u, v: _quad(sums, second, has_scores, u, v, f)  # noqa: E731
-        return (quad(t2, a, a) + 2 * kappa * quad(tw, a, g) + kappa**2 * quad(b2, g, g)) / kappa**2
+        value = (quad(t2, a, a) + 2 * kappa * quad(tw, a, g) + kappa**2 * quad(b2, g, g)) / kappa**2
+        size = lambda sums, u: _quad_size(sums, second, has_scores, u, f)  # noqa: E731
+        return resolved(value, ((size(t2, a) + kappa * size(b2, g)) / kappa) ** 2)
 
     one, zero = jnp.ones_like(lam), jnp.zeros_like(lam)
     var_gain = var((-my, one), (by - my, zero), "y")
@@ -533,13 +576,14 @@ def _finalize_series(ref, s: Sums, lam, *, has_scores, exact) -> Tilted:
     def quad(coefs):
         """sum (u^2/m) (sum_k g_k f_k)^2 for {name: g}."""
         names = list(coefs)
-        total = 0
+        total, size = 0, 0
         for i, na in enumerate(names):
+            size = size + jnp.abs(coefs[na]) * jnp.sqrt(jnp.maximum(gram[..., pair_index[(na, na)]], 0))
             for nb in names[i:]:
                 key = (na, nb) if (na, nb) in pair_index else (nb, na)
                 term = coefs[na] * coefs[nb] * gram[..., pair_index[key]]
                 total = total + (term if na == nb else 2 * term)
-        return total / den**2
+        return resolved(total / den**2, (size / den) ** 2)
 
     # psi (1 + T), per draw, for each estimator (derivations in MATH.md §3 and the tests):
     var_kl = quad({"phi": 1.0, "e": -lam_c * mx, "one": t_one})

@@ -51,7 +51,7 @@ import numpy as np
 
 from . import _sweep, estimators
 from .frontier import SATURATED_SHARE_MAX, default_betas, resample
-from .samples import Samples
+from .samples import Samples, check_samples
 
 Array = jax.Array
 
@@ -132,8 +132,7 @@ class ProxyGap(NamedTuple):
 
 
 def _require_gold(samples: Samples, what: str) -> None:
-    if not isinstance(samples, Samples):
-        raise ValueError(f"{what} needs jaxlimits.Samples, got {type(samples).__name__}")
+    check_samples(samples, what)
     if samples.scores is None:
         raise ValueError(
             f"{what} needs the gold reward as the samples' scores and the proxy as their rewards: "
@@ -345,7 +344,7 @@ def proxy_gap(samples: Samples, betas, *, memory_budget: int | None = None) -> P
       (0.771221, 0.0)
     """
     _require_gold(samples, "proxy_gap")
-    _sweep.check_betas(betas, samples.num_prompts)
+    _sweep.check_betas(betas, samples.num_prompts, samples.dtype)
     _check_grid(betas)
     return _proxy_gap_jit(samples, jnp.asarray(betas, samples.dtype), memory_budget)
 
@@ -625,7 +624,8 @@ def overoptimization_peak(samples: Samples, betas, *, max_iter: int = 64) -> Pea
       (0, 0.4614)
     """
     _require_gold(samples, "overoptimization_peak")
-    _sweep.check_betas(betas, samples.num_prompts)
+    max_iter = _sweep.positive_int(max_iter, "max_iter")
+    _sweep.check_betas(betas, samples.num_prompts, samples.dtype)
     _check_grid(betas)
     if np.shape(betas)[0] < 3:
         raise ValueError(f"overoptimization_peak needs a grid of at least 3 betas, got {np.shape(betas)[0]}")
@@ -684,9 +684,11 @@ def overoptimization(
       (True, 1)
     """
     _require_gold(samples, "overoptimization")
+    max_iter = _sweep.positive_int(max_iter, "max_iter")
     if betas is None:
+        num_betas = _sweep.positive_int(num_betas, "num_betas", 2)
         betas = default_betas(samples, num=num_betas, memory_budget=memory_budget)
-    _sweep.check_betas(betas, samples.num_prompts)
+    _sweep.check_betas(betas, samples.num_prompts, samples.dtype)
     _check_grid(betas)
     b = np.sort(np.asarray(betas, dtype=np.float64))[::-1].copy()
     if b.shape[0] < 3:
@@ -697,8 +699,7 @@ def overoptimization(
     if bootstrap:
         if samples.exact:
             raise ValueError("an exact law has no sampling error to bootstrap")
-        if bootstrap < 2:
-            raise ValueError(f"bootstrap needs at least 2 replicates, got {bootstrap}")
+        bootstrap = _sweep.positive_int(bootstrap, "bootstrap (replicates)", 2)
         key = jax.random.PRNGKey(0) if key is None else key
         bb, kk, ss = _bootstrap_peaks(samples, grid, jax.random.split(key, bootstrap), max_iter)
         ok = ss == PEAK_FOUND
@@ -857,7 +858,7 @@ def bt_blind_spot(
     shifts = np.asarray(shifts, dtype=np.float64).reshape(-1)
     if shifts.size == 0 or not np.all(np.isfinite(shifts)):
         raise ValueError(f"shifts must be a non-empty array of finite numbers, got {shifts}")
-    _sweep.check_betas(betas, samples.num_prompts)
+    _sweep.check_betas(betas, samples.num_prompts, samples.dtype)
     _check_grid(betas)
     if cluster is None:
         lu = np.asarray(_base_weights(samples)[1])

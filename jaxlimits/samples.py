@@ -91,7 +91,9 @@ class Samples:
 
     Raises:
       ValueError: naming the prompt and sample of a NaN or infinite value, a negative or
-        fractional count, a prompt with no valid sample, or mismatched shapes.
+        fractional count, a prompt with no valid sample, or mismatched shapes; naming the field
+        and prompt of values whose sums or squares would overflow the dtype (float32: rewards
+        spread over more than ~1e18, or counts summing above ~1e18; see ``check_magnitudes``).
 
     Examples:
       >>> import jaxlimits as jl
@@ -164,6 +166,29 @@ class Samples:
         exact = changes.pop("exact", self.exact)
         kw.update(changes)
         return Samples(**kw, exact=exact)
+
+    def neutralised(self) -> Samples:
+        """The same samples with neutral values in every entry that does not count.
+
+        Entries masked out, with count 0 or with log-weight ``-inf`` are ignored by every
+        estimator, and may hold anything (NaN included); but ``0 * nan`` is NaN, so code that
+        sums over all entries reads them through this copy: rewards and scores 0 there, counts 0,
+        log-weights ``-inf``. The caller's arrays are not modified; ``self`` is returned when
+        nothing changes (eagerly).
+        """
+        valid = self.valid()
+        concrete = _is_concrete(*(getattr(self, f) for f in _FIELDS))
+        fields = {}
+        for name, fill in (("rewards", 0), ("scores", 0), ("counts", 0), ("log_weights", -jnp.inf)):
+            x = getattr(self, name)
+            if x is not None:
+                bad = ~valid & ~jnp.isfinite(x)
+                if not concrete or bool(bad.any()):
+                    fields[name] = jnp.where(bad, fill, x)
+        if not fields:
+            return self
+        leaves = [fields.get(f, getattr(self, f)) for f in _FIELDS]
+        return Samples.tree_unflatten((self.exact,), leaves)
 
     def __repr__(self) -> str:
         extras = [f for f in _FIELDS[1:] if getattr(self, f) is not None]
@@ -300,6 +325,14 @@ class Samples:
         return cls.from_ragged(values, scores=scores, log_weights=log_probs, exact=True)
 
 
+def check_samples(x, where: str, name: str = "samples") -> Samples:
+    """``x`` if it is a :class:`Samples`, else a TypeError naming the function and the argument."""
+    if not isinstance(x, Samples):
+        hint = " (wrap arrays first: jaxlimits.Samples(rewards, ...))" if hasattr(x, "shape") else ""
+        raise TypeError(f"{where}: {name} must be a jaxlimits.Samples, got {type(x).__name__}{hint}")
+    return x
+
+
 def _first_bad(bad: np.ndarray) -> tuple[int, int, int]:
     """(prompt, sample, total) of the first True in a [P, N] boolean array."""
     idx = np.argwhere(bad)
@@ -348,3 +381,62 @@ def _validate(s: Samples) -> None:
         raise PromptError(
             f"{PromptError.PLACE} has no valid sample (all entries masked, zero counts or -inf log-weights){more}", p
         )
+    _check_magnitudes(s, valid)
+
+
+#: Headroom (a factor) kept below the largest number of the dtype by :func:`_check_magnitudes`.
+_HEADROOM = 16.0
+
+
+def _check_magnitudes(s: Samples, valid: np.ndarray) -> None:
+    """Refuses values whose sums or squares would overflow the samples' dtype (see :func:`check_magnitudes`)."""
+    m = valid.astype(np.float64)
+    if s.counts is not None:
+        m = np.where(valid, np.asarray(s.counts, np.float64), 0.0)
+    draws = m.sum(axis=1)
+    for field in ("rewards", "scores"):
+        arr = getattr(s, field)
+        if arr is None:
+            continue
+        x = np.asarray(arr, np.float64)
+        top = np.where(valid, x, -np.inf).max(axis=1)
+        bottom = np.where(valid, x, np.inf).min(axis=1)
+        check_magnitudes(draws, top, bottom, s.dtype, field)
+
+
+def check_magnitudes(draws, top, bottom, dtype, field: str = "rewards", prompts=None) -> None:
+    """ValueError naming the field and prompt whose values would overflow ``dtype`` (float32: 3.4e38).
+
+    The estimators form, per prompt, ``sum m r``, ``sum m (r - r')^2`` and ``(sum m)^2``; with ``D``
+    draws, ``M`` the largest ``|r|`` and ``S`` the spread ``max r - min r`` they stay finite when
+    ``D^2``, ``D M`` and ``D S^2`` are below ``max / 16``.
+
+    Args:
+      draws, top, bottom: ``[P]`` number of draws, largest and smallest valid value (float64).
+      dtype: the samples' float dtype.
+      field: the name of the values in the message.
+      prompts: optional names of the prompts for the message (default: their index).
+    """
+    label = (lambda p: f"prompt {p}") if prompts is None else (lambda p: f"prompt {prompts[p]!r}")  # noqa: E731
+    big = float(np.finfo(np.dtype(dtype)).max) / _HEADROOM
+    name = np.dtype(dtype).name
+    wider = np.dtype(dtype).itemsize < 8
+    hint = "use float64 (jax.config.update('jax_enable_x64', True))" if wider else "split the prompt"
+    draws, top, bottom = (np.asarray(a, np.float64) for a in (draws, top, bottom))
+    bad = draws * draws > big
+    if bad.any():
+        p = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"counts of {label(p)} sum to {draws[p]:.4g} draws: {name} cannot hold the square of "
+                         f"that number (at most {np.sqrt(big):.3g} draws); {hint}")
+    with np.errstate(invalid="ignore", over="ignore"):
+        magnitude = np.maximum(np.abs(top), np.abs(bottom))
+        spread = top - bottom
+    fix = "use float64 or " if wider else ""
+    for what, value, limit in (("magnitude", magnitude, big / draws), ("spread", spread, np.sqrt(big / draws))):
+        bad = value > limit
+        if bad.any():
+            p = int(np.flatnonzero(bad)[0])
+            raise ValueError(
+                f"{field} of {label(p)} have a {what} of {value[p]:.4g}: with its {draws[p]:.4g} draws the "
+                f"sums of the estimators overflow {name} above {limit[p]:.3g}; {fix}rescale the {field}"
+            )

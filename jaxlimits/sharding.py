@@ -55,7 +55,7 @@ from jax.sharding import PartitionSpec as P
 
 from . import _sweep, estimators, moments
 from .frontier import Frontier, _from_pool, _pool_of, default_betas
-from .samples import Samples
+from .samples import Samples, check_samples
 
 Array = jax.Array
 
@@ -128,7 +128,14 @@ def _merge_over(s: moments.Sums, axis) -> moments.Sums:
     cw, tw = lse(s.log_scale_w, s.tilted_w)
     add = lambda x: None if x is None else jax.lax.psum(x, axis)  # noqa: E731
     return moments.Sums(c1, t1, c2, t2, cw, tw, add(s.base1), add(s.base2), add(s.moments1), add(s.moments2),
-                        add(s.draws), add(s.top_mass))
+                        add(s.draws), _logsumexp_over(s.log_top_mass, axis))
+
+
+def _logsumexp_over(x, axis):
+    """``log sum exp(x)`` over the devices of ``axis`` (``-inf`` where every device has ``-inf``)."""
+    top = jax.lax.pmax(x, axis)
+    top = jnp.where(jnp.isfinite(top), top, 0)
+    return jnp.log(jax.lax.psum(jnp.exp(x - top), axis)) + top
 
 
 @functools.partial(jax.jit, static_argnames=("plan", "mesh", "prompt_axis", "sample_axis"))
@@ -163,13 +170,12 @@ def _pad(samples: Samples, lam, n_p: int, n_s: int):
 
 
 def _prepare(samples: Samples, betas, mesh, prompt_axis, sample_axis, memory_budget):
-    if not isinstance(samples, Samples):
-        raise ValueError(f"samples must be a jaxlimits.Samples, got {type(samples).__name__}")
+    check_samples(samples, "sharding")
     mesh = make_mesh() if mesh is None else mesh
     for name in (prompt_axis, sample_axis):
         if name is not None and name not in mesh.axis_names:
             raise ValueError(f"the mesh has axes {mesh.axis_names}, not {name!r}")
-    _sweep.check_betas(betas, samples.num_prompts)
+    _sweep.check_betas(betas, samples.num_prompts, samples.dtype)
     lam = _sweep.as_lambda(betas, samples.num_prompts, samples.dtype)
     n_p, n_s = _axis_size(mesh, prompt_axis), _axis_size(mesh, sample_axis)
     if samples.rewards.is_fully_addressable if isinstance(samples.rewards, jax.Array) else True:

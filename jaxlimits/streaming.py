@@ -61,7 +61,7 @@ import numpy as np
 from . import _sweep, estimators, moments
 from .frontier import Frontier, _from_pool, _pool_of, default_betas
 from .io import COMPRESSIONS, TEXT_FORMATS, DataError, Table, _format, _object_column, csv_records, jsonl_records
-from .samples import Samples
+from .samples import Samples, check_magnitudes, check_samples
 
 Array = jax.Array
 
@@ -126,11 +126,9 @@ def init(num_prompts: int, betas, *, dtype=None, has_scores: bool = False, weigh
     Raises:
       ValueError: for a beta that is not positive and finite, or a bad ``num_prompts``.
     """
-    if int(num_prompts) != num_prompts or num_prompts < 1:
-        raise ValueError(f"num_prompts must be a positive whole number, got {num_prompts!r}")
-    num_prompts = int(num_prompts)
-    _sweep.check_betas(betas, num_prompts)
+    num_prompts = _sweep.positive_int(num_prompts, "num_prompts")
     dtype = jnp.dtype(jnp.result_type(float) if dtype is None else dtype)
+    _sweep.check_betas(betas, num_prompts, dtype)
     lam = _sweep.as_lambda(betas, num_prompts, dtype)
     shared = None
     if not isinstance(betas, jax.core.Tracer) and np.ndim(betas) <= 1:
@@ -254,7 +252,11 @@ def _rebase(acc: Accumulator, new: moments.Reference) -> moments.Sums:
         e = z(old.s_bar - new.s_bar)
     else:
         e = z(old.r_bar - new.r_bar)
-    alpha = jnp.where(some, old.r_scale / new.r_scale, 1)
+    # R = 1 is only a stand-in where the rewards so far tie (every x~ is then 0): its ratio to a
+    # small new R would be raised to the 24th power below (inf, then inf * 0 = NaN). alpha = 0
+    # is exact there; otherwise the new set holds the old one, so R' >= R / 2 and alpha <= 2.
+    tied = acc.r_min >= old.r_max
+    alpha = jnp.where(some & ~tied, old.r_scale / new.r_scale, jnp.where(some, 0, 1))
     delta = z((old.r_bar - new.r_bar) / new.r_scale)
     first, second = moments.monomials(acc.has_scores)
     t1 = _shift_matrix(first, d, e, acc.has_scores)
@@ -297,7 +299,7 @@ def _rebase(acc: Accumulator, new: moments.Reference) -> moments.Sums:
             return None
         return jnp.einsum("pnk,pkj,plj->pnl", a_mat, m, y_mat, precision=prec) * w[:, None, None]
 
-    top = jnp.where(new.r_max > old.r_max, 0, s.top_mass * ew)
+    top = jnp.where(new.r_max > old.r_max, -jnp.inf, s.log_top_mass + dw)
     return moments.Sums(c1, tilted1, c2, tilted2, cw, tw, base1, base2,
                         mom(s.moments1, ew), mom(s.moments2, ew2), s.draws, top)
 
@@ -359,8 +361,7 @@ def _update(acc: Accumulator, arrays) -> Accumulator:
 
 
 def _check_chunk(acc: Accumulator, chunk: Samples) -> None:
-    if not isinstance(chunk, Samples):
-        raise ValueError(f"a chunk must be a jaxlimits.Samples, got {type(chunk).__name__}")
+    check_samples(chunk, "update", "chunk")
     if chunk.num_prompts != acc.num_prompts:
         raise ValueError(
             f"the chunk has {chunk.num_prompts} prompts but the accumulator has {acc.num_prompts}; a chunk "
@@ -456,6 +457,8 @@ def finalize(acc: Accumulator, *, exact: bool = False) -> estimators.TiltStats:
         if empty.size:
             more = f" ({empty.size - 1} more such prompts)" if empty.size > 1 else ""
             raise ValueError(f"prompt {int(empty[0])} has no valid sample in the accumulator{more}")
+        # chunks are checked one by one; their totals are checked here
+        check_magnitudes(acc.sums.draws, acc.ref.r_max, acc.r_min, acc.lam.dtype)
     return _finalize(acc, bool(exact))
 
 
@@ -799,10 +802,14 @@ def sweep_files(
         slots = np.asarray([slot_of[k] for k in keys])
         for lo in range(0, len(keys), 4096):
             part = slots[lo:lo + 4096]
-            mass = table.get(part).mass
-            bad = np.flatnonzero(~(np.asarray(mass) > 0))
+            got = table.get(part)
+            bad = np.flatnonzero(~(np.asarray(got.mass) > 0))
             if bad.size:
                 raise DataError(f"prompt {keys[lo + int(bad[0])]!r} has no sample with a positive count")
+            try:
+                check_magnitudes(got.sums.draws, got.ref.r_max, got.r_min, dtype, reward, keys[lo:lo + len(part)])
+            except ValueError as e:
+                raise DataError(str(e)) from None
             k = _bucket(len(part), 8)
             idx = np.concatenate([part, np.full(k - len(part), part[0])])
             weight = jnp.asarray(np.arange(k) < len(part), dtype)
