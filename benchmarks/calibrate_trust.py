@@ -16,7 +16,8 @@ replicates, and, beside it, the share the old rule (``ess < 200 or ess < 0.6 N o
 ceiling``) kept. Student-t(3) has no tilt (``E exp(r/beta) = infinity``): there the share of
 points flagged ``no-tilt`` is reported instead of a coverage.
 
-Run:  python benchmarks/calibrate_trust.py [--prompts 400000] [--out calibration.json]
+Run:  python benchmarks/calibrate_trust.py [--prompts 400000] [--budget 4e7] [--out calibration.json]
+      python benchmarks/calibrate_trust.py --report calibration.json [more.json]   (the tables again)
       python benchmarks/calibrate_trust.py --quick          (a few cells, seconds; used by the tests)
 """
 
@@ -236,9 +237,15 @@ def main(argv=None):
     ap.add_argument("--min-unflagged", type=int, default=200)
     ap.add_argument("--quick", action="store_true", help="a few small cells (seconds)")
     ap.add_argument("--out", default=None, help="write every cell as JSON here")
+    ap.add_argument("--report", nargs="+", default=None, metavar="JSON",
+                    help="only print the tables of earlier --out files (later files replace cells of earlier ones)")
     ap.add_argument("--tile-bytes", type=int, default=None,
                     help="exponential slab per tile (default: the CPU-cache size of jaxlimits._sweep; larger on GPUs)")
     args = ap.parse_args(argv)
+    if args.report:
+        table, summary = report(args.report, args.min_unflagged)
+        print(table)
+        return None, summary
     if args.quick:
         args.laws, args.sizes, args.pools, args.prompts, args.betas, args.chunk = (
             ["normal", "exponential"], [64], [1, 100], 4000, 4, 4000)
@@ -271,37 +278,59 @@ def main(argv=None):
 
 
 def format_table(rows, summary) -> str:
-    out = ["| law | N | P | cells judged | unflagged share | old rule's share (P=1) "
-           "| worst coverage (gain / KL) | at KL |",
-           "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    keys = sorted({(r["law"], r["n"], r["pool"]) for r in rows}, key=lambda k: (LAWS.index(k[0]) if k[0] in LAWS else 0,
-                                                                               k[1], k[2]))
+    """Markdown: per (law, N, P) the unflagged share, the worst judged cell and, for every unflagged
+    replicate of the group (cells too small to judge included), the aggregate coverage."""
+    out = ["| law | N | P | replicates per cell | cells judged | unflagged share | old rule's share (P=1) "
+           "| worst judged cell: coverage gain / KL (at KL) | all unflagged: coverage gain / KL (count) |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    order = {law: i for i, law in enumerate(LAWS)}
+    keys = sorted({(r["law"], r["n"], r["pool"]) for r in rows}, key=lambda k: (order.get(k[0], 99), k[1], k[2]))
     for law, n, pool in keys:
         rs = [r for r in rows if (r["law"], r["n"], r["pool"]) == (law, n, pool)]
         share = np.mean([r["unflagged_share"] for r in rs])
-        old = np.mean([r["old_unflagged_share"] for r in rs]) if pool == 1 else None
-        judged = [r for r in rs if r["unflagged"] >= summary["min_unflagged"] and r["coverage_gain"] is not None]
+        old = "" if pool != 1 else f"{np.mean([r['old_unflagged_share'] for r in rs]):.2f}"
+        reps = rs[0]["reps"]
         if law == "student_t3":
             notilt = np.mean([r["reasons"]["no-tilt"] for r in rs])
-            out.append(f"| {law} | {n} | {pool} | - | {share:.2f} | {'' if old is None else f'{old:.2f}'} "
-                       f"| no truth (flagged no-tilt: {notilt:.2f}) | |")
+            out.append(f"| {law} | {n} | {pool} | {reps} | - | {share:.2f} | {old} | no truth: flagged no-tilt "
+                       f"{notilt:.2f} | |")
             continue
+        judged = [r for r in rs if r["unflagged"] >= summary["min_unflagged"] and r["coverage_gain"] is not None]
         if judged:
             w = min(judged, key=lambda r: min(r["coverage_gain"], r["coverage_kl"]))
-            cov = f"{w['coverage_gain']:.3f} / {w['coverage_kl']:.3f}"
-            at = f"{w['kl_true']:.3g}"
+            worst = f"{w['coverage_gain']:.3f} / {w['coverage_kl']:.3f} ({w['kl_true']:.3g})"
         else:
-            cov, at = "-", ""
-        out.append(f"| {law} | {n} | {pool} | {len(judged)}/{len(rs)} | {share:.2f} | "
-                   f"{'' if old is None else f'{old:.2f}'} | {cov} | {at} |")
+            worst = "-"
+        unf = sum(r["unflagged"] for r in rs)
+        if unf:
+            cg = sum(r["coverage_gain"] * r["unflagged"] for r in rs if r["unflagged"]) / unf
+            ck = sum(r["coverage_kl"] * r["unflagged"] for r in rs if r["unflagged"]) / unf
+            agg = f"{cg:.3f} / {ck:.3f} ({unf})"
+        else:
+            agg = "-"
+        out.append(f"| {law} | {n} | {pool} | {reps} | {len(judged)}/{len(rs)} | {share:.2f} | {old} "
+                   f"| {worst} | {agg} |")
     w = summary["worst"]
     if w:
         out.append(f"\nWorst judged cell: {w['law']} N={w['n']} P={w['pool']} beta={w['beta']:.4g} "
                    f"(KL {w['kl_true']:.3g}): coverage {w['coverage_gain']:.3f} (gain) / {w['coverage_kl']:.3f} "
                    f"(KL) over {w['unflagged']} unflagged of {w['reps']}.")
-    out.append(f"Cells judged: {summary['judged']} of {summary['cells']}; below 93%: {summary['below_93']}; "
-               f"below 93% beyond Monte Carlo noise (coverage + 2 SE < 93%): {summary['below_93_beyond_noise']}.")
+    out.append(f"Cells judged (at least {summary['min_unflagged']} unflagged replicates): {summary['judged']} of "
+               f"{summary['cells']}; below 93%: {summary['below_93']}; below 93% beyond Monte Carlo noise "
+               f"(coverage + 2 SE < 93%): {summary['below_93_beyond_noise']}.")
     return "\n".join(out)
+
+
+def report(paths, min_unflagged=200, pools=None):
+    """The tables of one or more JSON outputs (later files replace earlier cells of the same law, N, P)."""
+    cells = {}
+    for path in paths:
+        with open(path) as f:
+            for r in json.load(f)["cells"]:
+                cells[(r["law"], r["n"], r["pool"], round(r["beta"], 12))] = r
+    rows = [r for r in cells.values() if pools is None or r["pool"] in pools]
+    summary = summarise(rows, min_unflagged)
+    return format_table(rows, summary), summary
 
 
 if __name__ == "__main__":
