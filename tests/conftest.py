@@ -1,7 +1,7 @@
 """Test configuration: float64 available for the exactness tests (float32 tests set their dtype).
 
 Speed: most of the suite's time is XLA compiling programs, not running them. Compilation is made
-cheaper (LLVM optimisation off, below), and compiled programs are kept on disk for the whole run
+cheaper (quicker code generation, below), and compiled programs are kept on disk for the whole run
 (JAX's persistent compilation cache, every program however quick to compile) in one folder shared
 by the xdist workers and by every subprocess the tests start (CLI runs, notebook kernels, sharding
 scripts inherit ``JAX_COMPILATION_CACHE_DIR``). A program compiled again, after the per-module
@@ -17,13 +17,17 @@ import shutil
 import tempfile
 from pathlib import Path
 
-# Before JAX starts its backend (and inherited by every subprocess): LLVM's machine-code optimisation
-# off. XLA's own program passes (fusion, simplification) still run in full, and nothing here turns on
-# fast math; compilation takes about 35% less CPU time, and the tests' programs are small.
-# Results may differ in the last bit (instruction selection), far inside every tolerance.
-# XLA_FLAGS=--xla_backend_optimization_level=2 runs the suite at XLA's default.
-if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
+# Before JAX starts its backend (and inherited by every subprocess): XLA:CPU's quicker code
+# generation, LLVM's machine-code optimisation off and the elemental emitters instead of the newer
+# fusion emitters. XLA's own program passes (fusion, simplification) still run in full and nothing
+# turns on fast math; compilation takes about a third of the CPU time (tests/test_estimators.py:
+# 131 s -> 42 s of CPU), and the tests' programs are small. Results may differ in the
+# last bits (another instruction selection), far inside every tolerance. Setting either flag in
+# XLA_FLAGS yourself (e.g. XLA_FLAGS=--xla_backend_optimization_level=2
+# --xla_cpu_use_fusion_emitters=true) runs the suite with XLA's default code generation.
+_FAST_CODEGEN = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false")
+if not any(flag.split("=")[0] in os.environ.get("XLA_FLAGS", "") for flag in _FAST_CODEGEN):
+    os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), *_FAST_CODEGEN]).strip()
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
