@@ -20,7 +20,7 @@ RTOL_SE = 1e-11
 
 SCRIPT = textwrap.dedent("""
     import json, os
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
     import numpy as np, jax
     jax.config.update("jax_enable_x64", True)
     import jaxlimits as jl
@@ -72,7 +72,7 @@ def _check(errors):
 
 @pytest.mark.slow
 def test_sharded_equals_single_device_on_8_forced_cpu_devices():
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env = dict(os.environ)  # the run's XLA flags (conftest.py); the script appends its device count
     res = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     errors = json.loads(res.stdout.strip().splitlines()[-1])
@@ -82,7 +82,7 @@ def test_sharded_equals_single_device_on_8_forced_cpu_devices():
 
 MULTI = textwrap.dedent("""
     import json, os, sys
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
     import numpy as np, jax
     jax.config.update("jax_enable_x64", True)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -111,7 +111,7 @@ def _free_port():
 @pytest.mark.slow
 def test_two_processes_with_jax_distributed():
     """The documented multi-host launch, as two processes on this machine (gloo collectives)."""
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env = dict(os.environ)  # the run's XLA flags (conftest.py); the script appends its device count
     port = str(_free_port())
     procs = [subprocess.Popen([sys.executable, "-c", MULTI, str(i), port], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, env=env) for i in range(2)]
