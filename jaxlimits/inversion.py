@@ -307,7 +307,8 @@ def _series_basis(ref, base, lam):
     """The small-tilt series' inputs: ``R``, ``a = min(lambda R, RHO_SERIES)``, ``a / R`` and the
     normalised moments ``m1 = sum u x~^k / W`` ``[t, n_moments]``."""
     big_r = ref.r_scale[:, None]
-    a = jnp.minimum(lam * big_r, moments.RHO_SERIES)
+    a = lam * big_r
+    a = jnp.where(a <= moments.RHO_SERIES, a, moments.RHO_SERIES)  # not minimum: whole derivative at the switch
     return big_r, a, a / big_r, base.moments1[:, :, 0] / base.base1[:, 0][:, None]
 
 
