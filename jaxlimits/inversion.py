@@ -823,7 +823,7 @@ def _with_trust(s: Samples, sol: Solution, pooled: bool, memory_budget) -> Solut
         st = estimators.tilt(s, safe.reshape(s.num_prompts, -1), memory_budget=memory_budget)
         reasons, gain_bias, kl_bias = (np.asarray(a).reshape(beta.shape) for a in (st.reasons, st.gain_bias,
                                                                                    st.kl_bias))
-    reasons = np.where(solved, reasons | np.asarray(sol.reasons), np.asarray(sol.reasons)).astype(np.int32)
+    reasons = np.where(solved, reasons, np.asarray(sol.reasons)).astype(np.int32)
     dt = sol.kl.dtype
     return sol._replace(
         reasons=jnp.asarray(reasons),
