@@ -110,7 +110,7 @@ class _Pool(NamedTuple):
 def _pool_of(st: estimators.TiltStats, weight: Array) -> _Pool:
     """Sums over the prompt axis, ``weight`` [P] (0 for padding prompts)."""
     w = weight[:, None]
-    s = lambda x: jnp.sum(w * x, axis=0)  # noqa: E731
+    s = lambda x: jnp.sum(jnp.where(w > 0, w * x, 0), axis=0)  # noqa: E731  (padding may hold inf: 0 * inf)
     has_k = jnp.isfinite(st.khat)
     flag = lambda bit: s(((st.reasons & bit) != 0).astype(w.dtype))  # noqa: E731
     return _Pool(

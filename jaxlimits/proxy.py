@@ -583,7 +583,8 @@ def _peak_core(samples: Samples, betas: Array, max_iter: int, grid_gain=None) ->
 
 
 def _overoptimization_core(samples: Samples, betas: Array, max_iter: int, memory_budget: int | None):
-    tilts = _both_tilts(samples, betas, memory_budget)
+    # the plug-in curve, like the peak's own search (a bias-corrected peak search is not built yet)
+    tilts = _both_tilts(samples, betas, memory_budget, bias_correction=False)
     curve = _proxy_gap_core(samples, betas, memory_budget, tilts=tilts)
     grid = (jnp.mean(tilts[0].gain, axis=0), jnp.mean(tilts[0].cov_sr, axis=0))
     return Overoptimization(curve, _peak_core(samples, betas, max_iter, grid_gain=grid))

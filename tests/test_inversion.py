@@ -290,8 +290,8 @@ def test_solution_statistics_equal_tilt(pooled):
             np.testing.assert_allclose(np.asarray(sol.gain_se)[ok], want_gain_se[ok], rtol=1e-10, atol=0)
             np.testing.assert_array_equal(np.asarray(sol.saturated)[ok], sat[ok])
         if not pooled and budget is None and samples.log_weights is None:
-            # both sides of the saturation rule, and of the series switch, are exercised
-            assert 0 < np.mean(np.asarray(sol.saturated)[ok]) < 1
+            # both sides of the series switch are exercised (the trust rule's are the one kernel's,
+            # tested with jl.tilt; at N = 600 every per-prompt point has ESS < 600 and is flagged few)
             lam_r = (np.abs(values - values.mean(axis=1, keepdims=True)).max(axis=1)[:, None] / beta)[ok]
             assert np.any(lam_r <= 1) and np.any(lam_r > 1)
 

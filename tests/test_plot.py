@@ -59,7 +59,9 @@ def test_axes_hold_the_frontier_bon_and_runs(drawn):
     assert {t.get_text() for t in ax.texts} >= {"n=1", "n=2", "n=4", "n=8"}
     # runs: the per-token one converted to nats per sequence (0.002 x 400 = 0.8)
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert {"PPO", "GRPO", "best-of-n", "unreachable (above the frontier)"} <= set(legend)
+    assert {"PPO", "GRPO", "best-of-n"} <= set(legend)
+    # shaded above the upper confidence limit of the trusted points only (issue 12)
+    assert "unreachable (above the trusted frontier's upper confidence limit)" in legend
     run_pts = [ln for ln in ax.get_lines() if ln.get_marker() in ("s", "^")]
     np.testing.assert_allclose(sorted(float(ln.get_xdata()[0]) for ln in run_pts), [0.6, 0.8])
     assert any("saturation region" in t for t in legend) and any("sample ceiling" in t for t in legend)

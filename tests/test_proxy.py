@@ -164,7 +164,8 @@ def test_counts_give_the_expanded_sample():
     vals = rng.normal(size=(2, 7))
     gold = vals + rng.normal(size=(2, 7))
     cnt = rng.integers(1, 5, size=(2, 7)).astype(float)
-    g = jl.proxy_gap(jl.Samples.from_counts(list(vals), list(cnt), scores=list(gold)), BETAS)
+    # the plug-in estimates, for which the gap identity holds exactly on samples
+    g = jl.proxy_gap(jl.Samples.from_counts(list(vals), list(cnt), scores=list(gold)), BETAS, bias_correction=False)
     for x in range(2):
         rx, sx = np.repeat(vals[x], cnt[x].astype(int)), np.repeat(gold[x], cnt[x].astype(int))
         for j, b in enumerate(BETAS):
