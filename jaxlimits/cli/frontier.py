@@ -24,22 +24,22 @@ def register(sub):
 
 def rows_of(f) -> list[dict]:
     """The pooled frontier as table rows (one per beta), each with its ``status`` (``jaxlimits.status``)."""
-    from ..estimators import reason_names
     from ..status import of_point
 
+    table = f.to_dict()  # the shared table form (jaxlimits.tables)
     keys = ("betas", "kl", "kl_se", "gain", "gain_se", "reverse_kl", "ess_fraction", "saturated_share", "saturated")
-    cols = {k: np.asarray(getattr(f, k)) for k in keys}
+    cols = {k: table[k] for k in keys}
     if f.bands is not None:
+        bands = f.bands.to_dict()
         for k in ("gain_lo", "gain_hi", "kl_lo", "kl_hi"):
-            cols[f"bootstrap_{k}"] = np.asarray(getattr(f.bands, k))
+            cols[f"bootstrap_{k}"] = bands[k]
     rows = [
         {("beta" if k == "betas" else k): (bool(v[i]) if k == "saturated" else float(v[i])) for k, v in cols.items()}
         for i in range(len(cols["betas"]))
     ]
-    codes = np.asarray(f.reasons)
-    for r, code in zip(rows, codes):
+    for r, names in zip(rows, table["reason_names"]):
         r["status"] = of_point(r["saturated"])
-        r["reasons"] = reason_names(code)
+        r["reasons"] = names
     return rows
 
 

@@ -1,0 +1,163 @@
+"""Results people can hold: short reprs, HTML reprs, one table form, readable statuses; one vocabulary."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+import jaxlimits as jl
+from jaxlimits import io, tables
+from jaxlimits.estimators import reason_names
+
+# two prompts of three responses each, with a gold score: every result type can be built from it
+LAW = jl.Samples.from_law([[0.0, 1.0, 2.0], [0.0, 0.5, 3.0]], [[0.5, 0.3, 0.2], [0.2, 0.3, 0.5]],
+                          scores=[[0.0, 1.0, -1.0], [1.0, 2.0, 0.0]])
+BETAS = [2.0, 1.0]
+
+
+@pytest.fixture(scope="module")
+def results():
+    draws = jl.Samples(np.random.default_rng(0).standard_normal((2, 40)))
+    return {
+        "TiltStats": jl.tilt(LAW, BETAS),
+        "Frontier": jl.frontier(LAW, BETAS, per_prompt=False),
+        "Bands": jl.frontier(draws, BETAS, per_prompt=False, bootstrap=4).bands,
+        "Solution": jl.max_gain_at_kl(LAW, [0.1, 100.0], throw=False),
+        "BestOfN": jl.best_of_n(LAW, [1, 2]),
+        "SoftBestOfN": jl.soft_best_of_n(draws, [1, 2], lam=1.0),
+        "ProxyGap": jl.proxy_gap(LAW, BETAS),
+        "Overoptimization": jl.overoptimization(LAW, [2.0, 1.0, 0.5], same_kl=True),
+        "Peak": jl.overoptimization(LAW, [2.0, 1.0, 0.5]).peak,
+        "Comparison": jl.compare(LAW, [jl.Run("a", 0.1, 0.2), jl.Run("b", 50.0, 0.1)]),
+    }
+
+
+KINDS = ["TiltStats", "Frontier", "Bands", "Solution", "BestOfN", "SoftBestOfN", "ProxyGap", "Overoptimization",
+         "Peak", "Comparison"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_repr_is_short_and_names_the_kind(results, kind):
+    res = results[kind]
+    text = repr(res)
+    assert text.startswith(kind), text
+    assert "\n" not in text and len(text) < 400, text
+    assert "Array(" not in text and "array(" not in text
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_table_forms_agree(results, kind):
+    res = results[kind]
+    cols = res.to_dict()
+    n = {len(v) for v in cols.values()}
+    assert len(n) == 1, {k: len(v) for k, v in cols.items()}
+    if kind != "Comparison":  # Comparison.rows() is the CLI's JSON-ready table (tested in test_compare.py)
+        rows = res.rows()
+        assert len(rows) == n.pop() and list(rows[0]) == list(cols)
+        json.dumps(rows[0], allow_nan=True)  # plain Python values
+    html = res._repr_html_()
+    assert html.startswith("<div>") and "<table>" in html and kind in html
+
+
+def test_frontier_table_is_the_fields_with_reasons_spelled(results):
+    f = results["Frontier"]
+    cols = f.to_dict()
+    for name in ("betas", "gain", "kl", "gain_se", "kl_ceiling", "gain_bias", "kl_bias", "reasons", "khat"):
+        np.testing.assert_array_equal(cols[name], np.broadcast_to(np.asarray(getattr(f, name)), (2,)))
+    assert list(cols["reason_names"]) == [reason_names(c) for c in np.asarray(f.reasons)]
+    assert "prompts" not in cols and "bands" not in cols  # nested results are their own tables
+    text = repr(f)
+    assert "KL " in text and ("trusted" in text) and ("flagged" in text)
+
+
+def test_frontier_repr_counts_flagged_points_by_reason():
+    r = np.random.default_rng(1).standard_normal((2, 8))  # 8 draws a prompt: every point 'few'
+    f = jl.frontier(jl.Samples(r), BETAS, per_prompt=False)
+    assert np.all(np.asarray(f.reasons) & jl.estimators.FEW)
+    codes = np.asarray(f.reasons)
+    assert "2 of 2 flagged (" in repr(f)
+    for code in np.unique(codes):
+        assert f"{int(np.sum(codes == code))} {reason_names(code)}" in repr(f)
+    assert "no trusted point" in repr(f)
+
+
+def test_per_prompt_table_has_an_index_per_axis(results):
+    t = results["TiltStats"]
+    cols = t.to_dict()
+    assert list(cols)[:2] == ["prompt", "beta_index"]
+    np.testing.assert_array_equal(cols["prompt"], [0, 0, 1, 1])
+    np.testing.assert_array_equal(cols["beta_index"], [0, 1, 0, 1])
+    np.testing.assert_array_equal(cols["kl"], np.asarray(t.kl).ravel())
+    np.testing.assert_array_equal(cols["draws"], np.repeat(np.asarray(t.draws), 2))  # [prompts] repeated
+
+
+def test_solution_statuses_read_as_names(results):
+    sol = results["Solution"]
+    assert list(sol.status_names()) == ["OK", "KL_AT_OR_ABOVE_CEILING"]
+    assert sol.messages()[0] == "solved" and "K_max" in sol.messages()[1]
+    assert [r["status_name"] for r in sol.rows()] == ["OK", "KL_AT_OR_ABOVE_CEILING"]
+    assert "1 KL_AT_OR_ABOVE_CEILING" in repr(sol) and "1 OK" in repr(sol)
+    per = jl.max_gain_at_kl(LAW, [0.1], pooled=False)
+    assert per.status_names().shape == (2, 1) and list(per.to_dict())[:2] == ["prompt", "target"]
+
+
+def test_peak_and_overoptimization_tables(results):
+    peak = results["Peak"]
+    (row,) = peak.rows()
+    assert row["status_name"] == jl.proxy.PEAK_NAMES[int(peak.status)]
+    over = results["Overoptimization"]
+    cols = over.to_dict()
+    assert {"gap", "gold_frontier", "shortfall", "frontier_status_name"} <= set(cols)
+    assert repr(over).startswith("Overoptimization[3](peak: Peak(")
+
+
+def test_results_stay_pytrees_and_jit(results):
+    f = results["Frontier"]
+    assert f._fields[:3] == ("betas", "gain", "kl") and f._fields[-4:] == ("gain_bias", "kl_bias", "reasons", "khat")
+    leaves = jax.tree.leaves(f)
+    assert len(leaves) == len(jax.tree.leaves(jax.tree.map(lambda x: x, f)))
+    seen = []
+
+    @jax.jit
+    def twice(s):
+        seen.append(repr(s))  # traced: the repr falls back to the fields' shapes, never raises
+        return jax.tree.map(lambda x: 2 * x, s)
+
+    out = twice(results["SoftBestOfN"])
+    assert isinstance(out, jl.SoftBestOfN) and seen[0].startswith("SoftBestOfN(")
+
+
+def test_to_pandas_or_a_clear_error(results):
+    f = results["Frontier"]
+    try:
+        import pandas  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="pip install pandas"):
+            f.to_pandas()
+    else:
+        df = f.to_pandas()
+        assert list(df.columns) == list(f.to_dict()) and len(df) == 2
+
+
+def test_flagged_and_span_words():
+    assert tables.flagged(np.array([0, 0])) == "none flagged"
+    assert tables.flagged(np.array([0, 8, 8, 3])) == "3 of 4 flagged (1 bias+tail, 2 ceiling)"
+    assert tables.span([np.nan, 1.0, 3.0]) == "1..3" and tables.span([np.nan]) == "none finite"
+
+
+# -- One vocabulary: the CLI's option names are keywords of the loader.
+
+
+def test_load_takes_the_cli_names(tmp_path):
+    path = tmp_path / "s.jsonl"
+    lines = (json.dumps({"pid": p, "rm": float(x), "gold": 1.0}) for p in "ab" for x in (0, 1, 2))
+    path.write_text("".join(line + "\n" for line in lines))
+    short = io.load(path, prompt="pid", reward="rm", score="gold").samples
+    cli = io.load(path, prompt_col="pid", reward_col="rm", score_col="gold").samples
+    np.testing.assert_array_equal(short.rewards, cli.rewards)
+    np.testing.assert_array_equal(short.scores, cli.scores)
+    with pytest.raises(TypeError, match="given twice"):
+        io.load(path, reward="rm", reward_col="rm")
+    with pytest.raises(TypeError, match="unknown column keyword 'rewards'"):
+        io.load(path, rewards="rm")
