@@ -563,6 +563,41 @@ def samples_from_table(
     return Loaded(samples, list(order), source, notes, per_lines, table.kind)
 
 
+#: The CLI's option names (``--reward-col`` -> ``reward_col``) for the column keywords of :func:`load`.
+CLI_NAMES = {
+    "prompt_col": "prompt", "reward_col": "reward", "score_col": "score", "log_weight_col": "log_weight",
+    "count_col": "count", "base_logprob_col": "base_logprob", "sampler_logprob_col": "sampler_logprob",
+}
+
+
+def column_keywords(columns: dict) -> dict:
+    """Column keywords with the CLI's names (``reward_col=``) turned into the short ones (``reward=``).
+
+    Raises:
+      TypeError: a column given under both names, or a keyword that names no column.
+    """
+    out = {}
+    for key, value in columns.items():
+        name = CLI_NAMES.get(key, key)
+        if name not in CLI_NAMES.values() and name != "dedupe":
+            known = ", ".join(sorted(set(CLI_NAMES.values()) | {"dedupe"} | set(CLI_NAMES)))
+            raise TypeError(f"unknown column keyword {key!r}; the keywords are {known}")
+        if name in out:
+            raise TypeError(f"column {name!r} given twice (as {name!r} and {name + '_col'!r}); give one")
+        out[name] = value
+    return out
+
+
 def load(path, **columns) -> Loaded:
-    """Reads a long-format file into :class:`Samples` (see :func:`samples_from_table`)."""
-    return samples_from_table(read_table(path), **columns)
+    """Reads a long-format file into :class:`Samples` (see :func:`samples_from_table`).
+
+    The column keywords are :func:`samples_from_table`'s (``prompt=``, ``reward=``, ``score=``,
+    ``log_weight=``, ``count=``, ``dedupe=``, ``base_logprob=``, ``sampler_logprob=``), or the same
+    under the CLI's option names (``prompt_col=``, ``reward_col=``, ..., as ``--reward-col``):
+    ``load(path, reward_col="rm_logit")`` is ``load(path, reward="rm_logit")``.
+
+    Raises:
+      TypeError: an unknown keyword, or one column under both names.
+      DataError: see :func:`samples_from_table`.
+    """
+    return samples_from_table(read_table(path), **column_keywords(columns))
