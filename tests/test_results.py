@@ -161,3 +161,24 @@ def test_load_takes_the_cli_names(tmp_path):
         io.load(path, reward="rm", reward_col="rm")
     with pytest.raises(TypeError, match="unknown column keyword 'rewards'"):
         io.load(path, rewards="rm")
+
+
+# -- The compilation cache, one call for library users (a fresh process: JAX's config is global).
+
+
+def test_enable_compilation_cache(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    code = ("import jax, jaxlimits as jl, sys; a = jl.enable_compilation_cache(sys.argv[1]); "
+            "print(a == sys.argv[1], jax.config.jax_compilation_cache_dir == sys.argv[1])")
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    folder = tmp_path / "new" / "xla"
+    out = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, env=env)
+    assert out.stdout.split() == ["True", "True"], out.stderr
+    assert folder.is_dir()
+    off = ("import jaxlimits as jl; print(jl.enable_compilation_cache())")
+    out = subprocess.run([sys.executable, "-c", off], capture_output=True, text=True,
+                         env={**env, "JAXLIMITS_CACHE_DIR": ""})
+    assert out.stdout.split() == ["None"], out.stderr
