@@ -182,3 +182,46 @@ def test_enable_compilation_cache(tmp_path):
     out = subprocess.run([sys.executable, "-c", off], capture_output=True, text=True,
                          env={**env, "JAXLIMITS_CACHE_DIR": ""})
     assert out.stdout.split() == ["None"], out.stderr
+
+
+# -- Try-it-now: the examples' files, notebooks free of machine paths.
+
+
+def test_write_examples_writes_what_the_examples_name(tmp_path):
+    from jaxlimits import datasets
+    from jaxlimits.cli import COMMANDS
+
+    paths = datasets.write_examples(tmp_path, num_prompts=3, num_samples=40)
+    assert [p.name for p in paths] == list(datasets.EXAMPLE_FILES) and all(p.stat().st_size for p in paths)
+    named = set()
+    for name in COMMANDS:
+        module = __import__(f"jaxlimits.cli.{name}", fromlist=["EXAMPLES"])
+        for example in module.EXAMPLES:
+            named |= {w for w in example.split() if w.endswith((".jsonl", ".gz", ".csv", ".json")) and "--out" not in w}
+    outputs = {"frontier.csv", "bon.csv", "budgets.csv", "summary.json", "proxy.json", "demo_frontier.json"}
+    assert named - outputs <= set(datasets.EXAMPLE_FILES)
+    loaded = io.load(tmp_path / "samples.jsonl", reward_col="reward", score_col="gold", dedupe="response_sha1")
+    assert loaded.samples.num_prompts == 3
+    np.testing.assert_array_equal(io.load(tmp_path / "base.jsonl", reward="rm_logit").samples.rewards,
+                                  io.load(tmp_path / "samples.jsonl").samples.rewards)
+    with pytest.raises(FileExistsError, match="samples.jsonl exists"):
+        datasets.write_examples(tmp_path, num_prompts=3, num_samples=40)
+
+
+def test_demo_write_data_refuses_to_overwrite(tmp_path, capsys):
+    from jaxlimits import cli
+
+    (tmp_path / "runs.csv").write_text("mine\n")
+    assert cli.main(["demo", "--write-data", str(tmp_path)]) == 2
+    assert "runs.csv exists; pass --force" in capsys.readouterr().err
+    assert (tmp_path / "runs.csv").read_text() == "mine\n" and not (tmp_path / "samples.jsonl").exists()
+
+
+def test_notebook_outputs_hold_no_machine_paths():
+    from pathlib import Path
+
+    for book in sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb")):
+        cells = json.loads(book.read_text())["cells"]
+        text = json.dumps([c.get("outputs", []) for c in cells])
+        for marker in ("/work/", "/tmp/", "/root/", "/home/", "/Users/"):
+            assert marker not in text, f"{book.name}: a stored output shows a machine path ({marker})"
