@@ -225,3 +225,59 @@ def test_notebook_outputs_hold_no_machine_paths():
         text = json.dumps([c.get("outputs", []) for c in cells])
         for marker in ("/work/", "/tmp/", "/root/", "/home/", "/Users/"):
             assert marker not in text, f"{book.name}: a stored output shows a machine path ({marker})"
+
+
+# -- Loading: the vectorised reader gives the line-by-line reader's table, or steps aside.
+
+
+def _both_readers(path, monkeypatch, **columns):
+    monkeypatch.setattr(io, "ARROW_MIN_BYTES", 0)
+    fast = io.read_table(path)
+    monkeypatch.setattr(io, "ARROW_MIN_BYTES", float("inf"))
+    slow = io.read_table(path)
+    return fast, slow
+
+
+@pytest.mark.parametrize("text", [
+    '{"p": 0, "r": 1.5, "s": "a"}\n{"p": 1, "r": 2, "s": "b"}\n',   # ints and floats in one column
+    '{"p": "x", "r": 1e3, "s": "2024-01-01"}\n{"p": "y", "r": -0.25, "s": "z"}',  # no final newline
+])
+def test_vectorised_jsonl_reader_matches_the_line_reader(tmp_path, monkeypatch, text):
+    pytest.importorskip("pyarrow")
+    path = tmp_path / "s.jsonl"
+    path.write_text(text)
+    fast, slow = _both_readers(path, monkeypatch)
+    assert list(fast.columns) == list(slow.columns)
+    np.testing.assert_array_equal(fast.lines, slow.lines)
+    assert fast.keys("p") == slow.keys("p")
+    np.testing.assert_array_equal(fast.column("r"), slow.column("r"))  # the same numbers (2 may read as 2.0)
+    assert list(fast.columns["s"]) == list(slow.columns["s"])
+
+
+@pytest.mark.parametrize("text, message", [
+    # a blank line: the line numbers must stay the file's
+    ('{"p": 0, "r": 1}\n\n{"p": 0, "r": 2}\n{"p": 0, "r": null}\n', ":line 4: column 'r' has a non-numeric value None"),
+    ('{"p": 0, "r": 1}\n{"p": 0, "r": 1, "r": 2}\n', ":line 2: the key 'r' appears twice"),
+    ('{"p": 0, "r": 1}\n{"p": 0}\n', ":line 2: column 'r' has a non-numeric value None"),
+    ('{"p": 0, "r": 1}\n{"p": "0", "r": 2}\n', ":line 2: column 'p' is '0' (a str)"),
+])
+def test_vectorised_jsonl_reader_leaves_what_it_cannot_read_exactly(tmp_path, monkeypatch, text, message):
+    path = tmp_path / "s.jsonl"
+    path.write_text(text)
+    monkeypatch.setattr(io, "ARROW_MIN_BYTES", 0)
+    with pytest.raises(io.DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        io.load(path, prompt="p", reward="r")
+
+
+def test_csv_numbers_in_one_pass_match_cell_by_cell(tmp_path):
+    rng = np.random.default_rng(0)
+    r = rng.standard_normal(2000)
+    cells = [f"{x:.6g}" if i % 3 else f" {float(x)!r} " for i, x in enumerate(r)]  # spaces are allowed, as float() does
+    path = tmp_path / "s.csv"
+    path.write_text("p,r\n" + "".join(f"{i % 7},{c}\n" for i, c in enumerate(cells)))
+    t = io.read_table(path)
+    np.testing.assert_array_equal(t.column("r"), [float(c) for c in cells])
+    assert t.keys("p")[:3] == ["0", "1", "2"]  # CSV ids stay text
+    path.write_text("p,r\n" + "".join(f"0,{c}\n" for c in cells[:1500]) + "0,abc\n" + "0,1\n" * 10)
+    with pytest.raises(io.DataError, match=r":line 1502: column 'r' has a non-numeric value 'abc'"):
+        io.read_table(path).column("r")
