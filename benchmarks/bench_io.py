@@ -3,7 +3,8 @@
 Writes 1M rows (2,000 prompts x 500 samples: ``prompt_id``, ``reward``, ``gold``) as JSON Lines,
 CSV and Parquet into a temporary folder, then in a fresh process per cell: ``jaxlimits.io.load``
 alone, and the whole ``jaxlimits frontier FILE`` command, each with the vectorised readers and
-with them turned off (``io.ARROW_MIN_BYTES = inf``). Reports wall time and the process's peak
+with them turned off (``io.ARROW_MIN_BYTES = inf``), and ``jaxlimits frontier FILE --stream``
+(chunks of 100,000 rows). Reports wall time and the process's peak
 memory above what it held after importing jaxlimits (``ru_maxrss``), beside the file's size.
 
     python benchmarks/bench_io.py [--rows 1000000]
@@ -32,6 +33,10 @@ base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t = time.perf_counter()
 if sys.argv[2] == "load":
     io.load(sys.argv[1], score="gold")
+elif sys.argv[2] == "stream":
+    import contextlib, os
+    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
+        assert cli.main(["frontier", sys.argv[1], "--score-col", "gold", "--stream"]) == 0
 else:
     import contextlib, os
     with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
@@ -78,6 +83,7 @@ def child(path: Path, what: str, readers: str) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--only", default=None, help="one format: jsonl, csv or parquet")
     args = ap.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, load average {os.getloadavg()[0]:.1f}, "
           f"python {platform.python_version()}; {args.rows:,} rows")
@@ -86,11 +92,13 @@ def main() -> None:
         print(f"{'file':8} {'MB':>6} {'what':9} {'readers':11} {'time s':>7} {'peak MB':>8} {'above import':>13} "
               f"{'x file':>7}")
         for kind, path in paths.items():
+            if args.only and kind != args.only:
+                continue
             size = path.stat().st_size / 2**20
-            for what in ("load", "frontier"):
+            for what in ("load", "frontier", "stream"):
                 for readers in ("vectorised", "off"):
-                    if kind == "parquet" and readers == "off":
-                        continue  # Parquet is read by pyarrow either way
+                    if (kind == "parquet" or what == "stream") and readers == "off":
+                        continue  # Parquet is read by pyarrow either way; --stream reads chunk by chunk
                     r = child(path, what, readers)
                     print(f"{kind:8} {size:6.1f} {what:9} {readers:11} {r['wall_s']:7.2f} {r['peak_mb']:8.0f} "
                           f"{r['above_import_mb']:13.0f} {r['above_import_mb'] / size:7.1f}", flush=True)
