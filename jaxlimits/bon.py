@@ -500,7 +500,7 @@ class BestOfN:
     notices: tuple[str, ...]
 
     def _columns(self):
-        return tables.columns(self, shape_of="n")
+        return tables.columns(self, shape_of="n", exclude=("notices",))
 
     def _summary(self):
         return tables.summary(self, shape_of="n", headline=[

@@ -429,7 +429,7 @@ class Comparison:
         return out
 
     def _columns(self):
-        return tables.columns(self, shape_of="kl")
+        return tables.columns(self, shape_of="kl", exclude=("notices",))
 
     def _summary(self):
         words, counts = np.unique(np.asarray(self.status, dtype=object).astype(str), return_counts=True)

@@ -434,7 +434,8 @@ class EnsembleScaling(NamedTuple):
     bootstrap: int
 
     def _columns(self):
-        return tables.columns(self, shape_of="ks")
+        return tables.columns(self, shape_of="ks", exclude=("betas", "gold_gain_gold_aligned", "gap_rate",
+                                                            "gap_rate_se"))
 
     def _summary(self):
         return tables.summary(self, shape_of="ks", headline=[

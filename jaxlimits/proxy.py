@@ -806,7 +806,7 @@ class BlindSpot(NamedTuple):
     cluster_mass: Array
 
     def _columns(self):
-        return tables.columns(self, shape_of="shifts")
+        return tables.columns(self, shape_of="shifts", exclude=("betas",))
 
     def _summary(self):
         return tables.summary(self, shape_of="shifts", headline=[

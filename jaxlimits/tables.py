@@ -53,7 +53,8 @@ def _status_names(codes: np.ndarray, names: dict) -> np.ndarray:
     return np.array([names.get(int(c), str(int(c))) for c in codes.ravel()], dtype=object).reshape(codes.shape)
 
 
-def columns(result, *, shape_of: str, index: tuple[str, ...] = (), status: dict | None = None) -> dict:
+def columns(result, *, shape_of: str, index: tuple[str, ...] = (), status: dict | None = None,
+            exclude: tuple[str, ...] = ()) -> dict:
     """The result's table as columns: name -> NumPy array of one value per row.
 
     Args:
@@ -63,6 +64,8 @@ def columns(result, *, shape_of: str, index: tuple[str, ...] = (), status: dict 
         several (``("prompt", "beta_index")`` for ``[prompts, betas]``); a 1-d table has none.
       status: code -> name for integer fields named ``status`` or ``*_status`` (default: the
         inversion's :data:`jaxlimits.inversion.STATUS`).
+      exclude: fields on another axis that may have the table's length by chance (``betas`` of a
+        table over shifts).
 
     Returns:
       Columns in field order, each flattened to ``[rows]``; ``reasons`` followed by
@@ -79,7 +82,7 @@ def columns(result, *, shape_of: str, index: tuple[str, ...] = (), status: dict 
         for name, grid in zip(index, grids):
             cols[name] = grid.ravel()
     for name, value in fields(result):
-        arr = _array(value)
+        arr = None if name in exclude else _array(value)
         if arr is None or arr.shape != shape[: arr.ndim]:
             continue
         arr = np.broadcast_to(arr.reshape(arr.shape + (1,) * (len(shape) - arr.ndim)), shape).ravel()

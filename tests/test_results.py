@@ -140,6 +140,19 @@ def test_to_pandas_or_a_clear_error(results):
         assert list(df.columns) == list(f.to_dict()) and len(df) == 2
 
 
+def test_tables_over_other_axes_leave_out_fields_of_the_same_length_by_chance():
+    rng = np.random.default_rng(0)
+    gold = rng.standard_normal((4, 30))
+    ens = jl.Ensemble(gold[..., None] + rng.standard_normal((4, 30, 2)), gold)
+    sc = jl.ensemble_scaling(ens, [2.0, 1.0], subsets=2, bootstrap=4)  # K = 1, 2 and two betas
+    assert repr(sc).startswith("EnsembleScaling[2](K 1..2; 2 betas")
+    cols = sc.to_dict()
+    assert "betas" not in cols and "gap_rate" not in cols and cols["residual_norm"].shape == (2,)
+    spot = jl.bt_blind_spot(jl.Samples(gold, scores=gold + 0.1), [0.0, 1.0], [1.0, 2.0])  # two shifts, two betas
+    assert repr(spot).startswith("BlindSpot[2](shift 0..1")
+    assert "betas" not in spot.to_dict() and len(spot.rows()) == 2
+
+
 def test_flagged_and_span_words():
     assert tables.flagged(np.array([0, 0])) == "none flagged"
     assert tables.flagged(np.array([0, 8, 8, 3])) == "3 of 4 flagged (1 bias+tail, 2 ceiling)"
