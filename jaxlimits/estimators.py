@@ -87,9 +87,14 @@ def unevenness(ess, draws):
     return jnp.maximum(draws / ess - 1, 0) / ess
 
 
-def reason_names(code) -> str:
-    """``'bias+tail'`` for a reasons bitmask (``''`` for a trusted point)."""
-    code = int(code)
+def reason_names(code):
+    """``'bias+tail'`` for a reasons bitmask (``''`` for a trusted point); an array gives an array of them."""
+    import numpy as np
+
+    arr = np.asarray(code)
+    if arr.ndim:
+        return np.vectorize(reason_names, otypes=[object])(arr)
+    code = int(arr)
     return "+".join(name for bit, name in REASON_NAMES.items() if code & bit)
 
 
@@ -163,7 +168,7 @@ def reason_bit(condition, bit: int) -> Array:
 
 def trust_reasons(gain_bias, gain_se, kl_bias, kl_se, khat, kl, kl_ceiling, ess, draws) -> Array:
     """One prompt's trust rule: an ``int32`` bitmask of reasons per point (0: trusted); shapes broadcast."""
-    big = lambda b, se: jnp.abs(b) > BIAS_SE_RATIO * se  # noqa: E731
+    big = lambda b, se: (jnp.abs(b) > BIAS_SE_RATIO * se) | ~jnp.isfinite(b)  # noqa: E731
     return (
         reason_bit((ess < ESS_MIN) | (unevenness(ess, draws) > SPREAD_MAX) | jnp.isnan(gain_se) | jnp.isnan(kl_se),
                    FEW)
@@ -208,12 +213,13 @@ def _stats_of_tile(ref, sums, lam, arrays=None, *, has_scores: bool, exact: bool
         rewards, _, log_weights, counts, mask = arrays
         khat = psis.tilted_khat(rewards, lam, log_weights=log_weights, counts=counts, mask=mask)
     log_z, gain, kl, rkl, jd = t.log_z, t.gain, t.kl, t.reverse_kl, t.jeffreys
-    if bias_correction:
-        log_z = log_z - t.log_z_bias
-        gain = gain - t.gain_bias
-        kl = kl - t.kl_bias
-        rkl = rkl - t.reverse_kl_bias
-        jd = jd - (t.kl_bias + t.reverse_kl_bias)
+    if bias_correction:  # where the bias term itself overflows (extreme float32 magnitudes) the plug-in stays
+        fix = lambda x, b: jnp.where(jnp.isfinite(x - b), x - b, x)  # noqa: E731  (and the point is flagged)
+        log_z = fix(log_z, t.log_z_bias)
+        gain = fix(gain, t.gain_bias)
+        kl = fix(kl, t.kl_bias)
+        rkl = fix(rkl, t.reverse_kl_bias)
+        jd = fix(jd, t.kl_bias + t.reverse_kl_bias)
     if exact:
         reasons = jnp.zeros(lam.shape, jnp.int32)
     else:

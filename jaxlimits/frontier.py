@@ -167,9 +167,11 @@ def _from_pool(pool: _Pool, betas, prompts=None, bands=None) -> Frontier:
     gain_bias, kl_bias = pool.gain_bias / n, pool.kl_bias / n
     khat = jnp.where(pool.khat_count > 0, pool.khat / jnp.maximum(pool.khat_count, 1), jnp.nan)
     no_tilt, ceiling = pool.no_tilt / n, pool.ceiling / n
-    # an exact law has zero bias and SE, no k-hat and no flagged prompt: never flagged
     reasons = estimators.pooled_reasons(gain_bias, gain_se, kl_bias, kl_se, khat, pool.draws / n,
-                                        jnp.where(gain_se > 0, pool.unevenness / n, 0), no_tilt, ceiling)
+                                        pool.unevenness / n, no_tilt, ceiling)
+    # nothing random (an exact law, or rewards that all tie): zero SE and bias, nothing to distrust
+    certain = (gain_se == 0) & (kl_se == 0) & (gain_bias == 0) & (kl_bias == 0)
+    reasons = jnp.where(certain, jnp.int32(0), reasons)
     return Frontier(
         betas,
         pool.gain / n,

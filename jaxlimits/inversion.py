@@ -328,7 +328,8 @@ def _series_basis(ref, base, lam):
     """The small-tilt series' inputs: ``R``, ``a = min(lambda R, RHO_SERIES)``, ``a / R`` and the
     normalised moments ``m1 = sum u x~^k / W`` ``[t, n_moments]``."""
     big_r = ref.r_scale[:, None]
-    a = jnp.minimum(lam * big_r, moments.RHO_SERIES)
+    a = lam * big_r
+    a = jnp.where(a <= moments.RHO_SERIES, a, moments.RHO_SERIES)  # not minimum: whole derivative at the switch
     return big_r, a, a / big_r, base.moments1[:, :, 0] / base.base1[:, 0][:, None]
 
 
@@ -843,7 +844,7 @@ def _with_trust(s: Samples, sol: Solution, pooled: bool, memory_budget) -> Solut
         st = estimators.tilt(s, safe.reshape(s.num_prompts, -1), memory_budget=memory_budget)
         reasons, gain_bias, kl_bias = (np.asarray(a).reshape(beta.shape) for a in (st.reasons, st.gain_bias,
                                                                                    st.kl_bias))
-    reasons = np.where(solved, reasons | np.asarray(sol.reasons), np.asarray(sol.reasons)).astype(np.int32)
+    reasons = np.where(solved, reasons, np.asarray(sol.reasons)).astype(np.int32)
     dt = sol.kl.dtype
     return sol._replace(
         reasons=jnp.asarray(reasons),

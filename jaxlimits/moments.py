@@ -542,7 +542,10 @@ def _finalize_series(ref, s: Sums, lam, *, has_scores, exact) -> Tilted:
     """Statistics from the beta-independent moments (used where ``lambda R <= 1``)."""
     dtype = lam.dtype
     big_r = ref.r_scale
-    a = jnp.minimum(lam * big_r[:, None], RHO_SERIES)  # clamped: the unused branch stays finite
+    a = lam * big_r[:, None]
+    # clamped so that the unused branch stays finite; `where`, not `minimum`: at a = RHO_SERIES the
+    # series is the branch in use and its derivative must be whole (minimum's is 1/2 at a tie)
+    a = jnp.where(a <= RHO_SERIES, a, RHO_SERIES)
     lam_c = a / big_r[:, None]
     big_w = s.moments1[:, 0, 0]
     m1 = s.moments1 / big_w[:, None, None]

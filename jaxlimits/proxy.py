@@ -50,7 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _sweep, estimators, tables
-from .frontier import SATURATED_SHARE_MAX, default_betas, resample
+from .frontier import SATURATED_SHARE_MAX, _from_pool, _pool_of, default_betas, resample
 from .samples import Samples, check_samples
 
 Array = jax.Array
@@ -111,8 +111,9 @@ class ProxyGap(NamedTuple):
       kl_proxy_aligned, kl_proxy_aligned_se: ``KL(pi^r || pi0)``.
       kl_gold_aligned: ``KL(pi^s || pi0)``.
       ratio: the observed ``|gap| / ||delta||_{L2(pi0)}`` (Prop. 4 bounds it by ``C(beta)``).
-      saturated_share: share of prompts whose estimate at that beta cannot be trusted.
-      saturated: ``saturated_share > SATURATED_SHARE_MAX``.
+      saturated_share: share of prompts whose own estimate at that beta cannot be trusted.
+      saturated: the pooled trust rule (:attr:`jaxlimits.Frontier.reasons`) flags the pooled
+        estimate of either alignment (proxy or gold).
 
     Scalars (they do not depend on beta):
       residual_norm: ``sqrt(mean_x ||s - r||^2_{L2(pi0|x)})``.
@@ -259,7 +260,7 @@ def _pool_se(se, axis=0):
     return jnp.sqrt(jnp.sum(se * se, axis=axis)) / se.shape[axis]
 
 
-def _both_tilts(samples: Samples, betas: Array, memory_budget: int | None):
+def _both_tilts(samples: Samples, betas: Array, memory_budget: int | None, bias_correction: bool = True):
     """``(st_r, st_s)``: :func:`jaxlimits.tilt` aligned to the proxy and to gold, gain measured with gold.
 
     One sweep over the prompts stacked twice (``[proxy; gold]`` as rewards, gold as scores): one
@@ -272,13 +273,14 @@ def _both_tilts(samples: Samples, betas: Array, memory_budget: int | None):
         (jnp.concatenate([samples.rewards, samples.scores], axis=0), two(samples.scores), two(samples.log_weights),
          two(samples.counts), two(samples.mask)),
     )
-    st = estimators.tilt(stacked, betas, memory_budget=memory_budget)
+    st = estimators.tilt(stacked, betas, memory_budget=memory_budget, bias_correction=bias_correction)
     return jax.tree.map(lambda a: a[:num_p], st), jax.tree.map(lambda a: a[num_p:], st)
 
 
-def _proxy_gap_core(samples: Samples, betas: Array, memory_budget: int | None, tilts=None) -> ProxyGap:
+def _proxy_gap_core(samples: Samples, betas: Array, memory_budget: int | None, tilts=None,
+                    bias_correction: bool = True) -> ProxyGap:
     """Traceable body of :func:`proxy_gap` (betas ``[B]``)."""
-    st_r, st_s = _both_tilts(samples, betas, memory_budget) if tilts is None else tilts
+    st_r, st_s = _both_tilts(samples, betas, memory_budget, bias_correction) if tilts is None else tilts
     b = jnp.asarray(betas, samples.dtype)
     gap = st_s.gain - st_r.gain
     if samples.exact:
@@ -295,6 +297,9 @@ def _proxy_gap_core(samples: Samples, betas: Array, memory_budget: int | None, t
     )
     pooled_gap = _pool_mean(gap)
     res_pooled = _sqrt0(jnp.mean(res * res))
+    # pooled points are judged by the pooled trust rule (jaxlimits.frontier), for either alignment
+    ones = jnp.ones((samples.num_prompts,), samples.dtype)
+    pooled_flag = _from_pool(_pool_of(st_r, ones), b).saturated | _from_pool(_pool_of(st_s, ones), b).saturated
     share = jnp.mean(sat.astype(samples.dtype), axis=0)
     ratio = jnp.where(res_pooled > 0, jnp.abs(pooled_gap) / jnp.where(res_pooled > 0, res_pooled, 1), 0)
     return ProxyGap(
@@ -305,13 +310,13 @@ def _proxy_gap_core(samples: Samples, betas: Array, memory_budget: int | None, t
         pooled_gap, _pool_se(gap_se),
         _pool_mean(st_r.kl), _pool_se(st_r.kl_se),
         _pool_mean(st_s.kl),
-        ratio, share, share > SATURATED_SHARE_MAX,
+        ratio, share, pooled_flag,
         res_pooled, _sqrt0(jnp.mean(cres * cres)),
         prompts,
     )
 
 
-_proxy_gap_jit = jax.jit(_proxy_gap_core, static_argnames=("memory_budget",))
+_proxy_gap_jit = jax.jit(_proxy_gap_core, static_argnames=("memory_budget", "bias_correction"))
 
 
 def _check_grid(betas, what: str = "betas"):
@@ -322,7 +327,7 @@ def _check_grid(betas, what: str = "betas"):
         raise ValueError(f"{what} must be one grid shared by all prompts, shape [betas]; got shape {b.shape}")
 
 
-def proxy_gap(samples: Samples, betas, *, memory_budget: int | None = None) -> ProxyGap:
+def proxy_gap(samples: Samples, betas, *, memory_budget: int | None = None, bias_correction: bool = True) -> ProxyGap:
     r"""The gold reward lost by aligning to a proxy instead of gold (Prop. 3; MATH.md §7).
 
     .. math::
@@ -348,6 +353,8 @@ def proxy_gap(samples: Samples, betas, *, memory_budget: int | None = None) -> P
         reward as ``scores``.
       betas: ``[B]`` positive KL penalties shared by all prompts.
       memory_budget: bytes of working memory for each sweep (default 256 MiB).
+      bias_correction: the bias-corrected gains and KLs of :func:`jaxlimits.tilt` (default) or the
+        plug-in ones (for which the gap identity below holds exactly on samples).
 
     Returns:
       :class:`ProxyGap`: ``[B]`` fields pooled over prompts and the per-prompt
@@ -366,7 +373,7 @@ def proxy_gap(samples: Samples, betas, *, memory_budget: int | None = None) -> P
     _require_gold(samples, "proxy_gap")
     _sweep.check_betas(betas, samples.num_prompts, samples.dtype)
     _check_grid(betas)
-    return _proxy_gap_jit(samples, jnp.asarray(betas, samples.dtype), memory_budget)
+    return _proxy_gap_jit(samples, jnp.asarray(betas, samples.dtype), memory_budget, None, bool(bias_correction))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -126,7 +126,8 @@ def tilted_khat(rewards: Array, lam: Array, *, log_weights: Array | None = None,
 
     Returns:
       ``[P, B]`` the shape ``k``: NaN with fewer than 25 draws (a tail of fewer than 5) or a
-      flat tail (the largest weights tie, e.g. binary rewards).
+      flat tail (the largest weights tie, e.g. binary rewards). With counts the tail is at most
+      ``2 M(rows)`` draws: exact up to 4 times as many draws as rows, a shorter tail beyond.
     """
     dtype = rewards.dtype
     num_p, num_n = rewards.shape
@@ -137,7 +138,8 @@ def tilted_khat(rewards: Array, lam: Array, *, log_weights: Array | None = None,
         valid = valid & (log_weights > -jnp.inf)
     m = valid.astype(dtype) if counts is None else jnp.where(valid, counts, 0).astype(dtype)
     draws = jnp.sum(m, axis=-1)
-    k_slots = int(min(num_n, tail_size(num_n))) + 1 if counts is None else int(max(tail_size(num_n), 5)) + 1
+    # with counts the draws outnumber the rows: room for the tail of up to 4x as many draws as rows
+    k_slots = int(min(num_n, tail_size(num_n))) + 1 if counts is None else int(max(2 * tail_size(num_n), 5)) + 1
     k_slots = max(k_slots, MIN_TAIL + 1)
     tail = jnp.minimum(tail_size(draws), k_slots - 1)  # [P]
     r = jnp.where(valid, rewards, -jnp.inf)

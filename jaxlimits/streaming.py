@@ -429,22 +429,28 @@ def merge(a: Accumulator, b: Accumulator) -> Accumulator:
     return _merge(a, b)
 
 
-@functools.partial(jax.jit, static_argnames=("exact",))
-def _finalize(acc: Accumulator, exact: bool) -> estimators.TiltStats:
+@functools.partial(jax.jit, static_argnames=("exact", "bias_correction"))
+def _finalize(acc: Accumulator, exact: bool, bias_correction: bool = True) -> estimators.TiltStats:
     def fn(t):
         ref, sums, lam = t
-        return estimators._stats_of_tile(ref, sums, lam, has_scores=acc.has_scores, exact=exact)
+        return estimators._stats_of_tile(ref, sums, lam, has_scores=acc.has_scores, exact=exact,
+                                         bias_correction=bias_correction)
 
     tile = max(1, min(acc.num_prompts, 2**20 // max(1, acc.num_betas * 64)))
     return _map_prompts(fn, (acc.ref, acc.sums, acc.lam), acc.num_prompts, tile)
 
 
-def finalize(acc: Accumulator, *, exact: bool = False) -> estimators.TiltStats:
+def finalize(acc: Accumulator, *, exact: bool = False, bias_correction: bool = True) -> estimators.TiltStats:
     """The tilted statistics of every prompt at every beta, as :func:`jaxlimits.tilt` gives them.
+
+    The bias terms are sums like the others and merge exactly; PSIS k-hat needs a prompt's largest
+    weights, which the accumulator does not keep: ``khat`` is NaN and the reasons lack ``tail``
+    and ``no-tilt``.
 
     Args:
       acc: an :class:`Accumulator` in which every prompt has at least one sample.
       exact: the samples are a finite law's whole support (standard errors zero; see ``Samples``).
+      bias_correction: bias-corrected estimates (default) or the plug-in ones (``jaxlimits.tilt``).
 
     Returns:
       :class:`~jaxlimits.TiltStats` with ``[P, B]`` fields.
@@ -459,7 +465,7 @@ def finalize(acc: Accumulator, *, exact: bool = False) -> estimators.TiltStats:
             raise ValueError(f"prompt {int(empty[0])} has no valid sample in the accumulator{more}")
         # chunks are checked one by one; their totals are checked here
         check_magnitudes(acc.sums.draws, acc.ref.r_max, acc.r_min, acc.lam.dtype)
-    return _finalize(acc, bool(exact))
+    return _finalize(acc, bool(exact), bool(bias_correction))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -378,3 +378,19 @@ def test_bad_betas_are_named(betas, message):
 def test_memory_budget_too_small_is_explained():
     with pytest.raises(ValueError, match="memory_budget"):
         jl.tilt(jl.Samples(np.arange(10.0)), np.ones(1000), memory_budget=1000)
+
+
+def test_derivatives_at_the_switch_between_series_and_tilted_sums():
+    """At lambda R = 1 exactly (rewards [-1, 1, 1, -1], beta = 1) the derivatives are whole (MATH.md §4)."""
+    samples = jl.Samples(np.array([[-1.0, 1.0, 1.0, -1.0]]))
+    b = jnp.array([1.0])
+    st_ = jl.tilt(samples, b, bias_correction=False)
+    d_gain = jax.grad(lambda bb: jl.tilt(samples, bb, bias_correction=False).gain[0, 0])(b)[0]
+    np.testing.assert_allclose(d_gain, -st_.var_r[0, 0] / 1.0**2, rtol=1e-10)
+    d_j = jax.grad(lambda bb: bb[0] * jl.tilt(samples, bb, bias_correction=False).log_z[0, 0])(b)[0]
+    np.testing.assert_allclose(d_j, -st_.kl[0, 0], rtol=1e-10)
+    # and on either side of the switch
+    for beta in (1.0 - 1e-6, 1.0 + 1e-6):
+        bb = jnp.array([beta])
+        g = jax.grad(lambda x: jl.tilt(samples, x, bias_correction=False).gain[0, 0])(bb)[0]
+        np.testing.assert_allclose(g, d_gain, rtol=1e-4)

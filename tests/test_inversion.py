@@ -183,7 +183,8 @@ def gauss():
 
 
 def _curves(samples, beta):
-    st_ = jl.tilt(samples, np.asarray(beta).reshape(-1) if np.ndim(beta) == 1 else beta)
+    # the inversions solve the plug-in curve (their bias fields say how far the corrected one is)
+    st_ = jl.tilt(samples, np.asarray(beta).reshape(-1) if np.ndim(beta) == 1 else beta, bias_correction=False)
     return np.asarray(st_.gain), np.asarray(st_.kl)
 
 
@@ -238,7 +239,8 @@ def test_standard_errors_are_reverse_kl_se(gauss):
 def _tilt_at(samples, beta, pooled):
     """``jaxlimits.tilt`` at the solution: per prompt at each prompt's betas, pooled at the shared ones."""
     beta = np.asarray(beta)
-    return jl.tilt(samples, np.broadcast_to(beta, (samples.num_prompts,) + beta.shape) if pooled else beta)
+    return jl.tilt(samples, np.broadcast_to(beta, (samples.num_prompts,) + beta.shape) if pooled else beta,
+                   bias_correction=False)  # the plug-in curve, which the inversions solve
 
 
 @pytest.mark.slow
@@ -249,8 +251,8 @@ def test_solution_statistics_equal_tilt(pooled):
     Plain samples, counts, importance weights and sample chunks; targets from the small-tilt
     series (lambda R <= 1) to the tilted sums, with prompts on both sides of the saturation rule.
     Pooled (MATH.md §6): kl and gain are the means over prompts, the SE of the mean over
-    independent prompts ``sqrt(sum_x se_x^2) / P``, saturated where saturated prompts hold more
-    than ``SATURATED_SHARE_MAX`` of the KL.
+    independent prompts ``sqrt(sum_x se_x^2) / P``; saturated by the one kernel's trust rule at
+    beta* (``jl.tilt`` per prompt, the pooled ``jl.frontier`` pooled).
     """
     rng = np.random.default_rng(5)
     num_p, num_n = 5, 600
@@ -271,14 +273,14 @@ def test_solution_statistics_equal_tilt(pooled):
             beta = np.where(ok, np.asarray(sol.beta), 1.0)
             st_ = _tilt_at(samples, beta, pooled)
             kl, gain, rkl_se = (np.asarray(a) for a in (st_.kl, st_.gain, st_.reverse_kl_se))
-            sat = np.asarray(st_.saturated)
+            # the trust rule at the solution is the one kernel's (per prompt, or the pooled frontier's)
             if pooled:
                 se = np.sqrt(np.sum(rkl_se**2, axis=0)) / num_p
-                sat_kl = np.sum(np.where(sat, kl, 0), axis=0)
                 kl, gain = kl.mean(axis=0), gain.mean(axis=0)
-                sat = sat_kl > inv.SATURATED_SHARE_MAX * np.where(kl > 0, kl, 1)
+                sat = np.asarray(jl.frontier(samples, beta, per_prompt=False, memory_budget=budget).saturated)
             else:
                 se = rkl_se
+                sat = np.asarray(jl.tilt(samples, beta, memory_budget=budget).saturated)
             is_gain = fn is jl.min_kl_for_gain
             np.testing.assert_allclose(np.asarray(sol.kl)[ok], kl[ok], rtol=1e-12)
             np.testing.assert_allclose(np.asarray(sol.gain)[ok], gain[ok], rtol=1e-12)

@@ -17,6 +17,9 @@ from jaxlimits import sharding
 # errors are differences of quadratic forms, ill-conditioned by ~1e4 (see test_streaming.py).
 RTOL = 1e-12
 RTOL_SE = 1e-11
+# The bias terms are differences of second-order sums (sum p^2 (s - mu_p)) whose terms cancel: relative to
+# their own size they carry the sums' rounding times that cancellation (measured 5e-10 across 8 devices).
+RTOL_BIAS = 1e-8
 
 SCRIPT = textwrap.dedent("""
     import json, os
@@ -66,7 +69,7 @@ SCRIPT = textwrap.dedent("""
 def _check(errors):
     for case, fields in errors.items():
         for name, e in fields.items():
-            tol = RTOL_SE if name.endswith(("_se", "_bias")) else RTOL
+            tol = RTOL_BIAS if name.endswith("_bias") else RTOL_SE if name.endswith("_se") else RTOL
             assert e <= tol, (case, name, e)
 
 

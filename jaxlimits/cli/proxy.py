@@ -210,7 +210,8 @@ def run(args) -> int:
     rows = curve_rows(curve, res)
     _print_curve(rows, args.compare, gold=repr(args.gold), proxy=what)
     if any(r["saturated"] for r in rows):
-        c.say("(a point is saturated when over 5% of prompts have too few effective samples at that beta)")
+        c.say("(a point is saturated when either policy's pooled estimate fails the trust rule: README 'Can I trust "
+              "the number?')")
     pk = peak_dict(res.peak)
     _print_peak(pk, args.bootstrap)
     extra = {"peak": pk}
