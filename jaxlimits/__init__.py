@@ -14,6 +14,7 @@ from .bon import BestOfN as BestOfN
 from .bon import SoftBestOfN as SoftBestOfN
 from .bon import best_of_n as best_of_n
 from .bon import soft_best_of_n as soft_best_of_n
+from .cache import enable_compilation_cache as enable_compilation_cache
 from .compare import Comparison as Comparison
 from .compare import Measurement as Measurement
 from .compare import Run as Run
@@ -77,6 +78,7 @@ __all__ = [
     "bootstrap_bands",
     "bt_blind_spot",
     "compare",
+    "enable_compilation_cache",
     "default_betas",
     "ensemble_gaps",
     "ensemble_scaling",

@@ -46,7 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _sweep
+from . import _sweep, tables
 from .samples import PromptError, Samples
 
 Array = jax.Array
@@ -428,6 +428,15 @@ class BestOfNPrompts(NamedTuple):
     draws: Array
     tied: Array
 
+    def _columns(self):
+        return tables.columns(self, shape_of="gain", index=("prompt", "n_index"))
+
+    def _summary(self):
+        return tables.summary(self, shape_of="gain", headline=[
+            f"gain {tables.span(self.gain)}", f"KL {tables.span(self.kl)}", f"draws {tables.span(self.draws)}"])
+
+    rows, to_dict, to_pandas, __repr__, _repr_html_ = tables.METHODS
+
 
 @functools.partial(
     jax.tree_util.register_dataclass,
@@ -489,6 +498,18 @@ class BestOfN:
     prompts: BestOfNPrompts
     kl_method: str
     notices: tuple[str, ...]
+
+    def _columns(self):
+        return tables.columns(self, shape_of="n", exclude=("notices",))
+
+    def _summary(self):
+        return tables.summary(self, shape_of="n", headline=[
+            f"n {tables.span(self.n)}", f"KL {tables.span(self.kl)} ({self.kl_method})",
+            f"reward gain {tables.span(self.reward_gain)}", f"efficiency {tables.span(self.efficiency)}",
+            f"{int(np.sum(np.asarray(self.saturated)))} of {np.size(self.saturated)} frontier values flagged",
+            f"{len(self.notices)} notices" if self.notices else ""])
+
+    rows, to_dict, to_pandas, __repr__, _repr_html_ = tables.METHODS
 
 
 # ----------------------------------------------------------------------------------------------
@@ -808,6 +829,15 @@ class SoftBestOfN(NamedTuple):
     gain_se: Array
     prompt_gain: Array
     prompt_se: Array
+
+    def _columns(self):
+        return tables.columns(self, shape_of="n")
+
+    def _summary(self):
+        return tables.summary(self, shape_of="n", headline=[
+            f"n {tables.span(self.n)}", f"lam {tables.span(self.lam)}", f"gain {tables.span(self.gain)}"])
+
+    rows, to_dict, to_pandas, __repr__, _repr_html_ = tables.METHODS
 
 
 def _expand(samples: Samples):

@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import tables
 from .samples import Samples
 
 Array = jax.Array
@@ -426,6 +427,19 @@ class Comparison:
             row["note"] = self.notes[i]
             out.append(row)
         return out
+
+    def _columns(self):
+        return tables.columns(self, shape_of="kl", exclude=("notices",))
+
+    def _summary(self):
+        words, counts = np.unique(np.asarray(self.status, dtype=object).astype(str), return_counts=True)
+        return tables.summary(self, shape_of="kl", headline=[
+            "runs " + ", ".join(self.names[:4]) + (" ..." if len(self.names) > 4 else ""),
+            "status " + ", ".join(f"{int(n)} {w}" for w, n in zip(words, counts)),
+            f"KL {tables.span(self.kl)}", f"reward efficiency {tables.span(self.reward_efficiency)}"])
+
+    # rows() above is the CLI's table (values made JSON-ready); to_dict/to_pandas are the arrays
+    to_dict, to_pandas, __repr__, _repr_html_ = tables.METHODS[1:]
 
 
 def compare(

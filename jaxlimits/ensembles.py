@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _sweep, estimators
+from . import _sweep, estimators, tables
 from .proxy import ProxyGap, _base_weights, _check_grid, _proxy_gap_jit, _sqrt0
 from .samples import Samples
 
@@ -432,6 +432,18 @@ class EnsembleScaling(NamedTuple):
     gap_rate: Array
     gap_rate_se: Array
     bootstrap: int
+
+    def _columns(self):
+        return tables.columns(self, shape_of="ks", exclude=("betas", "gold_gain_gold_aligned", "gap_rate",
+                                                            "gap_rate_se"))
+
+    def _summary(self):
+        return tables.summary(self, shape_of="ks", headline=[
+            f"K {tables.span(self.ks)}", f"{np.size(self.betas)} betas",
+            f"residual norm {tables.span(self.residual_norm)}", f"residual rate {tables.span(self.residual_rate)}",
+            f"bias_sq {tables.span(self.bias_sq)}", f"noise_var {tables.span(self.noise_var)}"])
+
+    rows, to_dict, to_pandas, __repr__, _repr_html_ = tables.METHODS
 
 
 def subset_design(num_members: int, subsets: int, seed: int = 0):

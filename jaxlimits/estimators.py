@@ -21,7 +21,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from . import _sweep, moments, psis
+from . import _sweep, moments, psis, tables
 from .samples import Samples, check_samples
 
 Array = jax.Array
@@ -149,6 +149,16 @@ class TiltStats(NamedTuple):
     kl_bias: Array
     khat: Array
     reasons: Array
+
+    def _columns(self):
+        return tables.columns(self, shape_of="gain", index=("prompt", "beta_index"))
+
+    def _summary(self):
+        return tables.summary(self, shape_of="gain", headline=[
+            f"beta {tables.span(self.betas)}", f"KL {tables.span(self.kl)}", f"gain {tables.span(self.gain)}",
+            tables.flagged(self.reasons)])
+
+    rows, to_dict, to_pandas, __repr__, _repr_html_ = tables.METHODS
 
 
 def reason_bit(condition, bit: int) -> Array:

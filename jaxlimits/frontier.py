@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _sweep, estimators
+from . import _sweep, estimators, tables
 from .samples import Samples, check_samples
 
 Array = jax.Array
@@ -41,6 +41,16 @@ class Bands(NamedTuple):
     gain_se: Array
     kl_se: Array
     replicates: int
+
+    def _columns(self):
+        return tables.columns(self, shape_of="gain_lo")
+
+    def _summary(self):
+        return tables.summary(self, shape_of="gain_lo", headline=[
+            f"level {self.level:g}", f"{self.replicates} replicates", f"gain {tables.span(self.gain_lo)} (lo)",
+            f"{tables.span(self.gain_hi)} (hi)"])
+
+    rows, to_dict, to_pandas, __repr__, _repr_html_ = tables.METHODS
 
 
 class Frontier(NamedTuple):
@@ -84,6 +94,24 @@ class Frontier(NamedTuple):
     kl_bias: Array
     reasons: Array
     khat: Array
+
+    def _columns(self):
+        return tables.columns(self, shape_of="betas")
+
+    def _summary(self):
+        import numpy as np
+
+        ok = ~np.asarray(self.saturated) & np.isfinite(np.asarray(self.kl))
+        best = (f"largest trusted KL {tables.span(np.asarray(self.kl)[ok].max())} with gain "
+                f"{tables.span(np.asarray(self.gain)[ok][np.argmax(np.asarray(self.kl)[ok])])}") if ok.any() else (
+            "no trusted point")
+        extra = [x for x, on in (("per-prompt stats", self.prompts is not None), ("bands", self.bands is not None))
+                 if on]
+        return tables.summary(self, shape_of="betas", headline=[
+            f"KL {tables.span(self.kl)} nats", best, tables.flagged(self.reasons),
+            f"KL ceiling {tables.span(self.kl_ceiling)}", " and ".join(extra) + (" attached" if extra else "")])
+
+    rows, to_dict, to_pandas, __repr__, _repr_html_ = tables.METHODS
 
 
 class _Pool(NamedTuple):
@@ -217,6 +245,12 @@ def frontier(
         exponentials of the estimates).
       per_prompt: keep the per-prompt statistics (``[P, B]`` each); False pools tile by tile,
         with memory independent of the number of prompts.
+
+        Defaults differ from the CLI's on purpose: ``jaxlimits frontier`` pools
+        (``per_prompt=False``) on a 32-point grid (``--num-betas 32``), for files of any number of
+        prompts and a table one screen long; the library keeps the per-prompt statistics
+        (``Frontier.prompts``) on 64 points for a smooth curve. Pass ``per_prompt=False,
+        num_betas=32`` for the CLI's numbers.
       bias_correction: pool the bias-corrected per-prompt estimates (default) or the plug-in
         ones (see :func:`jaxlimits.tilt`).
       bootstrap: number of bootstrap replicates (resampling each prompt's draws) for ``bands``.

@@ -52,7 +52,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _sweep, estimators, moments
+from . import _sweep, estimators, moments, tables
 from .frontier import SATURATED_SHARE_MAX, frontier
 from .samples import PromptError, Samples
 
@@ -151,6 +151,27 @@ class Solution(NamedTuple):
     reasons: Array
     gain_bias: Array
     kl_bias: Array
+
+    def status_names(self):
+        """:data:`STATUS` names of ``status``, a NumPy array of strings of its shape."""
+        return tables.columns(self, shape_of="status")["status_name"].reshape(np.shape(self.status))
+
+    def messages(self):
+        """:data:`MESSAGES` sentences of ``status``, a NumPy array of strings of its shape."""
+        codes = np.asarray(self.status)
+        return np.array([MESSAGES[int(c)] for c in codes.ravel()], dtype=object).reshape(codes.shape)
+
+    def _columns(self):
+        return tables.columns(self, shape_of="status", index=("prompt", "target") if np.ndim(self.status) > 1 else ())
+
+    def _summary(self):
+        names, counts = np.unique(self.status_names(), return_counts=True)
+        return tables.summary(self, shape_of="status", headline=[
+            "status " + ", ".join(f"{int(n)} {s}" for s, n in zip(names, counts)), f"beta {tables.span(self.beta)}",
+            f"KL {tables.span(self.kl)}", f"gain {tables.span(self.gain)}", tables.flagged(self.reasons),
+            f"{int(np.sum(np.asarray(self.saturated)))} saturated or not estimated"])
+
+    rows, to_dict, to_pandas, __repr__, _repr_html_ = tables.METHODS
 
 
 # ----------------------------------------------------------------------------------------------

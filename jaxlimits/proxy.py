@@ -49,7 +49,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _sweep, estimators
+from . import _sweep, estimators, tables
 from .frontier import SATURATED_SHARE_MAX, _from_pool, _pool_of, default_betas, resample
 from .samples import Samples, check_samples
 
@@ -86,6 +86,15 @@ class PromptGaps(NamedTuple):
     residual_norm: Array
     centred_residual_norm: Array
     gold_range: Array
+
+    def _columns(self):
+        return tables.columns(self, shape_of="gap", index=("prompt", "beta_index"))
+
+    def _summary(self):
+        return tables.summary(self, shape_of="gap", headline=[
+            f"gap {tables.span(self.gap)}", f"residual norm {tables.span(self.residual_norm)}"])
+
+    rows, to_dict, to_pandas, __repr__, _repr_html_ = tables.METHODS
 
 
 class ProxyGap(NamedTuple):
@@ -130,6 +139,17 @@ class ProxyGap(NamedTuple):
     residual_norm: Array
     centred_residual_norm: Array
     prompts: PromptGaps
+
+    def _columns(self):
+        return tables.columns(self, shape_of="betas")
+
+    def _summary(self):
+        return tables.summary(self, shape_of="betas", headline=[
+            f"beta {tables.span(self.betas)}", f"gap {tables.span(self.gap)}",
+            f"KL {tables.span(self.kl_proxy_aligned)}", f"residual norm {tables.span(self.residual_norm)}",
+            f"{int(np.sum(np.asarray(self.saturated)))} of {np.size(self.saturated)} flagged"])
+
+    rows, to_dict, to_pandas, __repr__, _repr_html_ = tables.METHODS
 
 
 def _require_gold(samples: Samples, what: str) -> None:
@@ -377,6 +397,9 @@ PEAK_MESSAGES = {
     PEAK_FLAT: "the gold gain does not change with beta",
     PEAK_NOT_BRACKETED: "the grid maximum is not bracketed by a sign change of Cov(s, r); refine the grid",
 }
+#: Status code of :class:`Peak` -> its name, e.g. ``PEAK_NAMES[1] == "PEAK_BEYOND_GRID"``.
+PEAK_NAMES = {PEAK_FOUND: "PEAK_FOUND", PEAK_BEYOND_GRID: "PEAK_BEYOND_GRID", PEAK_AT_START: "PEAK_AT_START",
+              PEAK_FLAT: "PEAK_FLAT", PEAK_NOT_BRACKETED: "PEAK_NOT_BRACKETED"}
 
 
 class Peak(NamedTuple):
@@ -411,6 +434,17 @@ class Peak(NamedTuple):
     kl_se: Array
     found_share: Array
 
+    def _columns(self):
+        return tables.columns(self, shape_of="beta", status=PEAK_NAMES)
+
+    def _summary(self):
+        return tables.summary(self, shape_of="beta", headline=[
+            PEAK_NAMES.get(int(self.status), str(int(self.status))), f"beta {tables.span(self.beta)}",
+            f"KL {tables.span(self.kl)}", f"gold gain {tables.span(self.gold_gain)}",
+            "flagged" if bool(np.any(np.asarray(self.saturated))) else ""])
+
+    rows, to_dict, to_pandas, __repr__, _repr_html_ = tables.METHODS
+
 
 class Overoptimization(NamedTuple):
     """The over-optimisation curve (the :class:`ProxyGap` on a decreasing beta grid) and its :class:`Peak`.
@@ -430,6 +464,20 @@ class Overoptimization(NamedTuple):
     gold_frontier: Array | None = None
     shortfall: Array | None = None
     frontier_status: Array | None = None
+
+    def _columns(self):
+        cols = tables.columns(self.curve, shape_of="betas")
+        if self.gold_frontier is not None:
+            cols.update(tables.columns(self, shape_of="gold_frontier"))
+        return cols
+
+    def _summary(self):
+        return tables.summary(self.curve, shape_of="betas", headline=[
+            f"peak: {self.peak!r}", f"gap {tables.span(self.curve.gap)}",
+            f"shortfall {tables.span(self.shortfall)}" if self.shortfall is not None else ""]).replace(
+            "ProxyGap", "Overoptimization", 1)
+
+    rows, to_dict, to_pandas, __repr__, _repr_html_ = tables.METHODS
 
 
 def _bracketed_newton(f, lo, hi, x0, *, max_iter: int):
@@ -764,6 +812,16 @@ class BlindSpot(NamedTuple):
     kl_proxy_aligned: Array
     residual_min_shift: Array
     cluster_mass: Array
+
+    def _columns(self):
+        return tables.columns(self, shape_of="shifts", exclude=("betas",))
+
+    def _summary(self):
+        return tables.summary(self, shape_of="shifts", headline=[
+            f"shift {tables.span(self.shifts)}", f"residual norm {tables.span(self.residual_norm)}",
+            f"residual least at shift {tables.span(self.residual_min_shift)}"])
+
+    rows, to_dict, to_pandas, __repr__, _repr_html_ = tables.METHODS
 
 
 def _bt_loglik(r, s, log_u, valid, cluster):

@@ -62,8 +62,9 @@ def _examples():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("example", _examples())
-def test_help_example_runs(example, workdir, monkeypatch, capsys):
-    monkeypatch.chdir(workdir)
+def test_help_example_runs(example, workdir, monkeypatch, capsys, tmp_path):
+    # `demo --write-data .` writes the files the others name: in a folder of its own, not over theirs
+    monkeypatch.chdir(tmp_path if "--write-data" in example else workdir)
     argv = shlex.split(example)
     assert argv[0] == "jaxlimits"
     argv = argv[1:]

@@ -13,7 +13,6 @@ import argparse
 import importlib
 import os
 import sys
-from pathlib import Path
 
 from ..samples import PromptError
 from ._common import UsageError
@@ -40,27 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def persistent_compilation_cache() -> str | None:
-    """Keeps compiled XLA programs between runs: a command's cold start is mostly compilation.
+    """Keeps compiled XLA programs between runs (a command's cold start is mostly compilation).
 
-    The folder is ``$JAXLIMITS_CACHE_DIR``, else ``$XDG_CACHE_HOME/jaxlimits/xla`` (by default
-    ``~/.cache/jaxlimits/xla``); ``JAXLIMITS_CACHE_DIR=""`` turns it off, and a cache the user
-    configured for JAX (``JAX_COMPILATION_CACHE_DIR``) is left as it is. Returns the folder in use.
+    :func:`jaxlimits.enable_compilation_cache` with its default folder (``$JAXLIMITS_CACHE_DIR``,
+    ``""`` turns it off). Returns the folder in use.
     """
-    import jax
+    from ..cache import enable_compilation_cache
 
-    if jax.config.jax_compilation_cache_dir:  # JAX_COMPILATION_CACHE_DIR, or set in code
-        return jax.config.jax_compilation_cache_dir
-    default = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "jaxlimits" / "xla"
-    path = os.environ.get("JAXLIMITS_CACHE_DIR", str(default))
-    if not path:
-        return None
-    try:
-        Path(path).mkdir(parents=True, exist_ok=True)
-    except OSError:  # e.g. a read-only home: run without the cache
-        return None
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-    return path
+    return enable_compilation_cache()
 
 
 def main(argv=None, *, cache: bool = False) -> int:

@@ -66,7 +66,9 @@ def _xmax(text: str):
 
 def add_grid(p: argparse.ArgumentParser) -> None:
     p.add_argument("--betas", type=float, nargs="+", default=None, help="KL penalties (default: a data-driven grid)")
-    p.add_argument("--num-betas", type=int, default=32, help="points of the default grid (default 32)")
+    p.add_argument("--num-betas", type=int, default=32,
+                   help="points of the default grid (default 32; the library's jaxlimits.frontier defaults to 64 "
+                        "points and keeps per-prompt statistics, the CLI pools)")
 
 
 def check_new_file(path, force: bool, suffixes, option: str) -> Path | None:

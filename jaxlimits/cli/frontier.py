@@ -19,27 +19,35 @@ def register(sub):
     c.add_grid(p)
     p.add_argument("--bootstrap", type=int, default=0, metavar="B",
                    help="bootstrap replicates for percentile bands (default: delta-method SEs only)")
+    p.add_argument("--stream", action="store_true",
+                   help="read the file in chunks of --chunk-rows rows (jaxlimits.streaming.sweep_files): memory "
+                        "bounded by the chunk, not the file, for files larger than memory. Each prompt's rows must "
+                        "be contiguous; not with --dedupe, --base-logprob-col/--sampler-logprob-col or --bootstrap; "
+                        "the default grid is taken from the first chunk's prompts; PSIS k-hat is not computed, so "
+                        "no point is flagged 'tail' or 'no-tilt'")
+    p.add_argument("--chunk-rows", type=int, default=100_000, metavar="ROWS",
+                   help="rows read at a time with --stream (default 100000)")
     return p
 
 
 def rows_of(f) -> list[dict]:
     """The pooled frontier as table rows (one per beta), each with its ``status`` (``jaxlimits.status``)."""
-    from ..estimators import reason_names
     from ..status import of_point
 
+    table = f.to_dict()  # the shared table form (jaxlimits.tables)
     keys = ("betas", "kl", "kl_se", "gain", "gain_se", "reverse_kl", "ess_fraction", "saturated_share", "saturated")
-    cols = {k: np.asarray(getattr(f, k)) for k in keys}
+    cols = {k: table[k] for k in keys}
     if f.bands is not None:
+        bands = f.bands.to_dict()
         for k in ("gain_lo", "gain_hi", "kl_lo", "kl_hi"):
-            cols[f"bootstrap_{k}"] = np.asarray(getattr(f.bands, k))
+            cols[f"bootstrap_{k}"] = bands[k]
     rows = [
         {("beta" if k == "betas" else k): (bool(v[i]) if k == "saturated" else float(v[i])) for k, v in cols.items()}
         for i in range(len(cols["betas"]))
     ]
-    codes = np.asarray(f.reasons)
-    for r, code in zip(rows, codes):
+    for r, names in zip(rows, table["reason_names"]):
         r["status"] = of_point(r["saturated"])
-        r["reasons"] = reason_names(code)
+        r["reasons"] = names
     return rows
 
 
@@ -67,7 +75,8 @@ def what_the_curve_is(reward: str, score: str | None) -> str:
 
 
 def report(samples, args, source: dict, notes: list[str], default_plot=None, reward: str = "reward",
-           score: str | None = None) -> int:
+           score: str | None = None, f=None) -> int:
+    """Prints (and writes, draws) the frontier of ``samples``, or ``f`` when it is given (``--stream``)."""
     import jaxlimits as jl
 
     out = c.check_new_file(args.out, args.force, (".csv", ".json"), "--out")
@@ -76,16 +85,18 @@ def report(samples, args, source: dict, notes: list[str], default_plot=None, rew
         c.check_new_file(default_plot, True, (".png",), "the demo figure") if default_plot else None)
     if args.bootstrap < 0:
         raise c.UsageError(f"--bootstrap {args.bootstrap}: give a number of replicates >= 0")
-    f = jl.frontier(samples, args.betas, num_betas=args.num_betas, per_prompt=False, bootstrap=args.bootstrap,
-                    memory_budget=c.memory_budget(args))
+    if f is None:
+        f = jl.frontier(samples, args.betas, num_betas=args.num_betas, per_prompt=False, bootstrap=args.bootstrap,
+                        memory_budget=c.memory_budget(args))
     rows = rows_of(f)
     curve = "frontier" if score in (None, reward) else f"{score} gain of the policy tilted toward {reward}"
     for r in rows:
         r["curve"] = curve
     for note in notes:
         c.say(f"note: {note}")
-    c.say(f"{samples.num_prompts} prompts, up to {samples.num_samples} samples each; "
-          f"KL ceiling (mean over prompts) {float(f.kl_ceiling):.3f} nats")
+    shape = (f"{samples.num_prompts} prompts, up to {samples.num_samples} samples each" if samples is not None else
+             f"{source['prompts']} prompts, {source['rows']} rows read in chunks of {args.chunk_rows}")
+    c.say(f"{shape}; KL ceiling (mean over prompts) {float(f.kl_ceiling):.3f} nats")
     c.say(f"gain: {what_the_curve_is(reward, score)}")
     print_table(rows, gain_label="gain" if score in (None, reward) else f"{score} gain")
     if bool(np.any(np.asarray(f.saturated))):
@@ -106,5 +117,33 @@ def report(samples, args, source: dict, notes: list[str], default_plot=None, rew
 
 
 def run(args) -> int:
+    if args.stream:
+        return run_stream(args)
     loaded = c.load_samples(args)
     return report(loaded.samples, args, loaded.source, loaded.notes, reward=args.reward_col, score=args.score_col)
+
+
+def run_stream(args) -> int:
+    """``--stream``: the pooled frontier by :func:`jaxlimits.streaming.sweep_files`, chunk by chunk."""
+    from .. import streaming
+
+    for option, value in (("--dedupe", args.dedupe), ("--base-logprob-col", args.base_logprob_col),
+                          ("--sampler-logprob-col", args.sampler_logprob_col)):
+        if value is not None:
+            raise c.UsageError(f"{option} is not available with --stream (it needs all of a prompt's rows at once)")
+    if args.bootstrap:
+        raise c.UsageError("--bootstrap is not available with --stream (it resamples all of a prompt's rows)")
+    if args.chunk_rows < 1:
+        raise c.UsageError(f"--chunk-rows {args.chunk_rows}: give a number of rows >= 1")
+    c.check_new_file(args.out, args.force, (".csv", ".json"), "--out")  # before the sweep, not after it
+    if args.plot:
+        c.check_new_file(args.plot, args.force, (".png", ".pdf", ".svg"), "--plot")
+    sweep = streaming.sweep_files(args.file, args.betas, prompt=args.prompt_col, reward=args.reward_col,
+                                  score=args.score_col, log_weight=args.log_weight_col, count=args.count_col,
+                                  chunk_rows=args.chunk_rows, num_betas=args.num_betas,
+                                  dtype="float64" if args.x64 else None)
+    columns = dict(prompt=args.prompt_col, reward=args.reward_col, score=args.score_col,
+                   log_weight=args.log_weight_col, count=args.count_col)
+    source = {"file": ", ".join(map(str, sweep.files)), "rows": sweep.rows, "prompts": len(sweep.prompt_ids),
+              "columns": {k: v for k, v in columns.items() if v is not None}, "stream": True}
+    return report(None, args, source, [], reward=args.reward_col, score=args.score_col, f=sweep.frontier)
