@@ -418,8 +418,8 @@ class Comparison:
             unknown = bool(cols["lower_bound"][i])
             for k, v in cols.items():
                 x = v[i]
-                if k in ("frontier_status", "min_kl_status"):
-                    row[k] = STATUS[int(x)]
+                if k in ("frontier_status", "min_kl_status"):  # the solver's code, in lower case like `status`
+                    row[k] = STATUS[int(x)].lower()
                 elif v.dtype == bool:
                     row[k] = None if unknown and k in ("above_frontier", "frontier_saturated") else bool(x)
                 else:

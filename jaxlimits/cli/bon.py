@@ -47,7 +47,7 @@ def rows_of(res) -> list[dict]:
         row = {"n": int(n)}
         row.update({k: float(v[i]) for k, v in cols.items()})
         code = int(status[i])
-        row["frontier_status"] = STATUS.get(code, "NOT_COMPUTED")
+        row["frontier_status"] = STATUS.get(code, "NOT_COMPUTED").lower()  # the solver's code, lower case
         row["saturated"] = bool(sat[i])
         row["status"], row["reason"] = of_solution(code, bool(sat[i])) if code in STATUS else ("ok", "no frontier")
         rows.append(row)
