@@ -64,7 +64,8 @@ def test_axes_hold_the_frontier_bon_and_runs(drawn):
     assert "unreachable (above the trusted frontier's upper confidence limit)" in legend
     run_pts = [ln for ln in ax.get_lines() if ln.get_marker() in ("s", "^")]
     np.testing.assert_allclose(sorted(float(ln.get_xdata()[0]) for ln in run_pts), [0.6, 0.8])
-    assert any("saturation region" in t for t in legend) and any("sample ceiling" in t for t in legend)
+    # one encoding for trust (issue 12): no separate saturation region, the sample ceiling stays
+    assert not any("saturation region" in t for t in legend) and any("sample ceiling" in t for t in legend)
     assert marker_lines  # (labels present)
     # the KL axis defaults to the points' range (runs to 0.8 + 1.96 x 0.05 nats, best-of-8 ~ 1.2 nats) ...
     lo, hi = ax.get_xlim()

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 import jaxlimits as jl
+from jaxlimits import estimators
 from jaxlimits import testbed as tbm
 from jaxlimits.testbed import algorithms as algo
 
@@ -199,7 +200,8 @@ def test_monte_carlo_converges_to_the_exact_frontier():
         st_ = jl.tilt(samples, BETAS)
         gain, kl = np.asarray(st_.gain), np.asarray(st_.kl)
         sat = np.asarray(st_.saturated)
-        ok = ~sat
+        # "few" (ESS < 600) is about one prompt's normal 95% interval; this is a looser 3-SE check
+        ok = (np.asarray(st_.reasons) & ~estimators.FEW) == 0
         assert ok.sum() >= 64 * 3, f"N={n}: too few unflagged estimates to test ({ok.sum()})"
         for name, est, se, truth in (("gain", gain, st_.gain_se, ex_gain), ("kl", kl, st_.kl_se, ex_kl)):
             inside = np.abs(est - truth[None, :]) <= 3 * np.asarray(se)
