@@ -40,10 +40,12 @@ def rows_of(question: str, targets, sol, prompt_ids=None) -> list[dict]:
     ``status`` is a word of ``jaxlimits.status.VOCABULARY``, ``reason`` says why (empty when
     solved), ``solver_status`` is the solver's code name (``jaxlimits.inversion.STATUS``).
     """
+    from ..estimators import reason_names
     from ..inversion import STATUS
     from ..status import of_solution
 
     fields = ("beta", "kl", "kl_se", "gain", "gain_se")
+    reasons = np.asarray(sol.reasons)
     cols = {k: np.asarray(getattr(sol, k), dtype=np.float64) for k in fields}
     status = np.asarray(sol.status)
     sat = np.asarray(sol.saturated)
@@ -62,6 +64,7 @@ def rows_of(question: str, targets, sol, prompt_ids=None) -> list[dict]:
         row["status"], row["reason"] = of_solution(int(status[at]), bool(sat[at]))
         row["solver_status"] = STATUS[int(status[at])]
         row["saturated"] = bool(sat[at])
+        row["reasons"] = reason_names(reasons[at])
         row["iterations"] = int(iters[at])
         rows.append(row)
     return rows
@@ -83,6 +86,7 @@ def print_table(rows: list[dict], per_prompt: bool) -> None:
         unit = "gain" if r["question"] == "min_kl_for_gain" else "KL"
         target = f"{unit} {r['target']:.5g}"
         status = r["status"] if r["solver_status"] == "OK" else f"{r['status']}: {r['solver_status'].lower()}"
+        status += f" ({r['reasons']})" if r.get("reasons") else ""
         pid = f"{str(r['prompt'])[:12]:>12} " if per_prompt else ""
         c.say(f"{pid}{target:>14} {_num(r['beta']):>11} {_num(r['kl'], r['kl_se']):>20} "
               f"{_num(r['gain'], r['gain_se']):>20}  {status}")
