@@ -63,7 +63,9 @@ def test_frontier_and_info_on_a_file(samples_file, tmp_path):
 def test_compiled_programs_are_kept_between_runs(samples_file, tmp_path):
     """The console script caches compiled XLA programs on disk; a cached run gives the same table."""
     cache = tmp_path / "xla"
-    user = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}  # not the test run's cache
+    # not the test run's cache, nor its fast-compile XLA_FLAGS (tests/conftest.py): with them a program can
+    # compile in under the cache's threshold (jaxlimits.cache.MIN_COMPILE_SECONDS) and not be written
+    user = {k: v for k, v in os.environ.items() if k not in ("JAX_COMPILATION_CACHE_DIR", "XLA_FLAGS")}
     env = {**user, "JAXLIMITS_CACHE_DIR": str(cache)}
     outs = [tmp_path / "first.json", tmp_path / "second.json"]
     for out in outs:
