@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from . import _sweep, moments, psis, tables
 from .samples import Samples, check_samples
@@ -82,6 +83,16 @@ REASON_MESSAGES = {
 }
 
 
+def _bias_large(bias, se):
+    """The ``bias`` reason's test: the estimated bias beyond ``BIAS_SE_RATIO`` SEs, or not finite."""
+    return (jnp.abs(bias) > BIAS_SE_RATIO * se) | ~jnp.isfinite(bias)
+
+
+def _few(ess, draws):
+    """One prompt's ``few`` reason: too few effective draws, or too uneven tilted weights."""
+    return (ess < ESS_MIN) | (unevenness(ess, draws) > SPREAD_MAX)
+
+
 def unevenness(ess, draws):
     """``(N/ESS - 1)/ESS``: the tilted weights' squared coefficient of variation per effective draw."""
     return jnp.maximum(draws / ess - 1, 0) / ess
@@ -89,8 +100,6 @@ def unevenness(ess, draws):
 
 def reason_names(code):
     """``'bias+tail'`` for a reasons bitmask (``''`` for a trusted point); an array gives an array of them."""
-    import numpy as np
-
     arr = np.asarray(code)
     if arr.ndim:
         return np.vectorize(reason_names, otypes=[object])(arr)
@@ -168,11 +177,9 @@ def reason_bit(condition, bit: int) -> Array:
 
 def trust_reasons(gain_bias, gain_se, kl_bias, kl_se, khat, kl, kl_ceiling, ess, draws) -> Array:
     """One prompt's trust rule: an ``int32`` bitmask of reasons per point (0: trusted); shapes broadcast."""
-    big = lambda b, se: (jnp.abs(b) > BIAS_SE_RATIO * se) | ~jnp.isfinite(b)  # noqa: E731
     return (
-        reason_bit((ess < ESS_MIN) | (unevenness(ess, draws) > SPREAD_MAX) | jnp.isnan(gain_se) | jnp.isnan(kl_se),
-                   FEW)
-        | reason_bit(big(gain_bias, gain_se) | big(kl_bias, kl_se), BIAS)
+        reason_bit(_few(ess, draws) | jnp.isnan(gain_se) | jnp.isnan(kl_se), FEW)
+        | reason_bit(_bias_large(gain_bias, gain_se) | _bias_large(kl_bias, kl_se), BIAS)
         | reason_bit((khat > KHAT_MAX) & ~(khat >= KHAT_NO_TILT), TAIL)
         | reason_bit(khat >= KHAT_NO_TILT, NO_TILT)
         | reason_bit(kl > KL_CEILING_FRACTION * kl_ceiling, CEILING)
@@ -182,10 +189,9 @@ def trust_reasons(gain_bias, gain_se, kl_bias, kl_se, khat, kl, kl_ceiling, ess,
 def pooled_reasons(gain_bias, gain_se, kl_bias, kl_se, mean_khat, mean_draws, mean_unevenness, no_tilt_share,
                    ceiling_share) -> Array:
     """A pooled point's trust rule (means over prompts; ``[B]``): an ``int32`` bitmask."""
-    big = lambda b, se: jnp.abs(b) > BIAS_SE_RATIO * se  # noqa: E731
     return (
         reason_bit((mean_draws < DRAWS_MIN) | (mean_unevenness > SPREAD_MAX), FEW)
-        | reason_bit(big(gain_bias, gain_se) | big(kl_bias, kl_se), BIAS)
+        | reason_bit(_bias_large(gain_bias, gain_se) | _bias_large(kl_bias, kl_se), BIAS)
         | reason_bit(mean_khat > KHAT_POOLED_FRACTION * psis.khat_threshold(mean_draws), TAIL)
         | reason_bit(no_tilt_share > SHARE_MAX, NO_TILT)
         | reason_bit(ceiling_share > SHARE_MAX, CEILING)
@@ -198,8 +204,7 @@ def saturation(ess: Array, kl: Array, draws: Array, kl_ceiling: Array) -> Array:
     ``few`` (too few or too uneven effective draws) or ``ceiling``; used where only first-order
     sums and the ESS are at hand (the inversions' lean final pass, the over-optimisation peak).
     """
-    n = draws[:, None]
-    return (ess < ESS_MIN) | (unevenness(ess, n) > SPREAD_MAX) | (kl > KL_CEILING_FRACTION * kl_ceiling[:, None])
+    return _few(ess, draws[:, None]) | (kl > KL_CEILING_FRACTION * kl_ceiling[:, None])
 
 
 def _stats_of_tile(ref, sums, lam, arrays=None, *, has_scores: bool, exact: bool,
