@@ -283,7 +283,8 @@ def frontier(
         pool, st = _frontier_in_blocks(samples, betas, blocks, per_prompt, memory_budget, bool(bias_correction))
     bands = None
     if bootstrap:
-        bands = bootstrap_bands(samples, betas, bootstrap, key=key, level=level, memory_budget=memory_budget)
+        bands = bootstrap_bands(samples, betas, bootstrap, key=key, level=level, memory_budget=memory_budget,
+                                bias_correction=bias_correction)
     return _from_pool(pool, jnp.asarray(betas, lam.dtype), st, bands)
 
 
@@ -352,8 +353,12 @@ def bootstrap_bands(
     key: Array | None = None,
     level: float = 0.95,
     memory_budget: int | None = None,
+    bias_correction: bool = True,
 ) -> Bands:
-    """Percentile bands of the pooled frontier over bootstrap replicates (``lax.map`` over them)."""
+    """Percentile bands of the pooled frontier over bootstrap replicates (``lax.map`` over them).
+
+    Each replicate's curve is the bias-corrected one by default, like :func:`frontier`'s.
+    """
     check_samples(samples, "bootstrap_bands")
     level = float(_sweep.numbers(level, "level"))
     if not 0 < level < 1:
@@ -363,7 +368,7 @@ def bootstrap_bands(
     replicates = _sweep.positive_int(replicates, "replicates (bootstrap)", 2)
     key = jax.random.PRNGKey(0) if key is None else key
     lam, _, p = _plan_for(samples, betas, memory_budget)
-    curves = _bootstrap(samples, lam, p, jax.random.split(key, replicates))
+    curves = _bootstrap(samples, lam, p, jax.random.split(key, replicates), bool(bias_correction))
     q = jnp.asarray([(1 - level) / 2, (1 + level) / 2], lam.dtype)
     g = jnp.quantile(curves[0], q, axis=0)
     k = jnp.quantile(curves[1], q, axis=0)
@@ -371,11 +376,11 @@ def bootstrap_bands(
                  jnp.std(curves[1], axis=0, ddof=1), replicates)
 
 
-@functools.partial(jax.jit, static_argnames=("plan",))
-def _bootstrap(samples, lam, plan, keys):
+@functools.partial(jax.jit, static_argnames=("plan", "bias_correction"))
+def _bootstrap(samples, lam, plan, keys, bias_correction: bool = True):
     def one(key):
         rs = resample(samples, key)
-        pool, _ = _frontier(rs, lam, plan, False, khat=False)
+        pool, _ = _frontier(rs, lam, plan, False, bias_correction=bias_correction, khat=False)
         return pool.gain / pool.count, pool.kl / pool.count
 
     return jax.lax.map(one, keys)
