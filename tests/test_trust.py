@@ -113,8 +113,8 @@ def test_importance_weighted_bias_agrees_with_the_jackknife():
         jack = _jackknife_bias(r, lw, beta)
         got = (float(st.gain_bias[0, b]), float(st.kl_bias[0, b]))
         for g, j in zip(got, jack):
-            # they differ at O(1/N^2) relative to O(1/N)
-            assert abs(g - j) <= 0.1 * abs(j), (beta, got, jack)
+            # they differ at O(1/N^2) relative to O(1/N): measured 0.8-0.9% at beta = 2, 3.2-3.8% at 1
+            assert abs(g - j) <= 0.06 * abs(j), (beta, got, jack)
 
 
 def test_the_correction_removes_most_of_the_bias():
@@ -135,9 +135,12 @@ def test_bias_terms_float32_match_float64_over_the_beta_range():
     betas = np.geomspace(1e-2, 1e4, 13)
     s64 = jl.tilt(jl.Samples(r), betas)
     s32 = jl.tilt(jl.Samples(r.astype(np.float32)), betas.astype(np.float32))
+    # measured: gain and KL to 5e-7 relative; the bias terms to 1e-6 except where they are below
+    # 1e-7 of their largest value (large beta), where float32 resolves them only to ~20% -- a
+    # correction of 1e-8 of the gain there, far below the estimate's own rounding
     for name in ("gain_bias", "kl_bias", "gain", "kl"):
         a, b = np.asarray(getattr(s32, name), np.float64), np.asarray(getattr(s64, name))
-        np.testing.assert_allclose(a, b, rtol=2e-3, atol=1e-7 * np.abs(b).max(), err_msg=name)
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-7 * np.abs(b).max(), err_msg=name)
 
 
 # -- PSIS k-hat -----------------------------------------------------------------------------------
