@@ -116,14 +116,20 @@ def main(argv=None) -> None:
     }
     print()
     head = (f"{'question':<16} {'mode':<10} {'compile s':>9} {'run s':>8} {'queries/s':>10} {'max it':>6} "
-            f"{'scipy s':>9} {'scipy q/s':>10} {'speed-up':>9} {'max rel diff':>12}")
+            f"{'scipy s':>9} {'scipy q/s':>10} {'speed-up':>9} {'max rel diff':>12} {'corrected s':>11} "
+            f"{'x plug-in':>9}")
     print(head)
     print("-" * len(head))
     for kind, (fn, targets) in questions.items():
         name = fn.__name__
         for pooled in (True, False):
-            first, run, sol = timed(lambda fn=fn, t=targets, p=pooled: fn(samples, t, pooled=p, throw=False),
+            # the plug-in curve: the curve the SciPy loop solves
+            first, run, sol = timed(lambda fn=fn, t=targets, p=pooled: fn(samples, t, pooled=p, throw=False,
+                                                                            bias_correction=False), args.repeats)
+            # the default, bias-corrected curve (secant passes on the plug-in solver)
+            _, run_c, sol_c = timed(lambda fn=fn, t=targets, p=pooled: fn(samples, t, pooled=p, throw=False),
                                     args.repeats)
+            assert np.all(np.asarray(sol_c.status) == 0), f"{name}: corrected: {np.unique(np.asarray(sol_c.status))}"
             status = np.asarray(sol.status)
             assert np.all(status == 0), f"{name}: unsolved targets {np.unique(status)}"
             queries = T if pooled else P * T
@@ -143,14 +149,17 @@ def main(argv=None) -> None:
                 diff = np.max(np.abs(ref / beta[rows] - 1))
             print(f"{name:<16} {'pooled' if pooled else 'per prompt':<10} {first - run:9.2f} {run:8.3f} "
                   f"{queries / run:10.3g} {int(np.max(np.asarray(sol.iterations))):6d} {scipy:9.1f} "
-                  f"{queries / scipy:10.3g} {scipy / run:8.0f}x {diff:12.1e}", flush=True)
+                  f"{queries / scipy:10.3g} {scipy / run:8.0f}x {diff:12.1e} {run_c:11.3f} {run_c / run:8.1f}x",
+                  flush=True)
     print()
     print("run s: median of the jitted call after compilation (one call solves every target; per prompt, every "
           "prompt too); scipy s: brentq (xtol 2e-12) in log beta, one solve per target (and prompt), timed on a "
           "subset and extrapolated; max rel diff: of beta, JAX against SciPy, on that subset (float32 "
           "differences reflect float32 curves). 'max it': Newton iterations of the slowest target, after one "
           "grid pass; each iteration is one kernel pass over all prompts and targets, plus one final pass "
-          "for the estimates and their standard errors.")
+          "for the estimates and their standard errors. Those columns solve the plug-in curve "
+          "(bias_correction=False), the curve SciPy solves; 'corrected s' is the default, bias-corrected solve "
+          "(the plug-in solve, then secant passes: each the bias at the solution and a warm-started re-solve).")
 
 
 if __name__ == "__main__":

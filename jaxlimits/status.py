@@ -21,7 +21,7 @@ VOCABULARY: dict[str, str] = {
                       "the KL's unit, the prompts and the reward)",
     "infeasible": "the target cannot be reached by any policy (a gain at or above max r - E_0[r] of an exact law, "
                   "or a negative or NaN target)",
-    "not_converged": "the solver reached its iteration cap before its tolerance",
+    "not_converged": "the solver reached its iteration cap (or its correction passes) before its tolerance",
 }
 
 

@@ -183,7 +183,8 @@ def gauss():
 
 
 def _curves(samples, beta):
-    # the inversions solve the plug-in curve (their bias fields say how far the corrected one is)
+    # the plug-in curve: the tests below pin the solver on it (bias_correction=False); the
+    # corrected curve (the default) is tested in test_corrected_solution_is_on_the_frontier
     st_ = jl.tilt(samples, np.asarray(beta).reshape(-1) if np.ndim(beta) == 1 else beta, bias_correction=False)
     return np.asarray(st_.gain), np.asarray(st_.kl)
 
@@ -191,12 +192,12 @@ def _curves(samples, beta):
 def test_pooled_is_one_shared_beta(gauss):
     """The pooled solution's beta makes the mean over prompts of each prompt's curve hit the target."""
     targets = np.array([0.05, 0.2, 0.5, 1.0, 1.5])
-    sol = jl.min_kl_for_gain(gauss, targets)
+    sol = jl.min_kl_for_gain(gauss, targets, bias_correction=False)
     assert sol.beta.shape == (T,)
     gain, kl = _curves(gauss, np.asarray(sol.beta))
     np.testing.assert_allclose(gain.mean(axis=0), targets, rtol=1e-12)
     np.testing.assert_allclose(kl.mean(axis=0), np.asarray(sol.kl), rtol=1e-12)
-    per = jl.min_kl_for_gain(gauss, targets, pooled=False)
+    per = jl.min_kl_for_gain(gauss, targets, pooled=False, bias_correction=False)
     assert per.beta.shape == (P, T)
     gain_p, _ = _curves(gauss, np.asarray(per.beta))
     np.testing.assert_allclose(gain_p, np.broadcast_to(targets, (P, T)), rtol=1e-12)
@@ -209,22 +210,71 @@ def test_pooled_is_one_shared_beta(gauss):
 def test_round_trips(gauss, pooled):
     """max_gain_at_kl(min_kl_for_gain(G).kl).gain == G, and the other way round."""
     gains = np.array([0.01, 0.2, 0.5, 1.0, 1.5])
-    sol = jl.min_kl_for_gain(gauss, gains, pooled=pooled)
+    sol = jl.min_kl_for_gain(gauss, gains, pooled=pooled, bias_correction=False)
     kls = np.asarray(sol.kl)
     if pooled:
-        back = jl.max_gain_at_kl(gauss, kls)
+        back = jl.max_gain_at_kl(gauss, kls, bias_correction=False)
         np.testing.assert_allclose(np.asarray(back.gain), gains, rtol=1e-11)
         np.testing.assert_allclose(np.asarray(back.beta), np.asarray(sol.beta), rtol=1e-10)
     else:
         for i in range(P):  # the same target shape: one compilation for all rows
-            back = jl.max_gain_at_kl(gauss, kls[i], pooled=False)
+            back = jl.max_gain_at_kl(gauss, kls[i], pooled=False, bias_correction=False)
             np.testing.assert_allclose(np.asarray(back.gain)[i], gains, rtol=1e-11)
     budgets = np.array([1e-4, 0.05, 0.4, 1.0, 2.0])
-    sol = jl.max_gain_at_kl(gauss, budgets, pooled=pooled)
+    sol = jl.max_gain_at_kl(gauss, budgets, pooled=pooled, bias_correction=False)
     gains = np.asarray(sol.gain)
     if pooled:
-        back = jl.min_kl_for_gain(gauss, gains)
+        back = jl.min_kl_for_gain(gauss, gains, bias_correction=False)
         np.testing.assert_allclose(np.asarray(back.kl), budgets, rtol=1e-11)
+
+
+@pytest.mark.parametrize("pooled", [True, False])
+def test_corrected_solution_is_on_the_frontier(gauss, pooled):
+    """By default the solved curve is the bias-corrected frontier of ``jl.frontier``/``jl.tilt``.
+
+    At ``beta*`` the corrected curve meets the target to ``correction_rtol`` (1e-6 in float64;
+    the secant passes stop there) and the solution's kl, gain, bias and reasons are the kernel's;
+    under ``jit`` (a fixed number of passes) the same solution, within that tolerance.
+    """
+    gains = np.array([0.05, 0.2, 0.5, 1.0, 1.5])
+    budgets = np.array([1e-3, 0.05, 0.4, 1.0, 2.0])
+    for fn, targets in ((jl.min_kl_for_gain, gains), (jl.max_gain_at_kl, budgets)):
+        sol = fn(gauss, targets, pooled=pooled, throw=False)
+        plug = fn(gauss, targets, pooled=pooled, throw=False, bias_correction=False)
+        ok = np.asarray(sol.status) == Status.OK
+        assert ok.sum() >= (5 if pooled else 28)
+        beta = np.where(ok, np.asarray(sol.beta), 1.0)
+        if pooled:
+            at = jl.frontier(gauss, beta, per_prompt=False)
+        else:
+            at = jl.tilt(gauss, beta)
+        solved = np.asarray(at.gain if fn is jl.min_kl_for_gain else at.kl)
+        want = np.broadcast_to(targets, solved.shape)
+        np.testing.assert_allclose(solved[ok], want[ok], rtol=inv.correction_rtol(np.float64))
+        assert np.all(np.asarray(sol.converged)[ok])
+        jitted = jax.jit(lambda t, fn=fn: fn(gauss, t, pooled=pooled, throw=False))(targets)
+        np.testing.assert_array_equal(np.asarray(jitted.status), np.asarray(sol.status))
+        np.testing.assert_allclose(np.asarray(jitted.beta)[ok], np.asarray(sol.beta)[ok], rtol=1e-5)
+        np.testing.assert_array_equal(np.asarray(jitted.reasons)[ok], np.asarray(sol.reasons)[ok])
+        for field in ("kl", "gain", "gain_bias", "kl_bias"):
+            np.testing.assert_allclose(np.asarray(getattr(sol, field))[ok], np.asarray(getattr(at, field))[ok],
+                                       rtol=1e-10, atol=1e-15)
+        np.testing.assert_array_equal(np.asarray(sol.reasons)[ok], np.asarray(at.reasons)[ok])
+        # the correction moved the solution (N = 128: the bias is not negligible) ...
+        assert np.all(np.asarray(sol.beta)[ok] != np.asarray(plug.beta)[ok])
+        # ... and the plug-in solution carries the same kernel's bias at its own beta
+        beta_p = np.where(ok, np.asarray(plug.beta), 1.0)
+        at_p = jl.frontier(gauss, beta_p, per_prompt=False) if pooled else jl.tilt(gauss, beta_p)
+        np.testing.assert_allclose(np.asarray(plug.gain_bias)[ok], np.asarray(at_p.gain_bias)[ok], rtol=1e-10)
+
+
+def test_correction_leaves_exact_laws_alone(bernoulli_laws):
+    """An exact law has no estimation bias: both settings give the same solution."""
+    a = jl.min_kl_for_gain(bernoulli_laws, GAINS, pooled=False, throw=False)
+    b = jl.min_kl_for_gain(bernoulli_laws, GAINS, pooled=False, throw=False, bias_correction=False)
+    for field in ("beta", "kl", "gain"):
+        np.testing.assert_array_equal(np.asarray(getattr(a, field)), np.asarray(getattr(b, field)))
+    assert np.all(np.asarray(a.gain_bias) == 0)
 
 
 def test_standard_errors_are_reverse_kl_se(gauss):
@@ -267,7 +317,8 @@ def test_solution_statistics_equal_tilt(pooled):
     kls = np.array([1e-5, 0.01, 0.1, 0.5, 1.0, 1.8])
     for samples, budget in cases:
         for fn, targets in ((jl.min_kl_for_gain, gains), (jl.max_gain_at_kl, kls)):
-            sol = fn(samples, targets, pooled=pooled, throw=False, memory_budget=budget)
+            sol = fn(samples, targets, pooled=pooled, throw=False, memory_budget=budget,
+                     bias_correction=False)
             ok = np.asarray(sol.status) == Status.OK
             assert ok.sum() >= (3 if pooled else 15)
             beta = np.where(ok, np.asarray(sol.beta), 1.0)
@@ -304,15 +355,15 @@ def test_solution_statistics_equal_tilt(pooled):
 def test_gradient_identities(gauss, pooled):
     """d KL*/dG = 1/beta* and d gain*/dK = beta* (implicit differentiation, MATH.md §4-5)."""
     gains = jnp.array([0.05, 0.2, 0.5, 1.0, 1.5])
-    f = lambda g: jl.min_kl_for_gain(gauss, g, pooled=pooled, throw=False).kl  # noqa: E731
-    beta = np.asarray(jl.min_kl_for_gain(gauss, gains, pooled=pooled).beta)
+    f = lambda g: jl.min_kl_for_gain(gauss, g, pooled=pooled, throw=False, bias_correction=False).kl  # noqa: E731
+    beta = np.asarray(jl.min_kl_for_gain(gauss, gains, pooled=pooled, bias_correction=False).beta)
     jac = np.asarray(jax.jacfwd(f)(gains))
     np.testing.assert_allclose(np.diagonal(jac, axis1=-2, axis2=-1), 1 / beta, rtol=1e-9)
     grad = jax.grad(lambda g: jnp.sum(f(g)))(gains)
     np.testing.assert_allclose(np.asarray(grad), (1 / beta).reshape(-1, T).sum(0), rtol=1e-9)
     budgets = jnp.array([1e-3, 0.05, 0.4, 1.0, 2.0])
-    g = lambda k: jl.max_gain_at_kl(gauss, k, pooled=pooled, throw=False).gain  # noqa: E731
-    beta = np.asarray(jl.max_gain_at_kl(gauss, budgets, pooled=pooled).beta)
+    g = lambda k: jl.max_gain_at_kl(gauss, k, pooled=pooled, throw=False, bias_correction=False).gain  # noqa: E731
+    beta = np.asarray(jl.max_gain_at_kl(gauss, budgets, pooled=pooled, bias_correction=False).beta)
     grad = jax.grad(lambda k: jnp.sum(g(k)))(budgets)
     np.testing.assert_allclose(np.asarray(grad), beta.reshape(-1, T).sum(0), rtol=1e-9)
 
@@ -368,10 +419,13 @@ def test_jit_compiles_once_for_a_batch_of_targets(gauss):
     rng = np.random.default_rng(0)
     for _ in range(3):
         fn(gauss, jnp.asarray(rng.uniform(0.01, 2.0, T)))
-    before = inv._solve._cache_size()
+    # eagerly: the first call compiles the solver (a cold and a warm-started variant, for the bias
+    # correction's re-solves) and the kernel at the solution; new values compile nothing more
+    jl.max_gain_at_kl(gauss, rng.uniform(0.01, 2.0, T), throw=False)
+    before = inv._solve._cache_size(), inv._at_solution._cache_size()
     for _ in range(3):
         jl.max_gain_at_kl(gauss, rng.uniform(0.01, 2.0, T), throw=False)
-    assert inv._solve._cache_size() <= before + 1
+    assert (inv._solve._cache_size(), inv._at_solution._cache_size()) == before
 
 
 # -- boundaries, infeasible targets and errors -----------------------------------------------
@@ -383,7 +437,7 @@ def test_boundary_and_infeasible_statuses(gauss):
     kmax = float(base.kl_ceiling)
     np.testing.assert_allclose(kmax, np.log(N), rtol=1e-14)  # plain distinct samples: log N
     budgets = np.array([0.0, kmax * (1 - 1e-9), kmax, kmax + 1, -0.1])
-    sol = jl.max_gain_at_kl(gauss, budgets, throw=False)
+    sol = jl.max_gain_at_kl(gauss, budgets, throw=False, bias_correction=False)
     assert sol.status.tolist() == [Status.OK, Status.OK, Status.KL_AT_OR_ABOVE_CEILING,
                                    Status.KL_AT_OR_ABOVE_CEILING, Status.NEGATIVE_TARGET]
     assert float(sol.beta[0]) == np.inf and float(sol.kl[0]) == 0 and float(sol.gain[0]) == 0
@@ -396,7 +450,7 @@ def test_boundary_and_infeasible_statuses(gauss):
         np.testing.assert_array_equal(np.isnan(np.asarray(getattr(sol, field))), bad)
     gmax = float(base.gain_max)
     gains = np.array([0.0, gmax * (1 - 1e-9), gmax, np.inf, np.nan])
-    sol = jl.min_kl_for_gain(gauss, gains, throw=False)
+    sol = jl.min_kl_for_gain(gauss, gains, throw=False, bias_correction=False)
     assert sol.status.tolist() == [Status.OK, Status.OK, Status.GAIN_AT_OR_ABOVE_MAX,
                                    Status.GAIN_AT_OR_ABOVE_MAX, Status.NAN_TARGET]
     np.testing.assert_allclose(float(sol.gain[1]), gains[1], rtol=1e-9)
@@ -422,12 +476,18 @@ def test_eager_errors_name_target_prompt_and_limit(gauss):
 
 
 def test_not_converged_status(gauss):
-    sol = jl.min_kl_for_gain(gauss, np.array([0.05, 0.2, 0.5, 1.0, 1.5]), max_iter=1, throw=False)
+    # the plug-in solver's own cap (the correction's re-solves start next to the root, see below)
+    sol = jl.min_kl_for_gain(gauss, np.array([0.05, 0.2, 0.5, 1.0, 1.5]), max_iter=1, throw=False,
+                             bias_correction=False)
     assert np.any(np.asarray(sol.status) == Status.NOT_CONVERGED)
     assert np.all(np.asarray(sol.converged) == (np.asarray(sol.status) == Status.OK))
     assert np.all(np.isfinite(np.asarray(sol.kl)))  # the last iterate, flagged, not NaN
     with pytest.raises(ValueError, match="did not converge"):
-        jl.min_kl_for_gain(gauss, np.array([0.05, 0.2, 0.5, 1.0, 1.5]), max_iter=1)
+        jl.min_kl_for_gain(gauss, np.array([0.05, 0.2, 0.5, 1.0, 1.5]), max_iter=1, bias_correction=False)
+    # with the correction, iterations count every pass's Newton steps (the cap is per solve)
+    full = jl.min_kl_for_gain(gauss, np.array([0.05, 0.2, 0.5, 1.0, 1.5]), bias_correction=False)
+    corrected = jl.min_kl_for_gain(gauss, np.array([0.05, 0.2, 0.5, 1.0, 1.5]))
+    assert np.all(np.asarray(corrected.iterations) > np.asarray(full.iterations))
 
 
 def test_degenerate_prompt():
@@ -452,8 +512,8 @@ def test_weights_counts_and_chunked_samples():
     # importance weights (SNIS) and sample chunks: the same answer as one block
     lw = rng.standard_normal((3, 40))
     w = jl.Samples(values, log_weights=lw)
-    c = jl.max_gain_at_kl(w, [0.1, 0.5], pooled=False)
-    d = jl.max_gain_at_kl(w, [0.1, 0.5], pooled=False, memory_budget=6 * 8 * 2 * 128)
+    c = jl.max_gain_at_kl(w, [0.1, 0.5], pooled=False, bias_correction=False)  # the plug-in curve, as brentq's
+    d = jl.max_gain_at_kl(w, [0.1, 0.5], pooled=False, memory_budget=6 * 8 * 2 * 128, bias_correction=False)
     np.testing.assert_allclose(np.asarray(c.gain), np.asarray(d.gain), rtol=1e-11)
     # against the exact law with those weights: the same curve, solved by brentq
     u = np.exp(lw[0] - logsumexp(lw[0]))

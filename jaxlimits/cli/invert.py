@@ -143,7 +143,8 @@ def report(samples, args, source: dict, notes: list[str], prompt_ids) -> int:
     scope = "each prompt's frontier" if per_prompt else "the pooled frontier (one beta for all prompts)"
     c.say(f"{samples.num_prompts} prompts, up to {samples.num_samples} samples each; inverting {scope}")
     print_table(rows, per_prompt)
-    c.say(f"gain in {getattr(args, 'reward_col', 'reward')!r} units (the frontier's reward), KL in nats per sequence")
+    c.say(f"gain in {getattr(args, 'reward_col', 'reward')!r} units (the frontier's reward), KL in nats per sequence; "
+          "solved on the bias-corrected frontier (README 'Can I trust the number?')")
     from ..status import legend
 
     for line in legend(r["status"] for r in rows):
