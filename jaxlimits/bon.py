@@ -443,7 +443,7 @@ class BestOfNPrompts(NamedTuple):
     data_fields=[
         "n", "gain", "gain_se", "reward_gain", "reward_gain_se", "kl", "kl_analytic", "kl_exact",
         "kl_beirami", "frontier_gain", "frontier_gain_se", "frontier_beta", "frontier_status",
-        "saturated", "efficiency", "win_rate", "win_rate_se", "win_rate_frontier", "prompts",
+        "saturated", "frontier_reasons", "efficiency", "win_rate", "win_rate_se", "win_rate_frontier", "prompts",
     ],
     meta_fields=["kl_method", "notices"],
 )
@@ -467,6 +467,8 @@ class BestOfN:
         (``jaxlimits.max_gain_at_kl``); NaN where the KL is at or beyond what the samples show.
       frontier_status: ``jaxlimits.inversion.Status`` codes of that solve.
       saturated: the frontier value at ``kl`` cannot be trusted (or was not computed).
+      frontier_reasons: the pooled trust rule's reasons at ``kl`` (``int32`` bitmask,
+        ``jaxlimits.estimators.reason_names`` spells it; 0 where trusted or not computed).
       efficiency: ``reward_gain / frontier_gain`` (MATH.md §8).
       win_rate, win_rate_se: probability that BoN beats a base draw, ties one half (BoNBoN;
         ``n/(n+1)`` for continuous rewards); NaN where some prompt has ``N < n + 1``.
@@ -491,6 +493,7 @@ class BestOfN:
     frontier_beta: Array
     frontier_status: Array
     saturated: Array
+    frontier_reasons: Array
     efficiency: Array
     win_rate: Array
     win_rate_se: Array
@@ -730,6 +733,7 @@ def best_of_n(
     frontier_gain, frontier_se, frontier_beta, win_front = nan, nan, nan, nan
     status = np.full((k,), -1, np.int32)
     saturated = np.ones((k,), bool)
+    reasons = np.zeros((k,), np.int32)
     pp_front = np.full(kl.shape, np.nan)
     if frontier:
         from . import inversion
@@ -739,6 +743,7 @@ def best_of_n(
             np.asarray(x, np.float64) for x in (sol.gain, sol.gain_se, sol.beta))
         status = np.asarray(sol.status, np.int32)
         saturated = np.asarray(sol.saturated) | (status != inversion.Status.OK)
+        reasons = np.where(status == inversion.Status.OK, np.asarray(sol.reasons), 0).astype(np.int32)
         wsol = _solve_bucketed(inversion.max_gain_at_kl, quantile_samples(samples), kl_pool,
                                memory_budget=memory_budget)
         win_front = 0.5 + np.asarray(wsol.gain, np.float64)
@@ -747,10 +752,10 @@ def best_of_n(
             notices.append(f"frontier at n = {which}: {inversion.MESSAGES[code]}")
         shaky = np.asarray(sol.saturated) & (status == inversion.Status.OK)
         if np.any(shaky):
-            notices.append(
-                f"frontier at n = {[int(n) for n in ns_arr[shaky]]}: saturated (too few effective samples at that KL "
-                f"to trust it)"
-            )
+            from .estimators import reason_names
+
+            why = ", ".join(f"{int(n)}: {reason_names(int(r)) or 'few'}" for n, r in zip(ns_arr[shaky], reasons[shaky]))
+            notices.append(f"frontier at n = {[int(n) for n in ns_arr[shaky]]}: flagged by the trust rule ({why})")
         if per_prompt_frontier:
             pp_front = np.asarray(_per_prompt_frontier(samples, as_dt(kl), memory_budget), np.float64)
     elif per_prompt_frontier:
@@ -786,6 +791,7 @@ def best_of_n(
         frontier_beta=as_dt(frontier_beta),
         frontier_status=jnp.asarray(status),
         saturated=jnp.asarray(saturated),
+        frontier_reasons=jnp.asarray(reasons),
         efficiency=as_dt(efficiency),
         win_rate=as_dt(res["win"].mean(axis=0)),
         win_rate_se=as_dt(_pool_se(res["win_se"])),

@@ -336,7 +336,7 @@ def load_policy_samples(
         "kl", "kl_se", "gain", "gain_se", "frontier_gain", "frontier_gain_se", "frontier_beta",
         "left_on_table", "reward_efficiency", "min_kl", "kl_efficiency", "excess_z", "above_frontier",
         "lower_bound", "frontier_saturated", "frontier_status", "min_kl_status", "frontier_gain_lower_bound",
-        "left_on_table_lower_bound", "reward_efficiency_upper_bound",
+        "left_on_table_lower_bound", "reward_efficiency_upper_bound", "frontier_reasons",
     ],
     meta_fields=["names", "notes", "notices", "level", "status"],
 )
@@ -363,8 +363,10 @@ class Comparison:
         to estimation error: check units, prompts and reward). False where the frontier is unknown.
       lower_bound: the frontier at the run's KL is unknown (the KL is at or beyond what the samples
         show): only the bounds are known.
-      frontier_saturated: the frontier at that KL is computed but cannot be trusted (low ESS);
-        False where it is not computed (``lower_bound``).
+      frontier_saturated: the frontier at that KL is computed but the trust rule flags it
+        (``frontier_reasons`` says why); False where it is not computed (``lower_bound``).
+      frontier_reasons: the pooled trust rule's reasons there (``int32`` bitmask,
+        ``jaxlimits.estimators.reason_names`` spells it; 0 where trusted or not computed).
       frontier_status, min_kl_status: ``jaxlimits.inversion.Status`` codes of the two solves.
       frontier_gain_lower_bound, left_on_table_lower_bound, reward_efficiency_upper_bound: where
         the frontier is unknown, the samples' cap ``mean_x (max r - E_0 r)`` (best-of-N reaches it
@@ -395,6 +397,7 @@ class Comparison:
     frontier_gain_lower_bound: Array
     left_on_table_lower_bound: Array
     reward_efficiency_upper_bound: Array
+    frontier_reasons: Array
     names: tuple[str, ...]
     notes: tuple[str, ...]
     notices: tuple[str, ...]
@@ -407,6 +410,7 @@ class Comparison:
         ``status`` is a word of :data:`jaxlimits.status.VOCABULARY`; ``note`` says why, per run;
         the two solver codes appear as their names (``jaxlimits.inversion.STATUS``).
         """
+        from .estimators import reason_names
         from .inversion import STATUS
 
         skip = ("names", "notes", "notices", "level", "status")
@@ -420,6 +424,8 @@ class Comparison:
                 x = v[i]
                 if k in ("frontier_status", "min_kl_status"):  # the solver's code, in lower case like `status`
                     row[k] = STATUS[int(x)].lower()
+                elif k == "frontier_reasons":  # spelled out: 'tail+few' ('' where trusted)
+                    row[k] = reason_names(int(x))
                 elif v.dtype == bool:
                     row[k] = None if unknown and k in ("above_frontier", "frontier_saturated") else bool(x)
                 else:
@@ -480,6 +486,7 @@ def compare(
     """
     from . import inversion
     from .bon import _solve_bucketed
+    from .estimators import reason_names
     from .status import of_solution as status_of
 
     if not isinstance(samples, Samples):
@@ -509,6 +516,7 @@ def compare(
     f_se = np.where(beyond, np.where(lower, np.nan, 0.0), np.asarray(sol.gain_se, np.float64))
     beta = np.where(lower, np.nan, np.asarray(sol.beta, np.float64))
     f_sat = np.asarray(sol.saturated) & ~beyond
+    f_reasons = np.where(f_sat, np.asarray(sol.reasons), 0).astype(np.int32)
 
     sol2 = _solve_bucketed(inversion.min_kl_for_gain, samples, np.maximum(gain, 0.0), memory_budget=memory_budget)
     status2 = np.asarray(sol2.status, np.int32)
@@ -545,7 +553,8 @@ def compare(
                 + (f" and the reward efficiency at most {eff_bound[i]:.3g}" if np.isfinite(eff_bound[i]) else "")
             )
         elif f_sat[i]:
-            extra.append("the frontier at its KL is saturated (few effective samples): take it with caution")
+            why = reason_names(int(f_reasons[i])) or "too few effective samples"
+            extra.append(f"the trust rule flags the frontier at its KL ({why}): take it with caution")
         elif status[i] != inversion.Status.OK:
             extra.append(f"frontier: {inversion.MESSAGES[int(status[i])]}")
         if status2[i] == inversion.Status.GAIN_AT_OR_ABOVE_MAX:
@@ -583,7 +592,8 @@ def compare(
         frontier_saturated=jnp.asarray(f_sat), frontier_status=jnp.asarray(status),
         min_kl_status=jnp.asarray(status2), frontier_gain_lower_bound=as_dt(f_bound),
         left_on_table_lower_bound=as_dt(left_bound), reward_efficiency_upper_bound=as_dt(eff_bound),
-        names=tuple(r.name for r in runs), notes=tuple(notes), notices=tuple(notices), level=float(level),
+        frontier_reasons=jnp.asarray(f_reasons), names=tuple(r.name for r in runs), notes=tuple(notes),
+        notices=tuple(notices), level=float(level),
         status=tuple(words),
     )
 
@@ -632,7 +642,8 @@ def load_runs(
       reward: column of the measured mean reward, with ``baseline`` (the base model's mean reward on
         the same prompts; ``gain = reward - baseline``).
       name: column naming each row: its value (``"ppo-a"``), or column and value for a number
-        (``"step"`` gives ``"step 200"``); default: the file and line.
+        (``"step"`` gives ``"step 200"``); default: a column called ``name`` or ``run`` if the
+        table has one (said in the notes), else the file and line.
       kl_se, gain_se: optional columns of standard errors.
       unit: ``"sequence"`` or ``"token"``: what the KL column is. Nothing is converted unless
         ``"token"`` is stated.
@@ -682,6 +693,9 @@ def load_runs(
     kse = kept.column(kl_se) if kl_se else np.zeros(len(idx))
     gse = kept.column(gain_se) if gain_se else np.zeros(len(idx))
     lens = kept.column(length, option="--length-col") if length else None
+    guessed = None
+    if name is None:  # a table that names its runs is read with those names
+        guessed = name = next((col for col in ("name", "run") if col in table.columns), None)
     labels = kept.column(name, numeric=False) if name else None
     runs = []
     for j, i in enumerate(idx):
@@ -691,7 +705,8 @@ def load_runs(
             runs.append(_check_run(j, Run(label, float(k[j]), float(g[j]), float(kse[j]), float(gse[j]), unit, L)))
         except ValueError as e:
             raise io.DataError(f"{table.where(i)}: {e}") from None
-    notes = [f"{len(runs)} runs from {table.path} (KL column {kl!r}, unit {unit!r})"]
+    notes = [f"{len(runs)} runs from {table.path} (KL column {kl!r}, unit {unit!r}"
+             + (f", names from column {guessed!r})" if guessed else ")")]
     if reward is not None:
         notes.append(
             f"gain = {reward!r} - {float(baseline):.6g} (the base mean reward; assumes the run's reward is measured "

@@ -489,3 +489,17 @@ def test_per_prompt_frontier_solves_each_prompt_at_its_own_kl():
         np.testing.assert_allclose(np.asarray(res.prompts.frontier_gain)[p], np.asarray(want), rtol=1e-9)
     eff = np.asarray(res.prompts.efficiency)
     assert np.all((eff > 0) & (eff <= 1 + 1e-9))  # an exact law: best-of-n never beats the frontier
+
+
+def test_flagged_frontier_reasons_in_rows():
+    """The frontier's trust-rule reasons at each n: a bitmask in the result, spelled out in the CLI rows."""
+    from jaxlimits.cli.bon import rows_of
+    from jaxlimits.estimators import reason_names
+
+    r = np.random.default_rng(1).standard_normal((20, 64))
+    res = bon.best_of_n(jl.Samples(r), [1, 2, 16])
+    ok = np.asarray(res.frontier_status) == 0
+    reasons = np.asarray(res.frontier_reasons)
+    np.testing.assert_array_equal(reasons != 0, np.asarray(res.saturated) & ok)
+    assert reasons[-1] != 0  # n = 16: KL 1.8 of log 64 = 4.2 nats, from 64 draws
+    assert [row["frontier_reasons"] for row in rows_of(res)] == [reason_names(int(x)) for x in reasons]

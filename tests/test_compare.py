@@ -12,6 +12,7 @@ import jaxlimits as jl
 from jaxlimits import bon, io, plot
 from jaxlimits.cli import main
 from jaxlimits.compare import Run, load_runs, run_from_samples, sequence_kl
+from jaxlimits.estimators import reason_names
 from jaxlimits.io import DataError
 
 # A categorical base law: its frontier is computed here independently (SciPy root finding on the
@@ -166,6 +167,29 @@ def test_load_runs_with_named_columns(tmp_path):
     bad = _write_csv(tmp_path / "bad.csv", ["kl", "g"], [[0.1, 0.2], [-0.5, 0.3]])
     with pytest.raises(DataError, match="bad.csv:line 3.*negative"):
         load_runs(bad, gain="g")
+
+
+def test_load_runs_takes_names_from_a_name_column(tmp_path):
+    """A table with a ``name`` (or ``run``) column names its runs without being told; said in the notes."""
+    f = _write_csv(tmp_path / "runs.csv", ["name", "kl", "gain"], [["ppo", 0.5, 0.4], ["grpo", 1.0, 0.6]])
+    runs, notes = load_runs(f, gain="gain")
+    assert [r.name for r in runs] == ["ppo", "grpo"] and "names from column 'name'" in notes[0]
+    g = _write_csv(tmp_path / "plain.csv", ["kl", "gain"], [[0.5, 0.4]])
+    runs, notes = load_runs(g, gain="gain")
+    assert runs[0].name == "plain:line 2" and "names from" not in notes[0]
+
+
+def test_flagged_frontier_says_why():
+    """A run where the pooled frontier is flagged carries the trust rule's reasons, spelled out in its row."""
+    r = np.random.default_rng(0).standard_normal((20, 64))
+    res = jl.compare(jl.Samples(r), [Run("small", 0.01, 0.1), Run("large", 2.0, 1.0)])
+    reasons = np.asarray(res.frontier_reasons)
+    flagged = np.asarray(res.frontier_saturated)
+    np.testing.assert_array_equal(reasons != 0, flagged)
+    assert flagged[1] and not flagged[0]  # KL 2 of log 64 = 4.2 nats: beyond what 64 draws support
+    rows = res.rows()
+    assert rows[0]["frontier_reasons"] == "" and rows[1]["frontier_reasons"] == reason_names(int(reasons[1]))
+    assert f"({rows[1]['frontier_reasons']})" in rows[1]["note"]
 
 
 # ------------------------------------------------------------------------------------------------

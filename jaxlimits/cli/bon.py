@@ -34,6 +34,7 @@ def rows_of(res) -> list[dict]:
     ``gain`` is measured with the scores (the rewards without them), ``reward_gain`` with the
     rewards; the frontier and the efficiency are of the rewards.
     """
+    from ..estimators import reason_names
     from ..inversion import STATUS
     from ..status import of_solution
 
@@ -42,6 +43,7 @@ def rows_of(res) -> list[dict]:
     cols = {k: np.asarray(getattr(res, k), dtype=np.float64) for k in keys}
     status = np.asarray(res.frontier_status)
     sat = np.asarray(res.saturated)
+    why = np.asarray(res.frontier_reasons)
     rows = []
     for i, n in enumerate(np.asarray(res.n)):
         row = {"n": int(n)}
@@ -49,6 +51,7 @@ def rows_of(res) -> list[dict]:
         code = int(status[i])
         row["frontier_status"] = STATUS.get(code, "NOT_COMPUTED").lower()  # the solver's code, lower case
         row["saturated"] = bool(sat[i])
+        row["frontier_reasons"] = reason_names(int(why[i]))  # 'tail+few' ('' where trusted or not computed)
         row["status"], row["reason"] = of_solution(code, bool(sat[i])) if code in STATUS else ("ok", "no frontier")
         rows.append(row)
     return rows
@@ -75,7 +78,8 @@ def print_table(rows: list[dict], reward: str = "reward", score: str | None = No
         c.say(f"{r['n']:>5} {_num(r['reward_gain'], r['reward_gain_se']):>17}{extra} {_num(r['kl']):>8} "
               f"{_num(r['kl_analytic']):>8} {_num(r['kl_exact']):>8} {_num(r['kl_beirami']):>8} "
               f"{_num(r['frontier_gain'], r['frontier_gain_se']):>17} {_num(r['efficiency'], digits=3):>6} "
-              f"{_num(r['win_rate']):>8} {_num(r['win_rate_frontier']):>10}  {r['status']}")
+              f"{_num(r['win_rate']):>8} {_num(r['win_rate_frontier']):>10}  {r['status']}"
+              + (f" ({r['frontier_reasons']})" if r.get("frontier_reasons") else ""))
     units = f"{reward + ' gain'!r}, frontier: in {reward!r} units (the reward aligned to)"
     if scored:
         units += f"; {score + ' gain'!r}: best-of-n's gain in {score!r} units (best of n by {reward!r})"

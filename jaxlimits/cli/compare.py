@@ -112,7 +112,8 @@ def print_table(rows: list[dict], unit: str = "reward units") -> None:
             front = _num(r["frontier_gain"], r["frontier_gain_se"])
             left, eff = _num(r["left_on_table"]), _num(r["reward_efficiency"])
         c.say(f"{r['name']:<{width}} {_num(r['kl'], r['kl_se']):>16} {_num(r['gain'], r['gain_se']):>16} "
-              f"{front:>16} {left:>10} {eff:>7} {_num(r['min_kl']):>9} {_num(r['kl_efficiency']):>7}  {r['status']}")
+              f"{front:>16} {left:>10} {eff:>7} {_num(r['min_kl']):>9} {_num(r['kl_efficiency']):>7}  {r['status']}"
+              + (f" ({r['frontier_reasons']})" if r.get("frontier_reasons") else ""))
     c.say(f"gain, frontier and left in {unit}; eff. = gain / frontier at the run's KL; KL eff. = KL*(gain) / KL; "
           "≥ and ≤ mark bounds where the frontier is unknown")
     for line in legend(r["status"] for r in rows):
