@@ -114,6 +114,8 @@ class ProxyGap(NamedTuple):
       saturated_share: share of prompts whose own estimate at that beta cannot be trusted.
       saturated: the pooled trust rule (:attr:`jaxlimits.Frontier.reasons`) flags the pooled
         estimate of either alignment (proxy or gold).
+      reasons: its reasons, those of either alignment (``int32`` bitmask;
+        ``jaxlimits.estimators.reason_names`` spells it).
 
     Scalars (they do not depend on beta):
       residual_norm: ``sqrt(mean_x ||s - r||^2_{L2(pi0|x)})``.
@@ -139,6 +141,7 @@ class ProxyGap(NamedTuple):
     residual_norm: Array
     centred_residual_norm: Array
     prompts: PromptGaps
+    reasons: Array
 
     def _columns(self):
         return tables.columns(self, shape_of="betas")
@@ -299,7 +302,8 @@ def _proxy_gap_core(samples: Samples, betas: Array, memory_budget: int | None, t
     res_pooled = _sqrt0(jnp.mean(res * res))
     # pooled points are judged by the pooled trust rule (jaxlimits.frontier), for either alignment
     ones = jnp.ones((samples.num_prompts,), samples.dtype)
-    pooled_flag = _from_pool(_pool_of(st_r, ones), b).saturated | _from_pool(_pool_of(st_s, ones), b).saturated
+    pooled_reasons = _from_pool(_pool_of(st_r, ones), b).reasons | _from_pool(_pool_of(st_s, ones), b).reasons
+    pooled_flag = pooled_reasons != 0
     share = jnp.mean(sat.astype(samples.dtype), axis=0)
     ratio = jnp.where(res_pooled > 0, jnp.abs(pooled_gap) / jnp.where(res_pooled > 0, res_pooled, 1), 0)
     return ProxyGap(
@@ -313,6 +317,7 @@ def _proxy_gap_core(samples: Samples, betas: Array, memory_budget: int | None, t
         ratio, share, pooled_flag,
         res_pooled, _sqrt0(jnp.mean(cres * cres)),
         prompts,
+        pooled_reasons,
     )
 
 
@@ -771,8 +776,9 @@ def overoptimization(
         return Overoptimization(curve, peak)
     from .inversion import Status, max_gain_at_kl
 
+    # the plug-in gold frontier, like the plug-in curve it is held against (shortfall >= 0 exactly)
     sol = max_gain_at_kl(gold_aligned(samples), curve.kl_proxy_aligned, pooled=True, throw=False,
-                         memory_budget=memory_budget)
+                         memory_budget=memory_budget, bias_correction=False)
     beyond = sol.status == int(Status.KL_AT_OR_ABOVE_CEILING)
     frontier = jnp.where(beyond, sol.gain_max, sol.gain)
     return Overoptimization(curve, peak, frontier, frontier - curve.gold_gain_proxy_aligned, sol.status)

@@ -50,6 +50,7 @@ def _f(x) -> float:
 
 def curve_rows(curve, res=None) -> list[dict]:
     """The over-optimisation curve as table rows (one per beta, KL increasing), each with its ``status``."""
+    from ..estimators import reason_names
     from ..inversion import Status
     from ..status import of_point
 
@@ -58,12 +59,14 @@ def curve_rows(curve, res=None) -> list[dict]:
             "gold_gain_proxy_aligned_se", "kl_gold_aligned", "gold_gain_gold_aligned", "gold_gain_gold_aligned_se",
             "gap", "gap_se", "ratio", "saturated_share", "saturated")
     cols = {k: np.asarray(getattr(curve, k)) for k in keys}
+    why = reason_names(np.asarray(curve.reasons))
     rows = []
     for i in range(len(cols["betas"])):
         row = {}
         for k, v in cols.items():
             name = "beta" if k == "betas" else k
             row[name] = bool(v[i]) if k == "saturated" else float(v[i])
+        row["reasons"] = why[i]  # 'tail+few' ('' where trusted)
         if res is not None and res.gold_frontier is not None:
             row["gold_frontier"] = float(np.asarray(res.gold_frontier)[i])
             row["shortfall"] = float(np.asarray(res.shortfall)[i])
@@ -79,7 +82,7 @@ def _print_curve(rows, compare: str = "kl", gold: str = "gold", proxy: str = "pr
 
     same_kl = compare in ("kl", "both") and "gold_frontier" in rows[0]
     same_beta = compare in ("beta", "both")
-    head = f"{'beta':>9} {'KL':>7} {'proxy gain':>10} {'gold gain (proxy-aligned)':>25}"
+    head = f"{'beta':>9} {'KL':>9} {'proxy gain':>10} {'gold gain (proxy-aligned)':>25}"
     if same_kl:
         head += f" {'gold frontier (same KL)':>23} {'shortfall':>9}"
     if same_beta:
@@ -87,7 +90,7 @@ def _print_curve(rows, compare: str = "kl", gold: str = "gold", proxy: str = "pr
     c.say(head + "  status")
     for r in rows:
         g = f"{r['gold_gain_proxy_aligned']:.4g} ± {r['gold_gain_proxy_aligned_se']:.2g}"
-        line = f"{r['beta']:9.4g} {r['kl_proxy_aligned']:7.4g} {r['proxy_gain']:10.4g} {g:>25}"
+        line = f"{r['beta']:9.4g} {r['kl_proxy_aligned']:9.4g} {r['proxy_gain']:10.4g} {g:>25}"
         if same_kl:
             bound = "≥ " if r["gold_frontier_is_lower_bound"] else ""
             line += f" {bound + format(r['gold_frontier'], '.4g'):>23} {bound + format(r['shortfall'], '.4g'):>9}"
@@ -95,7 +98,7 @@ def _print_curve(rows, compare: str = "kl", gold: str = "gold", proxy: str = "pr
             gg = f"{r['gold_gain_gold_aligned']:.4g} ± {r['gold_gain_gold_aligned_se']:.2g}"
             gap = f"{r['gap']:.4g} ± {r['gap_se']:.2g}"
             line += f" {gg:>24} {gap:>19} {r['ratio']:9.3g}"
-        c.say(f"{line}  {r['status']}")
+        c.say(f"{line}  {r['status']}" + (f" ({r['reasons']})" if r.get("reasons") else ""))
     c.say(f"KL in nats per sequence (of the policy aligned to the proxy); proxy gain in {proxy} units, gold gains "
           f"in {gold} units")
     if same_kl:
@@ -139,17 +142,23 @@ def _members(ens, beta_ref, args, budget) -> dict:
     """Per-member and per-aggregation gaps at ``beta_ref``, and the scaling with K."""
     import jaxlimits as jl
 
+    from ..estimators import reason_names
+    from ..status import of_point
+
     gaps = jl.ensemble_gaps(ens, [beta_ref], lam=args.lam, memory_budget=budget)
     c.say(f"\nmembers and aggregations at beta {beta_ref:.4g}:")
-    c.say(f"{'':>22} {'||gold - proxy||':>16} {'KL':>7} {'gold gain':>18} {'gap':>18}")
+    c.say(f"{'':>22} {'||gold - proxy||':>16} {'KL':>9} {'gold gain':>18} {'gap':>18}  status")
     members = {}
     for name, g in gaps.items():
         row = {"residual_norm": _f(g.residual_norm), "kl": _f(g.kl_proxy_aligned[0]),
                "gold_gain": _f(g.gold_gain_proxy_aligned[0]), "gold_gain_se": _f(g.gold_gain_proxy_aligned_se[0]),
-               "gap": _f(g.gap[0]), "gap_se": _f(g.gap_se[0])}
+               "gap": _f(g.gap[0]), "gap_se": _f(g.gap_se[0]), "reasons": reason_names(int(g.reasons[0]))}
+        row["status"] = of_point(bool(row["reasons"]))
         members[name] = row
-        c.say(f"{name:>22} {row['residual_norm']:16.4g} {row['kl']:7.4g} "
-              f"{row['gold_gain']:10.4g} ± {row['gold_gain_se']:<5.2g} {row['gap']:10.4g} ± {row['gap_se']:<5.2g}")
+        why = f" ({row['reasons']})" if row["reasons"] else ""
+        c.say(f"{name:>22} {row['residual_norm']:16.4g} {row['kl']:9.4g} "
+              f"{row['gold_gain']:10.4g} ± {row['gold_gain_se']:<5.2g} {row['gap']:10.4g} ± {row['gap_se']:<5.2g}"
+              f"  {row['status']}{why}")
     sc = jl.ensemble_scaling(ens, [beta_ref], subsets=args.subsets, bootstrap=200, seed=args.seed,
                              memory_budget=budget)
     c.say(f"\nensemble mean of K members (averaged over subsets; ± bootstrap over prompts) at beta {beta_ref:.4g}:")
