@@ -472,20 +472,20 @@ def _line_numbers(first: int, rows: int) -> np.ndarray:
     return np.arange(first, first + rows, dtype=np.int32 if first + rows < 2**31 else np.int64)
 
 
-def _scan_lines(path: Path, block: int = 2**20) -> tuple[int, bool, bool]:
-    """``(lines, byte-order mark, NUL byte)`` of a file, read a block at a time (no copy of the file).
-
-    ``lines`` counts the last line whether or not it ends in a newline.
+def _scan_lines(path: Path, block: int = 2**20) -> tuple[int, bool, bool, bool]:
+    """``(lines, byte-order mark, NUL byte, double quote)`` of a file, read a block at a time (no
+    copy of the file). ``lines`` counts the last line whether or not it ends in a newline.
     """
-    lines, nul, last = 0, False, b"\n"
+    lines, nul, quote, last = 0, False, False, b"\n"
     with open(path, "rb") as f:
         bom = f.read(3) == b"\xef\xbb\xbf"
         f.seek(0)
         while data := f.read(block):
             lines += data.count(b"\n")
             nul = nul or b"\x00" in data
+            quote = quote or b'"' in data
             last = data[-1:]
-    return lines + (last != b"\n"), bom, nul
+    return lines + (last != b"\n"), bom, nul, quote
 
 
 def _read_jsonl_arrow(path: Path) -> Table | None:
@@ -502,7 +502,7 @@ def _read_jsonl_arrow(path: Path) -> Table | None:
         return None
     import pyarrow.json as pj
 
-    lines, bom, _ = _scan_lines(path)
+    lines, bom, _, _ = _scan_lines(path)
     if bom:
         return None
     try:
@@ -543,8 +543,8 @@ def _read_csv_arrow(path: Path) -> Table | None:
     records = csv_records(path)
     header_line, header = next(records)
     records.close()
-    lines, _, nul = _scan_lines(path)
-    if header_line != 1 or nul:
+    lines, _, nul, quote = _scan_lines(path)
+    if header_line != 1 or nul or quote:  # pyarrow reads some bad quoting ('"a"b', '"2' at the end) that csv refuses
         return None
     try:
         t = pcsv.read_csv(path, **_csv_options(pcsv, header, header), memory_pool=_pool())
@@ -589,17 +589,26 @@ def _read_csv_numeric(path: Path, keep, numeric) -> Table | None:
     if header_line != 1 or not set(keep) <= set(header):
         return None
     parts: dict[str, list] = {k: [] for k in keep}
-    rows = 0
+    lines: list[np.ndarray] = []
+    first = 2  # the line of the block's first row
     for block in _line_blocks(path, skip_first=True):
         if b"\x00" in block:
             return None
-        try:
-            t = pcsv.read_csv(pa.BufferReader(block), **_csv_options(pcsv, header, keep, list(keep), False),
-                              memory_pool=_pool())
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-            return None
-        if t.num_rows != _lines_in(block):
-            return None
+        if b'"' in block:  # quoting as the csv module reads it (pyarrow reads some bad quoting)
+            got = _csv_block_by_python(block, header, keep, pa)
+            if got is None:
+                return None
+            t, at = got
+            lines.append(at + first - 1)
+        else:
+            try:
+                t = pcsv.read_csv(pa.BufferReader(block), **_csv_options(pcsv, header, keep, list(keep), False),
+                                  memory_pool=_pool())
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+                return None
+            if t.num_rows != _lines_in(block):
+                return None
+            lines.append(_line_numbers(first, t.num_rows))
         for k in keep:
             if k in numeric:
                 x = _floats_of_arrow(t.column(k))
@@ -608,12 +617,37 @@ def _read_csv_numeric(path: Path, keep, numeric) -> Table | None:
                 parts[k].append(x)
             else:
                 parts[k].append(t.column(k).combine_chunks())
-        rows += t.num_rows
+        first += block.count(b"\n")
         del t
-    if rows == 0:
+    if not lines or sum(map(len, lines)) == 0:
         return None
     cols = {k: _join(parts.pop(k)) for k in keep}  # one column's blocks at a time
-    return Table(path, cols, _line_numbers(2, rows))
+    return Table(path, cols, np.concatenate(lines))
+
+
+def _csv_block_by_python(block: bytes, header: list[str], keep, pa):
+    """A block of whole lines read by the csv module (as :func:`csv_records` reads them): ``(pyarrow
+    table of the ``keep`` columns as text, [rows] line of each row within the block, from 1)``,
+    or None for anything :func:`csv_records` would refuse or skip (its errors then name the line)."""
+    try:
+        text = block.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    index = [header.index(k) for k in keep]
+    cols: list[list[str]] = [[] for _ in keep]
+    at: list[int] = []
+    with _csv_field_limit():
+        reader = csv.reader(_io.StringIO(text, newline=""), strict=True)
+        try:
+            for row in reader:
+                if len(row) != len(header) or not any(cell.strip() for cell in row):
+                    return None
+                for col, i in zip(cols, index):
+                    col.append(row[i])
+                at.append(reader.line_num)
+        except csv.Error:
+            return None
+    return pa.table({k: pa.array(col, pa.string()) for k, col in zip(keep, cols)}), np.asarray(at)
 
 
 def _blank_rows(t) -> bool:
