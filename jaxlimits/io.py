@@ -17,6 +17,7 @@ import io as _io
 import json
 import lzma
 import math
+import re
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -572,57 +573,84 @@ def _csv_options(pcsv, header, text, keep=None, skip_header: bool = True):
     )
 
 
+#: A line of a CSV block (without double quotes) whose cells are all empty or spaces.
+_BLANK_ROW = re.compile(rb"(?:^|\n)[ \t\r\x0b\x0c,]*(?:\n|$)")
+
+
+class _NotExact(Exception):
+    """A block the vectorised readers cannot read exactly as the line readers would; ``line``: the
+    block's first line (every line before it was read)."""
+
+    def __init__(self, line: int):
+        super().__init__(line)
+        self.line = line
+
+
+def _csv_block_tables(path: Path, header: list[str], keep, numeric=()) -> Iterator[Table]:
+    """The rows after the header, 4 MiB of whole lines at a time, as :class:`Table` blocks of the
+    columns ``keep`` (text as pyarrow arrays; ``numeric`` ones as float64, their text never held).
+
+    A block with a double quote is read by the csv module (pyarrow reads some bad quoting that
+    csv refuses); others by ``pyarrow.csv``, accepted when each line is one row. Raises
+    :class:`_NotExact` at a block it cannot read exactly as :func:`csv_records` would (a NUL byte,
+    a wrong number of fields, a blank row, a number cell that is not a finite number, ...).
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    first = 2  # the line of the block's first row
+    for block in _line_blocks(path, skip_first=True):
+        if b"\x00" in block:
+            raise _NotExact(first)
+        if b'"' in block:
+            got = _csv_block_by_python(block, header, keep, pa)
+            if got is None:
+                raise _NotExact(first)
+            t, at = got
+            lines = at + (first - 1)
+        else:
+            if _BLANK_ROW.search(block[:-1] if block.endswith(b"\n") else block):
+                raise _NotExact(first)  # a row of empty cells, which the line reader skips
+            try:
+                t = pcsv.read_csv(pa.BufferReader(block), **_csv_options(pcsv, header, keep, list(keep), False),
+                                  memory_pool=_pool())
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+                raise _NotExact(first) from None
+            if t.num_rows != _lines_in(block):
+                raise _NotExact(first)
+            lines = _line_numbers(first, t.num_rows)
+        cols = {}
+        for k in keep:
+            if k in numeric:
+                x = _floats_of_arrow(t.column(k))
+                if x is None or not np.isfinite(x).all():
+                    raise _NotExact(first)
+                cols[k] = x
+            else:
+                cols[k] = t.column(k).combine_chunks()
+        del t
+        if len(lines):
+            yield Table(path, cols, lines)
+        first += block.count(b"\n")
+
+
 def _read_csv_numeric(path: Path, keep, numeric) -> Table | None:
-    """Only the columns ``keep``, parsed by ``pyarrow.csv`` 4 MiB of whole lines at a time, the
-    ``numeric`` ones converted to float64 block by block (their text is never held: a 1M-row
-    file's number columns as text are 1.4x the file). None when the file is not one for
-    :func:`_read_csv_arrow` (checked block by block: each line one row), a kept column is
-    missing, or a number cell is not a finite number (the text reader then names it)."""
+    """Only the columns ``keep`` by :func:`_csv_block_tables`, the ``numeric`` ones converted to
+    float64 block by block (a 1M-row file's number columns as text are 1.4x the file). None when
+    a block cannot be read exactly as the line reader would, or a kept column is missing (the
+    text readers then read the file, and their errors name the line)."""
     pa = _arrow_modules(path)
     if pa is None or keep is None or not numeric or not set(numeric) <= set(keep):
         return None
-    import pyarrow.csv as pcsv
-
     records = csv_records(path)
     header_line, header = next(records)
     records.close()
     if header_line != 1 or not set(keep) <= set(header):
         return None
-    parts: dict[str, list] = {k: [] for k in keep}
-    lines: list[np.ndarray] = []
-    first = 2  # the line of the block's first row
-    for block in _line_blocks(path, skip_first=True):
-        if b"\x00" in block:
-            return None
-        if b'"' in block:  # quoting as the csv module reads it (pyarrow reads some bad quoting)
-            got = _csv_block_by_python(block, header, keep, pa)
-            if got is None:
-                return None
-            t, at = got
-            lines.append(at + first - 1)
-        else:
-            try:
-                t = pcsv.read_csv(pa.BufferReader(block), **_csv_options(pcsv, header, keep, list(keep), False),
-                                  memory_pool=_pool())
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-                return None
-            if t.num_rows != _lines_in(block):
-                return None
-            lines.append(_line_numbers(first, t.num_rows))
-        for k in keep:
-            if k in numeric:
-                x = _floats_of_arrow(t.column(k))
-                if x is None or not np.isfinite(x).all():
-                    return None
-                parts[k].append(x)
-            else:
-                parts[k].append(t.column(k).combine_chunks())
-        first += block.count(b"\n")
-        del t
-    if not lines or sum(map(len, lines)) == 0:
+    try:
+        return _concat(list(_csv_block_tables(path, header, keep, numeric)), strict=True)
+    except _NotExact:
         return None
-    cols = {k: _join(parts.pop(k)) for k in keep}  # one column's blocks at a time
-    return Table(path, cols, np.concatenate(lines))
 
 
 def _csv_block_by_python(block: bytes, header: list[str], keep, pa):
@@ -684,52 +712,105 @@ def _lines_in(block: bytes) -> int:
     return block.count(b"\n") + (not block.endswith(b"\n"))
 
 
-def _join(parts: list):
-    """Blocks of one column: NumPy arrays concatenated, Arrow text arrays chunked; None when the
-    blocks disagree on the kind (numbers in one, text or booleans in another)."""
+def _jsonl_block_tables(path: Path, keep) -> Iterator[Table]:
+    """The file 4 MiB of whole lines at a time, parsed by ``pyarrow.json``, as :class:`Table` blocks
+    of the columns ``keep`` (numbers as NumPy, text as pyarrow arrays; the other columns dropped as
+    each block is parsed). Raises :class:`_NotExact` at a block it cannot read exactly as the line
+    reader would (:func:`_read_jsonl_arrow`'s conditions, on the kept columns; a kept column absent)."""
     import pyarrow as pa
-
-    kinds = {"text" if _is_arrow(x) else x.dtype.kind if x.dtype.kind == "b" else "number" for x in parts}
-    if len(kinds) > 1:
-        return None
-    return pa.chunked_array(parts, type=pa.string()) if kinds == {"text"} else np.concatenate(parts)
-
-
-def _read_jsonl_blocks(path: Path, keep) -> Table | None:
-    """Only the columns ``keep``, parsed by ``pyarrow.json`` 4 MiB of whole lines at a time: numbers
-    become NumPy as each block is parsed and the other columns are dropped, so memory is the kept
-    columns' (a block at a time), not the parsed file's. None under :func:`_read_jsonl_arrow`'s
-    conditions (on the kept columns), or when a column is numbers in one block and text in another."""
-    pa = _arrow_modules(path)
-    if pa is None or keep is None:
-        return None
     import pyarrow.json as pj
 
     with open(path, "rb") as f:
         if f.read(3) == b"\xef\xbb\xbf":
-            return None
-    parts: dict[str, list] = {k: [] for k in keep}
-    rows = 0
+            raise _NotExact(1)
+    first = 1
     for block in _line_blocks(path):
         try:
             t = pj.read_json(pa.BufferReader(block), read_options=pj.ReadOptions(use_threads=False),
                              parse_options=pj.ParseOptions(newlines_in_values=False), memory_pool=_pool())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-            return None
+            raise _NotExact(first) from None
         if t.num_rows != _lines_in(block) or any(k not in t.column_names for k in keep):
-            return None
+            raise _NotExact(first)
+        cols = {}
         for k in keep:
             col = t.column(k)
             if str(col.type) not in _ARROW_TYPES or col.null_count:
-                return None
-            parts[k].append(col.combine_chunks() if pa.types.is_string(col.type) or pa.types.is_large_string(
-                col.type) else np.asarray(col.to_numpy()))
-        rows += t.num_rows
+                raise _NotExact(first)
+            text = pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
+            cols[k] = col.combine_chunks() if text else np.asarray(col.to_numpy())
+        yield Table(path, cols, _line_numbers(first, t.num_rows))
+        first += t.num_rows
         del t
-    cols = {k: _join(parts.pop(k)) for k in keep}  # one column's blocks at a time
-    if rows == 0 or any(v is None for v in cols.values()):
+
+
+def _read_jsonl_blocks(path: Path, keep) -> Table | None:
+    """Only the columns ``keep`` by :func:`_jsonl_block_tables` (memory: the kept columns', a block
+    at a time; not the parsed file's), or None where the line reader could read otherwise."""
+    if _arrow_modules(path) is None or keep is None:
         return None
-    return Table(path, cols, _line_numbers(1, rows))
+    try:
+        return _concat(list(_jsonl_block_tables(path, keep)), strict=True)
+    except _NotExact:
+        return None
+
+
+def _slice(t: Table, start: int, stop: int) -> Table:
+    """Rows ``start:stop`` of a table (views: no copy)."""
+    cols = {k: (v.slice(start, stop - start) if _is_arrow(v) else v[start:stop])
+            for k, v in ((k, t.columns.raw(k)) for k in t.columns)}
+    return Table(t.path, cols, t.lines[start:stop], t.kind)
+
+
+def _concat(tables: list[Table], strict: bool = False) -> Table | None:
+    """Tables of one file, one after the other (their columns are taken from them, one column at a
+    time: the pieces are spent). A column that is numbers in one piece and text in another (or
+    absent from one) becomes an object column, or with ``strict`` the result is None."""
+    import pyarrow as pa
+
+    if not tables:
+        return None
+    names = list(dict.fromkeys(k for t in tables for k in t.columns))
+    cols = {}
+    for k in names:
+        parts = [t.columns._data.pop(k, None) for t in tables]
+        kinds = {None if x is None else "text" if _is_arrow(x) else "bool" if x.dtype.kind == "b" else
+                 "number" if x.dtype.kind in "iuf" else "other" for x in parts}
+        if len(kinds) == 1 and kinds <= {"text", "number", "bool"}:
+            cols[k] = (pa.chunked_array([c for x in parts for c in getattr(x, "chunks", [x])], type=pa.string())
+                       if kinds == {"text"} else np.concatenate(parts))
+        elif strict:
+            return None
+        else:  # as the line readers have them: Python values, None where a piece lacks the column
+            cols[k] = np.concatenate([_object_column([None] * len(t)) if x is None else
+                                      np.asarray(x.to_numpy(zero_copy_only=False), dtype=object) if _is_arrow(x)
+                                      else x.astype(object) for x, t in zip(parts, tables)])
+    lines = np.concatenate([t.lines for t in tables])
+    return Table(tables[0].path, cols, lines, tables[0].kind)
+
+
+def _rechunk(tables: Iterator[Table], rows: int) -> Iterator[Table]:
+    """Tables of any sizes -> tables of ``rows`` rows (the last one fewer), in order."""
+    queue: list[Table] = []
+    have = 0
+    for t in tables:
+        queue.append(t)
+        have += len(t)
+        while have >= rows:
+            pieces, need = [], rows
+            while need:
+                head = queue[0]
+                take = min(need, len(head))
+                pieces.append(_slice(head, 0, take))
+                if take == len(head):
+                    queue.pop(0)
+                else:
+                    queue[0] = _slice(head, take, len(head))
+                need -= take
+            have -= rows
+            yield _concat(pieces)
+    if have:
+        yield _concat(queue)
 
 
 def _read_jsonl(path: Path, keep=None, numeric=()) -> Table:

@@ -58,7 +58,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _sweep, estimators, moments
+from . import _sweep, estimators, io, moments
 from .frontier import Frontier, _from_pool, _pool_of, default_betas
 from .io import COMPRESSIONS, TEXT_FORMATS, DataError, Table, _format, _object_column, csv_records, jsonl_records
 from .samples import Samples, check_magnitudes, check_samples
@@ -520,6 +520,19 @@ def _expand(paths) -> list[Path]:
 
 
 def _chunks_jsonl(path: Path, names, chunk_rows: int) -> Iterator[Table]:
+    return io._rechunk(_tables_jsonl(path, names, chunk_rows), chunk_rows)
+
+
+def _tables_jsonl(path: Path, names, chunk_rows: int) -> Iterator[Table]:
+    """Blocks by pyarrow (:func:`jaxlimits.io._jsonl_block_tables`) where they read the file as the
+    line reader would, then (from the first block they cannot) line by line."""
+    start = 1
+    if io._arrow_modules(path) is not None:
+        try:
+            yield from io._jsonl_block_tables(path, names)
+            return
+        except io._NotExact as e:
+            start = e.line
     lines, rows = [], []
 
     def table():
@@ -528,6 +541,8 @@ def _chunks_jsonl(path: Path, names, chunk_rows: int) -> Iterator[Table]:
         return Table(path, cols, np.asarray(lines))
 
     for n, obj in jsonl_records(path):
+        if n < start:
+            continue
         lines.append(n)
         rows.append(obj)
         if len(rows) >= chunk_rows:
@@ -538,9 +553,22 @@ def _chunks_jsonl(path: Path, names, chunk_rows: int) -> Iterator[Table]:
 
 
 def _chunks_csv(path: Path, names, chunk_rows: int) -> Iterator[Table]:
+    return io._rechunk(_tables_csv(path, names, chunk_rows), chunk_rows)
+
+
+def _tables_csv(path: Path, names, chunk_rows: int) -> Iterator[Table]:
+    """Blocks by pyarrow (:func:`jaxlimits.io._csv_block_tables`, the kept columns as text) where
+    they read the file as the line reader would, then (from the first block they cannot) line by line."""
     records = csv_records(path)
-    _, header = next(records)
+    header_line, header = next(records)
     keep = [(i, h) for i, h in enumerate(header) if h in names]
+    start = 0
+    if io._arrow_modules(path) is not None and header_line == 1:
+        try:
+            yield from io._csv_block_tables(path, header, [h for _, h in keep])
+            return
+        except io._NotExact as e:
+            start = e.line
     lines, rows = [], []
 
     def table():
@@ -548,6 +576,8 @@ def _chunks_csv(path: Path, names, chunk_rows: int) -> Iterator[Table]:
         return Table(path, cols, np.asarray(lines))
 
     for n, row in records:
+        if n < start:
+            continue
         lines.append(n)
         rows.append(row)
         if len(rows) >= chunk_rows:

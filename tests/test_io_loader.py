@@ -196,3 +196,38 @@ def test_info_stream_from_the_command_line(tmp_path, capsys):
     assert f"{bad}:line 1: prompt 0 has no sample with a positive count" in capsys.readouterr().err
     assert cli.main(["info", str(path), "--stream", "--score-col", "gold"]) == 2
     assert "no column 'gold'" in capsys.readouterr().err
+
+
+# -- Chunks for --stream: pyarrow blocks cut to chunk_rows, then line by line from a block they cannot read.
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_stream_chunks_by_pyarrow_match_the_line_reader(tmp_path, monkeypatch, suffix):
+    rng = np.random.default_rng(2)
+    n = 60_000
+    r = np.round(rng.standard_normal(n), 6)
+    if suffix == ".jsonl":
+        lines = [f'{{"prompt_id": "q{i // 7}", "reward": {x}, "pad": "{"x" * 60}"}}\n' for i, x in enumerate(r)]
+        lines[50_000] = "\n"  # a blank line in the second block: line by line from there on
+        text = "".join(lines)
+    else:
+        lines = [f"q{i // 7},{x},{'x' * 60}\n" for i, x in enumerate(r)]
+        lines[50_000] = ",,\n"  # a row of empty cells: skipped by the line reader
+        text = "prompt_id,reward,pad\n" + "".join(lines)
+    path = tmp_path / f"s{suffix}"
+    path.write_text(text)
+    assert path.stat().st_size > 4 * 2**20
+
+    def chunks():
+        got = list(streaming.iter_chunks(path, ["prompt_id", "reward"], chunk_rows=7_001))
+        assert [len(t) for t in got[:-1]] == [7_001] * (len(got) - 1)
+        return (np.concatenate([t.lines for t in got]), np.concatenate([t.column("reward") for t in got]),
+                [k for t in got for k in t.keys("prompt_id")])
+
+    monkeypatch.setattr(io, "ARROW_MIN_BYTES", 0)
+    fast = chunks()
+    monkeypatch.setattr(io, "ARROW_MIN_BYTES", float("inf"))
+    slow = chunks()
+    np.testing.assert_array_equal(fast[0], slow[0])
+    np.testing.assert_array_equal(fast[1], slow[1])
+    assert fast[2] == slow[2] and len(slow[2]) == n - 1
