@@ -17,7 +17,6 @@ import io as _io
 import json
 import lzma
 import math
-import re
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -170,7 +169,7 @@ class Table:
     def codes(self, name: str, *, option: str | None = None) -> tuple[np.ndarray, list]:
         """Each row's identifier as an index into the distinct identifiers (in order of first appearance).
 
-        Returns ``(codes, ids)``: ``codes`` ``[rows]`` int64, ``ids`` the distinct values of
+        Returns ``(codes, ids)``: ``codes`` ``[rows]`` integers, ``ids`` the distinct values of
         :meth:`keys` (``keys(name)[i] == ids[codes[i]]``), with the same errors. Vectorised
         (pyarrow ``unique``/``index_in``, NumPy ``unique``) for text columns read by pyarrow and
         for numeric columns; cell by cell otherwise.
@@ -214,13 +213,13 @@ def _arrow_available() -> bool:
 
 
 def _factorize(col) -> tuple[np.ndarray, list]:
-    """``(codes [rows] int64, distinct values in order of first appearance)`` of a pyarrow text
+    """``(codes [rows] int32, distinct values in order of first appearance)`` of a pyarrow text
     column or a NumPy integer column, by pyarrow's hash kernels (``unique``, ``index_in``)."""
     import pyarrow.compute as pc
 
     uniq = pc.unique(col, memory_pool=_pool())
     codes = pc.index_in(col, value_set=uniq, memory_pool=_pool())
-    return np.asarray(codes.to_numpy(), dtype=np.int64), uniq.to_pylist()
+    return codes.to_numpy(), uniq.to_pylist()  # int32
 
 
 def _blank(col):
@@ -573,8 +572,10 @@ def _csv_options(pcsv, header, text, keep=None, skip_header: bool = True):
     )
 
 
-#: A line of a CSV block (without double quotes) whose cells are all empty or spaces.
-_BLANK_ROW = re.compile(rb"(?:^|\n)[ \t\r\x0b\x0c,]*(?:\n|$)")
+def _has_blank_row(block: bytes) -> bool:
+    """Whether a CSV block (without double quotes) has a line whose cells are all empty or spaces."""
+    text = (block[:-1] if block.endswith(b"\n") else block).translate(None, b" \t\r\x0b\x0c,")
+    return not text or text.startswith(b"\n") or text.endswith(b"\n") or b"\n\n" in text
 
 
 class _NotExact(Exception):
@@ -609,7 +610,7 @@ def _csv_block_tables(path: Path, header: list[str], keep, numeric=()) -> Iterat
             t, at = got
             lines = at + (first - 1)
         else:
-            if _BLANK_ROW.search(block[:-1] if block.endswith(b"\n") else block):
+            if _has_blank_row(block):
                 raise _NotExact(first)  # a row of empty cells, which the line reader skips
             try:
                 t = pcsv.read_csv(pa.BufferReader(block), **_csv_options(pcsv, header, keep, list(keep), False),
@@ -996,11 +997,12 @@ class _Groups:
         self.starts = np.concatenate([[0], np.cumsum(self.sizes)[:-1]])
         self.width = int(self.sizes.max())
         self.order = None if bool(np.all(codes[1:] >= codes[:-1])) else np.argsort(codes, kind="stable")
-        pos = np.arange(len(codes))
-        pos -= np.repeat(self.starts, self.sizes)  # place of each row (in prompt order) within its prompt
+        index = np.int32 if num_prompts * self.width < 2**31 else np.int64  # int32 where it fits: half the memory
+        pos = np.arange(len(codes), dtype=index)
+        pos -= np.repeat(self.starts.astype(index), self.sizes)  # place of each row (in prompt order) in its prompt
         if self.order is not None:
             pos[self.order] = pos.copy()
-        self.flat = codes * self.width  # each row's index in the flattened [P, N_max] arrays
+        self.flat = codes.astype(index) * index(self.width)  # each row's index in the flattened [P, N_max] arrays
         self.flat += pos
 
     @property
@@ -1065,6 +1067,7 @@ def samples_from_table(
     dedupe: str | None = None,
     base_logprob: str | None = None,
     sampler_logprob: str | None = None,
+    _spend: bool = False,
 ) -> Loaded:
     """Groups a table by prompt into :class:`Samples`.
 
@@ -1083,6 +1086,8 @@ def samples_from_table(
       base_logprob, sampler_logprob: optional columns of each response's sequence log-probability
         under the base model and under the sampler that drew it (temperature, top-p); their
         difference is the importance log-weight ``log pi0 - log q`` (MATH.md §1).
+      _spend: the table is the caller's own (:func:`load`'s): its columns are let go once read, so
+        that the padded arrays do not sit beside them.
 
     Raises:
       DataError: a missing column, a non-numeric or non-finite value (naming file, line, column).
@@ -1129,11 +1134,15 @@ def samples_from_table(
                 p = int(bad[0])
                 raise DataError(f"{table.where(groups.first_row(p))}: prompt {ids[p]!r} has no sample with a "
                                 f"positive count")
-        padded = {name: groups.pad(v) for name, v in values.items()}
-        del values
+        if _spend:
+            table.columns = Columns()
+        padded = {name: groups.pad(values.pop(name)) for name in list(values)}  # each column let go once padded
+        if counts is not None:
+            padded["count"] = groups.pad(counts)
+            del counts
         samples = Samples(padded.pop("reward"), scores=padded.pop("score", None),
-                          log_weights=padded.pop("log_weight", None),
-                          counts=None if counts is None else groups.pad(counts), mask=groups.mask())
+                          log_weights=padded.pop("log_weight", None), counts=padded.pop("count", None),
+                          mask=groups.mask())
         return Loaded(samples, ids, source, [], groups.ragged(table.lines), table.kind)
     order: dict[Any, list[int]] = {}
     for i, c in enumerate(codes.tolist()):
@@ -1237,4 +1246,4 @@ def load(path, **columns) -> Loaded:
                                              ("count", None), ("base_logprob", None), ("sampler_logprob", None))]
     numeric = [c for c in numeric if c is not None]
     needed = [columns.get("prompt", "prompt_id"), *numeric] + ([columns["dedupe"]] if columns.get("dedupe") else [])
-    return samples_from_table(read_table(path, columns=needed, numeric=numeric), **columns)
+    return samples_from_table(read_table(path, columns=needed, numeric=numeric), **columns, _spend=True)
