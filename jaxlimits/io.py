@@ -165,7 +165,6 @@ class Table:
             out.append(k)
         return out
 
-
     def codes(self, name: str, *, option: str | None = None) -> tuple[np.ndarray, list]:
         """Each row's identifier as an index into the distinct identifiers (in order of first appearance).
 
@@ -185,7 +184,7 @@ class Table:
                 i = int(np.flatnonzero(blank.to_numpy(zero_copy_only=False))[0])
                 raise DataError(f"{self.where(i)}: column {name!r} is empty")
             return _factorize(col)
-        if col.dtype.kind == "U" and len(col):  # NumPy text (.npz): no cell is blank, then as numbers
+        if col.dtype.kind == "U" and len(col):  # NumPy text (.npz): a blank cell is refused, as by keys()
             blank = np.char.str_len(np.char.strip(col)) == 0
             if blank.any():
                 raise DataError(f"{self.where(int(np.flatnonzero(blank)[0]))}: column {name!r} is empty")
