@@ -6,6 +6,11 @@ NumPy (``.npz``, one array per column). Text files may be compressed (``.gz``, `
 UTF-8"). Every malformed input raises :class:`DataError` naming the file, the line (row) and the
 column: a repeated column name, a value no float can hold, a prompt id that is not a string or a
 number, or ids that differ only in type (``0`` and ``"0"``).
+
+Large files (uncompressed JSON Lines and CSV from :data:`ARROW_MIN_BYTES` on, and Parquet) are
+read by pyarrow, a block of lines at a time, keeping only the columns :func:`load` needs; rows
+are grouped by prompt with array operations (benchmarks/README.md, "Loading 1,000,000 rows").
+A file they cannot read exactly as the line-by-line readers would is read line by line.
 """
 
 from __future__ import annotations

@@ -660,7 +660,10 @@ def iter_chunks(paths, columns: Sequence[str], chunk_rows: int = 100_000) -> Ite
 
     Yields:
       :class:`jaxlimits.io.Table` chunks, whose ``lines`` are the rows' line (or row) numbers in
-      their file, for error messages.
+      their file, for error messages. Uncompressed JSON Lines and CSV files from
+      ``io.ARROW_MIN_BYTES`` on are parsed by pyarrow in blocks of whole lines (cut to
+      ``chunk_rows``), line by line from the first block pyarrow cannot read exactly as the line
+      readers would.
     """
     if int(chunk_rows) < 1:
         raise ValueError(f"chunk_rows must be a positive number of rows, got {chunk_rows}")
