@@ -653,7 +653,7 @@ def _read_csv_numeric(path: Path, keep, numeric) -> Table | None:
     if header_line != 1 or not set(keep) <= set(header):
         return None
     try:
-        return _concat(list(_csv_block_tables(path, header, keep, numeric)), strict=True)
+        return _gather(path, _csv_block_tables(path, header, keep, numeric), _scan_lines(path)[0] - 1)
     except _NotExact:
         return None
 
@@ -755,9 +755,48 @@ def _read_jsonl_blocks(path: Path, keep) -> Table | None:
     if _arrow_modules(path) is None or keep is None:
         return None
     try:
-        return _concat(list(_jsonl_block_tables(path, keep)), strict=True)
+        return _gather(path, _jsonl_block_tables(path, keep), _scan_lines(path)[0])
     except _NotExact:
         return None
+
+
+def _gather(path: Path, blocks: Iterator[Table], most: int) -> Table | None:
+    """The blocks of a file as one table: number columns written into arrays of ``most`` rows
+    allocated once (no list of per-block arrays to concatenate: the allocator keeps less), text
+    columns as chunked Arrow arrays. None where a column is numbers in one block and text (or
+    booleans) in another, or the blocks hold more than ``most`` rows (the line readers then read
+    the file)."""
+    import pyarrow as pa
+
+    numbers: dict[str, np.ndarray] = {}
+    texts: dict[str, list] = {}
+    lines = np.empty(most, np.int32 if most + 2 < 2**31 else np.int64)
+    rows = 0
+    for t in blocks:
+        n = len(t)
+        if rows + n > most:
+            return None
+        for k in t.columns:
+            x = t.columns.raw(k)
+            if _is_arrow(x):
+                if k in numbers:
+                    return None
+                texts.setdefault(k, []).extend(getattr(x, "chunks", [x]))
+                continue
+            if k in texts or (k in numbers and (numbers[k].dtype.kind == "b") != (x.dtype.kind == "b")):
+                return None
+            if k not in numbers:
+                numbers[k] = np.empty(most, x.dtype)
+            elif np.result_type(numbers[k].dtype, x.dtype) != numbers[k].dtype:  # ints, then floats
+                numbers[k] = numbers[k].astype(np.result_type(numbers[k].dtype, x.dtype))
+            numbers[k][rows:rows + n] = x
+        lines[rows:rows + n] = t.lines
+        rows += n
+    if rows == 0:
+        return None
+    cols = {k: numbers[k][:rows] if k in numbers else pa.chunked_array(texts[k], type=pa.string())
+            for k in list(numbers) + list(texts)}
+    return Table(path, cols, lines[:rows])
 
 
 def _slice(t: Table, start: int, stop: int) -> Table:

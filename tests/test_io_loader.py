@@ -231,3 +231,15 @@ def test_stream_chunks_by_pyarrow_match_the_line_reader(tmp_path, monkeypatch, s
     np.testing.assert_array_equal(fast[0], slow[0])
     np.testing.assert_array_equal(fast[1], slow[1])
     assert fast[2] == slow[2] and len(slow[2]) == n - 1
+
+
+def test_jsonl_blocks_whose_number_types_differ(tmp_path, monkeypatch):
+    """Whole numbers in the first block, decimals in the next: one float column, as line by line."""
+    path = tmp_path / "s.jsonl"
+    n = 70_000
+    rows = [f'{{"prompt_id": {i % 5}, "reward": {i if i < 55_000 else i + 0.5}, "pad": "{"x" * 80}"}}\n'
+            for i in range(n)]
+    path.write_text("".join(rows))
+    fast, slow = _readers(monkeypatch, path)
+    _same(fast, slow)
+    assert float(np.asarray(fast.samples.rewards).max()) == n - 1 + 0.5
