@@ -632,7 +632,7 @@ def _csv_block_tables(path: Path, header: list[str], keep, numeric=()) -> Iterat
                     raise _NotExact(first)
                 cols[k] = x
             else:
-                cols[k] = t.column(k).combine_chunks()
+                cols[k] = t.column(k)  # its chunks (combine_chunks would allocate from pyarrow's default pool)
         del t
         if len(lines):
             yield Table(path, cols, lines)
@@ -743,7 +743,7 @@ def _jsonl_block_tables(path: Path, keep) -> Iterator[Table]:
             if str(col.type) not in _ARROW_TYPES or col.null_count:
                 raise _NotExact(first)
             text = pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
-            cols[k] = col.combine_chunks() if text else np.asarray(col.to_numpy())
+            cols[k] = col if text else np.asarray(col.to_numpy())
         yield Table(path, cols, _line_numbers(first, t.num_rows))
         first += t.num_rows
         del t
