@@ -1056,7 +1056,8 @@ def summarize_files(
 ) -> PromptSummary:
     """Per-prompt summary figures of long-format files read ``chunk_rows`` rows at a time.
 
-    Memory: the chunk, and a few numbers per prompt (a prompt's rows need not be contiguous).
+    Memory: the chunk, and per prompt its id and ten numbers (a prompt's rows need not be
+    contiguous; the medians need every prompt's figures).
     The figures are those ``jaxlimits info`` reports from :class:`~jaxlimits.Samples` (the values
     are first rounded to ``dtype``, as :class:`~jaxlimits.Samples` stores them), summed in another
     order: equal to rounding.
