@@ -1,13 +1,16 @@
-"""Loading a 1,000,000-row file: the line-by-line readers against the vectorised ones (pyarrow).
+"""Loading a 1,000,000-row file: the vectorised readers (pyarrow) against the line-by-line ones.
 
 Writes 1M rows (2,000 prompts x 500 samples: ``prompt_id``, ``reward``, ``gold``) as JSON Lines,
-CSV and Parquet into a temporary folder, then in a fresh process per cell: ``jaxlimits.io.load``
-alone, and the whole ``jaxlimits frontier FILE`` command, each with the vectorised readers and
-with them turned off (``io.ARROW_MIN_BYTES = inf``), and ``jaxlimits frontier FILE --stream``
-(chunks of 100,000 rows). Reports wall time and the process's peak
-memory above what it held after importing jaxlimits (``ru_maxrss``), beside the file's size.
+CSV and Parquet into a temporary folder, then runs each cell in a fresh process:
+``jaxlimits.io.load`` alone; the whole ``jaxlimits frontier FILE`` command without a compilation
+cache (compile time included) and with a warm one (the console script's, filled by a first run);
+``frontier --stream`` and ``info --stream`` (chunks of 100,000 rows); and ``info``. "vectorised"
+is the readers in use, "off" the line-by-line readers (``io.ARROW_MIN_BYTES = inf``). Reports
+wall time and the process's peak memory above what it held after importing jaxlimits
+(``ru_maxrss``), beside the file's size; ``load`` is also measured above a process that had
+imported pyarrow and started JAX's CPU backend (fixed costs, not the data's: "data part").
 
-    python benchmarks/bench_io.py [--rows 1000000]
+    python benchmarks/bench_io.py [--rows 1000000] [--only csv] [--repeat 2]
 """
 
 from __future__ import annotations
@@ -27,20 +30,23 @@ CHILD = r"""
 import json, resource, sys, time
 import jaxlimits
 from jaxlimits import cli, io
-if sys.argv[3] == "off":
+path, what, readers, pre = sys.argv[1:5]
+if readers == "off":
     io.ARROW_MIN_BYTES = float("inf")
+if pre == "pre":  # fixed costs paid before the baseline: pyarrow's import, JAX's CPU backend
+    import pyarrow, pyarrow.csv, pyarrow.json, pyarrow.compute, pyarrow.parquet
+    import jax.numpy as jnp
+    jnp.zeros(1).block_until_ready()
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t = time.perf_counter()
-if sys.argv[2] == "load":
-    io.load(sys.argv[1], score="gold")
-elif sys.argv[2] == "stream":
-    import contextlib, os
-    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
-        assert cli.main(["frontier", sys.argv[1], "--score-col", "gold", "--stream"]) == 0
+if what == "load":
+    io.load(path, score="gold")
 else:
     import contextlib, os
+    command = {"frontier": ["frontier"], "warm": ["frontier"], "stream": ["frontier", "--stream"],
+               "info": ["info"], "info-stream": ["info", "--stream"]}[what]
     with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
-        assert cli.main(["frontier", sys.argv[1], "--score-col", "gold"]) == 0
+        assert cli.main([command[0], path, "--score-col", "gold", *command[1:]], cache=what == "warm") == 0
 wall = time.perf_counter() - t
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"wall_s": wall, "peak_mb": peak / 1024, "above_import_mb": (peak - base) / 1024}))
@@ -71,10 +77,10 @@ def write(folder: Path, rows: int) -> dict:
     return paths
 
 
-def child(path: Path, what: str, readers: str) -> dict:
-    env = {**os.environ, "JAXLIMITS_CACHE_DIR": ""}
-    out = subprocess.run([sys.executable, "-c", CHILD, str(path), what, readers], capture_output=True, text=True,
-                         env=env)
+def child(path: Path, what: str, readers: str, pre: str = "-", cache: str = "") -> dict:
+    env = {**os.environ, "JAXLIMITS_CACHE_DIR": cache}
+    out = subprocess.run([sys.executable, "-c", CHILD, str(path), what, readers, pre], capture_output=True,
+                         text=True, env=env)
     if out.returncode:
         raise RuntimeError(out.stderr[-2000:])
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -84,24 +90,34 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--only", default=None, help="one format: jsonl, csv or parquet")
+    ap.add_argument("--what", nargs="+", default=["load", "frontier", "warm", "stream", "info", "info-stream"],
+                    help="cells: load frontier warm stream info info-stream")
+    ap.add_argument("--repeat", type=int, default=1, help="runs of each cell (fresh processes)")
     args = ap.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, load average {os.getloadavg()[0]:.1f}, "
           f"python {platform.python_version()}; {args.rows:,} rows")
     with tempfile.TemporaryDirectory() as d:
         paths = write(Path(d), args.rows)
-        print(f"{'file':8} {'MB':>6} {'what':9} {'readers':11} {'time s':>7} {'peak MB':>8} {'above import':>13} "
-              f"{'x file':>7}")
+        cache = str(Path(d) / "xla")
+        print(f"{'file':8} {'MB':>6} {'what':11} {'readers':11} {'time s':>7} {'peak MB':>8} {'above import':>13} "
+              f"{'x file':>7}  load avg")
         for kind, path in paths.items():
             if args.only and kind != args.only:
                 continue
             size = path.stat().st_size / 2**20
-            for what in ("load", "frontier", "stream"):
+            for what in args.what:
                 for readers in ("vectorised", "off"):
-                    if (kind == "parquet" or what == "stream") and readers == "off":
+                    if (kind == "parquet" or what not in ("load", "frontier")) and readers == "off":
                         continue  # Parquet is read by pyarrow either way; --stream reads chunk by chunk
-                    r = child(path, what, readers)
-                    print(f"{kind:8} {size:6.1f} {what:9} {readers:11} {r['wall_s']:7.2f} {r['peak_mb']:8.0f} "
-                          f"{r['above_import_mb']:13.0f} {r['above_import_mb'] / size:7.1f}", flush=True)
+                    if what == "warm":
+                        child(path, what, readers, cache=cache)  # fills the cache
+                    for pre in ("-", "pre") if what == "load" and readers == "vectorised" else ("-",):
+                        for _ in range(args.repeat):
+                            r = child(path, what, readers, pre, cache=cache if what == "warm" else "")
+                            label = what + (" (data)" if pre == "pre" else "")
+                            print(f"{kind:8} {size:6.1f} {label:11} {readers:11} {r['wall_s']:7.2f} "
+                                  f"{r['peak_mb']:8.0f} {r['above_import_mb']:13.0f} "
+                                  f"{r['above_import_mb'] / size:7.1f}  {os.getloadavg()[0]:.1f}", flush=True)
 
 
 if __name__ == "__main__":

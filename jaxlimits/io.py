@@ -6,6 +6,11 @@ NumPy (``.npz``, one array per column). Text files may be compressed (``.gz``, `
 UTF-8"). Every malformed input raises :class:`DataError` naming the file, the line (row) and the
 column: a repeated column name, a value no float can hold, a prompt id that is not a string or a
 number, or ids that differ only in type (``0`` and ``"0"``).
+
+Large files (uncompressed JSON Lines and CSV from :data:`ARROW_MIN_BYTES` on, and Parquet) are
+read by pyarrow, a block of lines at a time, keeping only the columns :func:`load` needs; rows
+are grouped by prompt with array operations (benchmarks/README.md, "Loading 1,000,000 rows").
+A file they cannot read exactly as the line-by-line readers would is read line by line.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import json
 import lzma
 import math
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,23 +37,70 @@ class DataError(ValueError):
     """A problem with an input file: the message names the file, line and column."""
 
 
+class Columns(Mapping):
+    """Column name -> 1-D NumPy array, where a text column read by pyarrow stays an Arrow array.
+
+    ``columns[name]`` is always NumPy (an Arrow text column becomes an object array of ``str`` on
+    first access, and stays so); :meth:`raw` gives the column as stored, for the vectorised paths
+    of :class:`Table` (one Python object per row is what made 1M-row files cost 20x their size).
+    """
+
+    def __init__(self, data=()):
+        self._data = dict(data)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        col = self._data[name]
+        if _is_arrow(col):
+            col = self._data[name] = np.asarray(col.to_numpy(zero_copy_only=False), dtype=object)
+        return col
+
+    def raw(self, name: str):
+        """The column as stored: a NumPy array, or a ``pyarrow`` (chunked) array of strings."""
+        return self._data[name]
+
+    def __contains__(self, name) -> bool:  # without turning the column into NumPy (Mapping's would)
+        return name in self._data
+
+    def __iter__(self):
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return f"Columns({', '.join(map(repr, self._data))})"
+
+
+def _is_arrow(col) -> bool:
+    return not isinstance(col, np.ndarray) and type(col).__module__.startswith("pyarrow")
+
+
 @dataclass
 class Table:
     """Columns of a file, with where each row came from (for error messages).
 
     Attributes:
       path: the file.
-      columns: column name -> 1-D array (object dtype until parsed).
+      columns: column name -> 1-D array (object dtype until parsed); a :class:`Columns`.
       lines: ``[rows]`` the 1-based line (or row) number of each row in the file.
     """
 
     path: Path
-    columns: dict[str, np.ndarray]
+    columns: Columns
     lines: np.ndarray
     kind: str = "line"
 
+    def __post_init__(self):
+        if not isinstance(self.columns, Columns):
+            self.columns = Columns(self.columns)
+
     def __len__(self) -> int:
         return len(self.lines)
+
+    def _cell(self, name: str, row: int):
+        """One cell as a Python (or NumPy) value, without turning a whole Arrow column into objects."""
+        col = self.columns.raw(name)
+        return col[row].as_py() if _is_arrow(col) else col[row]
 
     def where(self, row: int) -> str:
         return f"{self.path}:{self.kind} {int(self.lines[row])}"
@@ -58,14 +110,18 @@ class Table:
         if name not in self.columns:
             hint = f" (set it with {option})" if option else ""
             raise DataError(f"{self.path}: no column {name!r}{hint}; {_columns_hint(name, self.columns)}")
-        col = self.columns[name]
         if not numeric:
-            return col
-        if col.dtype.kind in "fiub":
-            out = col.astype(np.float64)
-        elif (fast := _floats_of_text(col)) is not None:
-            out = fast
+            return self.columns[name]
+        col = self.columns.raw(name)
+        if _is_arrow(col):
+            out = _floats_of_arrow(col)
+            if out is None:  # a cell pyarrow does not read as a number: cell by cell, naming it
+                col = self.columns[name]
+        elif col.dtype.kind in "fiub":
+            out = col.astype(np.float64, copy=False)
         else:
+            out = _floats_of_text(col)
+        if out is None:
             out = np.empty(len(col))
             for i, v in enumerate(col):
                 try:
@@ -79,7 +135,8 @@ class Table:
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             more = f" ({int(bad.sum()) - 1} more such rows)" if bad.sum() > 1 else ""
-            raise DataError(f"{self.where(i)}: column {name!r} is {_short(col[i])}, not a finite number{more}")
+            raise DataError(f"{self.where(i)}: column {name!r} is {_short(self._cell(name, i))}, not a finite "
+                            f"number{more}")
         return out
 
     def keys(self, name: str, *, option: str | None = None) -> list:
@@ -112,6 +169,85 @@ class Table:
                 )
             out.append(k)
         return out
+
+    def codes(self, name: str, *, option: str | None = None) -> tuple[np.ndarray, list]:
+        """Each row's identifier as an index into the distinct identifiers (in order of first appearance).
+
+        Returns ``(codes, ids)``: ``codes`` ``[rows]`` integers, ``ids`` the distinct values of
+        :meth:`keys` (``keys(name)[i] == ids[codes[i]]``), with the same errors. Vectorised
+        (pyarrow ``unique``/``index_in``, NumPy ``unique``) for text columns read by pyarrow and
+        for numeric columns; cell by cell otherwise.
+        """
+        if name not in self.columns:
+            self.column(name, numeric=False, option=option)  # raises the error naming the columns there are
+        col = self.columns.raw(name)
+        if _is_arrow(col):
+            import pyarrow.compute as pc
+
+            blank = _blank(col)
+            if pc.any(blank).as_py():
+                i = int(np.flatnonzero(blank.to_numpy(zero_copy_only=False))[0])
+                raise DataError(f"{self.where(i)}: column {name!r} is empty")
+            return _factorize(col)
+        if col.dtype.kind == "U" and len(col):  # NumPy text (.npz): a blank cell is refused, as by keys()
+            blank = np.char.str_len(np.char.strip(col)) == 0
+            if blank.any():
+                raise DataError(f"{self.where(int(np.flatnonzero(blank)[0]))}: column {name!r} is empty")
+        whole = col.dtype.kind == "f" and np.isfinite(col).all() and (col == np.round(col)).all()
+        if (col.dtype.kind in "iu" or whole) and _arrow_available():
+            return _factorize(col if col.dtype.kind in "iu" else col.astype(np.int64))
+        if col.dtype.kind in "iuU" or whole:
+            uniq, first, inverse = np.unique(col if col.dtype.kind in "iuU" else col.astype(np.int64),
+                                             return_index=True, return_inverse=True)
+            rank = np.argsort(first, kind="stable")  # the distinct ids in order of first appearance
+            new = np.empty(len(rank), np.int64)
+            new[rank] = np.arange(len(rank))
+            return new[inverse.reshape(-1)], uniq[rank].tolist()
+        index: dict = {}
+        keys = self.keys(name, option=option)
+        return np.fromiter((index.setdefault(k, len(index)) for k in keys), np.int64, len(keys)), list(index)
+
+
+def _arrow_available() -> bool:
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _factorize(col) -> tuple[np.ndarray, list]:
+    """``(codes [rows] int32, distinct values in order of first appearance)`` of a pyarrow text
+    column or a NumPy integer column, by pyarrow's hash kernels (``unique``, ``index_in``)."""
+    import pyarrow.compute as pc
+
+    uniq = pc.unique(col, memory_pool=_pool())
+    codes = pc.index_in(col, value_set=uniq, memory_pool=_pool())
+    return codes.to_numpy(), uniq.to_pylist()  # int32
+
+
+def _blank(col):
+    """Booleans: which cells of a pyarrow text column are empty or only spaces."""
+    import pyarrow.compute as pc
+
+    pool = _pool()
+    return pc.or_(pc.equal(pc.utf8_length(col, memory_pool=pool), 0, memory_pool=pool),
+                  pc.utf8_is_space(col, memory_pool=pool), memory_pool=pool)
+
+
+def _floats_of_arrow(col) -> np.ndarray | None:
+    """A pyarrow text column as float64 (surrounding spaces allowed, as ``float()`` allows them), or
+    None when some cell is not a number pyarrow reads (``float()`` then names it, or reads it)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for text in (col, None):
+        try:
+            return pc.cast(col if text is not None else pc.utf8_trim_whitespace(col), pa.float64(),
+                           memory_pool=_pool()).to_numpy()
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            continue
+    return None
 
 
 def _floats_of_text(col: np.ndarray) -> np.ndarray | None:
@@ -157,8 +293,17 @@ def _to_float(v) -> float:
     return float(v)
 
 
-def read_table(path) -> Table:
-    """Reads a JSONL, CSV, Parquet or NPZ file into a :class:`Table`."""
+def read_table(path, *, columns=None, numeric=()) -> Table:
+    """Reads a JSONL, CSV, Parquet or NPZ file into a :class:`Table`.
+
+    Args:
+      path: the file.
+      columns: optional names of the columns needed: large files read by pyarrow keep only these
+        (all columns when one of them is not in the file, so that the error lists them).
+      numeric: of ``columns``, those that will be read as numbers: a large CSV file's cells are then
+        converted block by block as they are read (never held as text); a cell that is not a finite
+        number sends the file to the text reader, whose error names its line.
+    """
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file")
@@ -171,7 +316,8 @@ def read_table(path) -> Table:
         raise DataError(f"{path}: unknown format {''.join(path.suffixes[-2:])!r}; use .jsonl, .csv, .parquet or .npz "
                         f"(.jsonl and .csv may end in {', '.join(COMPRESSIONS)})")
     try:
-        table = readers[suffix](path)
+        keep = None if columns is None else tuple(dict.fromkeys(columns))
+        table = readers[suffix](path, keep, tuple(numeric)) if suffix != ".npz" else readers[suffix](path)
     except DataError:
         raise
     except UnicodeDecodeError as e:
@@ -297,11 +443,53 @@ class _csv_field_limit:
         csv.field_size_limit(self.old)
 
 
-#: Uncompressed JSON Lines files from this size on (bytes) are read by pyarrow's vectorised reader
-#: when pyarrow is installed (about 10x faster and 5x less memory at 1M rows; benchmarks/bench_io.py);
-#: a file it cannot read exactly as the line-by-line reader would is read line by line.
+#: Uncompressed JSON Lines and CSV files from this size on (bytes) are read by pyarrow's vectorised
+#: readers when pyarrow is installed (JSON Lines 10x, CSV 5x faster than line by line, and a
+#: fraction of the memory at 1M rows; benchmarks/bench_io.py); a file they cannot read exactly as
+#: the line-by-line readers would (same rows, same line numbers, same values) is read line by line,
+#: whose errors name the line.
 ARROW_MIN_BYTES = 4 * 2**20
 _ARROW_TYPES = ("int64", "double", "bool", "string", "large_string")
+
+
+def _arrow_modules(path: Path):
+    """``pyarrow`` when the file is one for the vectorised readers (uncompressed, large enough), else None."""
+    if _format(path)[1] is not None or path.stat().st_size < ARROW_MIN_BYTES:
+        return None
+    try:
+        import pyarrow
+    except ImportError:
+        return None
+    return pyarrow
+
+
+def _pool():
+    """The memory pool of the vectorised readers: the system allocator's, which gives freed blocks
+    back (pyarrow's default, mimalloc, kept 25-35 MB more resident at 1M rows; bench_io.py)."""
+    import pyarrow as pa
+
+    return pa.system_memory_pool()
+
+
+def _line_numbers(first: int, rows: int) -> np.ndarray:
+    """``[rows]`` consecutive line numbers from ``first`` (int32 where they fit: half the memory)."""
+    return np.arange(first, first + rows, dtype=np.int32 if first + rows < 2**31 else np.int64)
+
+
+def _scan_lines(path: Path, block: int = 2**20) -> tuple[int, bool, bool, bool]:
+    """``(lines, byte-order mark, NUL byte, double quote)`` of a file, read a block at a time (no
+    copy of the file). ``lines`` counts the last line whether or not it ends in a newline.
+    """
+    lines, nul, quote, last = 0, False, False, b"\n"
+    with open(path, "rb") as f:
+        bom = f.read(3) == b"\xef\xbb\xbf"
+        f.seek(0)
+        while data := f.read(block):
+            lines += data.count(b"\n")
+            nul = nul or b"\x00" in data
+            quote = quote or b'"' in data
+            last = data[-1:]
+    return lines + (last != b"\n"), bom, nul, quote
 
 
 def _read_jsonl_arrow(path: Path) -> Table | None:
@@ -310,40 +498,370 @@ def _read_jsonl_arrow(path: Path) -> Table | None:
     Accepted only when every line holds one object, every object every column, and every column
     is a number, a boolean or a string (no lists, objects, nulls, or strings pyarrow would read as
     dates); anything else (blank lines, a repeated key, a byte-order mark, bad JSON) goes to the
-    line-by-line reader, whose errors name the line.
+    line-by-line reader, whose errors name the line. Text columns stay Arrow arrays
+    (:class:`Columns`); the file is parsed from disk, never held whole.
     """
-    if _format(path)[1] is not None or path.stat().st_size < ARROW_MIN_BYTES:
+    pa = _arrow_modules(path)
+    if pa is None:
+        return None
+    import pyarrow.json as pj
+
+    lines, bom, _, _ = _scan_lines(path)
+    if bom:
         return None
     try:
-        import pyarrow as pa
-        import pyarrow.json as pj
-    except ImportError:
-        return None
-    data = path.read_bytes()
-    if data.startswith(b"\xef\xbb\xbf"):
-        return None
-    lines = data.count(b"\n") + (not data.endswith(b"\n"))
-    try:
-        t = pj.read_json(pa.BufferReader(data), parse_options=pj.ParseOptions(newlines_in_values=False))
+        t = pj.read_json(path, read_options=pj.ReadOptions(use_threads=False), memory_pool=_pool(),  # see _pool
+                         parse_options=pj.ParseOptions(newlines_in_values=False))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
-    del data
     if t.num_rows != lines or any(str(f.type) not in _ARROW_TYPES or t.column(f.name).null_count
                                   for f in t.schema):
         return None
     cols = {}
     for name in t.column_names:
         col = t.column(name)
-        cols[name] = col.to_numpy() if pa.types.is_integer(col.type) or pa.types.is_floating(col.type) else (
-            np.asarray(col.to_numpy(zero_copy_only=False), dtype=object) if not pa.types.is_boolean(col.type) else
-            np.asarray(col.to_numpy(zero_copy_only=False), dtype=bool))
-    return Table(path, cols, np.arange(1, t.num_rows + 1))
+        if pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_boolean(col.type):
+            cols[name] = np.asarray(col.to_numpy(), dtype=bool if pa.types.is_boolean(col.type) else None)
+        else:
+            cols[name] = col
+    n = t.num_rows
+    del t, col
+    return Table(path, cols, _line_numbers(1, n))
 
 
-def _read_jsonl(path: Path) -> Table:
-    fast = _read_jsonl_arrow(path)
-    if fast is not None:
-        return fast
+def _read_csv_arrow(path: Path) -> Table | None:
+    """The file by ``pyarrow.csv``, every column as text (ids stay text: ``007`` is not ``7``), or
+    None where the result could differ from the line-by-line reader's.
+
+    The header is read by :func:`csv_records` (byte-order mark, repeated names: its errors); the
+    rows are accepted only when each of the file's lines after the header is one row (no quoted
+    newline, no blank line, no row of empty cells, no NUL byte), so row ``i`` is line ``i + 2``.
+    Anything else (a wrong number of fields, bad quoting, invalid UTF-8) is read line by line,
+    whose errors name the line.
+    """
+    pa = _arrow_modules(path)
+    if pa is None:
+        return None
+    import pyarrow.csv as pcsv
+
+    records = csv_records(path)
+    header_line, header = next(records)
+    records.close()
+    lines, _, nul, quote = _scan_lines(path)
+    if header_line != 1 or nul or quote:  # pyarrow reads some bad quoting ('"a"b', '"2' at the end) that csv refuses
+        return None
+    try:
+        t = pcsv.read_csv(path, **_csv_options(pcsv, header, header), memory_pool=_pool())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    if t.num_rows != lines - 1 or t.num_rows == 0 or _blank_rows(t):
+        return None
+    cols = {name: t.column(i) for i, name in enumerate(header)}
+    n = t.num_rows
+    del t
+    return Table(path, cols, _line_numbers(2, n))
+
+
+def _csv_options(pcsv, header, text, keep=None, skip_header: bool = True):
+    """pyarrow.csv options: the given header (skipping the file's first line when ``skip_header``),
+    every ``text`` column as strings, one thread (threads cost 35 MB at 1M rows and are no faster
+    on 2 cores); ``keep`` the columns read (None: all)."""
+    import pyarrow as pa
+
+    return dict(
+        read_options=pcsv.ReadOptions(column_names=header, skip_rows=int(skip_header), use_threads=False),
+        parse_options=pcsv.ParseOptions(newlines_in_values=False, ignore_empty_lines=False),
+        convert_options=pcsv.ConvertOptions(column_types={h: pa.string() for h in text}, include_columns=keep,
+                                            strings_can_be_null=False, quoted_strings_can_be_null=False),
+    )
+
+
+def _has_blank_row(block: bytes) -> bool:
+    """Whether a CSV block (without double quotes) has a line whose cells are all empty or spaces."""
+    text = (block[:-1] if block.endswith(b"\n") else block).translate(None, b" \t\r\x0b\x0c,")
+    return not text or text.startswith(b"\n") or text.endswith(b"\n") or b"\n\n" in text
+
+
+class _NotExact(Exception):
+    """A block the vectorised readers cannot read exactly as the line readers would; ``line``: the
+    block's first line (every line before it was read)."""
+
+    def __init__(self, line: int):
+        super().__init__(line)
+        self.line = line
+
+
+def _csv_block_tables(path: Path, header: list[str], keep, numeric=()) -> Iterator[Table]:
+    """The rows after the header, 4 MiB of whole lines at a time, as :class:`Table` blocks of the
+    columns ``keep`` (text as pyarrow arrays; ``numeric`` ones as float64, their text never held).
+
+    A block with a double quote is read by the csv module (pyarrow reads some bad quoting that
+    csv refuses); others by ``pyarrow.csv``, accepted when each line is one row. Raises
+    :class:`_NotExact` at a block it cannot read exactly as :func:`csv_records` would (a NUL byte,
+    a wrong number of fields, a blank row, a number cell that is not a finite number, ...).
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    first = 2  # the line of the block's first row
+    for block in _line_blocks(path, skip_first=True):
+        if b"\x00" in block:
+            raise _NotExact(first)
+        if b'"' in block:
+            got = _csv_block_by_python(block, header, keep, pa)
+            if got is None:
+                raise _NotExact(first)
+            t, at = got
+            lines = at + (first - 1)
+        else:
+            if _has_blank_row(block):
+                raise _NotExact(first)  # a row of empty cells, which the line reader skips
+            try:
+                t = pcsv.read_csv(pa.BufferReader(block), **_csv_options(pcsv, header, keep, list(keep), False),
+                                  memory_pool=_pool())
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+                raise _NotExact(first) from None
+            if t.num_rows != _lines_in(block):
+                raise _NotExact(first)
+            lines = _line_numbers(first, t.num_rows)
+        cols = {}
+        for k in keep:
+            if k in numeric:
+                x = _floats_of_arrow(t.column(k))
+                if x is None or not np.isfinite(x).all():
+                    raise _NotExact(first)
+                cols[k] = x
+            else:
+                cols[k] = t.column(k)  # its chunks (combine_chunks would allocate from pyarrow's default pool)
+        del t
+        if len(lines):
+            yield Table(path, cols, lines)
+        first += block.count(b"\n")
+
+
+def _read_csv_numeric(path: Path, keep, numeric) -> Table | None:
+    """Only the columns ``keep`` by :func:`_csv_block_tables`, the ``numeric`` ones converted to
+    float64 block by block (a 1M-row file's number columns as text are 1.4x the file). None when
+    a block cannot be read exactly as the line reader would, or a kept column is missing (the
+    text readers then read the file, and their errors name the line)."""
+    pa = _arrow_modules(path)
+    if pa is None or keep is None or not numeric or not set(numeric) <= set(keep):
+        return None
+    records = csv_records(path)
+    header_line, header = next(records)
+    records.close()
+    if header_line != 1 or not set(keep) <= set(header):
+        return None
+    try:
+        return _gather(path, _csv_block_tables(path, header, keep, numeric), _scan_lines(path)[0] - 1)
+    except _NotExact:
+        return None
+
+
+def _csv_block_by_python(block: bytes, header: list[str], keep, pa):
+    """A block of whole lines read by the csv module (as :func:`csv_records` reads them): ``(pyarrow
+    table of the ``keep`` columns as text, [rows] line of each row within the block, from 1)``,
+    or None for anything :func:`csv_records` would refuse or skip (its errors then name the line)."""
+    try:
+        text = block.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    index = [header.index(k) for k in keep]
+    cols: list[list[str]] = [[] for _ in keep]
+    at: list[int] = []
+    with _csv_field_limit():
+        reader = csv.reader(_io.StringIO(text, newline=""), strict=True)
+        try:
+            for row in reader:
+                if len(row) != len(header) or not any(cell.strip() for cell in row):
+                    return None
+                for col, i in zip(cols, index):
+                    col.append(row[i])
+                at.append(reader.line_num)
+        except csv.Error:
+            return None
+    return pa.table({k: pa.array(col, pa.string()) for k, col in zip(keep, cols)}), np.asarray(at)
+
+
+def _blank_rows(t) -> bool:
+    """Whether some row's cells are all empty or spaces (the line-by-line reader skips such rows)."""
+    import pyarrow.compute as pc
+
+    blank = None
+    for col in t.columns:
+        b = _blank(col)
+        blank = b if blank is None else pc.and_(blank, b)
+        if not pc.any(blank).as_py():
+            return False
+    return True
+
+
+def _line_blocks(path: Path, skip_first: bool = False, size: int = 4 * 2**20) -> Iterator[bytes]:
+    """The file's bytes in blocks of whole lines (about ``size`` bytes each; the last one may lack
+    its newline), after the first line when ``skip_first`` (a CSV header)."""
+    with open(path, "rb") as f:
+        if skip_first:
+            f.readline()
+        rest = b""
+        while data := f.read(size):
+            data = rest + data
+            cut = data.rfind(b"\n") + 1
+            rest = data[cut:]
+            if cut:
+                yield data[:cut]
+        if rest:
+            yield rest
+
+
+def _lines_in(block: bytes) -> int:
+    return block.count(b"\n") + (not block.endswith(b"\n"))
+
+
+def _jsonl_block_tables(path: Path, keep) -> Iterator[Table]:
+    """The file 4 MiB of whole lines at a time, parsed by ``pyarrow.json``, as :class:`Table` blocks
+    of the columns ``keep`` (numbers as NumPy, text as pyarrow arrays; the other columns dropped as
+    each block is parsed). Raises :class:`_NotExact` at a block it cannot read exactly as the line
+    reader would (:func:`_read_jsonl_arrow`'s conditions, on the kept columns; a kept column absent)."""
+    import pyarrow as pa
+    import pyarrow.json as pj
+
+    with open(path, "rb") as f:
+        if f.read(3) == b"\xef\xbb\xbf":
+            raise _NotExact(1)
+    first = 1
+    for block in _line_blocks(path):
+        try:
+            t = pj.read_json(pa.BufferReader(block), read_options=pj.ReadOptions(use_threads=False),
+                             parse_options=pj.ParseOptions(newlines_in_values=False), memory_pool=_pool())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            raise _NotExact(first) from None
+        if t.num_rows != _lines_in(block) or any(k not in t.column_names for k in keep):
+            raise _NotExact(first)
+        cols = {}
+        for k in keep:
+            col = t.column(k)
+            if str(col.type) not in _ARROW_TYPES or col.null_count:
+                raise _NotExact(first)
+            text = pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
+            cols[k] = col if text else np.asarray(col.to_numpy())
+        yield Table(path, cols, _line_numbers(first, t.num_rows))
+        first += t.num_rows
+        del t
+
+
+def _read_jsonl_blocks(path: Path, keep) -> Table | None:
+    """Only the columns ``keep`` by :func:`_jsonl_block_tables` (memory: the kept columns', a block
+    at a time; not the parsed file's), or None where the line reader could read otherwise."""
+    if _arrow_modules(path) is None or keep is None:
+        return None
+    try:
+        return _gather(path, _jsonl_block_tables(path, keep), _scan_lines(path)[0])
+    except _NotExact:
+        return None
+
+
+def _gather(path: Path, blocks: Iterator[Table], most: int) -> Table | None:
+    """The blocks of a file as one table: number columns written into arrays of ``most`` rows
+    allocated once (no list of per-block arrays to concatenate: the allocator keeps less), text
+    columns as chunked Arrow arrays. None where a column is numbers in one block and text (or
+    booleans) in another, or the blocks hold more than ``most`` rows (the line readers then read
+    the file)."""
+    import pyarrow as pa
+
+    numbers: dict[str, np.ndarray] = {}
+    texts: dict[str, list] = {}
+    lines = np.empty(most, np.int32 if most + 2 < 2**31 else np.int64)
+    rows = 0
+    for t in blocks:
+        n = len(t)
+        if rows + n > most:
+            return None
+        for k in t.columns:
+            x = t.columns.raw(k)
+            if _is_arrow(x):
+                if k in numbers:
+                    return None
+                texts.setdefault(k, []).extend(getattr(x, "chunks", [x]))
+                continue
+            if k in texts or (k in numbers and (numbers[k].dtype.kind == "b") != (x.dtype.kind == "b")):
+                return None
+            if k not in numbers:
+                numbers[k] = np.empty(most, x.dtype)
+            elif np.result_type(numbers[k].dtype, x.dtype) != numbers[k].dtype:  # ints, then floats
+                numbers[k] = numbers[k].astype(np.result_type(numbers[k].dtype, x.dtype))
+            numbers[k][rows:rows + n] = x
+        lines[rows:rows + n] = t.lines
+        rows += n
+    if rows == 0:
+        return None
+    cols = {k: numbers[k][:rows] if k in numbers else pa.chunked_array(texts[k], type=pa.string())
+            for k in list(numbers) + list(texts)}
+    return Table(path, cols, lines[:rows])
+
+
+def _slice(t: Table, start: int, stop: int) -> Table:
+    """Rows ``start:stop`` of a table (views: no copy)."""
+    cols = {k: (v.slice(start, stop - start) if _is_arrow(v) else v[start:stop])
+            for k, v in ((k, t.columns.raw(k)) for k in t.columns)}
+    return Table(t.path, cols, t.lines[start:stop], t.kind)
+
+
+def _concat(tables: list[Table], strict: bool = False) -> Table | None:
+    """Tables of one file, one after the other (their columns are taken from them, one column at a
+    time: the pieces are spent). A column that is numbers in one piece and text in another (or
+    absent from one) becomes an object column, or with ``strict`` the result is None."""
+    import pyarrow as pa
+
+    if not tables:
+        return None
+    names = list(dict.fromkeys(k for t in tables for k in t.columns))
+    cols = {}
+    for k in names:
+        parts = [t.columns._data.pop(k, None) for t in tables]
+        kinds = {None if x is None else "text" if _is_arrow(x) else "bool" if x.dtype.kind == "b" else
+                 "number" if x.dtype.kind in "iuf" else "other" for x in parts}
+        if len(kinds) == 1 and kinds <= {"text", "number", "bool"}:
+            cols[k] = (pa.chunked_array([c for x in parts for c in getattr(x, "chunks", [x])], type=pa.string())
+                       if kinds == {"text"} else np.concatenate(parts))
+        elif strict:
+            return None
+        else:  # as the line readers have them: Python values, None where a piece lacks the column
+            cols[k] = np.concatenate([_object_column([None] * len(t)) if x is None else
+                                      np.asarray(x.to_numpy(zero_copy_only=False), dtype=object) if _is_arrow(x)
+                                      else x.astype(object) for x, t in zip(parts, tables)])
+    lines = np.concatenate([t.lines for t in tables])
+    return Table(tables[0].path, cols, lines, tables[0].kind)
+
+
+def _rechunk(tables: Iterator[Table], rows: int) -> Iterator[Table]:
+    """Tables of any sizes -> tables of ``rows`` rows (the last one fewer), in order."""
+    queue: list[Table] = []
+    have = 0
+    for t in tables:
+        queue.append(t)
+        have += len(t)
+        while have >= rows:
+            pieces, need = [], rows
+            while need:
+                head = queue[0]
+                take = min(need, len(head))
+                pieces.append(_slice(head, 0, take))
+                if take == len(head):
+                    queue.pop(0)
+                else:
+                    queue[0] = _slice(head, take, len(head))
+                need -= take
+            have -= rows
+            yield _concat(pieces)
+    if have:
+        yield _concat(queue)
+
+
+def _read_jsonl(path: Path, keep=None, numeric=()) -> Table:
+    for fast in (_read_jsonl_blocks, _read_jsonl_arrow):
+        table = fast(path, keep) if fast is _read_jsonl_blocks else fast(path)
+        if table is not None:
+            return table
     lines, rows, names = [], [], {}
     for n, obj in jsonl_records(path):
         lines.append(n)
@@ -361,7 +879,10 @@ def _object_column(values: list) -> np.ndarray:
     return out
 
 
-def _read_csv(path: Path) -> Table:
+def _read_csv(path: Path, keep=None, numeric=()) -> Table:
+    fast = _read_csv_numeric(path, keep, numeric) or _read_csv_arrow(path)
+    if fast is not None:
+        return fast
     records = csv_records(path)
     _, header = next(records)
     lines, rows = [], []
@@ -372,20 +893,30 @@ def _read_csv(path: Path) -> Table:
     return Table(path, cols, np.asarray(lines))
 
 
-def _read_parquet(path: Path) -> Table:
+def _read_parquet(path: Path, keep=None, numeric=()) -> Table:
     try:
         import pyarrow.parquet as pq
     except ImportError:
         raise DataError(f"{path}: reading Parquet needs pyarrow (pip install 'jaxlimits[parquet]')") from None
     try:
-        t = pq.read_table(path)
+        names = pq.read_schema(path).names
+        if keep is not None and (not set(keep) <= set(names) or len(set(names)) != len(names)):
+            keep = None  # all the columns: the errors (a missing or repeated name) list them
+        t = pq.read_table(path, columns=None if keep is None else list(keep), use_threads=False)
     except Exception as e:  # pyarrow raises several types for corrupt files
         raise DataError(f"{path}: not a readable Parquet file ({e})") from None
     repeated = sorted({h for h in t.column_names if t.column_names.count(h) > 1})
     if repeated:
         raise DataError(f"{path}: the column name(s) {', '.join(map(repr, repeated))} appear twice; which one is "
                         f"meant is ambiguous: rename or drop one")
-    cols = {name: np.asarray(t.column(name).to_numpy(zero_copy_only=False)) for name in t.column_names}
+    import pyarrow as pa
+
+    def column(col):  # text without nulls stays Arrow (Columns); the rest as before
+        if (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)) and not col.null_count:
+            return col
+        return np.asarray(col.to_numpy(zero_copy_only=False))
+
+    cols = {name: column(t.column(name)) for name in t.column_names}
     return Table(path, cols, np.arange(1, t.num_rows + 1), kind="row")
 
 
@@ -430,14 +961,14 @@ class Loaded:
       source: a description of the input (file, columns, rows).
       notes: what the loader did that the user should know (deduplication, conflicts).
       lines: per prompt, ``[samples]`` the file's line (or row) of each of its samples, in the
-        order of the :class:`Samples` row (for messages that name a sample).
+        order of the :class:`Samples` row (for messages that name a sample); a sequence.
     """
 
     samples: Samples
     prompt_ids: list[Any]
     source: dict[str, Any]
     notes: list[str] = field(default_factory=list)
-    lines: list[np.ndarray] = field(default_factory=list)
+    lines: Sequence[np.ndarray] = field(default_factory=list)
     kind: str = "line"
 
     def label(self, prompt: int, sample: int | None = None) -> str:
@@ -458,8 +989,10 @@ def _is_list_cell(v) -> bool:
 
 
 def _is_wide(table: Table, reward: str) -> bool:
-    col = table.columns.get(reward)
-    return col is not None and len(col) > 0 and col.dtype == object and _is_list_cell(col[0])
+    if reward not in table.columns or len(table) == 0:
+        return False
+    col = table.columns.raw(reward)
+    return (_is_arrow(col) or col.dtype == object) and _is_list_cell(table._cell(reward, 0))
 
 
 def _explode_wide(table: Table, prompt: str, names: list[str]) -> Table:
@@ -495,6 +1028,69 @@ def _explode_wide(table: Table, prompt: str, names: list[str]) -> Table:
     return Table(table.path, cols, np.asarray(lines), kind=table.kind)
 
 
+class _Groups:
+    """Rows grouped by prompt: ``codes`` ``[rows]`` (prompt of each row, 0..P-1) -> where each row goes
+    in the padded ``[P, N_max]`` arrays, its prompt's row in file order (as ``Samples.from_ragged``
+    pads a list of per-prompt arrays), with NumPy only: a stable argsort when the prompts' rows are
+    not contiguous, none when they are (the layout samplers write)."""
+
+    def __init__(self, codes: np.ndarray, num_prompts: int):
+        self.codes = codes
+        self.sizes = np.bincount(codes, minlength=num_prompts)
+        self.starts = np.concatenate([[0], np.cumsum(self.sizes)[:-1]])
+        self.width = int(self.sizes.max())
+        self.order = None if bool(np.all(codes[1:] >= codes[:-1])) else np.argsort(codes, kind="stable")
+        index = np.int32 if num_prompts * self.width < 2**31 else np.int64  # int32 where it fits: half the memory
+        pos = np.arange(len(codes), dtype=index)
+        pos -= np.repeat(self.starts.astype(index), self.sizes)  # place of each row (in prompt order) in its prompt
+        if self.order is not None:
+            pos[self.order] = pos.copy()
+        self.flat = codes.astype(index) * index(self.width)  # each row's index in the flattened [P, N_max] arrays
+        self.flat += pos
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.sizes), self.width
+
+    def pad(self, values: np.ndarray) -> np.ndarray:
+        """``[rows]`` -> ``[P, N_max]`` (zeros past a prompt's rows), in the float dtype :class:`Samples`
+        stores (float32 unless ``jax_enable_x64``: no float64 copy to be narrowed later)."""
+        import jax
+
+        out = np.zeros(self.shape, jax.dtypes.canonicalize_dtype(np.result_type(values.dtype, np.float32)))
+        out.reshape(-1)[self.flat] = values
+        return out
+
+    def mask(self) -> np.ndarray:
+        out = np.zeros(self.shape, bool)
+        out.reshape(-1)[self.flat] = True
+        return out
+
+    def first_row(self, p: int) -> int:
+        """The table row of prompt ``p``'s first sample."""
+        return int(self.starts[p] if self.order is None else self.order[self.starts[p]])
+
+    def ragged(self, values: np.ndarray) -> _Ragged:
+        """``[rows]`` -> per prompt, its rows' values in file order."""
+        return _Ragged(values if self.order is None else values[self.order], self.starts, self.sizes)
+
+
+class _Ragged(Sequence):
+    """Per prompt, a 1-D array (views into one flat array: no Python object per prompt until asked)."""
+
+    def __init__(self, flat: np.ndarray, starts: np.ndarray, sizes: np.ndarray):
+        self.flat, self.starts, self.sizes = flat, starts, sizes
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    def __getitem__(self, p):
+        if isinstance(p, slice):
+            return [self[i] for i in range(len(self))[p]]
+        p = range(len(self))[p]  # negative indices; IndexError past the end
+        return self.flat[self.starts[p]:self.starts[p] + self.sizes[p]]
+
+
 def _key(v):
     if isinstance(v, np.generic):
         v = v.item()
@@ -514,6 +1110,7 @@ def samples_from_table(
     dedupe: str | None = None,
     base_logprob: str | None = None,
     sampler_logprob: str | None = None,
+    _spend: bool = False,
 ) -> Loaded:
     """Groups a table by prompt into :class:`Samples`.
 
@@ -532,6 +1129,8 @@ def samples_from_table(
       base_logprob, sampler_logprob: optional columns of each response's sequence log-probability
         under the base model and under the sampler that drew it (temperature, top-p); their
         difference is the importance log-weight ``log pi0 - log q`` (MATH.md §1).
+      _spend: the table is the caller's own (:func:`load`'s): its columns are let go once read, so
+        that the padded arrays do not sit beside them.
 
     Raises:
       DataError: a missing column, a non-numeric or non-finite value (naming file, line, column).
@@ -543,7 +1142,7 @@ def samples_from_table(
     if _is_wide(table, reward):
         table = _explode_wide(table, prompt, [c for c in (reward, score, log_weight, count, dedupe,
                                                            base_logprob, sampler_logprob) if c])
-    pids = table.keys(prompt, option="--prompt-col")
+    codes, ids = table.codes(prompt, option="--prompt-col")
     values = {"reward": table.column(reward, option="--reward-col")}
     if score is not None:
         values["score"] = table.column(score, option="--score-col")
@@ -561,9 +1160,36 @@ def samples_from_table(
             raise DataError(f"{table.where(i)}: column {count!r} is {float(counts[i])}, not a whole number >= 0")
     keys = table.keys(dedupe, option="--dedupe") if dedupe else None
 
+    source = {
+        "file": str(table.path),
+        "rows": len(table),
+        "prompts": len(ids),
+        "columns": {k: v for k, v in dict(prompt=prompt, reward=reward, score=score, log_weight=log_weight,
+                                          count=count, dedupe=dedupe, base_logprob=base_logprob,
+                                          sampler_logprob=sampler_logprob).items() if v is not None},
+    }
+    if keys is None:  # no merging: every row is a sample, placed by array indexing (no Python per row)
+        groups = _Groups(codes, len(ids))
+        del codes
+        if counts is not None:
+            bad = np.flatnonzero(np.bincount(groups.codes, weights=counts, minlength=len(ids)) <= 0)
+            if bad.size:
+                p = int(bad[0])
+                raise DataError(f"{table.where(groups.first_row(p))}: prompt {ids[p]!r} has no sample with a "
+                                f"positive count")
+        if _spend:
+            table.columns = Columns()
+        padded = {name: groups.pad(values.pop(name)) for name in list(values)}  # each column let go once padded
+        if counts is not None:
+            padded["count"] = groups.pad(counts)
+            del counts
+        samples = Samples(padded.pop("reward"), scores=padded.pop("score", None),
+                          log_weights=padded.pop("log_weight", None), counts=padded.pop("count", None),
+                          mask=groups.mask())
+        return Loaded(samples, ids, source, [], groups.ragged(table.lines), table.kind)
     order: dict[Any, list[int]] = {}
-    for i, p in enumerate(pids):
-        order.setdefault(p, []).append(i)
+    for i, c in enumerate(codes.tolist()):
+        order.setdefault(ids[c], []).append(i)
     notes: list[str] = []
     per_prompt: dict[str, list[np.ndarray]] = {name: [] for name in values}
     per_counts: list[np.ndarray] = []
@@ -618,14 +1244,6 @@ def samples_from_table(
         log_weights=per_prompt.get("log_weight"),
         counts=per_counts if use_counts else None,
     )
-    source = {
-        "file": str(table.path),
-        "rows": len(table),
-        "prompts": len(order),
-        "columns": {k: v for k, v in dict(prompt=prompt, reward=reward, score=score, log_weight=log_weight,
-                                          count=count, dedupe=dedupe, base_logprob=base_logprob,
-                                          sampler_logprob=sampler_logprob).items() if v is not None},
-    }
     return Loaded(samples, list(order), source, notes, per_lines, table.kind)
 
 
@@ -666,4 +1284,9 @@ def load(path, **columns) -> Loaded:
       TypeError: an unknown keyword, or one column under both names.
       DataError: see :func:`samples_from_table`.
     """
-    return samples_from_table(read_table(path), **column_keywords(columns))
+    columns = column_keywords(columns)
+    numeric = [columns.get(k, d) for k, d in (("reward", "reward"), ("score", None), ("log_weight", None),
+                                             ("count", None), ("base_logprob", None), ("sampler_logprob", None))]
+    numeric = [c for c in numeric if c is not None]
+    needed = [columns.get("prompt", "prompt_id"), *numeric] + ([columns["dedupe"]] if columns.get("dedupe") else [])
+    return samples_from_table(read_table(path, columns=needed, numeric=numeric), **columns, _spend=True)

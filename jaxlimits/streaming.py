@@ -58,7 +58,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _sweep, estimators, moments
+from . import _sweep, estimators, io, moments
 from .frontier import Frontier, _from_pool, _pool_of, default_betas
 from .io import COMPRESSIONS, TEXT_FORMATS, DataError, Table, _format, _object_column, csv_records, jsonl_records
 from .samples import Samples, check_magnitudes, check_samples
@@ -520,6 +520,19 @@ def _expand(paths) -> list[Path]:
 
 
 def _chunks_jsonl(path: Path, names, chunk_rows: int) -> Iterator[Table]:
+    return io._rechunk(_tables_jsonl(path, names, chunk_rows), chunk_rows)
+
+
+def _tables_jsonl(path: Path, names, chunk_rows: int) -> Iterator[Table]:
+    """Blocks by pyarrow (:func:`jaxlimits.io._jsonl_block_tables`) where they read the file as the
+    line reader would, then (from the first block they cannot) line by line."""
+    start = 1
+    if io._arrow_modules(path) is not None:
+        try:
+            yield from io._jsonl_block_tables(path, names)
+            return
+        except io._NotExact as e:
+            start = e.line
     lines, rows = [], []
 
     def table():
@@ -528,6 +541,8 @@ def _chunks_jsonl(path: Path, names, chunk_rows: int) -> Iterator[Table]:
         return Table(path, cols, np.asarray(lines))
 
     for n, obj in jsonl_records(path):
+        if n < start:
+            continue
         lines.append(n)
         rows.append(obj)
         if len(rows) >= chunk_rows:
@@ -538,9 +553,22 @@ def _chunks_jsonl(path: Path, names, chunk_rows: int) -> Iterator[Table]:
 
 
 def _chunks_csv(path: Path, names, chunk_rows: int) -> Iterator[Table]:
+    return io._rechunk(_tables_csv(path, names, chunk_rows), chunk_rows)
+
+
+def _tables_csv(path: Path, names, chunk_rows: int) -> Iterator[Table]:
+    """Blocks by pyarrow (:func:`jaxlimits.io._csv_block_tables`, the kept columns as text) where
+    they read the file as the line reader would, then (from the first block they cannot) line by line."""
     records = csv_records(path)
-    _, header = next(records)
+    header_line, header = next(records)
     keep = [(i, h) for i, h in enumerate(header) if h in names]
+    start = 0
+    if io._arrow_modules(path) is not None and header_line == 1:
+        try:
+            yield from io._csv_block_tables(path, header, [h for _, h in keep])
+            return
+        except io._NotExact as e:
+            start = e.line
     lines, rows = [], []
 
     def table():
@@ -548,6 +576,8 @@ def _chunks_csv(path: Path, names, chunk_rows: int) -> Iterator[Table]:
         return Table(path, cols, np.asarray(lines))
 
     for n, row in records:
+        if n < start:
+            continue
         lines.append(n)
         rows.append(row)
         if len(rows) >= chunk_rows:
@@ -630,7 +660,10 @@ def iter_chunks(paths, columns: Sequence[str], chunk_rows: int = 100_000) -> Ite
 
     Yields:
       :class:`jaxlimits.io.Table` chunks, whose ``lines`` are the rows' line (or row) numbers in
-      their file, for error messages.
+      their file, for error messages. Uncompressed JSON Lines and CSV files from
+      ``io.ARROW_MIN_BYTES`` on are parsed by pyarrow in blocks of whole lines (cut to
+      ``chunk_rows``), line by line from the first block pyarrow cannot read exactly as the line
+      readers would.
     """
     if int(chunk_rows) < 1:
         raise ValueError(f"chunk_rows must be a positive number of rows, got {chunk_rows}")
@@ -924,3 +957,182 @@ def sweep_files(
         prompts = jax.tree.map(lambda *a: jnp.asarray(np.concatenate(a, axis=0)), *stats)
     front = _from_pool(pool, jnp.asarray(betas, dtype), prompts)
     return FileSweep(front, done_ids, rows, files)
+
+
+# ----------------------------------------------------------------------------------------------
+# Out-of-core summaries (``jaxlimits info --stream``)
+
+
+class PromptSummary(NamedTuple):
+    """Per-prompt figures of a long table, each ``[prompts]`` float64 (in order of first appearance).
+
+    Attributes:
+      prompt_ids: the prompt identifiers.
+      rows: rows that count (positive count; an importance log-weight is always finite).
+      draws: draws, the sum of the counts over those rows.
+      r_min, r_max: smallest and largest reward.
+      sum_r: ``sum count * r``, the draws' reward total.
+      draws_at_max: draws whose reward is the prompt's largest.
+      base_mass_at_max: ``u(max r)``, the base law's mass at the largest reward (``draws_at_max /
+        draws`` without importance weights).
+      base_mean: ``sum u r``, the mean reward under the base law (importance-weighted; NaN
+        without weights).
+      weighted: whether importance log-weights were given.
+      rows_read: rows read in all.
+      files: the files read.
+    """
+
+    prompt_ids: list
+    rows: np.ndarray
+    draws: np.ndarray
+    r_min: np.ndarray
+    r_max: np.ndarray
+    sum_r: np.ndarray
+    draws_at_max: np.ndarray
+    base_mass_at_max: np.ndarray
+    base_mean: np.ndarray
+    weighted: bool
+    rows_read: int
+    files: list
+
+
+#: The running per-prompt sums of :func:`summarize_files` (log-weight sums relative to ``ref``).
+_SUM_FIELDS = ("rows", "draws", "r_min", "r_max", "sum_r", "draws_at_max", "ref", "w", "wr", "w_at_max")
+_SUM_EMPTY = {"rows": 0.0, "draws": 0.0, "r_min": np.inf, "r_max": -np.inf, "sum_r": 0.0, "draws_at_max": 0.0,
+              "ref": -np.inf, "w": 0.0, "wr": 0.0, "w_at_max": 0.0}
+
+
+def _chunk_sums(code: np.ndarray, k: int, r: np.ndarray, c: np.ndarray, lw: np.ndarray | None) -> dict:
+    """Per-prompt sums of one chunk's valid rows (``code`` in ``0..k-1``): NumPy scatter operations."""
+    out = {"rows": np.bincount(code, minlength=k).astype(np.float64),
+           "draws": np.bincount(code, weights=c, minlength=k),
+           "r_min": np.full(k, np.inf), "r_max": np.full(k, -np.inf),
+           "sum_r": np.bincount(code, weights=c * r, minlength=k)}
+    np.minimum.at(out["r_min"], code, r)
+    np.maximum.at(out["r_max"], code, r)
+    top = r == out["r_max"][code]
+    out["draws_at_max"] = np.bincount(code, weights=np.where(top, c, 0.0), minlength=k)
+    if lw is not None:  # w = count * exp(log-weight), relative to the chunk's largest log w
+        logw = lw + np.log(c)
+        out["ref"] = np.full(k, -np.inf)
+        np.maximum.at(out["ref"], code, logw)
+        w = np.exp(logw - out["ref"][code])
+        out["w"] = np.bincount(code, weights=w, minlength=k)
+        out["wr"] = np.bincount(code, weights=w * r, minlength=k)
+        out["w_at_max"] = np.bincount(code, weights=np.where(top, w, 0.0), minlength=k)
+    return out
+
+
+def _merge_sums(a: dict, b: dict) -> dict:
+    """Per-prompt sums of disjoint rows combined (maxima, and log-weight sums rebased to the larger reference)."""
+    out = {k: a[k] + b[k] for k in ("rows", "draws", "sum_r")}
+    out["r_min"] = np.minimum(a["r_min"], b["r_min"])
+    out["r_max"] = top = np.maximum(a["r_max"], b["r_max"])
+    out["draws_at_max"] = np.where(a["r_max"] == top, a["draws_at_max"], 0.0) + np.where(
+        b["r_max"] == top, b["draws_at_max"], 0.0)
+    out["ref"] = ref = np.maximum(a["ref"], b["ref"])
+    with np.errstate(invalid="ignore"):  # -inf - -inf: a side with no weight yet
+        sa = np.where(np.isfinite(a["ref"]), np.exp(a["ref"] - ref), 0.0)
+        sb = np.where(np.isfinite(b["ref"]), np.exp(b["ref"] - ref), 0.0)
+    out["w"] = a["w"] * sa + b["w"] * sb
+    out["wr"] = a["wr"] * sa + b["wr"] * sb
+    out["w_at_max"] = np.where(a["r_max"] == top, a["w_at_max"] * sa, 0.0) + np.where(
+        b["r_max"] == top, b["w_at_max"] * sb, 0.0)
+    return out
+
+
+def summarize_files(
+    paths,
+    *,
+    prompt: str = "prompt_id",
+    reward: str = "reward",
+    score: str | None = None,
+    log_weight: str | None = None,
+    count: str | None = None,
+    base_logprob: str | None = None,
+    sampler_logprob: str | None = None,
+    chunk_rows: int = 100_000,
+    dtype=None,
+) -> PromptSummary:
+    """Per-prompt summary figures of long-format files read ``chunk_rows`` rows at a time.
+
+    Memory: the chunk, and per prompt its id and ten numbers (a prompt's rows need not be
+    contiguous; the medians need every prompt's figures).
+    The figures are those ``jaxlimits info`` reports from :class:`~jaxlimits.Samples` (the values
+    are first rounded to ``dtype``, as :class:`~jaxlimits.Samples` stores them), summed in another
+    order: equal to rounding.
+
+    Args:
+      paths: a file, a directory of files, or a list of them (as :func:`sweep_files`).
+      prompt, reward, score, log_weight, count, base_logprob, sampler_logprob: column names (as in
+        :func:`jaxlimits.io.load`; the two log-probabilities give the log-weight; the score
+        column is only checked: every cell a finite number).
+      chunk_rows: rows read at a time.
+      dtype: float dtype the values are rounded to (default: float64 under ``jax_enable_x64``,
+        else float32).
+
+    Returns:
+      A :class:`PromptSummary`.
+
+    Raises:
+      DataError: a missing column, a bad value (naming file, line and column), or a prompt
+        without a sample with a positive count (naming its first line).
+    """
+    if (base_logprob is None) != (sampler_logprob is None):
+        raise DataError("the log-probability correction needs both --base-logprob-col and --sampler-logprob-col")
+    if base_logprob is not None and log_weight is not None:
+        raise DataError("give either a log-weight column or the two log-probability columns, not both")
+    dtype = np.dtype(jnp.result_type(float) if dtype is None else dtype)
+    names = [c for c in (prompt, reward, score, log_weight, count, base_logprob, sampler_logprob) if c is not None]
+    weighted = log_weight is not None or base_logprob is not None
+    files = [str(p) for p in _expand(paths)]
+    slot: dict[Any, int] = {}
+    total = {k: np.zeros(0) for k in _SUM_FIELDS}
+    where: list[str] = []  # the first line of each prompt, for the error naming it
+    rows_read = 0
+
+    def rounded(x):
+        return x.astype(dtype).astype(np.float64)
+
+    for tab in iter_chunks(paths, names, chunk_rows):
+        codes, ids = tab.codes(prompt, option="--prompt-col")
+        r = rounded(tab.column(reward, option="--reward-col"))
+        if score is not None:
+            tab.column(score, option="--score-col")
+        c = np.ones(len(tab)) if count is None else rounded(tab.column(count, option="--count-col"))
+        if count is not None:
+            bad = (c < 0) | (c != np.round(c))
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise DataError(f"{tab.where(i)}: column {count!r} is {float(c[i])}, not a whole number >= 0")
+        lw = None
+        if log_weight is not None:
+            lw = rounded(tab.column(log_weight, option="--log-weight-col"))
+        elif base_logprob is not None:
+            lw = rounded(tab.column(base_logprob, option="--base-logprob-col")
+                         - tab.column(sampler_logprob, option="--sampler-logprob-col"))
+        new = [j for j, k in enumerate(ids) if k not in slot]
+        if new:  # room for the new prompts, and where each first appears
+            first = np.unique(codes, return_index=True)[1]  # codes are 0..k-1 in order of first appearance
+            for j in new:
+                slot[ids[j]] = len(slot)
+                where.append(tab.where(int(first[j])))
+            total = {f: np.concatenate([v, np.full(len(new), _SUM_EMPTY[f])]) for f, v in total.items()}
+        keep = c > 0
+        part = _chunk_sums(codes[keep], len(ids), r[keep], c[keep], None if lw is None else lw[keep])
+        for f in _SUM_FIELDS:
+            part.setdefault(f, np.full(len(ids), _SUM_EMPTY[f]))
+        at = np.fromiter((slot[k] for k in ids), np.int64, len(ids))
+        merged = _merge_sums({f: v[at] for f, v in total.items()}, part)
+        for f in _SUM_FIELDS:
+            total[f][at] = merged[f]
+        rows_read += len(tab)
+    bad = np.flatnonzero(~(total["draws"] > 0))
+    if bad.size:
+        p = int(bad[0])
+        raise DataError(f"{where[p]}: prompt {list(slot)[p]!r} has no sample with a positive count")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mass = total["w_at_max"] / total["w"] if weighted else total["draws_at_max"] / total["draws"]
+        mean = total["wr"] / total["w"] if weighted else np.full(len(slot), np.nan)
+    return PromptSummary(list(slot), total["rows"], total["draws"], total["r_min"], total["r_max"], total["sum_r"],
+                         total["draws_at_max"], mass, mean, weighted, rows_read, files)
