@@ -1,0 +1,465 @@
+r"""Beyond what the samples show: the tilt from a model of the reward's upper tail.
+
+``N`` plain samples can show a KL of at most ``log N`` (MATH.md §3), and the empirical estimate is
+trusted well below that. The tilt at small beta is dominated by the top of the reward law, which
+extreme-value theory describes with few parameters (Pickands 1975; Coles, *An Introduction to
+Statistical Modeling of Extreme Values*, 2001, ch. 4). Per prompt, the law of ``r`` is modelled as
+
+* the empirical **body**: the ``N - M`` draws at or below the threshold ``u = r_(M+1)`` (the
+  ``(M+1)``-th largest), each of mass ``1/N``;
+* a generalised Pareto **tail** of mass ``M/N`` above ``u``: ``r = u + Y``,
+  ``P(Y > y) = (1 + xi y / sigma)^(-1/xi)``, fitted to the ``M`` exceedances by Zhang and
+  Stephens' estimator (:func:`jaxlimits.psis.gpd_fit`, **without** PSIS's prior, which pulls
+  ``xi`` towards 0.5 with the weight of 10 draws: a strong bias at ``M = 12``).
+
+The shape decides what exists. ``xi < 0``: a finite upper end ``u + sigma/|xi|``; the tilt exists
+at every beta and the gain saturates at that end (not at the sample max). ``xi = 0``
+(exponential-type): ``E exp(Y/beta) = 1/(1 - sigma/beta)``, so the tilt exists only for
+``beta > sigma``, the *critical beta*. ``xi > 0`` (polynomial tail): no tilt at any beta.
+Samples cannot tell ``xi = 0`` from a small ``xi`` of either sign; the model takes the
+exponential tail (``xi = 0``, ``sigma`` the mean exceedance) unless a likelihood-ratio test
+rejects it at 5% (``2 (l_gpd - l_exp) > 3.84``), so an exponential-looking tail gets a critical
+beta rather than a coin-flip between "no tilt at all" and "a tilt everywhere".
+
+With ``x = r - u`` and ``lam = 1/beta`` (``E_t`` the tilted tail mean),
+
+.. math::
+
+   Z_u = \frac1N \sum_{\rm body} e^{\lambda x_i} + \frac MN E[e^{\lambda Y}], \quad
+   \mathrm{gain} = E_{\pi_\beta}[x] - E_{\pi_0}[x], \quad
+   \mathrm{KL} = \lambda E_{\pi_\beta}[x] - \log Z_u .
+
+``E[e^{lam Y}]`` and the tilted mean of ``Y`` come from Gauss-Legendre quadrature in
+``s = log P(Y > y)`` (``y = sigma expm1(-xi s) / xi``): the log-integrand ``s + lam y(s)`` is
+smooth and unimodal, its mode and the range where it is within ``QUAD_DEPTH`` nats of it are
+known in closed form, so a fixed number of nodes serves every (prompt, beta) under ``jit``.
+
+Uncertainty (:func:`tail_curve`): a parametric bootstrap (``M`` exceedances drawn from the fitted
+tail, refitted with the same rule, body and threshold kept) at each of a few thresholds
+(``M`` times ``THRESHOLDS``); the interval is the envelope of the per-threshold percentile
+intervals. A replicate whose tilt does not exist at a beta counts as ``+inf`` gain and KL there,
+so an upper limit is infinite when more than ``(1 - level)/2`` of them lack it.
+
+The interval covers the tail's parameter and threshold uncertainty, not the body's sampling
+error (small where the tail carries the tilt; the measured points of :func:`jaxlimits.frontier`
+carry their own standard errors). Only plain samples (optionally ragged, ``mask``) with
+``scores = rewards``: the tail is a model of ``r`` alone.
+"""
+
+from __future__ import annotations
+
+import functools
+import statistics
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import estimators, psis, tables
+from .samples import Samples, check_samples
+
+Array = jax.Array
+
+#: Multipliers of the tail size ``M = jaxlimits.psis.tail_size(N)`` refitted for threshold sensitivity.
+THRESHOLDS = (0.5, 1.0, 2.0)
+#: Likelihood-ratio statistic above which the exponential tail (``xi = 0``) is rejected (chi^2_1, 95%).
+EXP_TEST = 3.841458820694124
+#: Nodes of the Gauss-Legendre rule over the tail.
+QUAD_NODES = 64
+#: The quadrature's range: where the log-integrand is within this many nats of its maximum.
+QUAD_DEPTH = 40.0
+#: Fewest valid draws per prompt for a tail fit (``jaxlimits.psis.MIN_TAIL`` exceedances at ``M = N/5``).
+MIN_DRAWS = 5 * psis.MIN_TAIL
+
+_GL_X, _GL_W = np.polynomial.legendre.leggauss(QUAD_NODES)
+
+
+class TailFit(NamedTuple):
+    """The fitted tail of each prompt at each threshold; fields ``[..., thresholds]``.
+
+    Attributes:
+      threshold: ``u``, the ``(M+1)``-th largest reward.
+      size: ``M``, the number of exceedances (the tail has mass ``M / N``).
+      xi, sigma: the generalised Pareto shape and scale (``xi = 0`` where the exponential tail
+        was kept; NaN where no fit was possible: a flat tail of tied rewards).
+    """
+
+    threshold: Array
+    size: Array
+    xi: Array
+    sigma: Array
+
+
+def _xi_safe(xi):
+    return jnp.where(xi == 0, 1.0, xi)
+
+
+def gpd_quantile_y(xi, sigma, log_surv):
+    """``y`` with ``log P(Y > y) = log_surv`` under ``GPD(xi, sigma)`` (``xi = 0``: exponential)."""
+    return jnp.where(xi == 0, -sigma * log_surv, sigma * jnp.expm1(-xi * log_surv) / _xi_safe(xi))
+
+
+def tail_mgf(xi, sigma, lam):
+    r"""``log E[exp(lam Y)]`` and the tilted mean ``E[Y exp(lam Y)] / E[exp(lam Y)]``, ``Y ~ GPD(xi, sigma)``.
+
+    Shapes broadcast. ``xi > 0``, or ``xi = 0`` with ``lam sigma >= 1``: the expectation is
+    infinite (``+inf``, tilted mean ``+inf``). ``xi = 0`` otherwise: the closed form
+    ``-log(1 - lam sigma)``, ``sigma / (1 - lam sigma)``. ``xi < 0``: Gauss-Legendre in
+    ``s = log P(Y > y)`` on the range where ``h(s) = s + lam y(s)`` is within
+    :data:`QUAD_DEPTH` of its maximum (mode ``s* = log(lam sigma) / xi`` when ``lam sigma > 1``,
+    else ``0``; with ``alpha = 1/|xi|`` and ``q = depth/alpha``, ``h(s*) - h(s) >= depth`` below
+    ``s* - alpha (q + sqrt(q^2 + 8 q)) / 2`` and above ``s* + sqrt(2 depth alpha)``).
+    """
+    xi, sigma, lam = jnp.broadcast_arrays(*[jnp.asarray(v) for v in (xi, sigma, lam)])
+    dtype = jnp.result_type(xi.dtype, sigma.dtype, lam.dtype)
+    a = lam * sigma
+    # exponential tail
+    exp_ok = (xi == 0) & (a < 1)
+    a_e = jnp.where(exp_ok, a, 0)
+    log_e = -jnp.log1p(-a_e)
+    mean_e = sigma / (1 - a_e)
+    # finite end: quadrature
+    neg = xi < 0
+    xs = jnp.where(neg, xi, -1.0)
+    alpha = -1 / xs
+    a_q = jnp.where(neg, a, 1.0)
+    s_c = jnp.where(a_q > 1, jnp.log(jnp.where(a_q > 1, a_q, 2.0)) / xs, 0.0)
+    q = QUAD_DEPTH / alpha
+    s_lo = s_c - alpha * (q + jnp.sqrt(q * q + 8 * q)) / 2
+    s_hi = jnp.where(a_q > 1, jnp.minimum(0.0, s_c + jnp.sqrt(2 * QUAD_DEPTH * alpha)), 0.0)
+    half = (s_hi - s_lo) / 2
+    nodes = jnp.asarray(_GL_X, dtype)
+    s = s_lo[..., None] + half[..., None] * (nodes + 1)
+    z = jnp.expm1(-xs[..., None] * s) / xs[..., None]  # y / sigma
+    h = s + a_q[..., None] * z + jnp.log(jnp.asarray(_GL_W, dtype)) + jnp.log(half)[..., None]
+    log_q = jax.nn.logsumexp(h, axis=-1)
+    mean_q = jnp.where(neg, sigma, 1.0) * jnp.sum(jax.nn.softmax(h, axis=-1) * z, axis=-1)
+    inf = jnp.asarray(jnp.inf, dtype)
+    log_mgf = jnp.where(neg, log_q, jnp.where(exp_ok, log_e, inf))
+    mean = jnp.where(neg, mean_q, jnp.where(exp_ok, mean_e, inf))
+    nan = jnp.isnan(xi) | jnp.isnan(sigma)
+    return jnp.where(nan, jnp.nan, log_mgf).astype(dtype), jnp.where(nan, jnp.nan, mean).astype(dtype)
+
+
+def _fit(exceed, m):
+    """Selected tail ``(xi, sigma)`` and the exponential scale from descending exceedances ``[..., K]``.
+
+    Only the first ``m`` exceedances are used; the exponential scale (their mean) is what a
+    pooled point uses for the few prompts whose fit says ``xi > 0`` (:func:`tail_curve`).
+    """
+    dtype = exceed.dtype
+    m = jnp.asarray(m, dtype)
+    valid = jnp.arange(exceed.shape[-1]) < m[..., None]
+    x = jnp.where(valid, exceed, 0)
+    xi, sigma = psis.gpd_fit(exceed, m, prior_weight=0.0)
+    sig_e = jnp.sum(x, axis=-1) / m
+    ll_exp = -m * jnp.log(sig_e) - m
+    ratio = jnp.where(valid, xi[..., None] * x / jnp.where(jnp.isfinite(sigma), sigma, 1.0)[..., None], 0)
+    ll_gpd = -m * jnp.log(sigma) - (1 + 1 / _xi_safe(xi)) * jnp.sum(jnp.log1p(ratio), axis=-1)
+    keep_exp = ~(2 * (ll_gpd - ll_exp) > EXP_TEST)
+    ok = jnp.isfinite(xi) & jnp.isfinite(sigma) & (sigma > 0)
+    xi = jnp.where(ok, jnp.where(keep_exp, 0.0, xi), jnp.nan)
+    sigma = jnp.where(ok, jnp.where(keep_exp, sig_e, sigma), jnp.nan)
+    return xi.astype(dtype), sigma.astype(dtype), jnp.where(ok, sig_e, jnp.nan).astype(dtype)
+
+
+def _body(sorted_r, n, m, lam):
+    """Per prompt, threshold, beta: body log-sum ``A0``, tilted body mean ``A1`` of ``x = r - u``, base sum.
+
+    ``sorted_r [P, N]`` descending (padding ``-inf`` at the end), ``n [P]``, ``m [P, T]``,
+    ``lam [B]``. Returns ``u [P, T]`` and ``A0, A1 [P, T, B]``, ``S0 [P, T]`` (``sum_body x / N``).
+    """
+    rank = jnp.arange(sorted_r.shape[1])
+    u = jnp.take_along_axis(sorted_r, m.astype(jnp.int32), axis=1)  # [P, T]
+    body = (rank[None, None, :] >= m[..., None]) & (rank[None, None, :] < n[:, None, None])  # [P, T, N]
+    x = jnp.where(body, sorted_r[:, None, :] - u[..., None], 0)  # <= 0 in the body
+    logits = jnp.where(body[..., None, :], lam[:, None] * x[..., None, :], -jnp.inf)  # [P, T, B, N]
+    a0 = jax.nn.logsumexp(logits, axis=-1) - jnp.log(n)[:, None, None]
+    a1 = jnp.sum(jnp.where(body[..., None, :], jax.nn.softmax(logits, axis=-1) * x[..., None, :], 0), axis=-1)
+    s0 = jnp.sum(x, axis=-1) / n[:, None]
+    return u, a0, a1, s0
+
+
+def _curve(a0, a1, s0, frac, xi, sigma, lam):
+    """Gain, KL and ``log Z_u`` of body + tail; all broadcast to ``[..., B]`` (``frac = M / N``)."""
+    log_mgf, t1 = tail_mgf(xi[..., None], sigma[..., None], lam)
+    exists = jnp.isfinite(log_mgf)
+    lt = jnp.log(frac)[..., None] + jnp.where(exists, log_mgf, 0)
+    log_z = jnp.logaddexp(a0, lt)
+    p_tail = jnp.exp(lt - log_z)
+    tilted = (1 - p_tail) * a1 + p_tail * jnp.where(exists, t1, 0)
+    mean_y = jnp.where(xi < 1, sigma / (1 - jnp.where(xi < 1, xi, 0)), jnp.inf)
+    base = s0 + frac * mean_y
+    gain = tilted - base[..., None]
+    kl = lam * tilted - log_z
+    inf = jnp.asarray(jnp.inf, gain.dtype)
+    nan = jnp.isnan(log_mgf)
+    gain = jnp.where(nan, jnp.nan, jnp.where(exists, gain, inf))
+    kl = jnp.where(nan, jnp.nan, jnp.where(exists, jnp.maximum(kl, 0), inf))
+    return gain, kl, jnp.where(exists, log_z, inf)
+
+
+def _draw_exceedances(key, xi, sigma, k_slots):
+    """``[R, ..., K]`` descending GPD draws (``xi = 0``: exponential); slots past ``M`` are ignored later."""
+    u = jax.random.uniform(key, xi.shape + (k_slots,), xi.dtype, minval=jnp.finfo(xi.dtype).tiny)
+    y = gpd_quantile_y(xi[..., None], sigma[..., None], jnp.log(u))
+    return -jnp.sort(-y, axis=-1)
+
+
+@functools.partial(jax.jit, static_argnames=("replicates", "k_slots"))
+def _tail_core(sorted_r, n, m, lam, key, replicates: int, k_slots: int):
+    """Fits, point curves and bootstrap curves; see :func:`tail_curve`."""
+    dtype = sorted_r.dtype
+    top = jnp.where(jnp.isfinite(sorted_r[:, :k_slots + 1]), sorted_r[:, :k_slots + 1], -jnp.inf)
+    u_top = jnp.take_along_axis(top, m.astype(jnp.int32), axis=1)  # [P, T]
+    slot = jnp.arange(k_slots)
+    valid = slot < m[..., None]
+    exceed = jnp.where(valid, top[:, None, :k_slots] - u_top[..., None], 0)  # [P, T, K] descending
+    xi, sigma, sig_e = _fit(exceed, m)
+    u, a0, a1, s0 = _body(sorted_r, n, m, lam)
+    frac = m.astype(dtype) / n[:, None]
+    curve = lambda x, s: _curve(a0, a1, s0, frac, x, s, lam)[:2]  # noqa: E731
+
+    def pooled(g, k, x, s_e):
+        """Per prompt ``[P, T, B]`` -> pooled ``[T, B]``: prompts with ``xi > 0`` take their exponential tail."""
+        ge, ke = curve(jnp.zeros_like(s_e), s_e)
+        heavy = (x > 0)[..., None]
+        share = jnp.mean(heavy.astype(dtype), axis=0)
+        mean = lambda v, e: jnp.where(share > estimators.SHARE_MAX, jnp.inf, jnp.mean(jnp.where(heavy, e, v), 0))  # noqa: E731
+        return mean(g, ge), mean(k, ke), share
+
+    gain, kl = curve(xi, sigma)
+    pool = pooled(gain, kl, xi, sig_e)
+
+    def one(k):
+        y = _draw_exceedances(k, jnp.nan_to_num(xi), jnp.nan_to_num(sigma, nan=1.0), k_slots)
+        y = jnp.where(valid, y, 0)
+        xb, sb, eb = _fit(y, m)
+        failed = jnp.isnan(xi)
+        xb, sb, eb = (jnp.where(failed, jnp.nan, v) for v in (xb, sb, eb))
+        g, k_ = curve(xb, sb)
+        pg, pk, _ = pooled(g, k_, xb, eb)
+        return g, k_, xb, sb, pg, pk
+
+    reps = jax.lax.map(one, jax.random.split(key, replicates))
+    return TailFit(u, m, xi, sigma), gain, kl, pool, reps
+
+
+class TailCurve(NamedTuple):
+    """The tail model's tilt per prompt and pooled, with its uncertainty.
+
+    Fields ``[betas]`` (pooled: means over prompts at each shared beta). A prompt whose fit says
+    ``xi > 0`` has no tilt; when at most ``jaxlimits.estimators.SHARE_MAX`` of the prompts say so
+    (what a 5% test gives when all tails are exponential-type), they enter the mean with their
+    exponential tail; beyond that share the pooled point has no tilt (``NO_TILT``, NaN). Where a
+    prompt's exponential tail has no tilt (beta below its critical beta), neither has the pool.
+      betas: the KL penalties (as given).
+      gain, kl: the model's gain (tilted minus base mean reward) and ``KL(pi_beta || pi0)`` at the
+        main threshold (``M = jaxlimits.psis.tail_size(N)``); NaN where the tilt does not exist.
+      gain_lo, gain_hi, kl_lo, kl_hi: the combined interval (the envelope over the thresholds of
+        the parametric bootstrap's percentile intervals); ``+inf`` upper limits where too many
+        replicates have no tilt.
+      gain_se, kl_se: ``(hi - lo) / (2 z)``, the interval's width as a normal SE (``inf`` where it
+        is open).
+      extrapolated: the model's KL beyond ``KL_CEILING_FRACTION`` of the sample ceiling (the
+        empirical estimate's trust region, ``jaxlimits.estimators``): the point comes from the
+        model, not from what the samples show.
+      reasons: ``int32`` bitmask (``jaxlimits.estimators.reason_names``): ``NO_TILT`` where the
+        fitted tail says the tilt does not exist; ``FEW`` where a prompt's tail could not be
+        fitted (tied top rewards).
+    Fields ``[prompts, betas]`` with the prefix ``prompt_``: the same per prompt.
+    Fields ``[prompts]``:
+      xi, xi_lo, xi_hi: the fitted shape (0: the exponential tail was kept) and its interval.
+      upper_end, upper_end_lo, upper_end_hi: the fitted upper end of the reward law,
+        ``u + sigma / |xi|`` (``inf`` for ``xi >= 0``), and its interval.
+      critical_beta, critical_beta_lo, critical_beta_hi: the smallest beta at which the tilt
+        exists: 0 for ``xi < 0``, ``sigma`` for the exponential tail, ``inf`` for ``xi > 0``.
+      kl_ceiling: ``log N`` (plain samples), the most the samples themselves can show.
+    Scalars: level, replicates. ``fit``: the :class:`TailFit` ``[prompts, thresholds]``.
+    """
+
+    betas: Array
+    gain: Array
+    kl: Array
+    gain_lo: Array
+    gain_hi: Array
+    kl_lo: Array
+    kl_hi: Array
+    gain_se: Array
+    kl_se: Array
+    extrapolated: Array
+    reasons: Array
+    prompt_gain: Array
+    prompt_kl: Array
+    prompt_gain_lo: Array
+    prompt_gain_hi: Array
+    prompt_kl_lo: Array
+    prompt_kl_hi: Array
+    prompt_extrapolated: Array
+    prompt_reasons: Array
+    xi: Array
+    xi_lo: Array
+    xi_hi: Array
+    upper_end: Array
+    upper_end_lo: Array
+    upper_end_hi: Array
+    critical_beta: Array
+    critical_beta_lo: Array
+    critical_beta_hi: Array
+    kl_ceiling: Array
+    level: float
+    replicates: int
+    fit: TailFit
+
+    def _columns(self):
+        return tables.columns(self, shape_of="betas")
+
+    def _summary(self):
+        ext = np.asarray(self.extrapolated)
+        xi = np.asarray(self.xi, float)
+        return tables.summary(self, shape_of="betas", headline=[
+            f"GPD tail model, {np.asarray(self.prompt_gain).shape[0]} prompts", f"KL {tables.span(self.kl)} nats",
+            f"{int(ext.sum())} of {ext.size} extrapolated", tables.flagged(self.reasons),
+            f"xi {tables.span(xi)}", f"{self.level:.0%} intervals from {self.replicates} replicates"])
+
+    rows, to_dict, to_pandas, __repr__, _repr_html_ = tables.METHODS
+
+
+def _sorted_plain(samples: Samples, where: str):
+    """Host arrays: rewards sorted descending with ``-inf`` padding, valid draws per prompt."""
+    check_samples(samples, where)
+    if samples.log_weights is not None or samples.counts is not None or samples.exact:
+        raise ValueError(f"{where}: the tail model needs plain samples (no log-weights, counts or exact law); "
+                         "expand counts into repeated rows")
+    if samples.has_scores:
+        raise ValueError(f"{where}: the tail model is a model of the rewards alone; samples with separate scores "
+                         "are not supported (drop the scores to get the reward's frontier)")
+    r = np.asarray(samples.rewards)
+    valid = np.asarray(samples.valid())
+    n = valid.sum(axis=1)
+    few = np.flatnonzero(n < MIN_DRAWS)
+    if few.size:
+        p = int(few[0])
+        raise ValueError(f"{where}: prompt {p} has {int(n[p])} valid samples; a tail fit needs at least {MIN_DRAWS} "
+                         f"({psis.MIN_TAIL} exceedances at the smallest threshold)")
+    srt = -np.sort(-np.where(valid, r, -np.inf), axis=1)
+    return srt, n
+
+
+def tail_sizes(n, thresholds=THRESHOLDS) -> np.ndarray:
+    """``[P, T]`` exceedance counts: ``tail_size(n)`` times each multiplier, within ``[MIN_TAIL, n/2]``."""
+    base = np.asarray(psis.tail_size(np.asarray(n)), float)
+    m = np.round(base[:, None] * np.asarray(thresholds, float)[None, :])
+    return np.clip(m, psis.MIN_TAIL, np.floor(np.asarray(n)[:, None] / 2)).astype(np.int64)
+
+
+def _quantiles(x, level, axis):
+    """Lower and upper percentile limits, conservative order statistics (``+inf`` kept, NaN ignored)."""
+    lo = jnp.nanquantile(x, (1 - level) / 2, axis=axis, method="lower")
+    hi = jnp.nanquantile(x, (1 + level) / 2, axis=axis, method="higher")
+    return lo, hi
+
+
+def tail_curve(samples: Samples, betas, *, level: float = 0.95, replicates: int = 200,
+               thresholds=THRESHOLDS, key: Array | None = None) -> TailCurve:
+    r"""The tail model's gain and KL at any betas, per prompt and pooled, with intervals.
+
+    The function for every consumer of extrapolated points (``frontier(tail="gpd")``, inversions,
+    ``compare``): one call gives the curve, its interval, ``extrapolated`` and ``reasons``.
+
+    Args:
+      samples: plain :class:`Samples` ``[P, N]`` (a mask for ragged prompts is fine), at least
+        :data:`MIN_DRAWS` valid draws per prompt, rewards only.
+      betas: ``[B]`` KL penalties, shared by all prompts.
+      level: coverage of the intervals.
+      replicates: parametric bootstrap replicates per threshold.
+      thresholds: multipliers of ``M = jaxlimits.psis.tail_size(N)`` refitted for threshold
+        sensitivity; the point estimate uses the one nearest 1.
+      key: ``jax.random`` key (default ``PRNGKey(0)``).
+
+    Returns:
+      A :class:`TailCurve`.
+
+    Raises:
+      ValueError: log-weights, counts or scores; a prompt (named) with too few valid samples;
+        betas that are not positive; a level outside (0, 1).
+
+    Examples:
+      >>> import numpy as np, jaxlimits as jl
+      >>> r = np.random.default_rng(0).uniform(size=(4, 256))
+      >>> c = jl.tail_curve(jl.Samples(r), [1.0, 0.01], replicates=50)
+      >>> bool(c.gain[1] < 0.5 + 1e-6)  # uniform rewards: the gain saturates at 1 - 1/2
+      True
+    """
+    srt, n = _sorted_plain(samples, "tail_curve")
+    betas_np = np.asarray(betas, dtype=srt.dtype)
+    if betas_np.ndim != 1 or betas_np.size == 0 or not np.all(np.isfinite(betas_np)) or np.any(betas_np <= 0):
+        raise ValueError(f"tail_curve: betas must be a non-empty 1-d array of positive finite numbers, got {betas!r}")
+    level = float(level)
+    if not 0 < level < 1:
+        raise ValueError(f"tail_curve: level must be strictly between 0 and 1, got {level!r}")
+    replicates = int(replicates)
+    if replicates < 2:
+        raise ValueError(f"tail_curve: replicates must be at least 2, got {replicates}")
+    thresholds = tuple(float(t) for t in thresholds)
+    if not thresholds or min(thresholds) <= 0:
+        raise ValueError(f"tail_curve: thresholds must be positive multipliers of the tail size, got {thresholds!r}")
+    m = tail_sizes(n, thresholds)
+    main = int(np.argmin(np.abs(np.log(thresholds))))
+    k_slots = int(m.max())
+    key = jax.random.PRNGKey(0) if key is None else key
+    dtype = jnp.asarray(samples.rewards).dtype
+    lam = jnp.asarray(1.0 / betas_np, dtype)
+    srt_j = jnp.asarray(np.where(np.isfinite(srt), srt, -np.inf), dtype)
+    n_j = jnp.asarray(n, dtype)
+    fit, gain, kl, pool, reps = _tail_core(srt_j, n_j, jnp.asarray(m, dtype), lam, key, replicates, k_slots)
+    return _assemble(betas_np, fit, gain, kl, pool, reps, n_j, main, level, replicates)
+
+
+def _assemble(betas, fit, gain, kl, pool, reps, n, main, level, replicates) -> TailCurve:
+    g_rep, k_rep, xi_rep, sig_rep, pg_rep, pk_rep = reps  # [R, P, T, B], [R, P, T], [R, T, B]
+    z = statistics.NormalDist().inv_cdf(0.5 + level / 2)
+    failed = jnp.isnan(fit.xi[:, main])  # [P]
+    # per prompt: point at the main threshold, envelope over thresholds of the percentile intervals
+    g_lo, g_hi = _quantiles(g_rep, level, 0)  # [P, T, B]
+    k_lo, k_hi = _quantiles(k_rep, level, 0)
+    p_gain, p_kl = gain[:, main], kl[:, main]
+    p_no_tilt = ~jnp.isfinite(p_gain) & ~jnp.isnan(p_gain)
+    p_gain = jnp.where(jnp.isfinite(p_gain), p_gain, jnp.nan)
+    p_kl = jnp.where(jnp.isfinite(p_kl), p_kl, jnp.nan)
+    ceiling = jnp.log(n)
+    frac = estimators.KL_CEILING_FRACTION
+    p_ext = ~(p_kl <= frac * ceiling[:, None])
+    p_reasons = (estimators.reason_bit(p_no_tilt, estimators.NO_TILT)
+                 | estimators.reason_bit(failed[:, None] & jnp.ones_like(p_no_tilt), estimators.FEW))
+    # pooled: replicate r of every prompt together, then the same envelope
+    pg_lo, pg_hi = _quantiles(pg_rep, level, 0)
+    pk_lo, pk_hi = _quantiles(pk_rep, level, 0)
+    env = lambda lo, hi: (jnp.min(lo, axis=-2), jnp.max(hi, axis=-2))  # noqa: E731  (over thresholds)
+    g_lo, g_hi = env(g_lo, g_hi)
+    k_lo, k_hi = env(k_lo, k_hi)
+    pg_lo, pg_hi = env(pg_lo, pg_hi)
+    pk_lo, pk_hi = env(pk_lo, pk_hi)
+    pool_gain, pool_kl = pool[0][main], pool[1][main]
+    no_tilt = ~jnp.isfinite(pool_gain) & ~jnp.isnan(pool_gain)
+    pool_reasons = (estimators.reason_bit(no_tilt, estimators.NO_TILT)
+                    | estimators.reason_bit(jnp.any(failed) & jnp.ones_like(no_tilt), estimators.FEW))
+    pool_gain = jnp.where(jnp.isfinite(pool_gain), pool_gain, jnp.nan)
+    pool_kl = jnp.where(jnp.isfinite(pool_kl), pool_kl, jnp.nan)
+    pool_ext = ~(pool_kl <= frac * jnp.mean(ceiling))
+    # shape, upper end, critical beta: envelope over thresholds of the replicates' percentiles
+    u = fit.threshold  # [P, T]
+    end_of = lambda x, s, u=u: jnp.where(x < 0, u + s / jnp.where(x < 0, -x, 1.0), jnp.inf)  # noqa: E731
+    crit_of = lambda x, s: jnp.where(x < 0, 0.0, jnp.where(x == 0, s, jnp.inf))  # noqa: E731
+    x_lo, x_hi = env(*_quantiles(xi_rep, level, 0))
+    e_lo, e_hi = env(*_quantiles(end_of(xi_rep, sig_rep), level, 0))
+    c_lo, c_hi = env(*_quantiles(crit_of(xi_rep, sig_rep).astype(u.dtype), level, 0))
+    xi_m, sig_m = fit.xi[:, main], fit.sigma[:, main]
+    half = lambda lo, hi: (hi - lo) / (2 * z)  # noqa: E731
+    return TailCurve(
+        jnp.asarray(betas), pool_gain, pool_kl, pg_lo, pg_hi, pk_lo, pk_hi, half(pg_lo, pg_hi), half(pk_lo, pk_hi),
+        pool_ext, pool_reasons,
+        p_gain, p_kl, g_lo, g_hi, k_lo, k_hi, p_ext, p_reasons,
+        xi_m, x_lo, x_hi, end_of(xi_m, sig_m, u[:, main]), e_lo, e_hi,
+        crit_of(xi_m, sig_m).astype(u.dtype), c_lo, c_hi, ceiling, level, replicates, fit)
