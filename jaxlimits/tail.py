@@ -65,7 +65,7 @@ Array = jax.Array
 THRESHOLDS = (0.5, 1.0, 2.0)
 #: Likelihood-ratio statistic above which the exponential tail (``xi = 0``) is rejected (chi^2_1, 95%).
 EXP_TEST = 3.841458820694124
-#: Nodes of the Gauss-Legendre rule over the tail.
+#: Nodes of each of the two Gauss-Legendre panels over the tail.
 QUAD_NODES = 64
 #: The quadrature's range: where the log-integrand is within this many nats of its maximum.
 QUAD_DEPTH = 40.0
@@ -109,7 +109,10 @@ def tail_mgf(xi, sigma, lam):
     ``s = log P(Y > y)`` on the range where ``h(s) = s + lam y(s)`` is within
     :data:`QUAD_DEPTH` of its maximum (mode ``s* = log(lam sigma) / xi`` when ``lam sigma > 1``,
     else ``0``; with ``alpha = 1/|xi|`` and ``q = depth/alpha``, ``h(s*) - h(s) >= depth`` below
-    ``s* - alpha (q + sqrt(q^2 + 8 q)) / 2`` and above ``s* + sqrt(2 depth alpha)``).
+    ``s* - alpha (q + sqrt(q^2 + 8 q)) / 2`` and above ``s* + sqrt(2 depth alpha)``), in two
+    panels split ``8 sqrt(alpha) + 8`` below the mode. Accuracy (float64, against the
+    incomplete-gamma closed form in mpmath): below ``1e-8`` relative for ``-3 <= xi <= -1e-3``
+    and ``lam sigma`` up to ``1e5`` (``1e-10`` for ``xi >= -1``).
     """
     xi, sigma, lam = jnp.broadcast_arrays(*[jnp.asarray(v) for v in (xi, sigma, lam)])
     dtype = jnp.result_type(xi.dtype, sigma.dtype, lam.dtype)
@@ -128,11 +131,14 @@ def tail_mgf(xi, sigma, lam):
     q = QUAD_DEPTH / alpha
     s_lo = s_c - alpha * (q + jnp.sqrt(q * q + 8 * q)) / 2
     s_hi = jnp.where(a_q > 1, jnp.minimum(0.0, s_c + jnp.sqrt(2 * QUAD_DEPTH * alpha)), 0.0)
-    half = (s_hi - s_lo) / 2
-    nodes = jnp.asarray(_GL_X, dtype)
-    s = s_lo[..., None] + half[..., None] * (nodes + 1)
+    # two panels: the mode's neighbourhood and the slowly decaying far tail (long when |xi| >= 1)
+    s_m = jnp.clip(s_c - (8 * jnp.sqrt(alpha) + 8), s_lo, s_hi)
+    nodes, w = jnp.asarray(_GL_X, dtype), jnp.log(jnp.asarray(_GL_W, dtype))
+    ends = [(s_m, s_hi), (s_lo, s_m)]
+    s = jnp.concatenate([a_[..., None] + (b_ - a_)[..., None] / 2 * (nodes + 1) for a_, b_ in ends], axis=-1)
+    log_w = jnp.concatenate([w + jnp.log((b_ - a_) / 2)[..., None] for a_, b_ in ends], axis=-1)
     z = jnp.expm1(-xs[..., None] * s) / xs[..., None]  # y / sigma
-    h = s + a_q[..., None] * z + jnp.log(jnp.asarray(_GL_W, dtype)) + jnp.log(half)[..., None]
+    h = s + a_q[..., None] * z + log_w
     log_q = jax.nn.logsumexp(h, axis=-1)
     mean_q = jnp.where(neg, sigma, 1.0) * jnp.sum(jax.nn.softmax(h, axis=-1) * z, axis=-1)
     inf = jnp.asarray(jnp.inf, dtype)
