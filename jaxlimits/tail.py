@@ -34,15 +34,16 @@ With ``x = r - u`` and ``lam = 1/beta`` (``E_t`` the tilted tail mean),
 smooth and unimodal, its mode and the range where it is within ``QUAD_DEPTH`` nats of it are
 known in closed form, so a fixed number of nodes serves every (prompt, beta) under ``jit``.
 
-Uncertainty (:func:`tail_curve`): a parametric bootstrap (``M`` exceedances drawn from the fitted
-tail, refitted with the same rule, body and threshold kept) at each of a few thresholds
-(``M`` times ``THRESHOLDS``); the interval is the envelope of the per-threshold percentile
-intervals. A replicate whose tilt does not exist at a beta counts as ``+inf`` gain and KL there,
-so an upper limit is infinite when more than ``(1 - level)/2`` of them lack it.
+Uncertainty (:func:`tail_curve`): a parametric bootstrap from the *unrestricted* fit (``M``
+exceedances drawn from it and refitted unrestricted, body and threshold kept), so the chance
+that the tail is heavier or lighter than the selected model says is in the interval; at each of
+a few thresholds (``M`` times :data:`THRESHOLDS`). The interval is the envelope, over the
+thresholds, of the bootstrap percentile intervals and of the point estimates of both fits. A
+replicate also resamples the body (Poisson weights), whose sampling error decides the base mean.
+A replicate whose tilt does not exist at a beta counts as ``+inf`` gain and KL there, so an upper
+limit is infinite when more than ``(1 - level)/2`` of them lack it.
 
-The interval covers the tail's parameter and threshold uncertainty, not the body's sampling
-error (small where the tail carries the tilt; the measured points of :func:`jaxlimits.frontier`
-carry their own standard errors). Only plain samples (optionally ragged, ``mask``) with
+Only plain samples (optionally ragged, ``mask``) with
 ``scores = rewards``: the tail is a model of ``r`` alone.
 """
 
@@ -100,6 +101,7 @@ def gpd_quantile_y(xi, sigma, log_surv):
     return jnp.where(xi == 0, -sigma * log_surv, sigma * jnp.expm1(-xi * log_surv) / _xi_safe(xi))
 
 
+@jax.jit
 def tail_mgf(xi, sigma, lam):
     r"""``log E[exp(lam Y)]`` and the tilted mean ``E[Y exp(lam Y)] / E[exp(lam Y)]``, ``Y ~ GPD(xi, sigma)``.
 
@@ -148,11 +150,19 @@ def tail_mgf(xi, sigma, lam):
     return jnp.where(nan, jnp.nan, log_mgf).astype(dtype), jnp.where(nan, jnp.nan, mean).astype(dtype)
 
 
-def _fit(exceed, m):
-    """Selected tail ``(xi, sigma)`` and the exponential scale from descending exceedances ``[..., K]``.
+class _Fit(NamedTuple):
+    xi: Array  # the selected model: 0 where the exponential tail is kept
+    sigma: Array
+    sigma_exp: Array  # the exponential tail's scale (mean exceedance)
+    xi_gpd: Array  # the unrestricted generalised Pareto fit
+    sigma_gpd: Array
 
-    Only the first ``m`` exceedances are used; the exponential scale (their mean) is what a
-    pooled point uses for the few prompts whose fit says ``xi > 0`` (:func:`tail_curve`).
+
+def _fit(exceed, m) -> _Fit:
+    """The tail fits of descending exceedances ``[..., K]`` (the first ``m`` used).
+
+    The unrestricted Zhang-Stephens fit, the exponential fit (scale: the mean exceedance) and the
+    selected one: the exponential unless the likelihood-ratio test rejects it (:data:`EXP_TEST`).
     """
     dtype = exceed.dtype
     m = jnp.asarray(m, dtype)
@@ -165,25 +175,30 @@ def _fit(exceed, m):
     ll_gpd = -m * jnp.log(sigma) - (1 + 1 / _xi_safe(xi)) * jnp.sum(jnp.log1p(ratio), axis=-1)
     keep_exp = ~(2 * (ll_gpd - ll_exp) > EXP_TEST)
     ok = jnp.isfinite(xi) & jnp.isfinite(sigma) & (sigma > 0)
-    xi = jnp.where(ok, jnp.where(keep_exp, 0.0, xi), jnp.nan)
-    sigma = jnp.where(ok, jnp.where(keep_exp, sig_e, sigma), jnp.nan)
-    return xi.astype(dtype), sigma.astype(dtype), jnp.where(ok, sig_e, jnp.nan).astype(dtype)
+    nan = lambda v: jnp.where(ok, v, jnp.nan).astype(dtype)  # noqa: E731
+    return _Fit(nan(jnp.where(keep_exp, 0.0, xi)), nan(jnp.where(keep_exp, sig_e, sigma)), nan(sig_e), nan(xi),
+                nan(sigma))
 
 
-def _body(sorted_r, n, m, lam):
+def _body(sorted_r, n, m, lam, weights=None):
     """Per prompt, threshold, beta: body log-sum ``A0``, tilted body mean ``A1`` of ``x = r - u``, base sum.
 
     ``sorted_r [P, N]`` descending (padding ``-inf`` at the end), ``n [P]``, ``m [P, T]``,
-    ``lam [B]``. Returns ``u [P, T]`` and ``A0, A1 [P, T, B]``, ``S0 [P, T]`` (``sum_body x / N``).
+    ``lam [B]``; optional ``weights [P, N]`` (a bootstrap's multiplicities of the sorted draws).
+    Returns ``u [P, T]`` and ``A0, A1 [P, T, B]``, ``S0 [P, T]`` (``sum_body w x / N``).
     """
     rank = jnp.arange(sorted_r.shape[1])
     u = jnp.take_along_axis(sorted_r, m.astype(jnp.int32), axis=1)  # [P, T]
     body = (rank[None, None, :] >= m[..., None]) & (rank[None, None, :] < n[:, None, None])  # [P, T, N]
+    if weights is not None:
+        body = body & (weights[:, None, :] > 0)
+    log_w = 0.0 if weights is None else jnp.log(jnp.where(weights > 0, weights, 1))[:, None, None, :]
     x = jnp.where(body, sorted_r[:, None, :] - u[..., None], 0)  # <= 0 in the body
-    logits = jnp.where(body[..., None, :], lam[:, None] * x[..., None, :], -jnp.inf)  # [P, T, B, N]
+    logits = jnp.where(body[..., None, :], lam[:, None] * x[..., None, :] + log_w, -jnp.inf)  # [P, T, B, N]
     a0 = jax.nn.logsumexp(logits, axis=-1) - jnp.log(n)[:, None, None]
     a1 = jnp.sum(jnp.where(body[..., None, :], jax.nn.softmax(logits, axis=-1) * x[..., None, :], 0), axis=-1)
-    s0 = jnp.sum(x, axis=-1) / n[:, None]
+    wx = x if weights is None else x * weights[:, None, :]
+    s0 = jnp.sum(wx, axis=-1) / n[:, None]
     return u, a0, a1, s0
 
 
@@ -222,34 +237,40 @@ def _tail_core(sorted_r, n, m, lam, key, replicates: int, k_slots: int):
     slot = jnp.arange(k_slots)
     valid = slot < m[..., None]
     exceed = jnp.where(valid, top[:, None, :k_slots] - u_top[..., None], 0)  # [P, T, K] descending
-    xi, sigma, sig_e = _fit(exceed, m)
+    fit = _fit(exceed, m)
     u, a0, a1, s0 = _body(sorted_r, n, m, lam)
     frac = m.astype(dtype) / n[:, None]
     curve = lambda x, s: _curve(a0, a1, s0, frac, x, s, lam)[:2]  # noqa: E731
 
-    def pooled(g, k, x, s_e):
+    def pooled(g, k, x, s_e, exp_curve=None):
         """Per prompt ``[P, T, B]`` -> pooled ``[T, B]``: prompts with ``xi > 0`` take their exponential tail."""
-        ge, ke = curve(jnp.zeros_like(s_e), s_e)
+        ge, ke = curve(jnp.zeros_like(s_e), s_e) if exp_curve is None else exp_curve
         heavy = (x > 0)[..., None]
         share = jnp.mean(heavy.astype(dtype), axis=0)
         mean = lambda v, e: jnp.where(share > estimators.SHARE_MAX, jnp.inf, jnp.mean(jnp.where(heavy, e, v), 0))  # noqa: E731
-        return mean(g, ge), mean(k, ke), share
+        return mean(g, ge), mean(k, ke)
 
-    gain, kl = curve(xi, sigma)
-    pool = pooled(gain, kl, xi, sig_e)
+    gain, kl = curve(fit.xi, fit.sigma)  # the selected model: the point estimates
+    gain_gpd, kl_gpd = curve(fit.xi_gpd, fit.sigma_gpd)  # the unrestricted fit: part of the envelope
+    pool = pooled(gain, kl, fit.xi, fit.sigma_exp) + pooled(gain_gpd, kl_gpd, fit.xi_gpd, fit.sigma_exp)
+    failed = jnp.isnan(fit.xi)
 
     def one(k):
-        y = _draw_exceedances(k, jnp.nan_to_num(xi), jnp.nan_to_num(sigma, nan=1.0), k_slots)
-        y = jnp.where(valid, y, 0)
-        xb, sb, eb = _fit(y, m)
-        failed = jnp.isnan(xi)
-        xb, sb, eb = (jnp.where(failed, jnp.nan, v) for v in (xb, sb, eb))
-        g, k_ = curve(xb, sb)
-        pg, pk, _ = pooled(g, k_, xb, eb)
-        return g, k_, xb, sb, pg, pk
+        """One replicate: the tail drawn from the unrestricted fit and refitted unrestricted (model
+        uncertainty included), the body resampled (Poisson weights: its sampling error, which
+        decides the base mean)."""
+        k_tail, k_body = jax.random.split(k)
+        y = _draw_exceedances(k_tail, jnp.nan_to_num(fit.xi_gpd), jnp.nan_to_num(fit.sigma_gpd, nan=1.0), k_slots)
+        f = _fit(jnp.where(valid, y, 0), m)
+        xb, sb, eb = (jnp.where(failed, jnp.nan, v) for v in (f.xi_gpd, f.sigma_gpd, f.sigma_exp))
+        w = jax.random.poisson(k_body, 1.0, sorted_r.shape).astype(dtype)
+        _, b0, b1, bs = _body(sorted_r, n, m, lam, w)
+        g, k_ = _curve(b0, b1, bs, frac, xb, sb, lam)[:2]
+        ge, ke = _curve(b0, b1, bs, frac, jnp.zeros_like(eb), eb, lam)[:2]
+        return (g, k_, xb, sb) + pooled(g, k_, xb, eb, (ge, ke))
 
     reps = jax.lax.map(one, jax.random.split(key, replicates))
-    return TailFit(u, m, xi, sigma), gain, kl, pool, reps
+    return (TailFit(u, m, fit.xi, fit.sigma), fit), (gain, kl, gain_gpd, kl_gpd), pool, reps
 
 
 class TailCurve(NamedTuple):
@@ -276,11 +297,14 @@ class TailCurve(NamedTuple):
         fitted (tied top rewards).
     Fields ``[prompts, betas]`` with the prefix ``prompt_``: the same per prompt.
     Fields ``[prompts]``:
-      xi, xi_lo, xi_hi: the fitted shape (0: the exponential tail was kept) and its interval.
+      xi, xi_lo, xi_hi: the selected shape (0: the exponential tail was kept) and the interval
+        (the envelope of the unrestricted fits and their bootstrap).
       upper_end, upper_end_lo, upper_end_hi: the fitted upper end of the reward law,
         ``u + sigma / |xi|`` (``inf`` for ``xi >= 0``), and its interval.
       critical_beta, critical_beta_lo, critical_beta_hi: the smallest beta at which the tilt
-        exists: 0 for ``xi < 0``, ``sigma`` for the exponential tail, ``inf`` for ``xi > 0``.
+        exists under the selected model: 0 for ``xi < 0``, ``sigma`` for the exponential tail
+        (interval: exact given an exponential tail, ``2 M sigma_hat / sigma ~ chi^2(2M)``), ``inf``
+        for ``xi > 0``; the envelope over the thresholds.
       kl_ceiling: ``log N`` (plain samples), the most the samples themselves can show.
     Scalars: level, replicates. ``fit``: the :class:`TailFit` ``[prompts, thresholds]``.
     """
@@ -419,53 +443,61 @@ def tail_curve(samples: Samples, betas, *, level: float = 0.95, replicates: int 
     lam = jnp.asarray(1.0 / betas_np, dtype)
     srt_j = jnp.asarray(np.where(np.isfinite(srt), srt, -np.inf), dtype)
     n_j = jnp.asarray(n, dtype)
-    fit, gain, kl, pool, reps = _tail_core(srt_j, n_j, jnp.asarray(m, dtype), lam, key, replicates, k_slots)
-    return _assemble(betas_np, fit, gain, kl, pool, reps, n_j, main, level, replicates)
+    fit, curves, pool, reps = _tail_core(srt_j, n_j, jnp.asarray(m, dtype), lam, key, replicates, k_slots)
+    # the exponential tail's scale (the critical beta) has an exact interval: 2 M sigma_hat / sigma ~ chi^2(2 M)
+    from scipy.stats import chi2
+
+    chi = jnp.asarray(2 * m / chi2.ppf([[[(1 + level) / 2]], [[(1 - level) / 2]]], 2 * m), dtype)  # [2, P, T]
+    return _assemble(betas_np, fit, curves, pool, reps, chi, n_j, main, level, replicates)
 
 
-def _assemble(betas, fit, gain, kl, pool, reps, n, main, level, replicates) -> TailCurve:
+def _assemble(betas, fit, curves, pool, reps, chi, n, main, level, replicates) -> TailCurve:
+    tfit, raw = fit
+    gain, kl, gain_gpd, kl_gpd = curves  # [P, T, B]
     g_rep, k_rep, xi_rep, sig_rep, pg_rep, pk_rep = reps  # [R, P, T, B], [R, P, T], [R, T, B]
     z = statistics.NormalDist().inv_cdf(0.5 + level / 2)
-    failed = jnp.isnan(fit.xi[:, main])  # [P]
-    # per prompt: point at the main threshold, envelope over thresholds of the percentile intervals
-    g_lo, g_hi = _quantiles(g_rep, level, 0)  # [P, T, B]
-    k_lo, k_hi = _quantiles(k_rep, level, 0)
-    p_gain, p_kl = gain[:, main], kl[:, main]
-    p_no_tilt = ~jnp.isfinite(p_gain) & ~jnp.isnan(p_gain)
-    p_gain = jnp.where(jnp.isfinite(p_gain), p_gain, jnp.nan)
-    p_kl = jnp.where(jnp.isfinite(p_kl), p_kl, jnp.nan)
-    ceiling = jnp.log(n)
+
+    def env(reps_, *points, axis):
+        """Envelope over thresholds (``axis``) of the replicates' percentile limits and the points."""
+        lo, hi = _quantiles(reps_, level, 0)
+        lo = jnp.stack([lo, *points])  # NaN (a failed fit) stays NaN: min/max propagate it
+        hi = jnp.stack([hi, *points])
+        return jnp.min(jnp.min(lo, 0), axis), jnp.max(jnp.max(hi, 0), axis)
+
+    def point(v):  # finite values; NaN where the tilt does not exist
+        return jnp.where(jnp.isfinite(v), v, jnp.nan)
+
+    no_tilt_of = lambda v: jnp.isposinf(v)  # noqa: E731
     frac = estimators.KL_CEILING_FRACTION
-    p_ext = ~(p_kl <= frac * ceiling[:, None])
-    p_reasons = (estimators.reason_bit(p_no_tilt, estimators.NO_TILT)
-                 | estimators.reason_bit(failed[:, None] & jnp.ones_like(p_no_tilt), estimators.FEW))
+    ceiling = jnp.log(n)
+    failed = jnp.isnan(tfit.xi[:, main])  # [P]
+    # per prompt
+    g_lo, g_hi = env(g_rep, gain, gain_gpd, axis=-2)
+    k_lo, k_hi = env(k_rep, kl, kl_gpd, axis=-2)
+    p_gain, p_kl = gain[:, main], kl[:, main]
+    p_reasons = (estimators.reason_bit(no_tilt_of(p_gain), estimators.NO_TILT)
+                 | estimators.reason_bit(failed[:, None] & jnp.ones(p_gain.shape, bool), estimators.FEW))
+    p_ext = ~(point(p_kl) <= frac * ceiling[:, None])
     # pooled: replicate r of every prompt together, then the same envelope
-    pg_lo, pg_hi = _quantiles(pg_rep, level, 0)
-    pk_lo, pk_hi = _quantiles(pk_rep, level, 0)
-    env = lambda lo, hi: (jnp.min(lo, axis=-2), jnp.max(hi, axis=-2))  # noqa: E731  (over thresholds)
-    g_lo, g_hi = env(g_lo, g_hi)
-    k_lo, k_hi = env(k_lo, k_hi)
-    pg_lo, pg_hi = env(pg_lo, pg_hi)
-    pk_lo, pk_hi = env(pk_lo, pk_hi)
-    pool_gain, pool_kl = pool[0][main], pool[1][main]
-    no_tilt = ~jnp.isfinite(pool_gain) & ~jnp.isnan(pool_gain)
-    pool_reasons = (estimators.reason_bit(no_tilt, estimators.NO_TILT)
-                    | estimators.reason_bit(jnp.any(failed) & jnp.ones_like(no_tilt), estimators.FEW))
-    pool_gain = jnp.where(jnp.isfinite(pool_gain), pool_gain, jnp.nan)
-    pool_kl = jnp.where(jnp.isfinite(pool_kl), pool_kl, jnp.nan)
-    pool_ext = ~(pool_kl <= frac * jnp.mean(ceiling))
-    # shape, upper end, critical beta: envelope over thresholds of the replicates' percentiles
-    u = fit.threshold  # [P, T]
-    end_of = lambda x, s, u=u: jnp.where(x < 0, u + s / jnp.where(x < 0, -x, 1.0), jnp.inf)  # noqa: E731
-    crit_of = lambda x, s: jnp.where(x < 0, 0.0, jnp.where(x == 0, s, jnp.inf))  # noqa: E731
-    x_lo, x_hi = env(*_quantiles(xi_rep, level, 0))
-    e_lo, e_hi = env(*_quantiles(end_of(xi_rep, sig_rep), level, 0))
-    c_lo, c_hi = env(*_quantiles(crit_of(xi_rep, sig_rep).astype(u.dtype), level, 0))
-    xi_m, sig_m = fit.xi[:, main], fit.sigma[:, main]
+    pg_sel, pk_sel, pg_gpd, pk_gpd = pool  # [T, B]
+    pg_lo, pg_hi = env(pg_rep, pg_sel, pg_gpd, axis=-2)
+    pk_lo, pk_hi = env(pk_rep, pk_sel, pk_gpd, axis=-2)
+    pool_gain, pool_kl = pg_sel[main], pk_sel[main]
+    pool_reasons = (estimators.reason_bit(no_tilt_of(pool_gain), estimators.NO_TILT)
+                    | estimators.reason_bit(jnp.any(failed) & jnp.ones(pool_gain.shape, bool), estimators.FEW))
+    pool_ext = ~(point(pool_kl) <= frac * jnp.mean(ceiling))
+    # shape, upper end, critical beta
+    u = tfit.threshold  # [P, T]
+    end_of = lambda x, s: jnp.where(x < 0, u + s / jnp.where(x < 0, -x, 1.0), jnp.inf)  # noqa: E731
+    x_lo, x_hi = env(xi_rep, tfit.xi, raw.xi_gpd, axis=-1)
+    e_lo, e_hi = env(end_of(xi_rep, sig_rep), end_of(tfit.xi, tfit.sigma), end_of(raw.xi_gpd, raw.sigma_gpd), axis=-1)
+    crit = jnp.where(tfit.xi < 0, 0.0, jnp.where(tfit.xi == 0, tfit.sigma, jnp.inf))  # [P, T]
+    crit_lo = jnp.where(tfit.xi == 0, chi[0] * tfit.sigma, crit)
+    crit_hi = jnp.where(tfit.xi == 0, chi[1] * tfit.sigma, crit)
     half = lambda lo, hi: (hi - lo) / (2 * z)  # noqa: E731
     return TailCurve(
-        jnp.asarray(betas), pool_gain, pool_kl, pg_lo, pg_hi, pk_lo, pk_hi, half(pg_lo, pg_hi), half(pk_lo, pk_hi),
-        pool_ext, pool_reasons,
-        p_gain, p_kl, g_lo, g_hi, k_lo, k_hi, p_ext, p_reasons,
-        xi_m, x_lo, x_hi, end_of(xi_m, sig_m, u[:, main]), e_lo, e_hi,
-        crit_of(xi_m, sig_m).astype(u.dtype), c_lo, c_hi, ceiling, level, replicates, fit)
+        jnp.asarray(betas), point(pool_gain), point(pool_kl), pg_lo, pg_hi, pk_lo, pk_hi, half(pg_lo, pg_hi),
+        half(pk_lo, pk_hi), pool_ext, pool_reasons,
+        point(p_gain), point(p_kl), g_lo, g_hi, k_lo, k_hi, p_ext, p_reasons,
+        tfit.xi[:, main], x_lo, x_hi, end_of(tfit.xi, tfit.sigma)[:, main], e_lo, e_hi,
+        crit[:, main], jnp.min(crit_lo, -1), jnp.max(crit_hi, -1), ceiling, level, replicates, tfit)

@@ -1,0 +1,193 @@
+"""The tail model (jaxlimits.tail): quadrature against closed forms, fits against known tails, inputs.
+
+Shapes are shared (8 prompts x 512 draws, 4 betas, 100 replicates) so that one compiled program
+serves every law; float32 has its own test.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import integrate, special
+
+import jaxlimits as jl
+from jaxlimits import estimators, tail
+
+P, N, R = 8, 512, 100
+
+
+def _curve(rewards, betas, dtype=np.float64):
+    return jl.tail_curve(jl.Samples(np.asarray(rewards, dtype)), np.asarray(betas, dtype), replicates=R)
+
+
+def _covered(lo, hi, truth, least=P - 2):
+    """At least ``least`` of the ``P`` prompts' intervals hold the truth at every beta.
+
+    Nominal 95% intervals: fewer than 6 of 8 happens with probability 0.6% per beta.
+    """
+    inside = (np.asarray(lo) <= truth) & (truth <= np.asarray(hi))
+    assert np.all(inside.sum(axis=0) >= least), inside.sum(axis=0)
+
+
+# -- quadrature over the tail ------------------------------------------------------------------
+
+
+def test_mgf_closed_forms():
+    lam = jnp.asarray([0.01, 0.5, 0.99, 3.0, 50.0, 1e3])
+    # uniform on [0, 1] is GPD(-1, 1): E e^{lam Y} = expm1(lam)/lam, tilted mean 1/(1 - e^-lam) - 1/lam
+    log_m, mean = tail.tail_mgf(-1.0, 1.0, lam)
+    lam_np = np.asarray(lam)
+    np.testing.assert_allclose(log_m, lam_np + np.log(-np.expm1(-lam_np) / lam_np), rtol=1e-11)
+    np.testing.assert_allclose(mean, 1 / -np.expm1(-lam_np) - 1 / lam_np, rtol=1e-10)
+    # exponential (xi = 0): -log(1 - lam sigma) below the critical point, infinite from it on
+    log_m, mean = tail.tail_mgf(0.0, 2.0, jnp.asarray([0.1, 0.4, 0.5, 0.7]))
+    np.testing.assert_allclose(log_m[:2], -np.log1p(-2 * np.array([0.1, 0.4])), rtol=1e-14)
+    np.testing.assert_allclose(mean[:2], 2 / (1 - 2 * np.array([0.1, 0.4])), rtol=1e-14)
+    assert np.all(np.isinf(log_m[2:])) and np.all(np.isinf(mean[2:]))
+    # a polynomial tail: no tilt at any beta
+    log_m, mean = tail.tail_mgf(0.1, 1.0, jnp.asarray([1e-3, 1.0]))
+    assert np.all(np.isposinf(log_m)) and np.all(np.isposinf(mean))
+
+
+@pytest.mark.parametrize("xi,sigma", [(-0.2, 0.2), (-0.05, 1.0), (-0.8, 1.0)])
+def test_mgf_against_direct_integration(xi, sigma):
+    end = sigma / -xi
+    for lam in (0.3, 4.0, 40.0):
+        def dens(y, lam=lam):
+            return np.exp(lam * (y - end)) * (1 + xi * y / sigma) ** (-1 / xi - 1) / sigma
+
+        brk = [max(end - 30 / lam, 0.0)]
+        z, _ = integrate.quad(dens, 0, end, points=brk, limit=400, epsabs=0, epsrel=1e-13)
+        z1, _ = integrate.quad(lambda y: y * dens(y), 0, end, points=brk, limit=400, epsabs=0, epsrel=1e-13)
+        log_m, mean = tail.tail_mgf(xi, sigma, lam)
+        np.testing.assert_allclose(float(log_m), np.log(z) + lam * end, rtol=1e-9)
+        np.testing.assert_allclose(float(mean), z1 / z, rtol=1e-9)
+
+
+def test_mgf_float32_jit_vmap():
+    xi = jnp.asarray([-1.0, -0.2, -0.01, 0.0], jnp.float32)
+    sigma = jnp.asarray([1.0, 0.2, 1.0, 1.0], jnp.float32)
+    lam = jnp.asarray([0.5, 5.0, 50.0], jnp.float32)
+    f = jax.jit(jax.vmap(lambda x, s: tail.tail_mgf(x, s, lam)))
+    l32, m32 = f(xi, sigma)
+    assert l32.dtype == jnp.float32
+    l64, m64 = jax.vmap(lambda x, s: tail.tail_mgf(x, s, lam.astype(float)))(xi.astype(float), sigma.astype(float))
+    ok = np.isfinite(np.asarray(l64))
+    np.testing.assert_array_equal(np.isfinite(np.asarray(l32)), ok)
+    # float32 rounding of the inputs and of ~128 terms: a few ulps of float32 relative
+    np.testing.assert_allclose(np.asarray(l32)[ok], np.asarray(l64)[ok], rtol=2e-6, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(m32)[ok], np.asarray(m64)[ok], rtol=2e-6)
+
+
+def test_body_alone_is_the_empirical_estimate():
+    """Threshold at the max sample (no tail): exactly the plug-in estimate; a 5-draw tail moves it by its weight."""
+    r = np.random.default_rng(3).standard_normal((2, 4096))
+    srt = jnp.asarray(-np.sort(-r, axis=1))
+    n = jnp.full(2, 4096.0)
+    betas = np.array([8.0, 4.0, 2.0])
+    lam = jnp.asarray(1 / betas)
+    emp = jl.tilt(jl.Samples(r), betas, bias_correction=False)
+    for m in (0, 5):
+        mm = jnp.full((2, 1), float(m))
+        u, a0, a1, s0 = jax.jit(tail._body)(srt, n, mm, lam)
+        xi, sig = jnp.full((2, 1), -0.3), jnp.full((2, 1), 0.4)
+        gain, kl, log_z = jax.jit(tail._curve)(a0, a1, s0, mm / n[:, None], xi, sig, lam)
+        if m == 0:
+            np.testing.assert_allclose(gain[:, 0], emp.gain, rtol=1e-12)
+            np.testing.assert_allclose(kl[:, 0], emp.kl, rtol=1e-10)
+            np.testing.assert_allclose(log_z[:, 0] + lam * u, emp.log_z, rtol=1e-12)
+        else:  # the tail's tilted weight times the reward range bounds the change
+            weight = jnp.exp(jnp.log(5 / 4096) + lam * (srt[:, :1] - u + 0.4 / 0.3) - log_z[:, 0])
+            spread = (srt[:, 0] - srt[:, -1] + 0.4 / 0.3)[:, None]
+            assert np.all(np.abs(gain[:, 0] - emp.gain) <= weight * spread)
+
+
+# -- fits against laws with known tails --------------------------------------------------------
+
+
+def test_exponential_tail_recovered():
+    """Exp(1) rewards have an exact exponential tail: critical beta 1, gain 1/(beta - 1) above it."""
+    r = np.random.default_rng(0).exponential(size=(P, N))
+    betas = np.array([4.0, 2.0, 1.5, 0.5])
+    c = _curve(r, betas)
+    ok = betas > 1
+    truth = 1 / (betas[ok] - 1)
+    kl_truth = truth + np.log1p(-1 / betas[ok])
+    _covered(c.prompt_gain_lo[:, ok], c.prompt_gain_hi[:, ok], truth)
+    _covered(c.prompt_kl_lo[:, ok], c.prompt_kl_hi[:, ok], kl_truth)
+    assert int(c.reasons[-1]) & estimators.NO_TILT and np.isnan(c.gain[-1])  # below the critical beta
+    crit = np.asarray(c.critical_beta)
+    kept = np.asarray(c.xi) == 0
+    assert kept.sum() >= P - 1  # the exponential tail is kept (a 5% test)
+    assert np.all((np.asarray(c.critical_beta_lo) <= 1)[kept] & (np.asarray(c.critical_beta_hi) >= 1)[kept])
+    np.testing.assert_allclose(crit[kept].mean(), 1.0, atol=3 * 0.2 / np.sqrt(kept.sum()))
+
+
+def test_uniform_finite_end():
+    """Uniform rewards (xi = -1): a finite end at 1, where the gain saturates (at 1/2, not at the sample max)."""
+    r = np.random.default_rng(1).uniform(size=(P, N))
+    betas = np.array([1.0, 0.1, 0.01, 1e-4])
+    c = _curve(r, betas)
+    lam = 1 / betas
+    truth = 1 / -np.expm1(-lam) - 1 / lam - 0.5
+    _covered(c.prompt_gain_lo, c.prompt_gain_hi, truth)
+    np.testing.assert_array_equal(c.extrapolated, np.asarray(c.kl) > 0.5 * np.log(N))
+    assert c.extrapolated[-1]
+    ends = np.asarray(c.upper_end)
+    assert np.all(np.asarray(c.upper_end_lo) <= 1) and np.all(np.asarray(c.upper_end_hi) >= 1)
+    assert np.all(ends > r.max(axis=1))
+    assert np.all(np.asarray(c.critical_beta) == 0) and not np.any(c.reasons)
+    assert np.all(np.asarray(c.xi_lo) <= -1) and np.all(np.asarray(c.xi_hi) >= -1)
+
+
+def test_beta_law_shape_and_tilt():
+    """Beta(2, 5): xi = -1/5 and the tilt from Kummer's function, E exp(lam r) = 1F1(2; 7; lam)."""
+    a, b = 2.0, 5.0
+    r = np.random.default_rng(2).beta(a, b, size=(P, N))
+    betas = np.array([0.5, 0.1, 0.05, 0.02])
+    c = _curve(r, betas)
+    lam = 1 / betas
+    mean = a / (a + b) * special.hyp1f1(a + 1, a + b + 1, lam) / special.hyp1f1(a, a + b, lam)
+    gain = mean - a / (a + b)
+    kl = lam * mean - np.log(special.hyp1f1(a, a + b, lam))
+    _covered(c.prompt_gain_lo, c.prompt_gain_hi, gain)
+    _covered(c.prompt_kl_lo, c.prompt_kl_hi, kl)
+    inside = (np.asarray(c.xi_lo) <= -1 / b) & (-1 / b <= np.asarray(c.xi_hi))
+    assert inside.sum() >= P - 1
+
+
+def test_student_t_says_no_tilt():
+    r = np.random.default_rng(4).standard_t(3, size=(P, N))
+    before = r.copy()
+    c = _curve(r, [4.0, 2.0, 1.0, 0.5])
+    np.testing.assert_array_equal(r, before)  # nothing the user gave is modified
+    assert np.all(np.asarray(c.reasons) & estimators.NO_TILT)
+    assert np.all(np.isnan(c.gain)) and np.all(np.isposinf(c.gain_hi))
+    assert "no-tilt" in repr(c)
+
+
+def test_float32_matches_float64():
+    r = np.random.default_rng(1).uniform(size=(P, N))
+    betas = [1.0, 0.1, 0.01, 1e-4]
+    c64, c32 = _curve(r, betas), _curve(r, betas, np.float32)
+    assert c32.gain.dtype == jnp.float32
+    # same fits up to float32 rounding of the exceedances (relative 1e-6 on a fit of M = 67 draws)
+    np.testing.assert_allclose(c32.gain, c64.gain, rtol=1e-4)
+    np.testing.assert_allclose(c32.kl, c64.kl, rtol=1e-4, atol=1e-6)
+
+
+# -- inputs ------------------------------------------------------------------------------------
+
+
+def test_bad_inputs():
+    r = np.random.default_rng(0).standard_normal((3, 64))
+    mask = np.ones_like(r, bool)
+    mask[1, 20:] = False
+    with pytest.raises(ValueError, match="prompt 1 has 20 valid samples"):
+        jl.tail_curve(jl.Samples(r, mask=mask), [1.0])
+    with pytest.raises(ValueError, match="plain samples"):
+        jl.tail_curve(jl.Samples(r, counts=np.ones_like(r)), [1.0])
+    with pytest.raises(ValueError, match="scores"):
+        jl.tail_curve(jl.Samples(r, scores=r + 1), [1.0])
+    with pytest.raises(ValueError, match="positive"):
+        jl.tail_curve(jl.Samples(r), [0.0])
