@@ -238,22 +238,34 @@ def _tail_core(sorted_r, n, m, lam, key, replicates: int, k_slots: int):
     valid = slot < m[..., None]
     exceed = jnp.where(valid, top[:, None, :k_slots] - u_top[..., None], 0)  # [P, T, K] descending
     fit = _fit(exceed, m)
-    u, a0, a1, s0 = _body(sorted_r, n, m, lam)
+    failed = jnp.isnan(fit.xi)  # [P, T]: tied top rewards, no fit: the empirical law (no tail) instead
     frac = m.astype(dtype) / n[:, None]
-    curve = lambda x, s: _curve(a0, a1, s0, frac, x, s, lam)[:2]  # noqa: E731
+    zero = jnp.zeros(m.shape[:1] + (1,), dtype)
 
-    def pooled(g, k, x, s_e, exp_curve=None):
+    def curves(w=None):
+        """``curve(xi, sigma)``: body (resampled with weights ``w``) + tail, the empirical law where failed."""
+        u, a0, a1, s0 = _body(sorted_r, n, m, lam, w)
+        e0, e1, es = _body(sorted_r, n, zero, lam, w)[1:]
+        emp = _curve(e0, e1, es, zero, zero - 1, zero + 1, lam)[:2]  # frac 0: no tail
+
+        def curve(x, s):
+            g, k = _curve(a0, a1, s0, frac, x, s, lam)[:2]
+            return tuple(jnp.where(failed[..., None], e, v) for v, e in zip((g, k), emp))
+
+        return u, curve
+
+    def pooled(curve, g, k, x, s_e):
         """Per prompt ``[P, T, B]`` -> pooled ``[T, B]``: prompts with ``xi > 0`` take their exponential tail."""
-        ge, ke = curve(jnp.zeros_like(s_e), s_e) if exp_curve is None else exp_curve
+        ge, ke = curve(jnp.zeros_like(s_e), s_e)
         heavy = (x > 0)[..., None]
         share = jnp.mean(heavy.astype(dtype), axis=0)
         mean = lambda v, e: jnp.where(share > estimators.SHARE_MAX, jnp.inf, jnp.mean(jnp.where(heavy, e, v), 0))  # noqa: E731
         return mean(g, ge), mean(k, ke)
 
+    u, curve = curves()
     gain, kl = curve(fit.xi, fit.sigma)  # the selected model: the point estimates
     gain_gpd, kl_gpd = curve(fit.xi_gpd, fit.sigma_gpd)  # the unrestricted fit: part of the envelope
-    pool = pooled(gain, kl, fit.xi, fit.sigma_exp) + pooled(gain_gpd, kl_gpd, fit.xi_gpd, fit.sigma_exp)
-    failed = jnp.isnan(fit.xi)
+    pool = pooled(curve, gain, kl, fit.xi, fit.sigma_exp) + pooled(curve, gain_gpd, kl_gpd, fit.xi_gpd, fit.sigma_exp)
 
     def one(k):
         """One replicate: the tail drawn from the unrestricted fit and refitted unrestricted (model
@@ -263,11 +275,9 @@ def _tail_core(sorted_r, n, m, lam, key, replicates: int, k_slots: int):
         y = _draw_exceedances(k_tail, jnp.nan_to_num(fit.xi_gpd), jnp.nan_to_num(fit.sigma_gpd, nan=1.0), k_slots)
         f = _fit(jnp.where(valid, y, 0), m)
         xb, sb, eb = (jnp.where(failed, jnp.nan, v) for v in (f.xi_gpd, f.sigma_gpd, f.sigma_exp))
-        w = jax.random.poisson(k_body, 1.0, sorted_r.shape).astype(dtype)
-        _, b0, b1, bs = _body(sorted_r, n, m, lam, w)
-        g, k_ = _curve(b0, b1, bs, frac, xb, sb, lam)[:2]
-        ge, ke = _curve(b0, b1, bs, frac, jnp.zeros_like(eb), eb, lam)[:2]
-        return (g, k_, xb, sb) + pooled(g, k_, xb, eb, (ge, ke))
+        _, curve_b = curves(jax.random.poisson(k_body, 1.0, sorted_r.shape).astype(dtype))
+        g, k_ = curve_b(xb, sb)
+        return (g, k_, xb, sb) + pooled(curve_b, g, k_, xb, eb)
 
     reps = jax.lax.map(one, jax.random.split(key, replicates))
     return (TailFit(u, m, fit.xi, fit.sigma), fit), (gain, kl, gain_gpd, kl_gpd), pool, reps
@@ -290,11 +300,11 @@ class TailCurve(NamedTuple):
       gain_se, kl_se: ``(hi - lo) / (2 z)``, the interval's width as a normal SE (``inf`` where it
         is open).
       extrapolated: the model's KL beyond ``KL_CEILING_FRACTION`` of the sample ceiling (the
-        empirical estimate's trust region, ``jaxlimits.estimators``): the point comes from the
-        model, not from what the samples show.
+        empirical estimate's trust region, ``jaxlimits.estimators``; NaN KL counts as beyond):
+        the point comes from the model, not from what the samples show.
       reasons: ``int32`` bitmask (``jaxlimits.estimators.reason_names``): ``NO_TILT`` where the
-        fitted tail says the tilt does not exist; ``FEW`` where a prompt's tail could not be
-        fitted (tied top rewards).
+        fitted tail says the tilt does not exist; ``FEW`` at extrapolated points of prompts
+        whose tail could not be fitted (``fitted``).
     Fields ``[prompts, betas]`` with the prefix ``prompt_``: the same per prompt.
     Fields ``[prompts]``:
       xi, xi_lo, xi_hi: the selected shape (0: the exponential tail was kept) and the interval
@@ -305,7 +315,12 @@ class TailCurve(NamedTuple):
         exists under the selected model: 0 for ``xi < 0``, ``sigma`` for the exponential tail
         (interval: exact given an exponential tail, ``2 M sigma_hat / sigma ~ chi^2(2M)``), ``inf``
         for ``xi > 0``; the envelope over the thresholds.
-      kl_ceiling: ``log N`` (plain samples), the most the samples themselves can show.
+      fitted: False where the top rewards tie so that no tail can be fitted (the quarter of the
+        tail nearest the threshold has no exceedance); such a prompt keeps its empirical law
+        (no reward above its sample max: its KL saturates at ``kl_ceiling``), flagged ``FEW``
+        where extrapolated (pooled: when more than ``SHARE_MAX`` of the prompts are).
+      kl_ceiling: ``log(N / m)`` for ``m`` draws tied at the maximum, the most the samples
+        themselves can show.
     Scalars: level, replicates. ``fit``: the :class:`TailFit` ``[prompts, thresholds]``.
     """
 
@@ -337,6 +352,7 @@ class TailCurve(NamedTuple):
     critical_beta: Array
     critical_beta_lo: Array
     critical_beta_hi: Array
+    fitted: Array
     kl_ceiling: Array
     level: float
     replicates: int
@@ -448,10 +464,12 @@ def tail_curve(samples: Samples, betas, *, level: float = 0.95, replicates: int 
     from scipy.stats import chi2
 
     chi = jnp.asarray(2 * m / chi2.ppf([[[(1 + level) / 2]], [[(1 - level) / 2]]], 2 * m), dtype)  # [2, P, T]
-    return _assemble(betas_np, fit, curves, pool, reps, chi, n_j, main, level, replicates)
+    ties = np.sum(srt == srt[:, :1], axis=1)  # draws tied at the maximum: the ceiling is log(N / ties)
+    ceiling = jnp.asarray(np.log(n / ties), dtype)
+    return _assemble(betas_np, fit, curves, pool, reps, chi, ceiling, main, level, replicates)
 
 
-def _assemble(betas, fit, curves, pool, reps, chi, n, main, level, replicates) -> TailCurve:
+def _assemble(betas, fit, curves, pool, reps, chi, ceiling, main, level, replicates) -> TailCurve:
     tfit, raw = fit
     gain, kl, gain_gpd, kl_gpd = curves  # [P, T, B]
     g_rep, k_rep, xi_rep, sig_rep, pg_rep, pk_rep = reps  # [R, P, T, B], [R, P, T], [R, T, B]
@@ -469,23 +487,22 @@ def _assemble(betas, fit, curves, pool, reps, chi, n, main, level, replicates) -
 
     no_tilt_of = lambda v: jnp.isposinf(v)  # noqa: E731
     frac = estimators.KL_CEILING_FRACTION
-    ceiling = jnp.log(n)
     failed = jnp.isnan(tfit.xi[:, main])  # [P]
     # per prompt
     g_lo, g_hi = env(g_rep, gain, gain_gpd, axis=-2)
     k_lo, k_hi = env(k_rep, kl, kl_gpd, axis=-2)
     p_gain, p_kl = gain[:, main], kl[:, main]
-    p_reasons = (estimators.reason_bit(no_tilt_of(p_gain), estimators.NO_TILT)
-                 | estimators.reason_bit(failed[:, None] & jnp.ones(p_gain.shape, bool), estimators.FEW))
     p_ext = ~(point(p_kl) <= frac * ceiling[:, None])
+    p_reasons = (estimators.reason_bit(no_tilt_of(p_gain), estimators.NO_TILT)
+                 | estimators.reason_bit(failed[:, None] & p_ext, estimators.FEW))
     # pooled: replicate r of every prompt together, then the same envelope
     pg_sel, pk_sel, pg_gpd, pk_gpd = pool  # [T, B]
     pg_lo, pg_hi = env(pg_rep, pg_sel, pg_gpd, axis=-2)
     pk_lo, pk_hi = env(pk_rep, pk_sel, pk_gpd, axis=-2)
     pool_gain, pool_kl = pg_sel[main], pk_sel[main]
-    pool_reasons = (estimators.reason_bit(no_tilt_of(pool_gain), estimators.NO_TILT)
-                    | estimators.reason_bit(jnp.any(failed) & jnp.ones(pool_gain.shape, bool), estimators.FEW))
     pool_ext = ~(point(pool_kl) <= frac * jnp.mean(ceiling))
+    pool_reasons = (estimators.reason_bit(no_tilt_of(pool_gain), estimators.NO_TILT)
+                    | estimators.reason_bit((jnp.mean(failed) > estimators.SHARE_MAX) & pool_ext, estimators.FEW))
     # shape, upper end, critical beta
     u = tfit.threshold  # [P, T]
     end_of = lambda x, s: jnp.where(x < 0, u + s / jnp.where(x < 0, -x, 1.0), jnp.inf)  # noqa: E731
@@ -500,4 +517,4 @@ def _assemble(betas, fit, curves, pool, reps, chi, n, main, level, replicates) -
         half(pk_lo, pk_hi), pool_ext, pool_reasons,
         point(p_gain), point(p_kl), g_lo, g_hi, k_lo, k_hi, p_ext, p_reasons,
         tfit.xi[:, main], x_lo, x_hi, end_of(tfit.xi, tfit.sigma)[:, main], e_lo, e_hi,
-        crit[:, main], jnp.min(crit_lo, -1), jnp.max(crit_hi, -1), ceiling, level, replicates, tfit)
+        crit[:, main], jnp.min(crit_lo, -1), jnp.max(crit_hi, -1), ~failed, ceiling, level, replicates, tfit)

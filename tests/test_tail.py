@@ -191,3 +191,20 @@ def test_bad_inputs():
         jl.tail_curve(jl.Samples(r, scores=r + 1), [1.0])
     with pytest.raises(ValueError, match="positive"):
         jl.tail_curve(jl.Samples(r), [0.0])
+
+
+def test_tied_top_keeps_the_empirical_law():
+    """Rewards whose top tie (bf16 reward models): no tail fit; the empirical law, flagged where extrapolated."""
+    rng = np.random.default_rng(5)
+    r = rng.uniform(size=(P, N))
+    r[:2, : N // 3] = 1.5  # a third of the draws at the maximum: an atom, ceiling log 3
+    betas = np.array([1.0, 0.1, 0.01, 1e-4])
+    c = _curve(r, betas)
+    np.testing.assert_array_equal(c.fitted, np.arange(P) >= 2)
+    emp = jl.tilt(jl.Samples(r[:2]), betas, bias_correction=False)
+    np.testing.assert_allclose(c.prompt_gain[:2], emp.gain, rtol=1e-10)
+    np.testing.assert_allclose(c.kl_ceiling[:2], np.log(N / (N // 3)), rtol=1e-12)
+    few = (np.asarray(c.prompt_reasons[:2]) & estimators.FEW) != 0
+    np.testing.assert_array_equal(few, np.asarray(c.prompt_extrapolated[:2]))
+    assert few[:, -1].all() and not few[:, 0].any()
+    assert not np.any(np.asarray(c.prompt_reasons[2:]) & estimators.FEW)
