@@ -40,8 +40,11 @@ that the tail is heavier or lighter than the selected model says is in the inter
 a few thresholds (``M`` times :data:`THRESHOLDS`). The interval is the envelope, over the
 thresholds, of the bootstrap percentile intervals and of the point estimates of both fits. A
 replicate also resamples the body (Poisson weights), whose sampling error decides the base mean.
-A replicate whose tilt does not exist at a beta counts as ``+inf`` gain and KL there, so an upper
-limit is infinite when more than ``(1 - level)/2`` of them lack it.
+A replicate whose tilt does not exist at a beta counts as ``+inf`` gain and KL there for the
+upper limit, so an upper limit is infinite when more than ``(1 - level)/2`` of them lack it (the
+data cannot exclude a tail with no tilt); for the lower limit a replicate with ``xi > 0`` takes
+its exponential tail instead (a smaller value: the lower limit stays conservative). Pooled
+replicates are means over prompts of the same replicate.
 
 Only plain samples (optionally ragged, ``mask``) with
 ``scores = rewards``: the tail is a model of ``r`` alone.
@@ -270,14 +273,18 @@ def _tail_core(sorted_r, n, m, lam, key, replicates: int, k_slots: int):
     def one(k):
         """One replicate: the tail drawn from the unrestricted fit and refitted unrestricted (model
         uncertainty included), the body resampled (Poisson weights: its sampling error, which
-        decides the base mean)."""
+        decides the base mean). Two versions of its curve: as fitted (``+inf`` where its tilt does
+        not exist: the upper limits) and with ``xi > 0`` replaced by the exponential tail, which
+        lowers every value (the lower limits: conservative)."""
         k_tail, k_body = jax.random.split(k)
         y = _draw_exceedances(k_tail, jnp.nan_to_num(fit.xi_gpd), jnp.nan_to_num(fit.sigma_gpd, nan=1.0), k_slots)
         f = _fit(jnp.where(valid, y, 0), m)
         xb, sb, eb = (jnp.where(failed, jnp.nan, v) for v in (f.xi_gpd, f.sigma_gpd, f.sigma_exp))
         _, curve_b = curves(jax.random.poisson(k_body, 1.0, sorted_r.shape).astype(dtype))
         g, k_ = curve_b(xb, sb)
-        return (g, k_, xb, sb) + pooled(curve_b, g, k_, xb, eb)
+        heavy = xb > 0
+        gl, kl_ = curve_b(jnp.where(heavy, 0.0, xb), jnp.where(heavy, eb, sb))
+        return g, k_, gl, kl_, xb, sb, jnp.mean(g, 0), jnp.mean(k_, 0), jnp.mean(gl, 0), jnp.mean(kl_, 0)
 
     reps = jax.lax.map(one, jax.random.split(key, replicates))
     return (TailFit(u, m, fit.xi, fit.sigma), fit), (gain, kl, gain_gpd, kl_gpd), pool, reps
@@ -472,12 +479,15 @@ def tail_curve(samples: Samples, betas, *, level: float = 0.95, replicates: int 
 def _assemble(betas, fit, curves, pool, reps, chi, ceiling, main, level, replicates) -> TailCurve:
     tfit, raw = fit
     gain, kl, gain_gpd, kl_gpd = curves  # [P, T, B]
-    g_rep, k_rep, xi_rep, sig_rep, pg_rep, pk_rep = reps  # [R, P, T, B], [R, P, T], [R, T, B]
+    # [R, P, T, B] (as fitted, then xi > 0 made exponential), [R, P, T], then pooled [R, T, B]
+    g_rep, k_rep, gl_rep, kl_rep, xi_rep, sig_rep, pg_rep, pk_rep, pgl_rep, pkl_rep = reps
     z = statistics.NormalDist().inv_cdf(0.5 + level / 2)
 
     def env(reps_, *points, axis):
-        """Envelope over thresholds (``axis``) of the replicates' percentile limits and the points."""
-        lo, hi = _quantiles(reps_, level, 0)
+        """Envelope over thresholds (``axis``) of the replicates' percentile limits and the points;
+        ``reps_`` is one array (both limits) or a pair (lower-limit replicates, upper-limit ones)."""
+        lo_r, hi_r = reps_ if isinstance(reps_, tuple) else (reps_, reps_)
+        lo, hi = _quantiles(lo_r, level, 0)[0], _quantiles(hi_r, level, 0)[1]
         lo = jnp.stack([lo, *points])  # NaN (a failed fit) stays NaN: min/max propagate it
         hi = jnp.stack([hi, *points])
         return jnp.min(jnp.min(lo, 0), axis), jnp.max(jnp.max(hi, 0), axis)
@@ -489,16 +499,16 @@ def _assemble(betas, fit, curves, pool, reps, chi, ceiling, main, level, replica
     frac = estimators.KL_CEILING_FRACTION
     failed = jnp.isnan(tfit.xi[:, main])  # [P]
     # per prompt
-    g_lo, g_hi = env(g_rep, gain, gain_gpd, axis=-2)
-    k_lo, k_hi = env(k_rep, kl, kl_gpd, axis=-2)
+    g_lo, g_hi = env((gl_rep, g_rep), gain, gain_gpd, axis=-2)
+    k_lo, k_hi = env((kl_rep, k_rep), kl, kl_gpd, axis=-2)
     p_gain, p_kl = gain[:, main], kl[:, main]
     p_ext = ~(point(p_kl) <= frac * ceiling[:, None])
     p_reasons = (estimators.reason_bit(no_tilt_of(p_gain), estimators.NO_TILT)
                  | estimators.reason_bit(failed[:, None] & p_ext, estimators.FEW))
     # pooled: replicate r of every prompt together, then the same envelope
     pg_sel, pk_sel, pg_gpd, pk_gpd = pool  # [T, B]
-    pg_lo, pg_hi = env(pg_rep, pg_sel, pg_gpd, axis=-2)
-    pk_lo, pk_hi = env(pk_rep, pk_sel, pk_gpd, axis=-2)
+    pg_lo, pg_hi = env((pgl_rep, pg_rep), pg_sel, pg_gpd, axis=-2)
+    pk_lo, pk_hi = env((pkl_rep, pk_rep), pk_sel, pk_gpd, axis=-2)
     pool_gain, pool_kl = pg_sel[main], pk_sel[main]
     pool_ext = ~(point(pool_kl) <= frac * jnp.mean(ceiling))
     pool_reasons = (estimators.reason_bit(no_tilt_of(pool_gain), estimators.NO_TILT)
