@@ -43,7 +43,7 @@ import numpy as np
 from scipy import optimize
 
 import jaxlimits as jl
-from jaxlimits import estimators
+from jaxlimits import estimators, tail
 
 _spec = importlib.util.spec_from_file_location("calibrate_trust", Path(__file__).with_name("calibrate_trust.py"))
 _trust = importlib.util.module_from_spec(_spec)
@@ -86,16 +86,16 @@ def _cell_stats(lo, hi, reasons, true, no_tilt_law: bool) -> dict:
     return out
 
 
-def run_law(law, n, prompts, pool, replicates, key, dtype):
+def run_law(law, n, prompts, pool, replicates, key, dtype, thresholds=tail.THRESHOLDS):
     betas = betas_at(law, n)
     g_true, k_true = truth(law, betas) if law != "student_t3" else (np.full(4, np.nan), np.full(4, np.nan))
     blocks = prompts // pool
     per = {"gain": [], "kl": []}
     pooled = {"gain": [], "kl": []}
-    for b in range(blocks):
+    for _ in range(blocks):
         key, k_draw, k_fit = jax.random.split(key, 3)
         r = np.asarray(draw(law, k_draw, (pool, n), dtype))
-        c = jl.tail_curve(jl.Samples(r), betas.astype(dtype), replicates=replicates, key=k_fit)
+        c = jl.tail_curve(jl.Samples(r), betas.astype(dtype), replicates=replicates, key=k_fit, thresholds=thresholds)
         for name in ("gain", "kl"):
             per[name].append((np.asarray(getattr(c, f"prompt_{name}_lo")), np.asarray(getattr(c, f"prompt_{name}_hi")),
                               np.asarray(c.prompt_reasons)))
@@ -205,6 +205,8 @@ def main(argv=None):
     ap.add_argument("--data", default=str(DATA), help="AlpacaFarm file for the hold-out ('' to skip)")
     ap.add_argument("--subsamples", type=int, default=10, help="hold-out subsample draws (default 10)")
     ap.add_argument("--x64", action="store_true", help="float64 (default float32)")
+    ap.add_argument("--thresholds", nargs="*", type=float, default=list(tail.THRESHOLDS),
+                    help="multipliers of the tail size refitted (default: jaxlimits.tail.THRESHOLDS)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", help="write the cells as JSON")
     args = ap.parse_args(argv)
@@ -217,7 +219,7 @@ def main(argv=None):
     for law in args.laws:
         for n in args.sizes:
             key, k = jax.random.split(key)
-            rows += run_law(law, n, args.prompts, args.pool, args.replicates, k, dtype)
+            rows += run_law(law, n, args.prompts, args.pool, args.replicates, k, dtype, tuple(args.thresholds))
             print(f"{law} N={n} done ({time.time() - t0:.0f} s)", flush=True)
     held = []
     if args.data and os.path.exists(args.data):

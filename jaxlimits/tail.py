@@ -34,17 +34,22 @@ With ``x = r - u`` and ``lam = 1/beta`` (``E_t`` the tilted tail mean),
 smooth and unimodal, its mode and the range where it is within ``QUAD_DEPTH`` nats of it are
 known in closed form, so a fixed number of nodes serves every (prompt, beta) under ``jit``.
 
-Uncertainty (:func:`tail_curve`): a parametric bootstrap from the *unrestricted* fit (``M``
-exceedances drawn from it and refitted unrestricted, body and threshold kept), so the chance
-that the tail is heavier or lighter than the selected model says is in the interval; at each of
-a few thresholds (``M`` times :data:`THRESHOLDS`). The interval is the envelope, over the
-thresholds, of the bootstrap percentile intervals and of the point estimates of both fits. A
-replicate also resamples the body (Poisson weights), whose sampling error decides the base mean.
-A replicate whose tilt does not exist at a beta counts as ``+inf`` gain and KL there for the
-upper limit, so an upper limit is infinite when more than ``(1 - level)/2`` of them lack it (the
-data cannot exclude a tail with no tilt); for the lower limit a replicate with ``xi > 0`` takes
-its exponential tail instead (a smaller value: the lower limit stays conservative). Pooled
-replicates are means over prompts of the same replicate.
+Uncertainty (:func:`tail_curve`), at each of a few thresholds (``M`` times :data:`THRESHOLDS`):
+
+* a parametric bootstrap from the *unrestricted* fit (``M`` exceedances drawn from it and
+  refitted unrestricted; the body resampled with Poisson weights, whose sampling error decides
+  the base mean). A replicate whose tilt does not exist at a beta counts as ``+inf`` there for
+  the upper limit, so an upper limit is infinite when more than ``(1 - level)/2`` of them lack
+  it (the data cannot exclude a tail with no tilt); for the lower limit a replicate with
+  ``xi > 0`` takes its exponential tail instead (a smaller value: conservative);
+* the profile-likelihood confidence set of the tail (Coles 2001, §4.3.4; over ``b = -xi/sigma``,
+  whose inverse is the upper end above the threshold), the extreme curves over the set widened
+  by the body's bootstrap deviations: the parametric bootstrap alone, centred on a fit whose
+  upper end is too low by chance, misses too often;
+* the point estimates of the selected and the unrestricted fits.
+
+The interval is the envelope of all of these over the thresholds. Pooled: the bootstrap's
+replicates averaged over prompts, and the mean of the prompts' profile limits (conservative).
 
 Only plain samples (optionally ragged, ``mask``) with
 ``scores = rewards``: the tail is a model of ``r`` alone.
@@ -66,7 +71,10 @@ from .samples import Samples, check_samples
 Array = jax.Array
 
 #: Multipliers of the tail size ``M = jaxlimits.psis.tail_size(N)`` refitted for threshold sensitivity.
-THRESHOLDS = (0.5, 1.0, 2.0)
+#: Higher thresholds (fewer exceedances) only: with (0.5, 1, 2) the larger tails' sub-asymptotic bias
+#: (a normal's or a Beta's top fifth is not yet generalised Pareto) made intervals cover 83-87% for
+#: normal rewards at N = 256 (benchmarks/calibrate_tail.py; benchmarks/README.md).
+THRESHOLDS = (0.25, 0.5, 1.0)
 #: Likelihood-ratio statistic above which the exponential tail (``xi = 0``) is rejected (chi^2_1, 95%).
 EXP_TEST = 3.841458820694124
 #: Nodes of each of the two Gauss-Legendre panels over the tail.
@@ -224,6 +232,37 @@ def _curve(a0, a1, s0, frac, xi, sigma, lam):
     return gain, kl, jnp.where(exists, log_z, inf)
 
 
+#: The profile grid: ``b x_max`` for ``b = -xi / sigma`` (``1/b`` is the upper end above the threshold
+#: for ``xi < 0``; ``b <= 0`` is ``xi >= 0``), dense near 1 (an end just above the sample max).
+_PROFILE_C = 1 - np.geomspace(1e-7, 12.0, 96)
+
+
+def _profile_set(exceed, m, level):
+    """The profile-likelihood confidence set of the tail (Coles 2001, §2.6.6, §4.3.4), as tails ``[..., J]``.
+
+    Zhang and Stephens' parametrisation: for ``b = -xi/sigma`` the likelihood is maximised at
+    ``xi(b) = mean log1p(-b x)``, ``sigma = -xi/b``, with the profile ``M (log(-b/xi) - xi - 1)``.
+    ``b`` runs over :data:`_PROFILE_C` ``/ x_max``; shapes below -1 are left out (the likelihood
+    is unbounded there, Smith 1985). Returns ``(xi, sigma, in_set)``, ``in_set`` where the
+    deviance from the best grid point is within the ``level`` quantile of chi^2(1).
+    """
+    from scipy.stats import chi2
+
+    dtype = exceed.dtype
+    m = jnp.asarray(m, dtype)
+    valid = jnp.arange(exceed.shape[-1]) < m[..., None]
+    x = jnp.where(valid, exceed, 0)
+    x_max = jnp.where(exceed[..., 0] > 0, exceed[..., 0], 1.0)
+    b = jnp.asarray(_PROFILE_C, dtype) / x_max[..., None]  # [..., J]
+    terms = jnp.log1p(-b[..., :, None] * x[..., None, :])
+    xi = jnp.sum(jnp.where(valid[..., None, :], terms, 0), -1) / m[..., None]
+    ll = m[..., None] * (jnp.log(-b / xi) - xi - 1)
+    ok = (xi >= -1) & jnp.isfinite(ll)
+    ll = jnp.where(ok, ll, -jnp.inf)
+    in_set = ok & (2 * (jnp.max(ll, -1, keepdims=True) - ll) <= float(chi2.ppf(level, 1)))
+    return xi, -xi / b, in_set
+
+
 def _draw_exceedances(key, xi, sigma, k_slots):
     """``[R, ..., K]`` descending GPD draws (``xi = 0``: exponential); slots past ``M`` are ignored later."""
     u = jax.random.uniform(key, xi.shape + (k_slots,), xi.dtype, minval=jnp.finfo(xi.dtype).tiny)
@@ -231,8 +270,8 @@ def _draw_exceedances(key, xi, sigma, k_slots):
     return -jnp.sort(-y, axis=-1)
 
 
-@functools.partial(jax.jit, static_argnames=("replicates", "k_slots"))
-def _tail_core(sorted_r, n, m, lam, key, replicates: int, k_slots: int):
+@functools.partial(jax.jit, static_argnames=("replicates", "k_slots", "level"))
+def _tail_core(sorted_r, n, m, lam, key, replicates: int, k_slots: int, level: float):
     """Fits, point curves and bootstrap curves; see :func:`tail_curve`."""
     dtype = sorted_r.dtype
     top = jnp.where(jnp.isfinite(sorted_r[:, :k_slots + 1]), sorted_r[:, :k_slots + 1], -jnp.inf)
@@ -251,9 +290,10 @@ def _tail_core(sorted_r, n, m, lam, key, replicates: int, k_slots: int):
         e0, e1, es = _body(sorted_r, n, zero, lam, w)[1:]
         emp = _curve(e0, e1, es, zero, zero - 1, zero + 1, lam)[:2]  # frac 0: no tail
 
-        def curve(x, s):
-            g, k = _curve(a0, a1, s0, frac, x, s, lam)[:2]
-            return tuple(jnp.where(failed[..., None], e, v) for v, e in zip((g, k), emp))
+        def curve(x, s):  # x, s: [P, T] or [P, T, J] (a set of tails per prompt and threshold)
+            ex = lambda v: v.reshape(v.shape[:2] + (1,) * (x.ndim - 2) + v.shape[2:])  # noqa: E731
+            g, k = _curve(ex(a0), ex(a1), ex(s0), ex(frac), x, s, lam)[:2]
+            return tuple(jnp.where(ex(failed)[..., None], ex(e), v) for v, e in zip((g, k), emp))
 
         return u, curve
 
@@ -269,6 +309,16 @@ def _tail_core(sorted_r, n, m, lam, key, replicates: int, k_slots: int):
     gain, kl = curve(fit.xi, fit.sigma)  # the selected model: the point estimates
     gain_gpd, kl_gpd = curve(fit.xi_gpd, fit.sigma_gpd)  # the unrestricted fit: part of the envelope
     pool = pooled(curve, gain, kl, fit.xi, fit.sigma_exp) + pooled(curve, gain_gpd, kl_gpd, fit.xi_gpd, fit.sigma_exp)
+    # the profile-likelihood set of the tail: its extreme curves (NaN outside the set)
+    xi_j, sig_j, in_set = _profile_set(exceed, m, level)
+    g_j, k_j = curve(xi_j, sig_j)  # [P, T, J, B]
+    inside = in_set[..., None] & ~failed[..., None, None]
+    prof = (jnp.min(jnp.where(inside, g_j, jnp.inf), -2), jnp.max(jnp.where(inside, g_j, -jnp.inf), -2),
+            jnp.min(jnp.where(inside, k_j, jnp.inf), -2), jnp.max(jnp.where(inside, k_j, -jnp.inf), -2))
+    prof = tuple(jnp.where(failed[..., None], v, w) for v, w in zip((gain, gain, kl, kl), prof))
+    prof_xi = (jnp.min(jnp.where(in_set, xi_j, jnp.inf), -1), jnp.max(jnp.where(in_set, xi_j, -jnp.inf), -1))
+    end_j = jnp.where(xi_j < 0, sig_j / jnp.where(xi_j < 0, -xi_j, 1.0), jnp.inf)
+    prof_end = (jnp.min(jnp.where(in_set, end_j, jnp.inf), -1), jnp.max(jnp.where(in_set, end_j, -jnp.inf), -1))
 
     def one(k):
         """One replicate: the tail drawn from the unrestricted fit and refitted unrestricted (model
@@ -284,10 +334,13 @@ def _tail_core(sorted_r, n, m, lam, key, replicates: int, k_slots: int):
         g, k_ = curve_b(xb, sb)
         heavy = xb > 0
         gl, kl_ = curve_b(jnp.where(heavy, 0.0, xb), jnp.where(heavy, eb, sb))
-        return g, k_, gl, kl_, xb, sb, jnp.mean(g, 0), jnp.mean(k_, 0), jnp.mean(gl, 0), jnp.mean(kl_, 0)
+        gb, kb = curve_b(fit.xi, fit.sigma)  # the body's sampling error alone, the tail as fitted
+        body = (gb - gain, kb - kl)
+        return (g, k_, gl, kl_, xb, sb, jnp.mean(g, 0), jnp.mean(k_, 0), jnp.mean(gl, 0), jnp.mean(kl_, 0),
+                *body, *(jnp.mean(v, 0) for v in body))
 
     reps = jax.lax.map(one, jax.random.split(key, replicates))
-    return (TailFit(u, m, fit.xi, fit.sigma), fit), (gain, kl, gain_gpd, kl_gpd), pool, reps
+    return (TailFit(u, m, fit.xi, fit.sigma), fit), (gain, kl, gain_gpd, kl_gpd), pool, reps, (prof, prof_xi, prof_end)
 
 
 class TailCurve(NamedTuple):
@@ -466,31 +519,35 @@ def tail_curve(samples: Samples, betas, *, level: float = 0.95, replicates: int 
     lam = jnp.asarray(1.0 / betas_np, dtype)
     srt_j = jnp.asarray(np.where(np.isfinite(srt), srt, -np.inf), dtype)
     n_j = jnp.asarray(n, dtype)
-    fit, curves, pool, reps = _tail_core(srt_j, n_j, jnp.asarray(m, dtype), lam, key, replicates, k_slots)
+    fit, curves, pool, reps, prof = _tail_core(srt_j, n_j, jnp.asarray(m, dtype), lam, key, replicates, k_slots,
+                                               level)
     # the exponential tail's scale (the critical beta) has an exact interval: 2 M sigma_hat / sigma ~ chi^2(2 M)
     from scipy.stats import chi2
 
     chi = jnp.asarray(2 * m / chi2.ppf([[[(1 + level) / 2]], [[(1 - level) / 2]]], 2 * m), dtype)  # [2, P, T]
     ties = np.sum(srt == srt[:, :1], axis=1)  # draws tied at the maximum: the ceiling is log(N / ties)
     ceiling = jnp.asarray(np.log(n / ties), dtype)
-    return _assemble(betas_np, fit, curves, pool, reps, chi, ceiling, main, level, replicates)
+    return _assemble(betas_np, fit, curves, pool, reps, prof, chi, ceiling, main, level, replicates)
 
 
-def _assemble(betas, fit, curves, pool, reps, chi, ceiling, main, level, replicates) -> TailCurve:
+def _assemble(betas, fit, curves, pool, reps, prof, chi, ceiling, main, level, replicates) -> TailCurve:
     tfit, raw = fit
     gain, kl, gain_gpd, kl_gpd = curves  # [P, T, B]
-    # [R, P, T, B] (as fitted, then xi > 0 made exponential), [R, P, T], then pooled [R, T, B]
-    g_rep, k_rep, gl_rep, kl_rep, xi_rep, sig_rep, pg_rep, pk_rep, pgl_rep, pkl_rep = reps
+    # [R, P, T, B] (as fitted, then xi > 0 made exponential), [R, P, T], then pooled [R, T, B], then the
+    # body's deviations alone [R, P, T, B] and pooled [R, T, B]
+    (g_rep, k_rep, gl_rep, kl_rep, xi_rep, sig_rep, pg_rep, pk_rep, pgl_rep, pkl_rep,
+     gb_rep, kb_rep, pgb_rep, pkb_rep) = reps
+    (pr_glo, pr_ghi, pr_klo, pr_khi), pr_xi, pr_end = prof  # profile-likelihood extremes [P, T, B], [P, T]
     z = statistics.NormalDist().inv_cdf(0.5 + level / 2)
 
-    def env(reps_, *points, axis):
-        """Envelope over thresholds (``axis``) of the replicates' percentile limits and the points;
-        ``reps_`` is one array (both limits) or a pair (lower-limit replicates, upper-limit ones)."""
-        lo_r, hi_r = reps_ if isinstance(reps_, tuple) else (reps_, reps_)
-        lo, hi = _quantiles(lo_r, level, 0)[0], _quantiles(hi_r, level, 0)[1]
-        lo = jnp.stack([lo, *points])  # NaN (a failed fit) stays NaN: min/max propagate it
-        hi = jnp.stack([hi, *points])
-        return jnp.min(jnp.min(lo, 0), axis), jnp.max(jnp.max(hi, 0), axis)
+    def env(lo_r, hi_r, los, his, axis):
+        """Envelope over thresholds (``axis``) of the replicates' percentile limits and the extra limits."""
+        lo = jnp.stack([_quantiles(lo_r, level, 0)[0], *los])
+        hi = jnp.stack([_quantiles(hi_r, level, 0)[1], *his])
+        return jnp.nanmin(jnp.nanmin(lo, 0), axis), jnp.nanmax(jnp.nanmax(hi, 0), axis)
+
+    def body(dev):  # the body's percentile deviations (0 where there is no tilt to deviate from)
+        return tuple(jnp.nan_to_num(q, nan=0.0, posinf=0.0, neginf=0.0) for q in _quantiles(dev, level, 0))
 
     def point(v):  # finite values; NaN where the tilt does not exist
         return jnp.where(jnp.isfinite(v), v, jnp.nan)
@@ -499,16 +556,21 @@ def _assemble(betas, fit, curves, pool, reps, chi, ceiling, main, level, replica
     frac = estimators.KL_CEILING_FRACTION
     failed = jnp.isnan(tfit.xi[:, main])  # [P]
     # per prompt
-    g_lo, g_hi = env((gl_rep, g_rep), gain, gain_gpd, axis=-2)
-    k_lo, k_hi = env((kl_rep, k_rep), kl, kl_gpd, axis=-2)
+    (gb_lo, gb_hi), (kb_lo, kb_hi) = body(gb_rep), body(kb_rep)
+    g_lo, g_hi = env(gl_rep, g_rep, [gain, gain_gpd, pr_glo + gb_lo], [gain, gain_gpd, pr_ghi + gb_hi], -2)
+    k_lo, k_hi = env(kl_rep, k_rep, [kl, kl_gpd, pr_klo + kb_lo], [kl, kl_gpd, pr_khi + kb_hi], -2)
     p_gain, p_kl = gain[:, main], kl[:, main]
     p_ext = ~(point(p_kl) <= frac * ceiling[:, None])
     p_reasons = (estimators.reason_bit(no_tilt_of(p_gain), estimators.NO_TILT)
                  | estimators.reason_bit(failed[:, None] & p_ext, estimators.FEW))
     # pooled: replicate r of every prompt together, then the same envelope
     pg_sel, pk_sel, pg_gpd, pk_gpd = pool  # [T, B]
-    pg_lo, pg_hi = env((pgl_rep, pg_rep), pg_sel, pg_gpd, axis=-2)
-    pk_lo, pk_hi = env((pkl_rep, pk_rep), pk_sel, pk_gpd, axis=-2)
+    (qg_lo, qg_hi), (qk_lo, qk_hi) = body(pgb_rep), body(pkb_rep)
+    mean_p = lambda v: jnp.mean(v, 0)  # noqa: E731  (the mean of the prompts' profile limits: conservative)
+    pg_lo, pg_hi = env(pgl_rep, pg_rep, [pg_sel, pg_gpd, mean_p(pr_glo) + qg_lo],
+                       [pg_sel, pg_gpd, mean_p(pr_ghi) + qg_hi], -2)
+    pk_lo, pk_hi = env(pkl_rep, pk_rep, [pk_sel, pk_gpd, mean_p(pr_klo) + qk_lo],
+                       [pk_sel, pk_gpd, mean_p(pr_khi) + qk_hi], -2)
     pool_gain, pool_kl = pg_sel[main], pk_sel[main]
     pool_ext = ~(point(pool_kl) <= frac * jnp.mean(ceiling))
     pool_reasons = (estimators.reason_bit(no_tilt_of(pool_gain), estimators.NO_TILT)
@@ -516,8 +578,10 @@ def _assemble(betas, fit, curves, pool, reps, chi, ceiling, main, level, replica
     # shape, upper end, critical beta
     u = tfit.threshold  # [P, T]
     end_of = lambda x, s: jnp.where(x < 0, u + s / jnp.where(x < 0, -x, 1.0), jnp.inf)  # noqa: E731
-    x_lo, x_hi = env(xi_rep, tfit.xi, raw.xi_gpd, axis=-1)
-    e_lo, e_hi = env(end_of(xi_rep, sig_rep), end_of(tfit.xi, tfit.sigma), end_of(raw.xi_gpd, raw.sigma_gpd), axis=-1)
+    x_lo, x_hi = env(xi_rep, xi_rep, [tfit.xi, raw.xi_gpd, pr_xi[0]], [tfit.xi, raw.xi_gpd, pr_xi[1]], -1)
+    ends = [end_of(tfit.xi, tfit.sigma), end_of(raw.xi_gpd, raw.sigma_gpd)]
+    e_rep = end_of(xi_rep, sig_rep)
+    e_lo, e_hi = env(e_rep, e_rep, ends + [u + pr_end[0]], ends + [u + pr_end[1]], -1)
     crit = jnp.where(tfit.xi < 0, 0.0, jnp.where(tfit.xi == 0, tfit.sigma, jnp.inf))  # [P, T]
     crit_lo = jnp.where(tfit.xi == 0, chi[0] * tfit.sigma, crit)
     crit_hi = jnp.where(tfit.xi == 0, chi[1] * tfit.sigma, crit)
