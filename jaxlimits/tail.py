@@ -432,8 +432,12 @@ class TailCurve(NamedTuple):
     rows, to_dict, to_pandas, __repr__, _repr_html_ = tables.METHODS
 
 
-def _sorted_plain(samples: Samples, where: str):
-    """Host arrays: rewards sorted descending with ``-inf`` padding, valid draws per prompt."""
+def check_tail_samples(samples: Samples, where: str) -> np.ndarray:
+    """Raises ValueError unless the tail model applies; returns the valid draws per prompt ``[P]``.
+
+    It needs plain samples (no log-weights, counts or exact law), rewards only, and at least
+    :data:`MIN_DRAWS` valid draws per prompt (the first prompt with fewer is named).
+    """
     check_samples(samples, where)
     if samples.log_weights is not None or samples.counts is not None or samples.exact:
         raise ValueError(f"{where}: the tail model needs plain samples (no log-weights, counts or exact law); "
@@ -441,15 +445,20 @@ def _sorted_plain(samples: Samples, where: str):
     if samples.has_scores:
         raise ValueError(f"{where}: the tail model is a model of the rewards alone; samples with separate scores "
                          "are not supported (drop the scores to get the reward's frontier)")
-    r = np.asarray(samples.rewards)
-    valid = np.asarray(samples.valid())
-    n = valid.sum(axis=1)
+    n = np.asarray(samples.valid()).sum(axis=1)
     few = np.flatnonzero(n < MIN_DRAWS)
     if few.size:
         p = int(few[0])
         raise ValueError(f"{where}: prompt {p} has {int(n[p])} valid samples; a tail fit needs at least {MIN_DRAWS} "
                          f"({psis.MIN_TAIL} exceedances at the smallest threshold)")
-    srt = -np.sort(-np.where(valid, r, -np.inf), axis=1)
+    return n
+
+
+def _sorted_plain(samples: Samples, where: str):
+    """Host arrays: rewards sorted descending with ``-inf`` padding, valid draws per prompt."""
+    n = check_tail_samples(samples, where)
+    valid = np.asarray(samples.valid())
+    srt = -np.sort(-np.where(valid, np.asarray(samples.rewards), -np.inf), axis=1)
     return srt, n
 
 
@@ -592,3 +601,32 @@ def _assemble(betas, fit, curves, pool, reps, prof, chi, ceiling, main, level, r
         point(p_gain), point(p_kl), g_lo, g_hi, k_lo, k_hi, p_ext, p_reasons,
         tfit.xi[:, main], x_lo, x_hi, end_of(tfit.xi, tfit.sigma)[:, main], e_lo, e_hi,
         crit[:, main], jnp.min(crit_lo, -1), jnp.max(crit_hi, -1), ~failed, ceiling, level, replicates, tfit)
+
+
+def extrapolate(frontier, samples: Samples, *, level: float = 0.95, replicates: int = 200, key: Array | None = None):
+    """A :class:`jaxlimits.Frontier` whose flagged points come from the tail model, marked ``extrapolated``.
+
+    What ``jaxlimits.frontier(..., tail="gpd")`` returns: at every point the trust rule flags
+    (``reasons != 0``), ``gain``, ``kl``, ``reverse_kl`` (``gain / beta - kl``, Theorem 1) and
+    their SEs (the interval's width / 2z) are the tail model's at the same beta, and ``reasons``
+    are the model's (``no-tilt`` where its fitted tail has none, ``few`` where too many prompts'
+    tails could not be fitted; the measured point's reasons, e.g. a PSIS k-hat of the empirical
+    weights, say nothing about the model); ``saturated`` is True there (a model's point is not
+    a measurement). ``tail`` holds the :class:`TailCurve` with the intervals; the other fields
+    are unchanged.
+
+    Args:
+      frontier: the pooled frontier of ``samples``.
+      samples: plain samples (see :func:`tail_curve`).
+      level, replicates, key: of the tail model's intervals (``key``: folded from the given one).
+    """
+    key = jax.random.PRNGKey(0) if key is None else jax.random.fold_in(key, 16)
+    c = tail_curve(samples, np.asarray(frontier.betas), level=level, replicates=replicates, key=key)
+    ext = jnp.asarray(np.asarray(frontier.reasons) != 0)
+    take = lambda measured, model: jnp.where(ext, jnp.asarray(model, measured.dtype), measured)  # noqa: E731
+    reasons = jnp.where(ext, c.reasons, frontier.reasons)
+    return frontier._replace(
+        gain=take(frontier.gain, c.gain), kl=take(frontier.kl, c.kl),
+        reverse_kl=take(frontier.reverse_kl, c.gain / c.betas - c.kl),
+        gain_se=take(frontier.gain_se, c.gain_se), kl_se=take(frontier.kl_se, c.kl_se),
+        reasons=reasons, saturated=frontier.saturated | ext, extrapolated=ext, tail=c)

@@ -216,3 +216,37 @@ def test_tied_top_keeps_the_empirical_law():
     np.testing.assert_array_equal(few, np.asarray(c.prompt_extrapolated[:2]))
     assert few[:, -1].all() and not few[:, 0].any()
     assert not np.any(np.asarray(c.prompt_reasons[2:]) & estimators.FEW)
+
+
+# -- the frontier with a tail model ------------------------------------------------------------
+
+
+def test_frontier_with_tail_model():
+    r = np.random.default_rng(1).uniform(size=(P, N))
+    betas = np.array([1.0, 0.1, 0.01, 1e-4])
+    s = jl.Samples(r)
+    plain = jl.frontier(s, betas, per_prompt=False)
+    assert plain.extrapolated is None and plain.tail is None and "extrapolated" not in plain.to_dict()
+    f = jl.frontier(s, betas, per_prompt=False, tail="gpd", tail_replicates=R)
+    ext = np.asarray(plain.reasons) != 0
+    assert ext[-1] and not ext[0]
+    np.testing.assert_array_equal(f.extrapolated, ext)
+    c = f.tail
+    for name in ("gain", "kl", "gain_se", "kl_se"):
+        np.testing.assert_array_equal(np.asarray(getattr(f, name))[~ext], np.asarray(getattr(plain, name))[~ext])
+        np.testing.assert_array_equal(np.asarray(getattr(f, name))[ext], np.asarray(getattr(c, name))[ext])
+    np.testing.assert_array_equal(np.asarray(f.reasons)[ext], np.asarray(c.reasons)[ext])
+    assert np.all(np.asarray(f.saturated)[ext])
+    # Theorem 1 on the model's points: gain = beta (KL + reverse KL)
+    np.testing.assert_allclose((betas * (f.kl + f.reverse_kl))[ext], np.asarray(f.gain)[ext], rtol=1e-10)
+    assert "extrapolated" in repr(f) and f.to_dict()["extrapolated"].dtype == bool
+
+
+def test_frontier_tail_bad_inputs():
+    r = np.random.default_rng(0).standard_normal((3, 64))
+    with pytest.raises(ValueError, match="tail must be None .* or 'gpd'.*'foo'"):
+        jl.frontier(jl.Samples(r), [1.0], tail="foo")
+    mask = np.ones_like(r, bool)
+    mask[2, 10:] = False
+    with pytest.raises(ValueError, match=r"frontier\(tail='gpd'\): prompt 2 has 10 valid samples"):
+        jl.frontier(jl.Samples(r, mask=mask), [1.0], tail="gpd")
