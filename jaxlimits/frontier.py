@@ -98,12 +98,12 @@ class Frontier(NamedTuple):
     kl_ceiling: Array
     prompts: estimators.TiltStats | None
     bands: Bands | None
+    extrapolated: Array | None
+    tail: object
     gain_bias: Array
     kl_bias: Array
     reasons: Array
     khat: Array
-    extrapolated: Array | None = None
-    tail: object = None
 
     def _columns(self):
         return tables.columns(self, shape_of="betas")
@@ -198,6 +198,8 @@ def _from_pool(pool: _Pool, betas, prompts=None, bands=None) -> Frontier:
         pool.kl_ceiling / n,
         prompts,
         bands,
+        None,
+        None,
         gain_bias,
         kl_bias,
         reasons,

@@ -4,6 +4,8 @@ Shapes are shared (8 prompts x 256 draws, 4 betas, 50 replicates) so that one co
 serves every law; float32 has its own test.
 """
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -221,13 +223,18 @@ def test_tied_top_keeps_the_empirical_law():
 # -- the frontier with a tail model ------------------------------------------------------------
 
 
-def test_frontier_with_tail_model():
+@pytest.fixture(scope="module")
+def frontiers():
     r = np.random.default_rng(1).uniform(size=(P, N))
     betas = np.array([1.0, 0.1, 0.01, 1e-4])
     s = jl.Samples(r)
-    plain = jl.frontier(s, betas, per_prompt=False)
+    return betas, jl.frontier(s, betas, per_prompt=False), jl.frontier(s, betas, per_prompt=False, tail="gpd",
+                                                                        tail_replicates=R)
+
+
+def test_frontier_with_tail_model(frontiers):
+    betas, plain, f = frontiers
     assert plain.extrapolated is None and plain.tail is None and "extrapolated" not in plain.to_dict()
-    f = jl.frontier(s, betas, per_prompt=False, tail="gpd", tail_replicates=R)
     ext = np.asarray(plain.reasons) != 0
     assert ext[-1] and not ext[0]
     np.testing.assert_array_equal(f.extrapolated, ext)
@@ -242,6 +249,20 @@ def test_frontier_with_tail_model():
     assert "extrapolated" in repr(f) and f.to_dict()["extrapolated"].dtype == bool
 
 
+def test_figure_draws_extrapolated_points_apart(frontiers):
+    from jaxlimits import plot
+
+    _, _, f = frontiers
+    ax = plot.frontier_figure(f).axes[0]
+    labels = ax.get_legend_handles_labels()[1]
+    assert any(lab.startswith("extrapolated: tail model's 95% interval") for lab in labels)
+    assert "extrapolated from a GPD tail model (not measured)" in labels
+    ext = np.asarray(f.extrapolated)
+    (measured,) = [ln for ln in ax.get_lines() if ln.get_label() == "frontier (optimal policy)"]
+    # the measured curve holds only measured points (plus the origin): no extrapolated KL on it
+    assert not np.isin(np.asarray(f.kl)[ext], measured.get_xdata()).any()
+
+
 def test_frontier_tail_bad_inputs():
     r = np.random.default_rng(0).standard_normal((3, 64))
     with pytest.raises(ValueError, match="tail must be None .* or 'gpd'.*'foo'"):
@@ -250,3 +271,27 @@ def test_frontier_tail_bad_inputs():
     mask[2, 10:] = False
     with pytest.raises(ValueError, match=r"frontier\(tail='gpd'\): prompt 2 has 10 valid samples"):
         jl.frontier(jl.Samples(r, mask=mask), [1.0], tail="gpd")
+
+
+def test_cli_frontier_tail(tmp_path, capsys):
+    from jaxlimits.cli import main
+
+    r = np.random.default_rng(1).uniform(size=(P, N))
+    path = tmp_path / "s.jsonl"
+    path.write_text("".join(f'{{"prompt_id": {p}, "reward": {float(v)!r}}}\n' for p in range(P) for v in r[p]))
+    out = tmp_path / "f.json"
+    args = ["frontier", str(path), "--x64", "--betas", "1", "0.1", "0.01", "0.0001", "--tail", "gpd",
+            "--tail-replicates", str(R), "--out", str(out)]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "extrapolated" in text and "README 'Beyond log N'" in text
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["status"] for row in rows][-1] == "extrapolated" and rows[-1]["extrapolated"] is True
+    hi = rows[-1]["tail_gain_hi"]  # null in JSON where the interval is open (inf)
+    assert rows[-1]["tail_gain_lo"] <= rows[-1]["gain"] and (hi is None or rows[-1]["gain"] <= hi)
+    assert rows[0]["tail_gain_lo"] is None and rows[0]["status"] == "ok"
+    assert main(["frontier", str(path), "--tail", "gpd", "--stream"]) == 2
+    assert "--tail is not available with --stream" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["frontier", str(path), "--tail", "foo"])
+    assert "invalid choice: 'foo'" in capsys.readouterr().err
