@@ -203,7 +203,7 @@ def main(argv=None):
     ap.add_argument("--laws", nargs="*", default=list(LAWS))
     ap.add_argument("--sizes", nargs="*", type=int, default=list(SIZES))
     ap.add_argument("--data", default=str(DATA), help="AlpacaFarm file for the hold-out ('' to skip)")
-    ap.add_argument("--subsamples", type=int, default=10, help="hold-out subsample draws (default 10)")
+    ap.add_argument("--subsamples", type=int, default=6, help="hold-out subsample draws (default 6)")
     ap.add_argument("--x64", action="store_true", help="float64 (default float32)")
     ap.add_argument("--thresholds", nargs="*", type=float, default=list(tail.THRESHOLDS),
                     help="multipliers of the tail size refitted (default: jaxlimits.tail.THRESHOLDS)")
