@@ -9,7 +9,6 @@ from . import _common as c
 EXAMPLES = (
     "jaxlimits frontier samples.jsonl --reward-col reward --dedupe response_sha1 --out frontier.csv",
     "jaxlimits frontier samples.jsonl --bootstrap 200 --plot frontier.png",
-    "jaxlimits frontier samples.jsonl --tail gpd --plot frontier.png",
 )
 
 
