@@ -343,6 +343,11 @@ def _tail_core(sorted_r, n, m, lam, key, replicates: int, k_slots: int, level: f
     return (TailFit(u, m, fit.xi, fit.sigma), fit), (gain, kl, gain_gpd, kl_gpd), pool, reps, (prof, prof_xi, prof_end)
 
 
+#: TailCurve fields over prompts (``[prompts]``), not betas.
+_PER_PROMPT = ("xi", "xi_lo", "xi_hi", "upper_end", "upper_end_lo", "upper_end_hi", "critical_beta",
+               "critical_beta_lo", "critical_beta_hi", "fitted", "kl_ceiling")
+
+
 class TailCurve(NamedTuple):
     """The tail model's tilt per prompt and pooled, with its uncertainty.
 
@@ -418,8 +423,8 @@ class TailCurve(NamedTuple):
     replicates: int
     fit: TailFit
 
-    def _columns(self):
-        return tables.columns(self, shape_of="betas")
+    def _columns(self):  # the pooled table; per-prompt fields have their own axis (excluded even if P == B)
+        return tables.columns(self, shape_of="betas", exclude=_PER_PROMPT)
 
     def _summary(self):
         ext = np.asarray(self.extrapolated)

@@ -295,3 +295,12 @@ def test_cli_frontier_tail(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["frontier", str(path), "--tail", "foo"])
     assert "invalid choice: 'foo'" in capsys.readouterr().err
+
+
+def test_table_is_the_pooled_curve_even_with_as_many_prompts_as_betas(frontiers):
+    c = frontiers[2].tail
+    c = c._replace(**{name: getattr(c, name)[: len(c.betas)] for name in tail._PER_PROMPT})  # P == B
+    cols = c.to_dict()
+    assert {"betas", "gain", "gain_lo", "extrapolated", "reasons"} <= set(cols)
+    assert not {"xi", "upper_end", "critical_beta", "fitted", "kl_ceiling"} & set(cols)
+    assert repr(c).startswith(f"TailCurve[4](GPD tail model, {P} prompts")
