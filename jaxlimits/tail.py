@@ -51,8 +51,9 @@ Uncertainty (:func:`tail_curve`), at each of a few thresholds (``M`` times :data
 The interval is the envelope of all of these over the thresholds. Pooled: the bootstrap's
 replicates averaged over prompts, and the mean of the prompts' profile limits (conservative).
 
-Only plain samples (optionally ragged, ``mask``) with
-``scores = rewards``: the tail is a model of ``r`` alone.
+Only plain samples (optionally ragged, ``mask``) with ``scores = rewards``: the tail is a model of
+``r`` alone. A prompt whose top rewards tie (a quarter of the tail at the threshold, as with bf16
+reward models) cannot be fitted: it keeps its empirical law (``TailCurve.fitted``).
 """
 
 from __future__ import annotations
