@@ -83,7 +83,8 @@ class Frontier(NamedTuple):
         there, values NaN; 0: none) and ``saturated`` stays True (a model is not a
         measurement). None without a tail model.
       tail: the :class:`jaxlimits.TailCurve` behind the extrapolated points (its intervals are
-        ``gain_lo``, ``gain_hi``, ...), or None.
+        ``gain_lo``, ``gain_hi``, ...; the model per prompt is ``prompt_gain``, ...: ``prompts``
+        stays the measured statistics), or None.
     """
 
     betas: Array
