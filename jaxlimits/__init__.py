@@ -48,6 +48,8 @@ from .proxy import overoptimization_peak as overoptimization_peak
 from .proxy import proxy_gap as proxy_gap
 from .samples import PromptError as PromptError
 from .samples import Samples as Samples
+from .tail import TailCurve as TailCurve
+from .tail import tail_curve as tail_curve
 from .trainer_logs import runs_from_log as runs_from_log
 
 __version__ = "0.1.0"
@@ -73,6 +75,7 @@ __all__ = [
     "Samples",
     "SoftBestOfN",
     "Solution",
+    "TailCurve",
     "TiltStats",
     "best_of_n",
     "bootstrap_bands",
@@ -95,5 +98,6 @@ __all__ = [
     "run_from_samples",
     "runs_from_log",
     "soft_best_of_n",
+    "tail_curve",
     "tilt",
 ]

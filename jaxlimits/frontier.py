@@ -71,11 +71,20 @@ class Frontier(NamedTuple):
         the pooled rule of :func:`jaxlimits.estimators.pooled_reasons`: the mean bias against the
         pooled SE, the mean k-hat, the mean unevenness of the weights, and the shares of prompts
         whose tilt may not exist or that are at their ceiling.
-      saturated: ``reasons != 0``: the point cannot be trusted.
+      saturated: ``reasons != 0`` (or ``extrapolated``): the point cannot be trusted as a measurement.
       khat: mean over prompts of the PSIS k-hat (NaN where none was computed).
       kl_ceiling: scalar, mean over prompts of the largest KL their samples can show.
       prompts: the per-prompt :class:`jaxlimits.TiltStats` ``[prompts, betas]`` (or None).
       bands: bootstrap :class:`Bands` (or None).
+      extrapolated: with ``tail="gpd"``, ``[betas]`` booleans: the measured point is flagged, so
+        ``gain``, ``kl``, ``reverse_kl`` and their SEs there come from the tail model
+        (:func:`jaxlimits.tail_curve`; SE = the interval's width / 2z, ``inf`` where it is
+        open), ``reasons`` there are the model's (``no-tilt``: the fitted tail has no tilt
+        there, values NaN; 0: none) and ``saturated`` stays True (a model is not a
+        measurement). None without a tail model.
+      tail: the :class:`jaxlimits.TailCurve` behind the extrapolated points (its intervals are
+        ``gain_lo``, ``gain_hi``, ...; the model per prompt is ``prompt_gain``, ...: ``prompts``
+        stays the measured statistics), or None.
     """
 
     betas: Array
@@ -90,6 +99,8 @@ class Frontier(NamedTuple):
     kl_ceiling: Array
     prompts: estimators.TiltStats | None
     bands: Bands | None
+    extrapolated: Array | None
+    tail: object
     gain_bias: Array
     kl_bias: Array
     reasons: Array
@@ -102,14 +113,17 @@ class Frontier(NamedTuple):
         import numpy as np
 
         ok = ~np.asarray(self.saturated) & np.isfinite(np.asarray(self.kl))
+        if self.extrapolated is not None:
+            ok &= ~np.asarray(self.extrapolated)
         best = (f"largest trusted KL {tables.span(np.asarray(self.kl)[ok].max())} with gain "
                 f"{tables.span(np.asarray(self.gain)[ok][np.argmax(np.asarray(self.kl)[ok])])}") if ok.any() else (
             "no trusted point")
-        extra = [x for x, on in (("per-prompt stats", self.prompts is not None), ("bands", self.bands is not None))
-                 if on]
+        extra = [x for x, on in (("per-prompt stats", self.prompts is not None), ("bands", self.bands is not None),
+                                 ("tail model", self.tail is not None)) if on]
+        ext = "" if self.extrapolated is None else f"{int(np.sum(np.asarray(self.extrapolated)))} extrapolated"
         return tables.summary(self, shape_of="betas", headline=[
             f"KL {tables.span(self.kl)} nats", best, tables.flagged(self.reasons),
-            f"KL ceiling {tables.span(self.kl_ceiling)}", " and ".join(extra) + (" attached" if extra else "")])
+            f"KL ceiling {tables.span(self.kl_ceiling)}", ext, " and ".join(extra) + (" attached" if extra else "")])
 
     rows, to_dict, to_pandas, __repr__, _repr_html_ = tables.METHODS
 
@@ -185,6 +199,8 @@ def _from_pool(pool: _Pool, betas, prompts=None, bands=None) -> Frontier:
         pool.kl_ceiling / n,
         prompts,
         bands,
+        None,
+        None,
         gain_bias,
         kl_bias,
         reasons,
@@ -235,6 +251,8 @@ def frontier(
     level: float = 0.95,
     memory_budget: int | None = None,
     progress: bool | None = None,
+    tail: str | None = None,
+    tail_replicates: int = 200,
 ) -> Frontier:
     r"""The prompt set's KL-reward frontier (MATH.md §6): pooled means at each shared beta.
 
@@ -259,9 +277,19 @@ def frontier(
       memory_budget: bytes of working memory for the sweep.
       progress: show a progress bar (``tqdm``, if installed) while sweeping blocks of prompts;
         ``None`` shows it only for long sweeps on a terminal.
+      tail: None (default: only what the samples show) or ``"gpd"``: the points the trust rule
+        flags come from a model of each prompt's upper reward tail (empirical body plus a
+        generalised Pareto tail, :func:`jaxlimits.tail_curve`), marked ``extrapolated``, with
+        the model's interval (at ``level``) in ``Frontier.tail``. Plain samples, rewards only.
+        Off by default: see the README's "Beyond log N" for what its calibration says.
+      tail_replicates: bootstrap replicates of the tail model (per threshold).
 
     Returns:
       A :class:`Frontier`, betas decreasing (KL increasing).
+
+    Raises:
+      ValueError: ``tail`` other than None or ``"gpd"``; with ``tail="gpd"``, samples with
+        log-weights, counts or scores, or a prompt (named) with too few samples for a tail fit.
 
     Examples:
       >>> import numpy as np, jaxlimits as jl
@@ -271,6 +299,13 @@ def frontier(
       True
     """
     check_samples(samples, "frontier")
+    if tail not in (None, "gpd"):
+        raise ValueError(f"frontier: tail must be None (only what the samples show) or 'gpd' (a generalised Pareto "
+                         f"model of the upper reward tail), got {tail!r}")
+    if tail is not None:
+        from .tail import check_tail_samples
+
+        check_tail_samples(samples, "frontier(tail='gpd')")
     if betas is None:
         num_betas = _sweep.positive_int(num_betas, "num_betas", 2)
         betas = default_betas(samples, num=num_betas, memory_budget=memory_budget)
@@ -285,7 +320,12 @@ def frontier(
     if bootstrap:
         bands = bootstrap_bands(samples, betas, bootstrap, key=key, level=level, memory_budget=memory_budget,
                                 bias_correction=bias_correction)
-    return _from_pool(pool, jnp.asarray(betas, lam.dtype), st, bands)
+    f = _from_pool(pool, jnp.asarray(betas, lam.dtype), st, bands)
+    if tail is not None:
+        from .tail import extrapolate
+
+        f = extrapolate(f, samples, level=level, replicates=tail_replicates, key=key)
+    return f
 
 
 #: Work (prompts x samples x betas) above which a sweep on a terminal shows a progress bar.

@@ -56,6 +56,21 @@ def _runs_xy(runs) -> dict[str, Any]:
     }
 
 
+def _tail_points(frontier, ext):
+    """``(kl, gain, gain_lo, gain_hi)`` of the extrapolated points with a finite model KL, by KL; or None."""
+    if not ext.any() or frontier.tail is None:
+        return None
+    t = frontier.tail
+    kl = np.asarray(frontier.kl, float)[ext]
+    vals = [kl, np.asarray(frontier.gain, float)[ext], np.asarray(t.gain_lo, float)[ext],
+            np.asarray(t.gain_hi, float)[ext]]
+    ok = np.isfinite(kl) & np.isfinite(vals[1])  # no-tilt points have no model value to draw
+    if not ok.any():
+        return None
+    srt = np.argsort(kl[ok])
+    return tuple(v[ok][srt] for v in vals)
+
+
 def frontier_figure(
     frontier,
     *,
@@ -78,6 +93,8 @@ def frontier_figure(
 
     Drawn: the frontier (the optimal KL-regularised policies) from ``(0, 0)``: solid where the
     trust rule passes, dashed where it does not (the legend names the reasons: ``Frontier.reasons``);
+    points extrapolated by a tail model (``frontier(tail="gpd")``) apart, dotted purple with their
+    interval hatched (open intervals hatched to the top), never like the measured curve;
     its uncertainty band; the unreachable region (grey) above the upper confidence limit of the
     trusted points only; the sample ceiling ``mean_x log(N/m)`` (dotted); best-of-n points labelled
     by ``n``; and run points with error bars. KL in nats per sequence, gain in reward units.
@@ -152,7 +169,11 @@ def frontier_figure(
     kl = np.asarray(frontier.kl, float)
     gain = np.asarray(frontier.gain, float)
     sat = np.asarray(frontier.saturated, bool)
-    order = np.argsort(kl)
+    # points from the tail model (frontier(tail="gpd")) are drawn apart, never like measured ones
+    ext = np.zeros(len(kl), bool) if frontier.extrapolated is None else np.asarray(frontier.extrapolated, bool)
+    tail_xy = _tail_points(frontier, ext)
+    measured = np.flatnonzero(~ext)
+    order = measured[np.argsort(kl[measured])]
     kl, gain, sat = kl[order], gain[order], sat[order]
     # beta -> infinity is the base policy itself: KL 0, gain 0, exactly (no uncertainty)
     start = not (len(kl) and kl[0] == 0.0)
@@ -186,7 +207,7 @@ def frontier_figure(
         pts_y.append(run_xy["gain"] + run_xy["gain_se"])
     px = np.concatenate([np.ravel(x) for x in pts_x]) if pts_x else np.zeros(0)
     px = px[np.isfinite(px)]
-    full = float(np.nanmax(np.concatenate([kl, [ceiling], px]))) * 1.06
+    full = float(np.nanmax(np.concatenate([kl, [ceiling], px, tail_xy[0] if tail_xy else []]))) * 1.06
     if xmax == "full" or (xmax is None and not (px > 0).any()):
         x_max = full
     elif xmax is None:  # default to the data: the points, with a margin
@@ -195,7 +216,8 @@ def frontier_figure(
         x_max = float(xmax)
     # the frontier up to the right end (and its next point, which the line runs to)
     shown = np.arange(len(kl)) <= np.searchsorted(kl, x_max)
-    y_all = np.concatenate([hi[shown], [0.0]] + [np.ravel(y) for y in pts_y])
+    tail_y = [] if not tail_xy else [v[tail_xy[0] <= x_max] for v in tail_xy[1:]]
+    y_all = np.concatenate([hi[shown], [0.0]] + [np.ravel(y) for y in pts_y] + tail_y)
     y_all = y_all[np.isfinite(y_all)]
     y_lo = min(0.0, float(np.nanmin(np.concatenate([lo[shown], y_all])))) if len(lo) else 0.0
     y_top = float(np.nanmax(y_all))
@@ -230,6 +252,15 @@ def frontier_figure(
                         zorder=1)
     ax.axvline(ceiling, color="0.3", ls=":", lw=1.2, label=f"sample ceiling mean log(N/m) = {ceiling:.3g} nats",
                zorder=3)
+    if tail_xy:
+        tk, tg, tlo, thi = tail_xy
+        level_t = frontier.tail.level
+        ax.fill_between(tk, tlo, np.minimum(thi, y_max), facecolor="none", edgecolor="tab:purple", hatch="//",
+                        linewidth=0, zorder=2, label=f"extrapolated: tail model's {level_t:.0%} interval (to the top: "
+                                                     "unbounded)" if np.any(~np.isfinite(thi)) else
+                        f"extrapolated: tail model's {level_t:.0%} interval")
+        ax.plot(tk, tg, color="tab:purple", ls=":", marker="o", ms=3, lw=1.4, zorder=4,
+                label="extrapolated from a GPD tail model (not measured)")
 
     if bon_xy is not None:
         bk, bg, bse, bn = bon_xy

@@ -62,6 +62,28 @@ def gpd_shape(exceed: Array, n: Array) -> Array:
     Returns:
       ``[...]`` the shape ``k``; NaN where there are too few draws or the tail is flat (ties).
     """
+    return gpd_fit(exceed, n)[0]
+
+
+def gpd_fit(exceed: Array, n: Array, prior_weight: float = PRIOR_K_WEIGHT) -> tuple[Array, Array]:
+    """Zhang-Stephens fit of a generalised Pareto law ``GPD(k, sigma)`` to exceedances.
+
+    The profile (empirical Bayes) estimator of Zhang & Stephens (2009): ``theta = -k / sigma``
+    averaged over a grid weighted by its profile likelihood, then ``k = mean log1p(-theta x)``
+    and ``sigma = -k / theta`` (before the prior; ``arviz_stats``' ``gpdfit``). ``theta < 1/max x``
+    on the whole grid, so a fitted finite upper end ``sigma / |k|`` (``k < 0``) lies above the
+    largest exceedance.
+
+    Args:
+      exceed: ``[..., K]`` non-negative exceedances, **descending**; only the first ``n`` are used.
+      n: ``[...]`` number of exceedances (below :data:`MIN_TAIL`: NaN).
+      prior_weight: ``k`` is shrunk to :data:`PRIOR_K_MEAN` with the weight of this many
+        observations (PSIS's prior, the default); 0 gives the plain Zhang-Stephens estimate.
+
+    Returns:
+      ``(k, sigma)``, each ``[...]``, in the units of ``exceed``; NaN where there are too few
+      draws or the tail is flat (ties).
+    """
     dtype = exceed.dtype
     k_slots = exceed.shape[-1]
     n = jnp.asarray(n, dtype)
@@ -92,8 +114,9 @@ def gpd_shape(exceed: Array, n: Array) -> Array:
     weights = jax.nn.softmax(profile, axis=-1)
     b_post = jnp.sum(jnp.where(j_valid, weights * b, 0), axis=-1)
     k = mean_log1p(b_post[..., None])[..., 0]
-    k = (n * k + PRIOR_K_WEIGHT * PRIOR_K_MEAN) / (n + PRIOR_K_WEIGHT)
-    return jnp.where(ok, k, jnp.nan)
+    sigma = -k / b_post
+    k = (n * k + prior_weight * PRIOR_K_MEAN) / (n + prior_weight)
+    return jnp.where(ok, k, jnp.nan), jnp.where(ok, sigma, jnp.nan)
 
 
 def _expand_counts(values: Array, counts: Array, k_slots: int):

@@ -22,6 +22,9 @@ VOCABULARY: dict[str, str] = {
     "infeasible": "the target cannot be reached by any policy (a gain at or above max r - E_0[r] of an exact law, "
                   "or a negative or NaN target)",
     "not_converged": "the solver reached its iteration cap (or its correction passes) before its tolerance",
+    "extrapolated": "past what the samples show: from a generalised Pareto model of each prompt's upper reward "
+                    "tail (--tail gpd), with that model's interval; a model, not a measurement (reasons: no-tilt = "
+                    "the fitted tail has no tilt there)",
 }
 
 

@@ -25,6 +25,12 @@ def register(sub):
                         "be contiguous; not with --dedupe, --base-logprob-col/--sampler-logprob-col or --bootstrap; "
                         "the default grid is taken from the first chunk's prompts; PSIS k-hat is not computed, so "
                         "no point is flagged 'tail' or 'no-tilt'")
+    p.add_argument("--tail", choices=("gpd",), default=None,
+                   help="past what the samples show: flagged points from a generalised Pareto model of each prompt's "
+                        "upper reward tail, marked 'extrapolated' (README 'Beyond log N'; off by default). Plain "
+                        "samples only: not with --dedupe, log-weight, count or score columns, or --stream")
+    p.add_argument("--tail-replicates", type=int, default=200, metavar="B",
+                   help="bootstrap replicates of the tail model per threshold (default 200)")
     p.add_argument("--chunk-rows", type=int, default=100_000, metavar="ROWS",
                    help="rows read at a time with --stream (default 100000)")
     return p
@@ -45,9 +51,19 @@ def rows_of(f) -> list[dict]:
         {("beta" if k == "betas" else k): (bool(v[i]) if k == "saturated" else float(v[i])) for k, v in cols.items()}
         for i in range(len(cols["betas"]))
     ]
-    for r, names in zip(rows, table["reason_names"]):
+    ext = table.get("extrapolated")
+    if f.tail is not None:
+        tail = f.tail.to_dict()
+        for k in ("gain_lo", "gain_hi", "kl_lo", "kl_hi"):
+            for r, v, e in zip(rows, tail[k], ext):
+                r[f"tail_{k}"] = float(v) if e else None
+    for i, (r, names) in enumerate(zip(rows, table["reason_names"])):
         r["status"] = of_point(r["saturated"])
         r["reasons"] = names
+        if ext is not None:
+            r["extrapolated"] = bool(ext[i])
+            if r["extrapolated"]:
+                r["status"] = "extrapolated"
     return rows
 
 
@@ -58,6 +74,9 @@ def print_table(rows, gain_label: str = "gain") -> None:
     for r in rows:
         kl = f"{r['kl']:.4g} ± {r['kl_se']:.2g}"
         gain = f"{r['gain']:.4g} ± {r['gain_se']:.2g}"
+        if r.get("extrapolated"):  # the model's interval, often asymmetric or open
+            kl = f"{r['kl']:.4g} [{r['tail_kl_lo']:.3g}, {r['tail_kl_hi']:.3g}]"
+            gain = f"{r['gain']:.4g} [{r['tail_gain_lo']:.3g}, {r['tail_gain_hi']:.3g}]"
         why = f" ({r['reasons']})" if r.get("reasons") else ""
         c.say(f"{r['beta']:10.4g} {kl:>20} {gain:>20} {r['ess_fraction']:6.2f}  {r['status']}{why}")
     for line in legend(r["status"] for r in rows):
@@ -85,9 +104,13 @@ def report(samples, args, source: dict, notes: list[str], default_plot=None, rew
         c.check_new_file(default_plot, True, (".png",), "the demo figure") if default_plot else None)
     if args.bootstrap < 0:
         raise c.UsageError(f"--bootstrap {args.bootstrap}: give a number of replicates >= 0")
+    tail = getattr(args, "tail", None)
+    if tail is not None and args.tail_replicates < 2:
+        raise c.UsageError(f"--tail-replicates {args.tail_replicates}: give at least 2 replicates")
     if f is None:
         f = jl.frontier(samples, args.betas, num_betas=args.num_betas, per_prompt=False, bootstrap=args.bootstrap,
-                        memory_budget=c.memory_budget(args))
+                        memory_budget=c.memory_budget(args), tail=tail,
+                        tail_replicates=getattr(args, "tail_replicates", 200))
     rows = rows_of(f)
     curve = "frontier" if score in (None, reward) else f"{score} gain of the policy tilted toward {reward}"
     for r in rows:
@@ -102,6 +125,9 @@ def report(samples, args, source: dict, notes: list[str], default_plot=None, rew
     if bool(np.any(np.asarray(f.saturated))):
         c.say("(estimates are bias-corrected; a flagged point's reasons are in brackets: README 'Can I trust the "
               "number?')")
+    if f.extrapolated is not None and bool(np.any(np.asarray(f.extrapolated))):
+        c.say("(extrapolated: not measured; the gain and KL of a model of each prompt's upper reward tail, with its "
+              f"{f.tail.level:.0%} interval in brackets, inf where the data cannot bound it: README 'Beyond log N')")
     if out is not None:
         meta = c.meta(args, source, notes)
         meta["gain"] = what_the_curve_is(reward, score)
@@ -133,6 +159,8 @@ def run_stream(args) -> int:
             raise c.UsageError(f"{option} is not available with --stream (it needs all of a prompt's rows at once)")
     if args.bootstrap:
         raise c.UsageError("--bootstrap is not available with --stream (it resamples all of a prompt's rows)")
+    if getattr(args, "tail", None):
+        raise c.UsageError("--tail is not available with --stream (it fits all of a prompt's rows at once)")
     if args.chunk_rows < 1:
         raise c.UsageError(f"--chunk-rows {args.chunk_rows}: give a number of rows >= 1")
     c.check_new_file(args.out, args.force, (".csv", ".json"), "--out")  # before the sweep, not after it

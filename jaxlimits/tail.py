@@ -1,0 +1,638 @@
+r"""Beyond what the samples show: the tilt from a model of the reward's upper tail.
+
+``N`` plain samples can show a KL of at most ``log N`` (MATH.md §3), and the empirical estimate is
+trusted well below that. The tilt at small beta is dominated by the top of the reward law, which
+extreme-value theory describes with few parameters (Pickands 1975; Coles, *An Introduction to
+Statistical Modeling of Extreme Values*, 2001, ch. 4). Per prompt, the law of ``r`` is modelled as
+
+* the empirical **body**: the ``N - M`` draws at or below the threshold ``u = r_(M+1)`` (the
+  ``(M+1)``-th largest), each of mass ``1/N``;
+* a generalised Pareto **tail** of mass ``M/N`` above ``u``: ``r = u + Y``,
+  ``P(Y > y) = (1 + xi y / sigma)^(-1/xi)``, fitted to the ``M`` exceedances by Zhang and
+  Stephens' estimator (:func:`jaxlimits.psis.gpd_fit`, **without** PSIS's prior, which pulls
+  ``xi`` towards 0.5 with the weight of 10 draws: a strong bias at ``M = 12``).
+
+The shape decides what exists. ``xi < 0``: a finite upper end ``u + sigma/|xi|``; the tilt exists
+at every beta and the gain saturates at that end (not at the sample max). ``xi = 0``
+(exponential-type): ``E exp(Y/beta) = 1/(1 - sigma/beta)``, so the tilt exists only for
+``beta > sigma``, the *critical beta*. ``xi > 0`` (polynomial tail): no tilt at any beta.
+Samples cannot tell ``xi = 0`` from a small ``xi`` of either sign; the model takes the
+exponential tail (``xi = 0``, ``sigma`` the mean exceedance) unless a likelihood-ratio test
+rejects it at 5% (``2 (l_gpd - l_exp) > 3.84``), so an exponential-looking tail gets a critical
+beta rather than a coin-flip between "no tilt at all" and "a tilt everywhere".
+
+With ``x = r - u`` and ``lam = 1/beta`` (``E_t`` the tilted tail mean),
+
+.. math::
+
+   Z_u = \frac1N \sum_{\rm body} e^{\lambda x_i} + \frac MN E[e^{\lambda Y}], \quad
+   \mathrm{gain} = E_{\pi_\beta}[x] - E_{\pi_0}[x], \quad
+   \mathrm{KL} = \lambda E_{\pi_\beta}[x] - \log Z_u .
+
+``E[e^{lam Y}]`` and the tilted mean of ``Y`` come from Gauss-Legendre quadrature in
+``s = log P(Y > y)`` (``y = sigma expm1(-xi s) / xi``): the log-integrand ``s + lam y(s)`` is
+smooth and unimodal, its mode and the range where it is within ``QUAD_DEPTH`` nats of it are
+known in closed form, so a fixed number of nodes serves every (prompt, beta) under ``jit``.
+
+Uncertainty (:func:`tail_curve`), at each of a few thresholds (``M`` times :data:`THRESHOLDS`):
+
+* a parametric bootstrap from the *unrestricted* fit (``M`` exceedances drawn from it and
+  refitted unrestricted; the body resampled with Poisson weights, whose sampling error decides
+  the base mean). A replicate whose tilt does not exist at a beta counts as ``+inf`` there for
+  the upper limit, so an upper limit is infinite when more than ``(1 - level)/2`` of them lack
+  it (the data cannot exclude a tail with no tilt); for the lower limit a replicate with
+  ``xi > 0`` takes its exponential tail instead (a smaller value: conservative);
+* the profile-likelihood confidence set of the tail (Coles 2001, §4.3.4; over ``b = -xi/sigma``,
+  whose inverse is the upper end above the threshold), the extreme curves over the set widened
+  by the body's bootstrap deviations: the parametric bootstrap alone, centred on a fit whose
+  upper end is too low by chance, misses too often;
+* the point estimates of the selected and the unrestricted fits.
+
+The interval is the envelope of all of these over the thresholds. Pooled: the bootstrap's
+replicates averaged over prompts, and the mean of the prompts' profile limits (conservative).
+
+Only plain samples (optionally ragged, ``mask``) with ``scores = rewards``: the tail is a model of
+``r`` alone. A prompt whose top rewards tie (a quarter of the tail at the threshold, as with bf16
+reward models) cannot be fitted: it keeps its empirical law (``TailCurve.fitted``).
+"""
+
+from __future__ import annotations
+
+import functools
+import statistics
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import estimators, psis, tables
+from .samples import Samples, check_samples
+
+Array = jax.Array
+
+#: Multipliers of the tail size ``M = jaxlimits.psis.tail_size(N)`` refitted for threshold sensitivity.
+#: Higher thresholds (fewer exceedances) only: with (0.5, 1, 2) the larger tails' sub-asymptotic bias
+#: (a normal's or a Beta's top fifth is not yet generalised Pareto) made intervals cover 83-87% for
+#: normal rewards at N = 256 (benchmarks/calibrate_tail.py; benchmarks/README.md).
+THRESHOLDS = (0.25, 0.5, 1.0)
+#: Likelihood-ratio statistic above which the exponential tail (``xi = 0``) is rejected (chi^2_1, 95%).
+EXP_TEST = 3.841458820694124
+#: Nodes of each of the two Gauss-Legendre panels over the tail.
+QUAD_NODES = 64
+#: The quadrature's range: where the log-integrand is within this many nats of its maximum.
+QUAD_DEPTH = 40.0
+#: Fewest valid draws per prompt for a tail fit (``jaxlimits.psis.MIN_TAIL`` exceedances at ``M = N/5``).
+MIN_DRAWS = 5 * psis.MIN_TAIL
+
+_GL_X, _GL_W = np.polynomial.legendre.leggauss(QUAD_NODES)
+
+
+class TailFit(NamedTuple):
+    """The fitted tail of each prompt at each threshold; fields ``[..., thresholds]``.
+
+    Attributes:
+      threshold: ``u``, the ``(M+1)``-th largest reward.
+      size: ``M``, the number of exceedances (the tail has mass ``M / N``).
+      xi, sigma: the generalised Pareto shape and scale (``xi = 0`` where the exponential tail
+        was kept; NaN where no fit was possible: a flat tail of tied rewards).
+    """
+
+    threshold: Array
+    size: Array
+    xi: Array
+    sigma: Array
+
+
+def _xi_safe(xi):
+    return jnp.where(xi == 0, 1.0, xi)
+
+
+def gpd_quantile_y(xi, sigma, log_surv):
+    """``y`` with ``log P(Y > y) = log_surv`` under ``GPD(xi, sigma)`` (``xi = 0``: exponential)."""
+    return jnp.where(xi == 0, -sigma * log_surv, sigma * jnp.expm1(-xi * log_surv) / _xi_safe(xi))
+
+
+@jax.jit
+def tail_mgf(xi, sigma, lam):
+    r"""``log E[exp(lam Y)]`` and the tilted mean ``E[Y exp(lam Y)] / E[exp(lam Y)]``, ``Y ~ GPD(xi, sigma)``.
+
+    Shapes broadcast. ``xi > 0``, or ``xi = 0`` with ``lam sigma >= 1``: the expectation is
+    infinite (``+inf``, tilted mean ``+inf``). ``xi = 0`` otherwise: the closed form
+    ``-log(1 - lam sigma)``, ``sigma / (1 - lam sigma)``. ``xi < 0``: Gauss-Legendre in
+    ``s = log P(Y > y)`` on the range where ``h(s) = s + lam y(s)`` is within
+    :data:`QUAD_DEPTH` of its maximum (mode ``s* = log(lam sigma) / xi`` when ``lam sigma > 1``,
+    else ``0``; with ``alpha = 1/|xi|`` and ``q = depth/alpha``, ``h(s*) - h(s) >= depth`` below
+    ``s* - alpha (q + sqrt(q^2 + 8 q)) / 2`` and above ``s* + sqrt(2 depth alpha)``), in two
+    panels split ``8 sqrt(alpha) + 8`` below the mode. Accuracy (float64, against the
+    incomplete-gamma closed form in mpmath): below ``1e-8`` relative for ``-3 <= xi <= -1e-3``
+    and ``lam sigma`` up to ``1e5`` (``1e-10`` for ``xi >= -1``).
+    """
+    xi, sigma, lam = jnp.broadcast_arrays(*[jnp.asarray(v) for v in (xi, sigma, lam)])
+    dtype = jnp.result_type(xi.dtype, sigma.dtype, lam.dtype)
+    a = lam * sigma
+    # exponential tail
+    exp_ok = (xi == 0) & (a < 1)
+    a_e = jnp.where(exp_ok, a, 0)
+    log_e = -jnp.log1p(-a_e)
+    mean_e = sigma / (1 - a_e)
+    # finite end: quadrature
+    neg = xi < 0
+    xs = jnp.where(neg, xi, -1.0)
+    alpha = -1 / xs
+    a_q = jnp.where(neg, a, 1.0)
+    s_c = jnp.where(a_q > 1, jnp.log(jnp.where(a_q > 1, a_q, 2.0)) / xs, 0.0)
+    q = QUAD_DEPTH / alpha
+    s_lo = s_c - alpha * (q + jnp.sqrt(q * q + 8 * q)) / 2
+    s_hi = jnp.where(a_q > 1, jnp.minimum(0.0, s_c + jnp.sqrt(2 * QUAD_DEPTH * alpha)), 0.0)
+    # two panels: the mode's neighbourhood and the slowly decaying far tail (long when |xi| >= 1)
+    s_m = jnp.clip(s_c - (8 * jnp.sqrt(alpha) + 8), s_lo, s_hi)
+    nodes, w = jnp.asarray(_GL_X, dtype), jnp.log(jnp.asarray(_GL_W, dtype))
+    ends = [(s_m, s_hi), (s_lo, s_m)]
+    s = jnp.concatenate([a_[..., None] + (b_ - a_)[..., None] / 2 * (nodes + 1) for a_, b_ in ends], axis=-1)
+    log_w = jnp.concatenate([w + jnp.log((b_ - a_) / 2)[..., None] for a_, b_ in ends], axis=-1)
+    z = jnp.expm1(-xs[..., None] * s) / xs[..., None]  # y / sigma
+    h = s + a_q[..., None] * z + log_w
+    log_q = jax.nn.logsumexp(h, axis=-1)
+    mean_q = jnp.where(neg, sigma, 1.0) * jnp.sum(jax.nn.softmax(h, axis=-1) * z, axis=-1)
+    inf = jnp.asarray(jnp.inf, dtype)
+    log_mgf = jnp.where(neg, log_q, jnp.where(exp_ok, log_e, inf))
+    mean = jnp.where(neg, mean_q, jnp.where(exp_ok, mean_e, inf))
+    nan = jnp.isnan(xi) | jnp.isnan(sigma)
+    return jnp.where(nan, jnp.nan, log_mgf).astype(dtype), jnp.where(nan, jnp.nan, mean).astype(dtype)
+
+
+class _Fit(NamedTuple):
+    xi: Array  # the selected model: 0 where the exponential tail is kept
+    sigma: Array
+    sigma_exp: Array  # the exponential tail's scale (mean exceedance)
+    xi_gpd: Array  # the unrestricted generalised Pareto fit
+    sigma_gpd: Array
+
+
+def _fit(exceed, m) -> _Fit:
+    """The tail fits of descending exceedances ``[..., K]`` (the first ``m`` used).
+
+    The unrestricted Zhang-Stephens fit, the exponential fit (scale: the mean exceedance) and the
+    selected one: the exponential unless the likelihood-ratio test rejects it (:data:`EXP_TEST`).
+    """
+    dtype = exceed.dtype
+    m = jnp.asarray(m, dtype)
+    valid = jnp.arange(exceed.shape[-1]) < m[..., None]
+    x = jnp.where(valid, exceed, 0)
+    xi, sigma = psis.gpd_fit(exceed, m, prior_weight=0.0)
+    sig_e = jnp.sum(x, axis=-1) / m
+    ll_exp = -m * jnp.log(sig_e) - m
+    ratio = jnp.where(valid, xi[..., None] * x / jnp.where(jnp.isfinite(sigma), sigma, 1.0)[..., None], 0)
+    ll_gpd = -m * jnp.log(sigma) - (1 + 1 / _xi_safe(xi)) * jnp.sum(jnp.log1p(ratio), axis=-1)
+    keep_exp = ~(2 * (ll_gpd - ll_exp) > EXP_TEST)
+    ok = jnp.isfinite(xi) & jnp.isfinite(sigma) & (sigma > 0)
+    nan = lambda v: jnp.where(ok, v, jnp.nan).astype(dtype)  # noqa: E731
+    return _Fit(nan(jnp.where(keep_exp, 0.0, xi)), nan(jnp.where(keep_exp, sig_e, sigma)), nan(sig_e), nan(xi),
+                nan(sigma))
+
+
+def _body(sorted_r, n, m, lam, weights=None):
+    """Per prompt, threshold, beta: body log-sum ``A0``, tilted body mean ``A1`` of ``x = r - u``, base sum.
+
+    ``sorted_r [P, N]`` descending (padding ``-inf`` at the end), ``n [P]``, ``m [P, T]``,
+    ``lam [B]``; optional ``weights [P, N]`` (a bootstrap's multiplicities of the sorted draws).
+    Returns ``u [P, T]`` and ``A0, A1 [P, T, B]``, ``S0 [P, T]`` (``sum_body w x / N``).
+    """
+    rank = jnp.arange(sorted_r.shape[1])
+    u = jnp.take_along_axis(sorted_r, m.astype(jnp.int32), axis=1)  # [P, T]
+    body = (rank[None, None, :] >= m[..., None]) & (rank[None, None, :] < n[:, None, None])  # [P, T, N]
+    if weights is not None:
+        body = body & (weights[:, None, :] > 0)
+    log_w = 0.0 if weights is None else jnp.log(jnp.where(weights > 0, weights, 1))[:, None, None, :]
+    x = jnp.where(body, sorted_r[:, None, :] - u[..., None], 0)  # <= 0 in the body
+    logits = jnp.where(body[..., None, :], lam[:, None] * x[..., None, :] + log_w, -jnp.inf)  # [P, T, B, N]
+    a0 = jax.nn.logsumexp(logits, axis=-1) - jnp.log(n)[:, None, None]
+    a1 = jnp.sum(jnp.where(body[..., None, :], jax.nn.softmax(logits, axis=-1) * x[..., None, :], 0), axis=-1)
+    wx = x if weights is None else x * weights[:, None, :]
+    s0 = jnp.sum(wx, axis=-1) / n[:, None]
+    return u, a0, a1, s0
+
+
+def _curve(a0, a1, s0, frac, xi, sigma, lam):
+    """Gain, KL and ``log Z_u`` of body + tail; all broadcast to ``[..., B]`` (``frac = M / N``)."""
+    log_mgf, t1 = tail_mgf(xi[..., None], sigma[..., None], lam)
+    exists = jnp.isfinite(log_mgf)
+    lt = jnp.log(frac)[..., None] + jnp.where(exists, log_mgf, 0)
+    log_z = jnp.logaddexp(a0, lt)
+    p_tail = jnp.exp(lt - log_z)
+    tilted = (1 - p_tail) * a1 + p_tail * jnp.where(exists, t1, 0)
+    mean_y = jnp.where(xi < 1, sigma / (1 - jnp.where(xi < 1, xi, 0)), jnp.inf)
+    base = s0 + frac * mean_y
+    gain = tilted - base[..., None]
+    kl = lam * tilted - log_z
+    inf = jnp.asarray(jnp.inf, gain.dtype)
+    nan = jnp.isnan(log_mgf)
+    gain = jnp.where(nan, jnp.nan, jnp.where(exists, gain, inf))
+    kl = jnp.where(nan, jnp.nan, jnp.where(exists, jnp.maximum(kl, 0), inf))
+    return gain, kl, jnp.where(exists, log_z, inf)
+
+
+#: The profile grid: ``b x_max`` for ``b = -xi / sigma`` (``1/b`` is the upper end above the threshold
+#: for ``xi < 0``; ``b <= 0`` is ``xi >= 0``), dense near 1 (an end just above the sample max).
+_PROFILE_C = 1 - np.geomspace(1e-7, 12.0, 96)
+
+
+def _profile_set(exceed, m, level):
+    """The profile-likelihood confidence set of the tail (Coles 2001, §2.6.6, §4.3.4), as tails ``[..., J]``.
+
+    Zhang and Stephens' parametrisation: for ``b = -xi/sigma`` the likelihood is maximised at
+    ``xi(b) = mean log1p(-b x)``, ``sigma = -xi/b``, with the profile ``M (log(-b/xi) - xi - 1)``.
+    ``b`` runs over :data:`_PROFILE_C` ``/ x_max``; shapes below -1 are left out (the likelihood
+    is unbounded there, Smith 1985). Returns ``(xi, sigma, in_set)``, ``in_set`` where the
+    deviance from the best grid point is within the ``level`` quantile of chi^2(1).
+    """
+    from scipy.stats import chi2
+
+    dtype = exceed.dtype
+    m = jnp.asarray(m, dtype)
+    valid = jnp.arange(exceed.shape[-1]) < m[..., None]
+    x = jnp.where(valid, exceed, 0)
+    x_max = jnp.where(exceed[..., 0] > 0, exceed[..., 0], 1.0)
+    b = jnp.asarray(_PROFILE_C, dtype) / x_max[..., None]  # [..., J]
+    terms = jnp.log1p(-b[..., :, None] * x[..., None, :])
+    xi = jnp.sum(jnp.where(valid[..., None, :], terms, 0), -1) / m[..., None]
+    ll = m[..., None] * (jnp.log(-b / xi) - xi - 1)
+    ok = (xi >= -1) & jnp.isfinite(ll)
+    ll = jnp.where(ok, ll, -jnp.inf)
+    in_set = ok & (2 * (jnp.max(ll, -1, keepdims=True) - ll) <= float(chi2.ppf(level, 1)))
+    return xi, -xi / b, in_set
+
+
+def _draw_exceedances(key, xi, sigma, k_slots):
+    """``[R, ..., K]`` descending GPD draws (``xi = 0``: exponential); slots past ``M`` are ignored later."""
+    u = jax.random.uniform(key, xi.shape + (k_slots,), xi.dtype, minval=jnp.finfo(xi.dtype).tiny)
+    y = gpd_quantile_y(xi[..., None], sigma[..., None], jnp.log(u))
+    return -jnp.sort(-y, axis=-1)
+
+
+@functools.partial(jax.jit, static_argnames=("replicates", "k_slots", "level"))
+def _tail_core(sorted_r, n, m, lam, key, replicates: int, k_slots: int, level: float):
+    """Fits, point curves and bootstrap curves; see :func:`tail_curve`."""
+    dtype = sorted_r.dtype
+    top = jnp.where(jnp.isfinite(sorted_r[:, :k_slots + 1]), sorted_r[:, :k_slots + 1], -jnp.inf)
+    u_top = jnp.take_along_axis(top, m.astype(jnp.int32), axis=1)  # [P, T]
+    slot = jnp.arange(k_slots)
+    valid = slot < m[..., None]
+    exceed = jnp.where(valid, top[:, None, :k_slots] - u_top[..., None], 0)  # [P, T, K] descending
+    fit = _fit(exceed, m)
+    failed = jnp.isnan(fit.xi)  # [P, T]: tied top rewards, no fit: the empirical law (no tail) instead
+    frac = m.astype(dtype) / n[:, None]
+    zero = jnp.zeros(m.shape[:1] + (1,), dtype)
+
+    def curves(w=None):
+        """``curve(xi, sigma)``: body (resampled with weights ``w``) + tail, the empirical law where failed."""
+        u, a0, a1, s0 = _body(sorted_r, n, m, lam, w)
+        e0, e1, es = _body(sorted_r, n, zero, lam, w)[1:]
+        emp = _curve(e0, e1, es, zero, zero - 1, zero + 1, lam)[:2]  # frac 0: no tail
+
+        def curve(x, s):  # x, s: [P, T] or [P, T, J] (a set of tails per prompt and threshold)
+            ex = lambda v: v.reshape(v.shape[:2] + (1,) * (x.ndim - 2) + v.shape[2:])  # noqa: E731
+            g, k = _curve(ex(a0), ex(a1), ex(s0), ex(frac), x, s, lam)[:2]
+            return tuple(jnp.where(ex(failed)[..., None], ex(e), v) for v, e in zip((g, k), emp))
+
+        return u, curve
+
+    def pooled(curve, g, k, x, s_e):
+        """Per prompt ``[P, T, B]`` -> pooled ``[T, B]``: prompts with ``xi > 0`` take their exponential tail."""
+        ge, ke = curve(jnp.zeros_like(s_e), s_e)
+        heavy = (x > 0)[..., None]
+        share = jnp.mean(heavy.astype(dtype), axis=0)
+        mean = lambda v, e: jnp.where(share > estimators.SHARE_MAX, jnp.inf, jnp.mean(jnp.where(heavy, e, v), 0))  # noqa: E731
+        return mean(g, ge), mean(k, ke)
+
+    u, curve = curves()
+    gain, kl = curve(fit.xi, fit.sigma)  # the selected model: the point estimates
+    gain_gpd, kl_gpd = curve(fit.xi_gpd, fit.sigma_gpd)  # the unrestricted fit: part of the envelope
+    pool = pooled(curve, gain, kl, fit.xi, fit.sigma_exp) + pooled(curve, gain_gpd, kl_gpd, fit.xi_gpd, fit.sigma_exp)
+    # the profile-likelihood set of the tail: its extreme curves (NaN outside the set)
+    xi_j, sig_j, in_set = _profile_set(exceed, m, level)
+    g_j, k_j = curve(xi_j, sig_j)  # [P, T, J, B]
+    inside = in_set[..., None] & ~failed[..., None, None]
+    prof = (jnp.min(jnp.where(inside, g_j, jnp.inf), -2), jnp.max(jnp.where(inside, g_j, -jnp.inf), -2),
+            jnp.min(jnp.where(inside, k_j, jnp.inf), -2), jnp.max(jnp.where(inside, k_j, -jnp.inf), -2))
+    prof = tuple(jnp.where(failed[..., None], v, w) for v, w in zip((gain, gain, kl, kl), prof))
+    prof_xi = (jnp.min(jnp.where(in_set, xi_j, jnp.inf), -1), jnp.max(jnp.where(in_set, xi_j, -jnp.inf), -1))
+    end_j = jnp.where(xi_j < 0, sig_j / jnp.where(xi_j < 0, -xi_j, 1.0), jnp.inf)
+    prof_end = (jnp.min(jnp.where(in_set, end_j, jnp.inf), -1), jnp.max(jnp.where(in_set, end_j, -jnp.inf), -1))
+
+    def one(k):
+        """One replicate: the tail drawn from the unrestricted fit and refitted unrestricted (model
+        uncertainty included), the body resampled (Poisson weights: its sampling error, which
+        decides the base mean). Two versions of its curve: as fitted (``+inf`` where its tilt does
+        not exist: the upper limits) and with ``xi > 0`` replaced by the exponential tail, which
+        lowers every value (the lower limits: conservative)."""
+        k_tail, k_body = jax.random.split(k)
+        y = _draw_exceedances(k_tail, jnp.nan_to_num(fit.xi_gpd), jnp.nan_to_num(fit.sigma_gpd, nan=1.0), k_slots)
+        f = _fit(jnp.where(valid, y, 0), m)
+        xb, sb, eb = (jnp.where(failed, jnp.nan, v) for v in (f.xi_gpd, f.sigma_gpd, f.sigma_exp))
+        _, curve_b = curves(jax.random.poisson(k_body, 1.0, sorted_r.shape).astype(dtype))
+        g, k_ = curve_b(xb, sb)
+        heavy = xb > 0
+        gl, kl_ = curve_b(jnp.where(heavy, 0.0, xb), jnp.where(heavy, eb, sb))
+        gb, kb = curve_b(fit.xi, fit.sigma)  # the body's sampling error alone, the tail as fitted
+        body = (gb - gain, kb - kl)
+        return (g, k_, gl, kl_, xb, sb, jnp.mean(g, 0), jnp.mean(k_, 0), jnp.mean(gl, 0), jnp.mean(kl_, 0),
+                *body, *(jnp.mean(v, 0) for v in body))
+
+    reps = jax.lax.map(one, jax.random.split(key, replicates))
+    return (TailFit(u, m, fit.xi, fit.sigma), fit), (gain, kl, gain_gpd, kl_gpd), pool, reps, (prof, prof_xi, prof_end)
+
+
+#: TailCurve fields over prompts (``[prompts]``), not betas.
+_PER_PROMPT = ("xi", "xi_lo", "xi_hi", "upper_end", "upper_end_lo", "upper_end_hi", "critical_beta",
+               "critical_beta_lo", "critical_beta_hi", "fitted", "kl_ceiling")
+
+
+class TailCurve(NamedTuple):
+    """The tail model's tilt per prompt and pooled, with its uncertainty.
+
+    Fields ``[betas]`` (pooled: means over prompts at each shared beta). A prompt whose fit says
+    ``xi > 0`` has no tilt; when at most ``jaxlimits.estimators.SHARE_MAX`` of the prompts say so
+    (what a 5% test gives when all tails are exponential-type), they enter the mean with their
+    exponential tail; beyond that share the pooled point has no tilt (``NO_TILT``, NaN). Where a
+    prompt's exponential tail has no tilt (beta below its critical beta), neither has the pool.
+      betas: the KL penalties (as given).
+      gain, kl: the model's gain (tilted minus base mean reward) and ``KL(pi_beta || pi0)`` at the
+        main threshold (``M = jaxlimits.psis.tail_size(N)``); NaN where the tilt does not exist.
+      gain_lo, gain_hi, kl_lo, kl_hi: the combined interval (the envelope over the thresholds of
+        the parametric bootstrap's percentile intervals); ``+inf`` upper limits where too many
+        replicates have no tilt.
+      gain_se, kl_se: ``(hi - lo) / (2 z)``, the interval's width as a normal SE (``inf`` where it
+        is open).
+      extrapolated: the model's KL beyond ``KL_CEILING_FRACTION`` of the sample ceiling (the
+        empirical estimate's trust region, ``jaxlimits.estimators``; NaN KL counts as beyond):
+        the point comes from the model, not from what the samples show.
+      reasons: ``int32`` bitmask (``jaxlimits.estimators.reason_names``): ``NO_TILT`` where the
+        fitted tail says the tilt does not exist; ``FEW`` at extrapolated points of prompts
+        whose tail could not be fitted (``fitted``).
+    Fields ``[prompts, betas]`` with the prefix ``prompt_``: the same per prompt.
+    Fields ``[prompts]``:
+      xi, xi_lo, xi_hi: the selected shape (0: the exponential tail was kept) and the interval
+        (the envelope of the unrestricted fits and their bootstrap).
+      upper_end, upper_end_lo, upper_end_hi: the fitted upper end of the reward law,
+        ``u + sigma / |xi|`` (``inf`` for ``xi >= 0``), and its interval.
+      critical_beta, critical_beta_lo, critical_beta_hi: the smallest beta at which the tilt
+        exists under the selected model: 0 for ``xi < 0``, ``sigma`` for the exponential tail
+        (interval: exact given an exponential tail, ``2 M sigma_hat / sigma ~ chi^2(2M)``), ``inf``
+        for ``xi > 0``; the envelope over the thresholds.
+      fitted: False where the top rewards tie so that no tail can be fitted (the quarter of the
+        tail nearest the threshold has no exceedance); such a prompt keeps its empirical law
+        (no reward above its sample max: its KL saturates at ``kl_ceiling``), flagged ``FEW``
+        where extrapolated (pooled: when more than ``SHARE_MAX`` of the prompts are).
+      kl_ceiling: ``log(N / m)`` for ``m`` draws tied at the maximum, the most the samples
+        themselves can show.
+    Scalars: level, replicates. ``fit``: the :class:`TailFit` ``[prompts, thresholds]``.
+    """
+
+    betas: Array
+    gain: Array
+    kl: Array
+    gain_lo: Array
+    gain_hi: Array
+    kl_lo: Array
+    kl_hi: Array
+    gain_se: Array
+    kl_se: Array
+    extrapolated: Array
+    reasons: Array
+    prompt_gain: Array
+    prompt_kl: Array
+    prompt_gain_lo: Array
+    prompt_gain_hi: Array
+    prompt_kl_lo: Array
+    prompt_kl_hi: Array
+    prompt_extrapolated: Array
+    prompt_reasons: Array
+    xi: Array
+    xi_lo: Array
+    xi_hi: Array
+    upper_end: Array
+    upper_end_lo: Array
+    upper_end_hi: Array
+    critical_beta: Array
+    critical_beta_lo: Array
+    critical_beta_hi: Array
+    fitted: Array
+    kl_ceiling: Array
+    level: float
+    replicates: int
+    fit: TailFit
+
+    def _columns(self):  # the pooled table; per-prompt fields have their own axis (excluded even if P == B)
+        return tables.columns(self, shape_of="betas", exclude=_PER_PROMPT)
+
+    def _summary(self):
+        ext = np.asarray(self.extrapolated)
+        xi = np.asarray(self.xi, float)
+        return tables.summary(self, shape_of="betas", headline=[
+            f"GPD tail model, {np.asarray(self.prompt_gain).shape[0]} prompts", f"KL {tables.span(self.kl)} nats",
+            f"{int(ext.sum())} of {ext.size} extrapolated", tables.flagged(self.reasons),
+            f"xi {tables.span(xi)}", f"{self.level:.0%} intervals from {self.replicates} replicates"])
+
+    rows, to_dict, to_pandas, __repr__, _repr_html_ = tables.METHODS
+
+
+def check_tail_samples(samples: Samples, where: str) -> np.ndarray:
+    """Raises ValueError unless the tail model applies; returns the valid draws per prompt ``[P]``.
+
+    It needs plain samples (no log-weights, counts or exact law), rewards only, and at least
+    :data:`MIN_DRAWS` valid draws per prompt (the first prompt with fewer is named).
+    """
+    check_samples(samples, where)
+    if samples.log_weights is not None or samples.counts is not None or samples.exact:
+        raise ValueError(f"{where}: the tail model needs plain samples (no log-weights, counts or exact law); "
+                         "expand counts into repeated rows")
+    if samples.has_scores:
+        raise ValueError(f"{where}: the tail model is a model of the rewards alone; samples with separate scores "
+                         "are not supported (drop the scores to get the reward's frontier)")
+    n = np.asarray(samples.valid()).sum(axis=1)
+    few = np.flatnonzero(n < MIN_DRAWS)
+    if few.size:
+        p = int(few[0])
+        raise ValueError(f"{where}: prompt {p} has {int(n[p])} valid samples; a tail fit needs at least {MIN_DRAWS} "
+                         f"({psis.MIN_TAIL} exceedances at the smallest threshold)")
+    return n
+
+
+def _sorted_plain(samples: Samples, where: str):
+    """Host arrays: rewards sorted descending with ``-inf`` padding, valid draws per prompt."""
+    n = check_tail_samples(samples, where)
+    valid = np.asarray(samples.valid())
+    srt = -np.sort(-np.where(valid, np.asarray(samples.rewards), -np.inf), axis=1)
+    return srt, n
+
+
+def tail_sizes(n, thresholds=THRESHOLDS) -> np.ndarray:
+    """``[P, T]`` exceedance counts: ``tail_size(n)`` times each multiplier, within ``[MIN_TAIL, n/2]``."""
+    base = np.asarray(psis.tail_size(np.asarray(n)), float)
+    m = np.round(base[:, None] * np.asarray(thresholds, float)[None, :])
+    return np.clip(m, psis.MIN_TAIL, np.floor(np.asarray(n)[:, None] / 2)).astype(np.int64)
+
+
+def _quantiles(x, level, axis):
+    """Lower and upper percentile limits, conservative order statistics (``+inf`` kept, NaN ignored)."""
+    lo = jnp.nanquantile(x, (1 - level) / 2, axis=axis, method="lower")
+    hi = jnp.nanquantile(x, (1 + level) / 2, axis=axis, method="higher")
+    return lo, hi
+
+
+def tail_curve(samples: Samples, betas, *, level: float = 0.95, replicates: int = 200,
+               thresholds=THRESHOLDS, key: Array | None = None) -> TailCurve:
+    r"""The tail model's gain and KL at any betas, per prompt and pooled, with intervals.
+
+    The function for every consumer of extrapolated points (``frontier(tail="gpd")``, inversions,
+    ``compare``): one call gives the curve, its interval, ``extrapolated`` and ``reasons``.
+
+    Args:
+      samples: plain :class:`Samples` ``[P, N]`` (a mask for ragged prompts is fine), at least
+        :data:`MIN_DRAWS` valid draws per prompt, rewards only.
+      betas: ``[B]`` KL penalties, shared by all prompts.
+      level: coverage of the intervals.
+      replicates: parametric bootstrap replicates per threshold.
+      thresholds: multipliers of ``M = jaxlimits.psis.tail_size(N)`` refitted for threshold
+        sensitivity; the point estimate uses the one nearest 1.
+      key: ``jax.random`` key (default ``PRNGKey(0)``).
+
+    Returns:
+      A :class:`TailCurve`.
+
+    Raises:
+      ValueError: log-weights, counts or scores; a prompt (named) with too few valid samples;
+        betas that are not positive; a level outside (0, 1).
+
+    Examples:
+      >>> import numpy as np, jaxlimits as jl
+      >>> r = np.random.default_rng(0).uniform(size=(4, 256))
+      >>> c = jl.tail_curve(jl.Samples(r), [1.0, 0.01], replicates=50)
+      >>> bool(c.gain[1] < 0.5 + 1e-6)  # uniform rewards: the gain saturates at 1 - 1/2
+      True
+    """
+    srt, n = _sorted_plain(samples, "tail_curve")
+    betas_np = np.asarray(betas, dtype=srt.dtype)
+    if betas_np.ndim != 1 or betas_np.size == 0 or not np.all(np.isfinite(betas_np)) or np.any(betas_np <= 0):
+        raise ValueError(f"tail_curve: betas must be a non-empty 1-d array of positive finite numbers, got {betas!r}")
+    level = float(level)
+    if not 0 < level < 1:
+        raise ValueError(f"tail_curve: level must be strictly between 0 and 1, got {level!r}")
+    replicates = int(replicates)
+    if replicates < 2:
+        raise ValueError(f"tail_curve: replicates must be at least 2, got {replicates}")
+    thresholds = tuple(float(t) for t in thresholds)
+    if not thresholds or min(thresholds) <= 0:
+        raise ValueError(f"tail_curve: thresholds must be positive multipliers of the tail size, got {thresholds!r}")
+    m = tail_sizes(n, thresholds)
+    main = int(np.argmin(np.abs(np.log(thresholds))))
+    k_slots = int(m.max())
+    key = jax.random.PRNGKey(0) if key is None else key
+    dtype = jnp.asarray(samples.rewards).dtype
+    lam = jnp.asarray(1.0 / betas_np, dtype)
+    srt_j = jnp.asarray(np.where(np.isfinite(srt), srt, -np.inf), dtype)
+    n_j = jnp.asarray(n, dtype)
+    fit, curves, pool, reps, prof = _tail_core(srt_j, n_j, jnp.asarray(m, dtype), lam, key, replicates, k_slots,
+                                               level)
+    # the exponential tail's scale (the critical beta) has an exact interval: 2 M sigma_hat / sigma ~ chi^2(2 M)
+    from scipy.stats import chi2
+
+    chi = jnp.asarray(2 * m / chi2.ppf([[[(1 + level) / 2]], [[(1 - level) / 2]]], 2 * m), dtype)  # [2, P, T]
+    ties = np.sum(srt == srt[:, :1], axis=1)  # draws tied at the maximum: the ceiling is log(N / ties)
+    ceiling = jnp.asarray(np.log(n / ties), dtype)
+    return _assemble(betas_np, fit, curves, pool, reps, prof, chi, ceiling, main, level, replicates)
+
+
+def _assemble(betas, fit, curves, pool, reps, prof, chi, ceiling, main, level, replicates) -> TailCurve:
+    tfit, raw = fit
+    gain, kl, gain_gpd, kl_gpd = curves  # [P, T, B]
+    # [R, P, T, B] (as fitted, then xi > 0 made exponential), [R, P, T], then pooled [R, T, B], then the
+    # body's deviations alone [R, P, T, B] and pooled [R, T, B]
+    (g_rep, k_rep, gl_rep, kl_rep, xi_rep, sig_rep, pg_rep, pk_rep, pgl_rep, pkl_rep,
+     gb_rep, kb_rep, pgb_rep, pkb_rep) = reps
+    (pr_glo, pr_ghi, pr_klo, pr_khi), pr_xi, pr_end = prof  # profile-likelihood extremes [P, T, B], [P, T]
+    z = statistics.NormalDist().inv_cdf(0.5 + level / 2)
+
+    def env(lo_r, hi_r, los, his, axis):
+        """Envelope over thresholds (``axis``) of the replicates' percentile limits and the extra limits."""
+        lo = jnp.stack([_quantiles(lo_r, level, 0)[0], *los])
+        hi = jnp.stack([_quantiles(hi_r, level, 0)[1], *his])
+        return jnp.nanmin(jnp.nanmin(lo, 0), axis), jnp.nanmax(jnp.nanmax(hi, 0), axis)
+
+    def body(dev):  # the body's percentile deviations (0 where there is no tilt to deviate from)
+        return tuple(jnp.nan_to_num(q, nan=0.0, posinf=0.0, neginf=0.0) for q in _quantiles(dev, level, 0))
+
+    def point(v):  # finite values; NaN where the tilt does not exist
+        return jnp.where(jnp.isfinite(v), v, jnp.nan)
+
+    no_tilt_of = lambda v: jnp.isposinf(v)  # noqa: E731
+    frac = estimators.KL_CEILING_FRACTION
+    failed = jnp.isnan(tfit.xi[:, main])  # [P]
+    # per prompt
+    (gb_lo, gb_hi), (kb_lo, kb_hi) = body(gb_rep), body(kb_rep)
+    g_lo, g_hi = env(gl_rep, g_rep, [gain, gain_gpd, pr_glo + gb_lo], [gain, gain_gpd, pr_ghi + gb_hi], -2)
+    k_lo, k_hi = env(kl_rep, k_rep, [kl, kl_gpd, pr_klo + kb_lo], [kl, kl_gpd, pr_khi + kb_hi], -2)
+    p_gain, p_kl = gain[:, main], kl[:, main]
+    p_ext = ~(point(p_kl) <= frac * ceiling[:, None])
+    p_reasons = (estimators.reason_bit(no_tilt_of(p_gain), estimators.NO_TILT)
+                 | estimators.reason_bit(failed[:, None] & p_ext, estimators.FEW))
+    # pooled: replicate r of every prompt together, then the same envelope
+    pg_sel, pk_sel, pg_gpd, pk_gpd = pool  # [T, B]
+    (qg_lo, qg_hi), (qk_lo, qk_hi) = body(pgb_rep), body(pkb_rep)
+    mean_p = lambda v: jnp.mean(v, 0)  # noqa: E731  (the mean of the prompts' profile limits: conservative)
+    pg_lo, pg_hi = env(pgl_rep, pg_rep, [pg_sel, pg_gpd, mean_p(pr_glo) + qg_lo],
+                       [pg_sel, pg_gpd, mean_p(pr_ghi) + qg_hi], -2)
+    pk_lo, pk_hi = env(pkl_rep, pk_rep, [pk_sel, pk_gpd, mean_p(pr_klo) + qk_lo],
+                       [pk_sel, pk_gpd, mean_p(pr_khi) + qk_hi], -2)
+    pool_gain, pool_kl = pg_sel[main], pk_sel[main]
+    pool_ext = ~(point(pool_kl) <= frac * jnp.mean(ceiling))
+    pool_reasons = (estimators.reason_bit(no_tilt_of(pool_gain), estimators.NO_TILT)
+                    | estimators.reason_bit((jnp.mean(failed) > estimators.SHARE_MAX) & pool_ext, estimators.FEW))
+    # shape, upper end, critical beta
+    u = tfit.threshold  # [P, T]
+    end_of = lambda x, s: jnp.where(x < 0, u + s / jnp.where(x < 0, -x, 1.0), jnp.inf)  # noqa: E731
+    x_lo, x_hi = env(xi_rep, xi_rep, [tfit.xi, raw.xi_gpd, pr_xi[0]], [tfit.xi, raw.xi_gpd, pr_xi[1]], -1)
+    ends = [end_of(tfit.xi, tfit.sigma), end_of(raw.xi_gpd, raw.sigma_gpd)]
+    e_rep = end_of(xi_rep, sig_rep)
+    e_lo, e_hi = env(e_rep, e_rep, ends + [u + pr_end[0]], ends + [u + pr_end[1]], -1)
+    crit = jnp.where(tfit.xi < 0, 0.0, jnp.where(tfit.xi == 0, tfit.sigma, jnp.inf))  # [P, T]
+    crit_lo = jnp.where(tfit.xi == 0, chi[0] * tfit.sigma, crit)
+    crit_hi = jnp.where(tfit.xi == 0, chi[1] * tfit.sigma, crit)
+    half = lambda lo, hi: (hi - lo) / (2 * z)  # noqa: E731
+    return TailCurve(
+        jnp.asarray(betas), point(pool_gain), point(pool_kl), pg_lo, pg_hi, pk_lo, pk_hi, half(pg_lo, pg_hi),
+        half(pk_lo, pk_hi), pool_ext, pool_reasons,
+        point(p_gain), point(p_kl), g_lo, g_hi, k_lo, k_hi, p_ext, p_reasons,
+        tfit.xi[:, main], x_lo, x_hi, end_of(tfit.xi, tfit.sigma)[:, main], e_lo, e_hi,
+        crit[:, main], jnp.min(crit_lo, -1), jnp.max(crit_hi, -1), ~failed, ceiling, level, replicates, tfit)
+
+
+def extrapolate(frontier, samples: Samples, *, level: float = 0.95, replicates: int = 200, key: Array | None = None):
+    """A :class:`jaxlimits.Frontier` whose flagged points come from the tail model, marked ``extrapolated``.
+
+    What ``jaxlimits.frontier(..., tail="gpd")`` returns: at every point the trust rule flags
+    (``reasons != 0``), ``gain``, ``kl``, ``reverse_kl`` (``gain / beta - kl``, Theorem 1) and
+    their SEs (the interval's width / 2z) are the tail model's at the same beta, and ``reasons``
+    are the model's (``no-tilt`` where its fitted tail has none, ``few`` where too many prompts'
+    tails could not be fitted; the measured point's reasons, e.g. a PSIS k-hat of the empirical
+    weights, say nothing about the model); ``saturated`` is True there (a model's point is not
+    a measurement). ``tail`` holds the :class:`TailCurve` with the intervals; the other fields
+    are unchanged.
+
+    Args:
+      frontier: the pooled frontier of ``samples``.
+      samples: plain samples (see :func:`tail_curve`).
+      level, replicates, key: of the tail model's intervals (``key``: folded from the given one).
+    """
+    key = jax.random.PRNGKey(0) if key is None else jax.random.fold_in(key, 16)
+    c = tail_curve(samples, np.asarray(frontier.betas), level=level, replicates=replicates, key=key)
+    ext = jnp.asarray(np.asarray(frontier.reasons) != 0)
+    take = lambda measured, model: jnp.where(ext, jnp.asarray(model, measured.dtype), measured)  # noqa: E731
+    reasons = jnp.where(ext, c.reasons, frontier.reasons)
+    return frontier._replace(
+        gain=take(frontier.gain, c.gain), kl=take(frontier.kl, c.kl),
+        reverse_kl=take(frontier.reverse_kl, c.gain / c.betas - c.kl),
+        gain_se=take(frontier.gain_se, c.gain_se), kl_se=take(frontier.kl_se, c.kl_se),
+        reasons=reasons, saturated=frontier.saturated | ext, extrapolated=ext, tail=c)
