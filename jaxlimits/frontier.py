@@ -175,6 +175,7 @@ def _pool_of(st: estimators.TiltStats, weight: Array) -> _Pool:
     )
 
 
+@jax.jit  # one program, not ~40 eager steps each compiled apart (they were most of a warm CLI run)
 def _from_pool(pool: _Pool, betas, prompts=None, bands=None) -> Frontier:
     n = pool.count
     gain_se, kl_se = jnp.sqrt(pool.gain_var) / n, jnp.sqrt(pool.kl_var) / n
