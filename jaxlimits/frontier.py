@@ -147,6 +147,8 @@ class _Pool(NamedTuple):
     unevenness: Array
     no_tilt: Array  # prompts flagged NO_TILT
     ceiling: Array  # prompts flagged CEILING
+    gain_residual: Array  # sum of |gain bias| / ESS: the size of what the correction leaves
+    kl_residual: Array
 
 
 def _pool_of(st: estimators.TiltStats, weight: Array) -> _Pool:
@@ -172,6 +174,8 @@ def _pool_of(st: estimators.TiltStats, weight: Array) -> _Pool:
         s(estimators.unevenness(st.ess, st.draws[:, None])),
         flag(estimators.NO_TILT),
         flag(estimators.CEILING),
+        s(estimators.residual_bias(st.gain_bias, st.ess)),
+        s(estimators.residual_bias(st.kl_bias, st.ess)),
     )
 
 
@@ -183,7 +187,8 @@ def _from_pool(pool: _Pool, betas, prompts=None, bands=None) -> Frontier:
     khat = jnp.where(pool.khat_count > 0, pool.khat / jnp.maximum(pool.khat_count, 1), jnp.nan)
     no_tilt, ceiling = pool.no_tilt / n, pool.ceiling / n
     reasons = estimators.pooled_reasons(gain_bias, gain_se, kl_bias, kl_se, khat, pool.draws / n,
-                                        pool.unevenness / n, no_tilt, ceiling)
+                                        pool.unevenness / n, no_tilt, ceiling, pool.gain_residual / n,
+                                        pool.kl_residual / n)
     # nothing random (an exact law, or rewards that all tie): zero SE and bias, nothing to distrust
     certain = (gain_se == 0) & (kl_se == 0) & (gain_bias == 0) & (kl_bias == 0)
     reasons = jnp.where(certain, jnp.int32(0), reasons)
@@ -220,7 +225,8 @@ def _frontier(samples: Samples, lam: Array, plan: _sweep.Plan, per_prompt: bool,
     b = lam.shape[1]
     zero = jnp.zeros((b,), lam.dtype)
     scalar = jnp.zeros((), lam.dtype)
-    init = _Pool(scalar, zero, zero, zero, zero, zero, zero, scalar, zero, zero, scalar, zero, zero, zero, zero, zero)
+    init = _Pool(scalar, zero, zero, zero, zero, zero, zero, scalar, zero, zero, scalar, zero, zero, zero, zero, zero,
+                 zero, zero)
 
     def reduce(carry, st, ok):
         part = _pool_of(st, ok.astype(lam.dtype))
