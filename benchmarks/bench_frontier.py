@@ -16,6 +16,10 @@ on which ``2 / beta`` is (almost) never a grid point:
   KL, Jeffreys, means, variance, covariance, ESS and three standard errors);
 * ``jaxlimits-pooled``: ``jaxlimits.frontier(per_prompt=False)`` (pooled over prompts tile by tile:
   memory independent of the number of prompts);
+* ``jaxlimits-sweep``: the pooled frontier without the PSIS k-hat of the trust rule (the
+  private ``jaxlimits.frontier._frontier(..., khat=False)``): the sums and their finalisation alone,
+  the part that the exp roofline bounds (k-hat fits a Pareto tail with ~40 x 100 logarithms per
+  (prompt, beta));
 * ``roofline``: a jitted ``sum(exp(x))`` over the same number of exponentials, measured in the same
   run (XLA spreads a large flat reduction over all cores).
 
@@ -24,7 +28,9 @@ once the data exist, measured after the warm-up call so compilation is left out)
 time over ``--repeats`` runs after a warm-up, compile time (first call minus the median),
 throughput in exponentials per second (``P * N * B / time``), the ratio to the roofline and
 to jaxlimits, and the largest relative deviation of gain and KL from a float64 NumPy reference
-on the first 64 prompts. Run::
+on the first 64 prompts (for ``jaxlimits``, of its plug-in estimates ``gain + gain_bias``,
+``kl + kl_bias``: ``tilt`` reports bias-corrected ones, which differ from the plug-in by design).
+Run::
 
     python benchmarks/bench_frontier.py                          # the default sizes, both dtypes
     python benchmarks/bench_frontier.py --sizes 10000x1024x64 --dtypes float32 --repeats 5
@@ -47,7 +53,7 @@ import time
 
 import numpy as np
 
-IMPLS = ("loop", "numpy", "torch", "jaxlimits", "jaxlimits-pooled")
+IMPLS = ("loop", "numpy", "torch", "jaxlimits", "jaxlimits-pooled", "jaxlimits-sweep")
 DEFAULT_SIZES = ("1000x256x64", "10000x1024x64", "30000x1024x128", "100000x1024x128")
 GRIDS = ("octave", "geomspace")
 
@@ -144,13 +150,24 @@ def _jax_runner(name, r, betas):
         def go():
             st = jl.tilt(samples, betas)
             jax.block_until_ready(st)
-            return st.gain, st.kl
-    else:
+            # the plug-in estimates, as the others compute (tilt reports the bias-corrected ones)
+            return st.gain + st.gain_bias, st.kl + st.kl_bias
+    elif name == "jaxlimits-pooled":
 
         def go():
             f = jl.frontier(samples, betas, per_prompt=False)
             jax.block_until_ready(f)
             return f.gain, f.kl
+    else:
+        import importlib
+
+        fr = importlib.import_module("jaxlimits.frontier")
+        plan = fr._plan_for(samples, betas, None)  # (lam, plan), or (lam, ext, plan) before the one-exp kernel
+        args = (samples, plan[0], plan[-1], False) + tuple(plan[1:-1])
+
+        def go():
+            pool, _ = fr._frontier(*args, khat=False)  # pooled sums (finalised by the caller: microseconds)
+            return jax.block_until_ready(pool), None
 
     return go
 
@@ -252,7 +269,7 @@ def child(impl: str, size: str, dtype_name: str, repeats: int, max_seconds: floa
         times = [first]
     med = float(np.median(times))
     dev = None
-    if impl != "jaxlimits-pooled":  # per-prompt results: the first 64 prompts against float64
+    if impl not in ("jaxlimits-pooled", "jaxlimits-sweep"):  # per-prompt results: the first 64 prompts against float64
         gain, kl = (np.asarray(a)[:64].astype(np.float64) for a in out)
         ref_gain, ref_kl = run_loop(r[:64].astype(np.float64), betas)
         dev = max(float(np.max(np.abs(gain - ref_gain) / np.abs(ref_gain))),
