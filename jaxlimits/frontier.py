@@ -240,8 +240,8 @@ def frontier(
     Args:
       samples: :class:`Samples` ``[P, N]``.
       betas: ``[B]`` KL penalties; by default :func:`default_betas` (``num_betas`` points from
-        KL near 0 to the saturation ceiling, octave-aligned so the standard errors reuse the
-        exponentials of the estimates).
+        KL near 0 to the saturation ceiling, octave-aligned); any grid costs one exponential per
+        (prompt, sample, beta).
       per_prompt: keep the per-prompt statistics (``[P, B]`` each); False pools tile by tile,
         with memory independent of the number of prompts.
 
@@ -397,9 +397,8 @@ def default_betas(samples: Samples, num: int = 64, *, kl_low: float = 1e-3, ceil
 
     A coarse sweep over at most 256 prompts locates the ends; the grid is geometric, decreasing,
     with exactly ``num`` points. Where a whole number of points per octave fits by widening the
-    range by at most an octave at each end, the step is a whole fraction of an octave (so
-    ``2 / beta`` is on the grid too and a sweep costs about ``num`` kernel evaluations instead of
-    ``2 num``, see ``jaxlimits.tilt``); otherwise the ``num`` points span the range evenly.
+    range by at most an octave at each end, the step is a whole fraction of an octave (round
+    numbers of betas per doubling); otherwise the ``num`` points span the range evenly.
     """
     check_samples(samples, "default_betas")
     num = _sweep.positive_int(num, "num", 2)
