@@ -282,6 +282,6 @@ def tilt(samples: Samples, betas, *, bias_correction: bool = True, memory_budget
     check_samples(samples, "tilt")
     _sweep.check_betas(betas, samples.num_prompts, samples.dtype)
     lam = _sweep.as_lambda(betas, samples.num_prompts, samples.dtype)
-    n_eval = 2 * lam.shape[1]  # the slabs of exp(lam x') and its square
+    n_eval = lam.shape[1]  # exp(lam x') slab (its square is among _sweep._COPIES)
     p = _sweep.plan(samples.num_prompts, samples.num_samples, n_eval, lam.dtype.itemsize, memory_budget)
     return _tilt(samples, lam, p, bool(bias_correction))

@@ -217,7 +217,7 @@ def _plan_for(samples, betas, memory_budget):
     if np.ndim(betas) != 1:
         raise ValueError("the frontier needs one grid of betas shared by all prompts (shape [betas])")
     lam = _sweep.as_lambda(betas, samples.num_prompts, samples.dtype)
-    n_eval = 2 * lam.shape[1]  # the slabs of exp(lam x') and its square
+    n_eval = lam.shape[1]  # exp(lam x') slab (its square is among _sweep._COPIES)
     p = _sweep.plan(samples.num_prompts, samples.num_samples, n_eval, lam.dtype.itemsize, memory_budget)
     return lam, p
 

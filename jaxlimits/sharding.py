@@ -185,7 +185,7 @@ def _prepare(samples: Samples, betas, mesh, prompt_axis, sample_axis, memory_bud
         if samples.num_prompts % n_p or samples.num_samples % n_s:
             raise ValueError(f"global samples of shape {samples.rewards.shape} do not divide the mesh "
                              f"({n_p} x {n_s}); build them with sharding.distribute")
-    n_eval = 2 * lam.shape[1]  # the slabs of exp(lam x') and its square
+    n_eval = lam.shape[1]  # exp(lam x') slab (its square is among _sweep._COPIES)
     plan = _sweep.plan(padded.num_prompts // n_p, padded.num_samples // n_s, n_eval, lam.dtype.itemsize,
                        memory_budget)
     spec = NamedSharding(mesh, P(prompt_axis, sample_axis))

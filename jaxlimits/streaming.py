@@ -343,7 +343,7 @@ def _map_prompts(fn, tree, num_prompts: int, tile: int):
 
 @jax.jit
 def _update(acc: Accumulator, arrays) -> Accumulator:
-    n_eval = 2 * acc.num_betas  # the slabs of exp(lam x') and its square
+    n_eval = acc.num_betas  # exp(lam x') slab (its square is among _sweep._COPIES)
     tile = _tiles_of(acc.num_prompts, arrays[0].shape[1], n_eval, acc.lam.dtype.itemsize)
     return _map_prompts(lambda t: _update_impl(t[0], t[1]), (acc, arrays), acc.num_prompts, tile)
 
