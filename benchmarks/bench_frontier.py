@@ -1,8 +1,10 @@
 """The frontier sweep against what users would otherwise write, in one run, on the same data.
 
 For each size ``prompts x samples x betas`` and dtype, every implementation computes the tilted
-gain and KL of every (prompt, beta) from the same standard-normal rewards and the same
-octave-aligned beta grid (8 points per octave, the grid ``jaxlimits.default_betas`` makes):
+gain and KL of every (prompt, beta) from the same standard-normal rewards and the same beta
+grid: ``--grid octave`` (the default) is octave-aligned, 8 points per octave (the grid
+``jaxlimits.default_betas`` makes); ``--grid geomspace`` is a user's own ``np.geomspace(10, 0.01, B)``,
+on which ``2 / beta`` is (almost) never a grid point:
 
 * ``loop``: NumPy/SciPy loop over beta, ``scipy.special.logsumexp`` + ``softmax`` (what most
   researchers write; two exponentials per element);
@@ -14,6 +16,10 @@ octave-aligned beta grid (8 points per octave, the grid ``jaxlimits.default_beta
   KL, Jeffreys, means, variance, covariance, ESS and three standard errors);
 * ``jaxlimits-pooled``: ``jaxlimits.frontier(per_prompt=False)`` (pooled over prompts tile by tile:
   memory independent of the number of prompts);
+* ``jaxlimits-sweep``: the pooled frontier without the PSIS k-hat of the trust rule (the
+  private ``jaxlimits.frontier._frontier(..., khat=False)``): the sums and their finalisation alone,
+  the part that the exp roofline bounds (k-hat fits a Pareto tail with ~40 x 100 logarithms per
+  (prompt, beta));
 * ``roofline``: a jitted ``sum(exp(x))`` over the same number of exponentials, measured in the same
   run (XLA spreads a large flat reduction over all cores).
 
@@ -22,11 +28,14 @@ once the data exist, measured after the warm-up call so compilation is left out)
 time over ``--repeats`` runs after a warm-up, compile time (first call minus the median),
 throughput in exponentials per second (``P * N * B / time``), the ratio to the roofline and
 to jaxlimits, and the largest relative deviation of gain and KL from a float64 NumPy reference
-on the first 64 prompts. Run::
+on the first 64 prompts (for ``jaxlimits``, of its plug-in estimates ``gain + gain_bias``,
+``kl + kl_bias``: ``tilt`` reports bias-corrected ones, which differ from the plug-in by design).
+Run::
 
     python benchmarks/bench_frontier.py                          # the default sizes, both dtypes
     python benchmarks/bench_frontier.py --sizes 10000x1024x64 --dtypes float32 --repeats 5
     python benchmarks/bench_frontier.py --json results.json      # also write the raw figures
+    python benchmarks/bench_frontier.py --sizes 10000x1024x64 --grid geomspace   # an arbitrary grid
 
 On a GPU machine the same script runs unchanged (JAX picks the accelerator; the NumPy and
 PyTorch baselines stay on the CPU).
@@ -44,12 +53,16 @@ import time
 
 import numpy as np
 
-IMPLS = ("loop", "numpy", "torch", "jaxlimits", "jaxlimits-pooled")
+IMPLS = ("loop", "numpy", "torch", "jaxlimits", "jaxlimits-pooled", "jaxlimits-sweep")
 DEFAULT_SIZES = ("1000x256x64", "10000x1024x64", "30000x1024x128", "100000x1024x128")
+GRIDS = ("octave", "geomspace")
 
 
-def betas_for(num: int) -> np.ndarray:
-    """``num`` betas, 8 per octave, decreasing from 8 (the shape of ``jaxlimits.default_betas``)."""
+def betas_for(num: int, grid: str = "octave") -> np.ndarray:
+    """``num`` betas: ``octave``: 8 per octave, decreasing from 8 (the shape of ``jaxlimits.default_betas``);
+    ``geomspace``: ``np.geomspace(10, 0.01, num)``, a grid without octave structure."""
+    if grid == "geomspace":
+        return np.geomspace(10.0, 0.01, num)
     return 8.0 * 2.0 ** (-np.arange(num) / 8)
 
 
@@ -137,13 +150,24 @@ def _jax_runner(name, r, betas):
         def go():
             st = jl.tilt(samples, betas)
             jax.block_until_ready(st)
-            return st.gain, st.kl
-    else:
+            # the plug-in estimates, as the others compute (tilt reports the bias-corrected ones)
+            return st.gain + st.gain_bias, st.kl + st.kl_bias
+    elif name == "jaxlimits-pooled":
 
         def go():
             f = jl.frontier(samples, betas, per_prompt=False)
             jax.block_until_ready(f)
             return f.gain, f.kl
+    else:
+        import importlib
+
+        fr = importlib.import_module("jaxlimits.frontier")
+        plan = fr._plan_for(samples, betas, None)  # (lam, plan), or (lam, ext, plan) before the one-exp kernel
+        args = (samples, plan[0], plan[-1], False) + tuple(plan[1:-1])
+
+        def go():
+            pool, _ = fr._frontier(*args, khat=False)  # pooled sums (finalised by the caller: microseconds)
+            return jax.block_until_ready(pool), None
 
     return go
 
@@ -197,7 +221,7 @@ def _reset_peak() -> None:
         pass
 
 
-def child(impl: str, size: str, dtype_name: str, repeats: int, max_seconds: float) -> dict:
+def child(impl: str, size: str, dtype_name: str, repeats: int, max_seconds: float, grid: str = "octave") -> dict:
     p, n, b = (int(v) for v in size.split("x"))
     dtype = np.dtype(dtype_name)
     if impl.startswith("jax") or impl == "roofline":
@@ -207,7 +231,7 @@ def child(impl: str, size: str, dtype_name: str, repeats: int, max_seconds: floa
     if impl == "roofline":
         return roofline(p * n * b, dtype)
     r = rewards_for(p, n, dtype)
-    betas = betas_for(b)
+    betas = betas_for(b, grid)
     import scipy.special  # noqa: F401  (imports before the memory baseline)
 
     if impl == "torch":
@@ -245,7 +269,7 @@ def child(impl: str, size: str, dtype_name: str, repeats: int, max_seconds: floa
         times = [first]
     med = float(np.median(times))
     dev = None
-    if impl != "jaxlimits-pooled":  # per-prompt results: the first 64 prompts against float64
+    if impl not in ("jaxlimits-pooled", "jaxlimits-sweep"):  # per-prompt results: the first 64 prompts against float64
         gain, kl = (np.asarray(a)[:64].astype(np.float64) for a in out)
         ref_gain, ref_kl = run_loop(r[:64].astype(np.float64), betas)
         dev = max(float(np.max(np.abs(gain - ref_gain) / np.abs(ref_gain))),
@@ -286,17 +310,19 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", nargs="+", default=list(DEFAULT_SIZES), help="PxNxB sizes")
     ap.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
     ap.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS)
+    ap.add_argument("--grid", default="octave", choices=GRIDS,
+                    help="beta grid: octave-aligned (default_betas' shape) or np.geomspace(10, 0.01, B)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--max-seconds", type=float, default=20.0,
                     help="a first run longer than this is the only run (slow baselines at large sizes)")
     ap.add_argument("--skip-loop-above", type=float, default=1e9,
                     help="skip the loop and torch baselines above this many exponentials")
     ap.add_argument("--json", default=None, help="write the raw figures here")
-    ap.add_argument("--child", nargs=5, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--child", nargs=6, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        impl, size, dt, reps, maxs = args.child
-        print(json.dumps(child(impl, size, dt, int(reps), float(maxs))))
+        impl, size, dt, reps, maxs, grid = args.child
+        print(json.dumps(child(impl, size, dt, int(reps), float(maxs), grid)))
         return 0
 
     try:
@@ -306,6 +332,7 @@ def main(argv=None) -> int:
     except ImportError:
         have_torch = False
     info = machine()
+    info["grid"] = args.grid
     print("machine:", json.dumps(info))
     results = []
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="2", MKL_NUM_THREADS="1")
@@ -319,7 +346,8 @@ def main(argv=None) -> int:
                     continue
                 if impl in ("loop", "torch") and count > args.skip_loop_above:
                     continue
-                cmd = [sys.executable, __file__, "--child", impl, size, dt, str(args.repeats), str(args.max_seconds)]
+                cmd = [sys.executable, __file__, "--child", impl, size, dt, str(args.repeats), str(args.max_seconds),
+                       args.grid]
                 res = subprocess.run(cmd, capture_output=True, text=True, env=env)
                 if res.returncode != 0:
                     row[impl] = {"error": res.stderr.strip().splitlines()[-1] if res.stderr.strip() else "failed"}
@@ -339,7 +367,8 @@ def report(results, info) -> str:
     """A markdown table: time, throughput, ratios, compile time, memory, deviation."""
     lines = [f"Machine: {info.get('cpu')} ({info.get('cpus')} cores, {info.get('simd')}, {info.get('ram_gb')} GB), "
              f"JAX {info.get('jax')} on {info.get('jax_backend')}, NumPy {info.get('numpy')}, "
-             f"PyTorch {info.get('torch')}; load average {info.get('load_average')} at the start", "",
+             f"PyTorch {info.get('torch')}; load average {info.get('load_average')} at the start; "
+             f"{info.get('grid', 'octave')} beta grid", "",
              "| size P x N x B | dtype | implementation | median time (s) | exp/s | x roofline | "
              "time / jaxlimits | compile (s) | peak memory (MB) | max rel. deviation |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]

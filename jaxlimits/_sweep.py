@@ -85,7 +85,7 @@ def _pad_samples(x, target, fill):
     return jnp.pad(x, [(0, 0), (0, target - x.shape[1])], constant_values=fill)
 
 
-def sweep(samples, lam, p: Plan, tile_fn: Callable, reduce: Callable | None = None, init=None, ext=None,
+def sweep(samples, lam, p: Plan, tile_fn: Callable, reduce: Callable | None = None, init=None,
           reference_fn: Callable | None = None, combine: Callable | None = None, with_samples: bool = False):
     """Applies ``tile_fn(ref, sums, lam_tile)`` to every tile of prompts.
 
@@ -93,8 +93,6 @@ def sweep(samples, lam, p: Plan, tile_fn: Callable, reduce: Callable | None = No
       samples: :class:`jaxlimits.Samples` ``[P, N]``.
       lam: ``[P, B]`` inverse temperatures.
       p: the :class:`Plan`.
-      ext: optional ``(lam_ext [C], index1 [B], index2 [B])``, a shared grid holding ``lam`` and
-        ``2 lam`` (see :func:`octave_grid`).
       tile_fn: maps ``(Reference, Sums, lam)`` of a tile to a pytree of ``[t, ...]`` arrays.
       reduce: optional ``(carry, out, valid) -> carry`` to fold tiles instead of stacking them
         (``valid`` is ``[t]``: False for padding prompts).
@@ -130,18 +128,14 @@ def sweep(samples, lam, p: Plan, tile_fn: Callable, reduce: Callable | None = No
         tile_arrays, lam_t = args
         ref = (moments.reference if reference_fn is None else reference_fn)(*tile_arrays)
         rw = moments.rows(ref, *tile_arrays)
-        kw = {}
-        if ext is not None:
-            lam_ext, i1, i2 = ext
-            kw = dict(lam_ext=jnp.broadcast_to(lam_ext, (t, lam_ext.shape[-1])), index1=i1, index2=i2)
         if p.chunk_samples == p.padded_samples:
-            sums = moments.block_sums(rw, lam_t, has_scores=has_scores, **kw)
+            sums = moments.block_sums(rw, lam_t, has_scores=has_scores)
         else:
             nc = p.padded_samples // p.chunk_samples
             chunks = jax.tree.map(lambda a: jnp.moveaxis(a.reshape(t, nc, p.chunk_samples), 1, 0), rw)
 
             def body(carry, rw_c):
-                s = moments.block_sums(rw_c, lam_t, has_scores=has_scores, **kw)
+                s = moments.block_sums(rw_c, lam_t, has_scores=has_scores)
                 return (s if carry is None else moments.merge(carry, s)), None
 
             first = jax.tree.map(lambda a: a[0], chunks)
@@ -163,35 +157,6 @@ def sweep(samples, lam, p: Plan, tile_fn: Callable, reduce: Callable | None = No
 
     carry, _ = jax.lax.scan(fold, init, ((tiles, lam_tiles), prompt_ok))
     return carry
-
-
-def octave_grid(betas, dtype):
-    """Shares exponentials between ``lam`` and ``2 lam`` on a shared, concrete grid.
-
-    Returns ``(lam_ext [C], index1 [B], index2 [B])`` with ``lam_ext[index1] = 1/betas`` and
-    ``lam_ext[index2] = 2/betas`` (to 1e-9 relative), or None for traced or per-prompt betas.
-    On a grid with a whole number of points per octave ``C`` is about ``B`` instead of ``2 B``.
-    """
-    if isinstance(betas, jax.core.Tracer):
-        return None
-    b = np.asarray(betas, dtype=np.float64)
-    if b.ndim != 1:
-        return None
-    lam = 1 / b
-    ext = list(lam)
-    index2 = []
-    for l2 in 2 * lam:
-        hit = np.flatnonzero(np.abs(np.asarray(ext) - l2) <= 1e-9 * l2)
-        if hit.size:
-            index2.append(int(hit[0]))
-        else:
-            ext.append(l2)
-            index2.append(len(ext) - 1)
-    return (
-        jnp.asarray(np.asarray(ext), dtype=dtype),
-        jnp.arange(len(lam)),
-        jnp.asarray(index2),
-    )
 
 
 def as_lambda(betas, num_prompts: int, dtype) -> jax.Array:

@@ -255,10 +255,10 @@ def _stats_of_tile(ref, sums, lam, arrays=None, *, has_scores: bool, exact: bool
 
 
 @functools.partial(jax.jit, static_argnames=("plan", "bias_correction"))
-def _tilt(samples: Samples, lam: Array, plan: _sweep.Plan, ext=None, bias_correction: bool = True) -> TiltStats:
+def _tilt(samples: Samples, lam: Array, plan: _sweep.Plan, bias_correction: bool = True) -> TiltStats:
     fn = functools.partial(_stats_of_tile, has_scores=samples.has_scores, exact=samples.exact,
                            bias_correction=bias_correction)
-    return _sweep.sweep(samples, lam, plan, fn, ext=ext, with_samples=True)
+    return _sweep.sweep(samples, lam, plan, fn, with_samples=True)
 
 
 def tilt(samples: Samples, betas, *, bias_correction: bool = True, memory_budget: int | None = None) -> TiltStats:
@@ -299,7 +299,6 @@ def tilt(samples: Samples, betas, *, bias_correction: bool = True, memory_budget
     check_samples(samples, "tilt")
     _sweep.check_betas(betas, samples.num_prompts, samples.dtype)
     lam = _sweep.as_lambda(betas, samples.num_prompts, samples.dtype)
-    ext = None if samples.log_weights is not None else _sweep.octave_grid(betas, lam.dtype)
-    n_eval = 2 * lam.shape[1] if ext is None else ext[0].shape[0]
+    n_eval = lam.shape[1]  # exp(lam x') slab (its square is among _sweep._COPIES)
     p = _sweep.plan(samples.num_prompts, samples.num_samples, n_eval, lam.dtype.itemsize, memory_budget)
-    return _tilt(samples, lam, p, ext, bool(bias_correction))
+    return _tilt(samples, lam, p, bool(bias_correction))

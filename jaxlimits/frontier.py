@@ -215,12 +215,12 @@ def _from_pool(pool: _Pool, betas, prompts=None, bands=None) -> Frontier:
 
 
 @functools.partial(jax.jit, static_argnames=("plan", "per_prompt", "bias_correction", "khat"))
-def _frontier(samples: Samples, lam: Array, plan: _sweep.Plan, per_prompt: bool, ext=None,
+def _frontier(samples: Samples, lam: Array, plan: _sweep.Plan, per_prompt: bool,
               bias_correction: bool = True, khat: bool = True):
     fn = functools.partial(estimators._stats_of_tile, has_scores=samples.has_scores, exact=samples.exact,
                            bias_correction=bias_correction)
     if per_prompt:
-        st = _sweep.sweep(samples, lam, plan, fn, ext=ext, with_samples=khat)
+        st = _sweep.sweep(samples, lam, plan, fn, with_samples=khat)
         return _pool_of(st, jnp.ones(st.draws.shape, lam.dtype)), st
     b = lam.shape[1]
     zero = jnp.zeros((b,), lam.dtype)
@@ -232,7 +232,7 @@ def _frontier(samples: Samples, lam: Array, plan: _sweep.Plan, per_prompt: bool,
         part = _pool_of(st, ok.astype(lam.dtype))
         return jax.tree.map(jnp.add, carry, part)
 
-    return _sweep.sweep(samples, lam, plan, fn, reduce=reduce, init=init, ext=ext, with_samples=khat), None
+    return _sweep.sweep(samples, lam, plan, fn, reduce=reduce, init=init, with_samples=khat), None
 
 
 def _plan_for(samples, betas, memory_budget):
@@ -240,10 +240,9 @@ def _plan_for(samples, betas, memory_budget):
     if np.ndim(betas) != 1:
         raise ValueError("the frontier needs one grid of betas shared by all prompts (shape [betas])")
     lam = _sweep.as_lambda(betas, samples.num_prompts, samples.dtype)
-    ext = None if samples.log_weights is not None else _sweep.octave_grid(betas, lam.dtype)
-    n_eval = 2 * lam.shape[1] if ext is None else ext[0].shape[0]
+    n_eval = lam.shape[1]  # exp(lam x') slab (its square is among _sweep._COPIES)
     p = _sweep.plan(samples.num_prompts, samples.num_samples, n_eval, lam.dtype.itemsize, memory_budget)
-    return lam, ext, p
+    return lam, p
 
 
 def frontier(
@@ -266,8 +265,8 @@ def frontier(
     Args:
       samples: :class:`Samples` ``[P, N]``.
       betas: ``[B]`` KL penalties; by default :func:`default_betas` (``num_betas`` points from
-        KL near 0 to the saturation ceiling, octave-aligned so the standard errors reuse the
-        exponentials of the estimates).
+        KL near 0 to the saturation ceiling, octave-aligned); any grid costs one exponential per
+        (prompt, sample, beta).
       per_prompt: keep the per-prompt statistics (``[P, B]`` each); False pools tile by tile,
         with memory independent of the number of prompts.
 
@@ -317,10 +316,10 @@ def frontier(
         num_betas = _sweep.positive_int(num_betas, "num_betas", 2)
         betas = default_betas(samples, num=num_betas, memory_budget=memory_budget)
     betas = np.asarray(betas) if not isinstance(betas, jax.core.Tracer) else betas
-    lam, ext, p = _plan_for(samples, betas, memory_budget)
+    lam, p = _plan_for(samples, betas, memory_budget)
     blocks = _blocks(samples, lam.shape[1], progress)
     if len(blocks) == 1:
-        pool, st = _frontier(samples, lam, p, per_prompt, ext, bool(bias_correction))
+        pool, st = _frontier(samples, lam, p, per_prompt, bool(bias_correction))
     else:
         pool, st = _frontier_in_blocks(samples, betas, blocks, per_prompt, memory_budget, bool(bias_correction))
     bands = None
@@ -362,8 +361,8 @@ def _frontier_in_blocks(samples, betas, blocks, per_prompt, memory_budget, bias_
     pool, parts = None, []
     for blk in tqdm(blocks, desc="frontier", unit="block", leave=False):
         part = jax.tree.map(lambda a, blk=blk: a[blk], samples)
-        lam, ext, p = _plan_for(part, betas, memory_budget)
-        pl, st = _frontier(part, lam, p, per_prompt, ext, bias_correction)
+        lam, p = _plan_for(part, betas, memory_budget)
+        pl, st = _frontier(part, lam, p, per_prompt, bias_correction)
         pool = pl if pool is None else jax.tree.map(jnp.add, pool, pl)
         parts.append(st)
     st = jax.tree.map(lambda *a: jnp.concatenate(a), *parts) if per_prompt else None
@@ -414,7 +413,7 @@ def bootstrap_bands(
         raise ValueError("an exact law has no sampling error to bootstrap")
     replicates = _sweep.positive_int(replicates, "replicates (bootstrap)", 2)
     key = jax.random.PRNGKey(0) if key is None else key
-    lam, _, p = _plan_for(samples, betas, memory_budget)
+    lam, p = _plan_for(samples, betas, memory_budget)
     curves = _bootstrap(samples, lam, p, jax.random.split(key, replicates), bool(bias_correction))
     q = jnp.asarray([(1 - level) / 2, (1 + level) / 2], lam.dtype)
     g = jnp.quantile(curves[0], q, axis=0)
@@ -445,9 +444,8 @@ def default_betas(samples: Samples, num: int = 64, *, kl_low: float = 1e-3, ceil
 
     A coarse sweep over at most 256 prompts locates the ends; the grid is geometric, decreasing,
     with exactly ``num`` points. Where a whole number of points per octave fits by widening the
-    range by at most an octave at each end, the step is a whole fraction of an octave (so
-    ``2 / beta`` is on the grid too and a sweep costs about ``num`` kernel evaluations instead of
-    ``2 num``, see ``jaxlimits.tilt``); otherwise the ``num`` points span the range evenly.
+    range by at most an octave at each end, the step is a whole fraction of an octave (round
+    numbers of betas per doubling); otherwise the ``num`` points span the range evenly.
     """
     check_samples(samples, "default_betas")
     num = _sweep.positive_int(num, "num", 2)
@@ -461,8 +459,8 @@ def default_betas(samples: Samples, num: int = 64, *, kl_low: float = 1e-3, ceil
     top = float(np.max(np.abs(r[valid])))
     scale = spread if spread > 0 else (top if top > 0 else 1.0)
     coarse = scale * np.logspace(4, -4, 65)
-    lam, ext, p = _plan_for(sub, coarse, memory_budget)
-    pool, _ = _frontier(sub, lam, p, False, ext, bias_correction=False, khat=False)  # the plug-in reaches the ceiling
+    lam, p = _plan_for(sub, coarse, memory_budget)
+    pool, _ = _frontier(sub, lam, p, False, bias_correction=False, khat=False)  # the plug-in reaches the ceiling
     f = _from_pool(pool, coarse)
     kl = np.asarray(f.kl, dtype=np.float64)
     ceiling = float(f.kl_ceiling)

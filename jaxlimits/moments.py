@@ -6,11 +6,11 @@ serve the whole range of ``lambda = 1/beta`` exactly and without overflow:
 
 * **Tilted sums** (used where ``lambda R > 1``): with ``x'_i = r_i - max r`` and a per-(prompt,
   beta) shift ``c``, ``E_i = exp(log v_i + lambda x'_i - c)``. The sums ``sum E f`` over a few
-  monomials ``f`` of ``x'`` and the scores are reductions that XLA fuses with the exponential:
-  one exponential per (prompt, sample, beta). The second-order sums behind standard errors and
-  the ESS, ``sum E^2 f / m``, are the same sums at ``2 lambda`` with weights ``v^2 / m`` (``= v``
-  without importance weights), so they reuse the machinery (and, on an octave-aligned grid, the
-  exponentials themselves).
+  monomials ``f`` of ``x'`` and the scores are one contraction of the exponential tile with the
+  columns ``f``. The second-order sums behind standard errors and the ESS, ``sum E^2 f / m``,
+  are the same sums at ``2 lambda`` with weights ``v^2 / m``, and ``exp(2 lambda x') =
+  exp(lambda x')^2``: a product of the same tile. One exponential per (prompt, sample, beta), on
+  any grid (importance weights add one for the cross sums, see :func:`block_sums`).
 * **Moments** (used where ``lambda R <= 1``, small tilt): with ``x~ = (r - rbar) / R`` and
   ``R = max |r - rbar|``, the beta-independent moments ``sum v x~^n y^j`` turn every sum into a
   polynomial in ``a = lambda R``. No exponential, and no cancellation: at large beta the KL is
@@ -176,23 +176,36 @@ def _monomial_columns(x, y, monos, has_scores):
     return out
 
 
-def _exp_sums(log_v, x_top, lam, columns, shift: bool):
-    """``sum_i exp(log v_i + lam x'_i - c) f_i`` for each column ``f``: ``([P, C], [P, C, k])``.
+def _exp_tile(log_v, x_top, lam, shift: bool):
+    """``E = exp(log v + lam x' - c)``, ``[P, N, B]`` (betas minor), and the shift ``c`` ``[P, B]``.
 
-    Each column is its own reduction over the samples, into which XLA fuses the exponential
-    (a batched matrix product would first write the exponential tile out: 3x slower on CPU).
+    ``log_v`` None means ``v = 1`` (the weights then go into the columns). With ``shift`` the
+    shift is the largest exponent of each (prompt, beta), else 0 (``x' <= 0``: no overflow).
+    The tile is materialised once (``optimization_barrier``): without it XLA fuses the exponential
+    into each of its consumers and evaluates it once per consumer.
     """
-    xi = log_v[:, None, :] + lam[:, :, None] * x_top[:, None, :]
+    xi = lam[:, None, :] * x_top[:, :, None]
+    if log_v is not None:
+        xi = xi + log_v[:, :, None]
     if shift:
-        c = jax.lax.stop_gradient(jnp.max(xi, axis=-1))
+        c = jax.lax.stop_gradient(jnp.max(xi, axis=1))
         c = jnp.where(jnp.isfinite(c), c, 0)
-        xi = xi - c[:, :, None]
+        xi = xi - c[:, None, :]
     else:
         c = jnp.zeros(lam.shape, lam.dtype)
-    e = jnp.exp(xi)
-    prec = jax.lax.Precision.HIGHEST
-    sums = [jnp.einsum("pcn,pn->pc", e, f, precision=prec) for f in columns]
-    return c, jnp.stack(sums, axis=-1)
+    return c, jax.lax.optimization_barrier(jnp.exp(xi))
+
+
+def _tile_sums(e, columns):
+    """``sum_i e_ib g_ik``: ``[P, N, B]`` x ``[P, N, k]`` -> ``[P, B, k]``, one product over the samples.
+
+    The contraction reads the tile once for all ``k`` columns (a sum per column would read it
+    ``k`` times, and a fused ``sum(exp(.) * f)`` per column evaluates the exponential ``k`` times).
+    """
+    # [P, k, B], then transposed: XLA's CPU dot is ~4x slower when it writes [P, B, k] (the barrier
+    # keeps the simplifier from folding the transpose back into the dot)
+    out = jnp.einsum("pnk,pnb->pkb", columns, e, precision=jax.lax.Precision.HIGHEST)
+    return jnp.swapaxes(jax.lax.optimization_barrier(out), 1, 2)
 
 
 def _power_sums(x_unit, weight, ycols, n):
@@ -214,18 +227,22 @@ def _log_sum(log_x):
     return jnp.where(some, jnp.log(jnp.where(some, total, 1)) + top, -jnp.inf)
 
 
-def block_sums(rw: Rows, lam: Array, *, has_scores: bool, lam_ext: Array | None = None,
-               index1: Array | None = None, index2: Array | None = None) -> Sums:
-    """Sufficient statistics of a block of samples at ``lam = 1/beta``.
+def block_sums(rw: Rows, lam: Array, *, has_scores: bool) -> Sums:
+    """Sufficient statistics of a block of samples at ``lam = 1/beta``: one exponential per (prompt, sample, beta).
+
+    The second-order sums are those at ``2 lam`` with weights ``v^2 / m``, and
+    ``exp(2 lam x') = exp(lam x')^2``: they are products of the same exponential. Without
+    importance weights (``v = m``) ``E = exp(lam x')`` and the sums are ``sum E (m f)`` and
+    ``sum E^2 (m f)``. With them ``E = exp(log v + lam x' - c)`` (``c`` the largest exponent),
+    ``(v^2/m) e^{2 lam x'} = E^2 e^{2c} / m``, so the second-order sums take the shift ``2c``
+    (their largest term is at least ``1/m`` of the sample with ``E = 1``: no underflow); the cross
+    sums ``sum (v^2/m) e^{lam x'} f = sum E w f e^c`` keep a second exponential with their own
+    shift, since ``E w`` underflows float32 where the log-weights spread over ~100 nats.
 
     Args:
       rw: prepared rows ``[P, N]``.
       lam: ``[P, B]`` inverse temperatures.
       has_scores: scores differ from rewards (more columns).
-      lam_ext, index1, index2: optional ``[P, C]`` grid containing ``lam`` and ``2 lam`` at
-        ``lam_ext[:, index1]`` and ``lam_ext[:, index2]`` (shares exponentials between them on an
-        octave-aligned grid). Without it the grid is ``concat(lam, 2 lam)``. Ignored with
-        importance weights.
 
     Returns:
       :class:`Sums` of the block; blocks of the same prompts combine with :func:`merge`.
@@ -234,23 +251,23 @@ def block_sums(rw: Rows, lam: Array, *, has_scores: bool, lam_ext: Array | None 
     f1 = _monomial_columns(rw.x_top, rw.y, first, has_scores)
     second_idx = [first.index(mono) for mono in second]
     weighted = rw.log_v2 is not None
-    nb = lam.shape[1]
+    f1_stack = jnp.stack(f1, axis=-1)  # [P, N, k1]
     if not weighted:
-        if lam_ext is None:
-            lam_ext = jnp.concatenate([lam, 2 * lam], axis=1)
-            index1, index2 = jnp.arange(nb), nb + jnp.arange(nb)
-        _, s = _exp_sums(rw.log_v, rw.x_top, lam_ext, f1, shift=False)
-        zero = jnp.zeros(lam.shape, lam.dtype)
-        tilted1 = s[:, index1]
-        tilted2 = s[:, index2][..., jnp.asarray(second_idx)]
-        c1 = c2 = zero
+        c1, e = _exp_tile(None, rw.x_top, lam, shift=False)
+        g1 = rw.m[..., None] * f1_stack
+        tilted1 = _tile_sums(e, g1)
+        tilted2 = _tile_sums(e * e, g1[..., jnp.asarray(second_idx)])
+        c2 = c1
         cw = tw = None
     else:
-        c1, tilted1 = _exp_sums(rw.log_v, rw.x_top, lam, f1, shift=True)
-        f2 = [f1[k] for k in second_idx]
-        c, s = _exp_sums(rw.log_v2, rw.x_top, jnp.concatenate([lam, 2 * lam], axis=1), f2, shift=True)
-        cw, tw = c[:, :nb], s[:, :nb]
-        c2, tilted2 = c[:, nb:], s[:, nb:]
+        c1, e = _exp_tile(rw.log_v, rw.x_top, lam, shift=True)
+        tilted1 = _tile_sums(e, f1_stack)
+        inv_m = jnp.where(rw.m > 0, 1 / jnp.where(rw.m > 0, rw.m, 1), 0)
+        f2_stack = f1_stack[..., jnp.asarray(second_idx)]
+        tilted2 = _tile_sums(e * e, inv_m[..., None] * f2_stack)
+        c2 = 2 * c1
+        cw, ew = _exp_tile(rw.log_v2, rw.x_top, lam, shift=True)
+        tw = _tile_sums(ew, f2_stack)
     v = jnp.exp(rw.log_v)
     base1 = jnp.stack([jnp.sum(v * f, axis=-1) for f in f1], axis=-1)
     v2 = v if not weighted else jnp.exp(rw.log_v2)

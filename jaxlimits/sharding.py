@@ -139,7 +139,7 @@ def _logsumexp_over(x, axis):
 
 
 @functools.partial(jax.jit, static_argnames=("plan", "mesh", "prompt_axis", "sample_axis"))
-def _tilt_sharded(samples, lam, plan, ext, mesh, prompt_axis, sample_axis):
+def _tilt_sharded(samples, lam, plan, mesh, prompt_axis, sample_axis):
     fn = functools.partial(estimators._stats_of_tile, has_scores=samples.has_scores, exact=samples.exact)
     kw = {}
     if sample_axis is not None:
@@ -147,7 +147,7 @@ def _tilt_sharded(samples, lam, plan, ext, mesh, prompt_axis, sample_axis):
                   combine=functools.partial(_merge_over, axis=sample_axis))
 
     def body(smp, lam_loc):
-        return _sweep.sweep(smp, lam_loc, plan, fn, ext=ext, with_samples=sample_axis is None, **kw)
+        return _sweep.sweep(smp, lam_loc, plan, fn, with_samples=sample_axis is None, **kw)
 
     return jax.shard_map(
         body, mesh=mesh, in_specs=(P(prompt_axis, sample_axis), P(prompt_axis, None)), out_specs=P(prompt_axis),
@@ -185,14 +185,13 @@ def _prepare(samples: Samples, betas, mesh, prompt_axis, sample_axis, memory_bud
         if samples.num_prompts % n_p or samples.num_samples % n_s:
             raise ValueError(f"global samples of shape {samples.rewards.shape} do not divide the mesh "
                              f"({n_p} x {n_s}); build them with sharding.distribute")
-    ext = None if samples.log_weights is not None else _sweep.octave_grid(betas, lam.dtype)
-    n_eval = 2 * lam.shape[1] if ext is None else ext[0].shape[0]
+    n_eval = lam.shape[1]  # exp(lam x') slab (its square is among _sweep._COPIES)
     plan = _sweep.plan(padded.num_prompts // n_p, padded.num_samples // n_s, n_eval, lam.dtype.itemsize,
                        memory_budget)
     spec = NamedSharding(mesh, P(prompt_axis, sample_axis))
     padded = jax.tree.map(lambda a: jax.device_put(a, spec), padded)
     lam = jax.device_put(lam, NamedSharding(mesh, P(prompt_axis, None)))
-    return mesh, padded, lam, plan, ext
+    return mesh, padded, lam, plan
 
 
 def tilt_sharded(
@@ -234,8 +233,8 @@ def tilt_sharded(
       True
     """
     num_p = samples.num_prompts
-    mesh, padded, lam, plan, ext = _prepare(samples, betas, mesh, prompt_axis, sample_axis, memory_budget)
-    st = _tilt_sharded(padded, lam, plan, ext, mesh, prompt_axis, sample_axis)
+    mesh, padded, lam, plan = _prepare(samples, betas, mesh, prompt_axis, sample_axis, memory_budget)
+    st = _tilt_sharded(padded, lam, plan, mesh, prompt_axis, sample_axis)
     if st.draws.shape[0] != num_p:
         st = jax.tree.map(lambda a: a[:num_p], st)
     return st
@@ -288,8 +287,8 @@ def frontier_sharded(
     if betas.ndim != 1:
         raise ValueError("the frontier needs one grid of betas shared by all prompts (shape [betas])")
     num_p = samples.num_prompts
-    mesh, padded, lam, plan, ext = _prepare(samples, betas, mesh, prompt_axis, sample_axis, memory_budget)
-    st = _tilt_sharded(padded, lam, plan, ext, mesh, prompt_axis, sample_axis)
+    mesh, padded, lam, plan = _prepare(samples, betas, mesh, prompt_axis, sample_axis, memory_budget)
+    st = _tilt_sharded(padded, lam, plan, mesh, prompt_axis, sample_axis)
     keep = jax.device_put(jnp.arange(st.draws.shape[0]) < num_p, NamedSharding(mesh, P(prompt_axis)))
     pool = _pool_valid(st, keep)
     if per_prompt and st.draws.shape[0] != num_p:

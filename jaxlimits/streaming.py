@@ -304,13 +304,6 @@ def _rebase(acc: Accumulator, new: moments.Reference) -> moments.Sums:
                         mom(s.moments1, ew), mom(s.moments2, ew2), s.draws, top)
 
 
-def _grid(acc: Accumulator):
-    """The octave-sharing grid of a shared, static beta grid (see ``_sweep.octave_grid``)."""
-    if acc.betas is None or acc.weighted:
-        return None
-    return _sweep.octave_grid(np.asarray(acc.betas), acc.lam.dtype)
-
-
 def _chunk_arrays(chunk: Samples, acc: Accumulator):
     return (chunk.rewards.astype(acc.lam.dtype),
             None if chunk.scores is None else chunk.scores.astype(acc.lam.dtype),
@@ -319,18 +312,14 @@ def _chunk_arrays(chunk: Samples, acc: Accumulator):
             chunk.mask)
 
 
-def _update_impl(acc: Accumulator, arrays, ext) -> Accumulator:
+def _update_impl(acc: Accumulator, arrays) -> Accumulator:
     q = _merge_ref(_state_ref(acc), _chunk_ref(arrays, acc.weighted, acc.has_scores))
     new = _to_reference(q)
     old_sums = _rebase(acc, new)
     # prompts still without a sample have infinite references: any finite one serves their rows
     finite = lambda x: jnp.where(jnp.isfinite(x), x, 0)  # noqa: E731
     rw = moments.rows(new._replace(r_max=finite(new.r_max), log_w_ref=finite(new.log_w_ref)), *arrays)
-    kw = {}
-    if ext is not None:
-        lam_ext, i1, i2 = ext
-        kw = dict(lam_ext=jnp.broadcast_to(lam_ext, (acc.num_prompts, lam_ext.shape[-1])), index1=i1, index2=i2)
-    chunk_sums = moments.block_sums(rw, acc.lam, has_scores=acc.has_scores, **kw)
+    chunk_sums = moments.block_sums(rw, acc.lam, has_scores=acc.has_scores)
     sums = moments.merge(old_sums, chunk_sums)
     return dataclasses.replace(acc, ref=new, r_min=q.r_min, mass=q.mass, sums=sums)
 
@@ -354,10 +343,9 @@ def _map_prompts(fn, tree, num_prompts: int, tile: int):
 
 @jax.jit
 def _update(acc: Accumulator, arrays) -> Accumulator:
-    ext = _grid(acc)
-    n_eval = 2 * acc.num_betas if ext is None else ext[0].shape[0]
+    n_eval = acc.num_betas  # exp(lam x') slab (its square is among _sweep._COPIES)
     tile = _tiles_of(acc.num_prompts, arrays[0].shape[1], n_eval, acc.lam.dtype.itemsize)
-    return _map_prompts(lambda t: _update_impl(t[0], t[1], ext), (acc, arrays), acc.num_prompts, tile)
+    return _map_prompts(lambda t: _update_impl(t[0], t[1]), (acc, arrays), acc.num_prompts, tile)
 
 
 def _check_chunk(acc: Accumulator, chunk: Samples) -> None:
