@@ -249,3 +249,21 @@ def test_calibration_script_quick_cells_cover():
     for r in judged:  # 3 binomial SEs below the 93% target is a failure
         se = np.sqrt(0.93 * 0.07 / r["unflagged"])
         assert min(r["coverage_gain"], r["coverage_kl"]) >= 0.93 - 3 * se, r
+
+
+def test_pooled_khat_from_a_subset_of_prompts():
+    """The pooled rule's mean k-hat: every prompt's up to KHAT_PROMPTS, an evenly spaced subset beyond."""
+    import importlib
+
+    fr = importlib.import_module("jaxlimits.frontier")  # the module (jaxlimits.frontier is the function)
+    r = jax.random.gumbel(jax.random.PRNGKey(3), (600, 128))
+    betas = [2.0, 1.0, 0.5]
+    per = jl.frontier(jl.Samples(r), betas)
+    pooled = jl.frontier(jl.Samples(r), betas, per_prompt=False)
+    full = np.nanmean(np.asarray(per.prompts.khat), axis=0)
+    np.testing.assert_allclose(np.asarray(per.khat), full, rtol=1e-6)
+    assert np.max(np.abs(np.asarray(pooled.khat) - full)) < 0.02  # 256 of 600 prompts
+    small = jl.Samples(r[: fr.KHAT_PROMPTS])  # all of them: the same mean
+    a = jl.frontier(small, betas, per_prompt=False)
+    b = jl.frontier(small, betas)
+    np.testing.assert_allclose(np.asarray(a.khat), np.asarray(b.khat), rtol=1e-5)
