@@ -32,10 +32,11 @@ Array = jax.Array
 # differs between one prompt's estimate and a pooled one, so each has its own thresholds:
 #
 # one prompt (TiltStats.reasons)              a pooled point (Frontier.reasons)
-#   few:     ESS < ESS_MIN, uneven weights        fewer than DRAWS_MIN draws per prompt, or the mean
-#            (unevenness > SPREAD_MAX), or an SE  unevenness over prompts > SPREAD_MAX
-#            the dtype cannot resolve (NaN)
-#   bias:    |bias| > BIAS_SE_RATIO * se          mean |bias|/ESS > RESIDUAL_SE_RATIO * pooled se
+#   few:     ESS < ESS_MIN, uneven weights        fewer than DRAWS_MIN draws per prompt, the mean
+#            (unevenness > SPREAD_MAX), or an SE  unevenness over prompts > SPREAD_MAX, or a pooled
+#            the dtype cannot resolve (NaN)       SE that is NaN (some prompt's could not be resolved)
+#   bias:    |bias| > BIAS_SE_RATIO * se          rms bias > BIAS_RMS_RATIO * rms se over prompts,
+#                                                 or mean |bias|/ESS > RESIDUAL_SE_RATIO * pooled se
 #   tail:    k-hat > KHAT_MAX                     mean k-hat > KHAT_POOLED_FRACTION x PSIS's
 #                                                 threshold min(1 - 1/log10 N, 0.7)
 #   no-tilt: k-hat >= KHAT_NO_TILT                more than SHARE_MAX of the prompts no-tilt
@@ -43,16 +44,22 @@ Array = jax.Array
 #
 # "bias" compares the estimated bias of the plug-in estimate (which the default estimate removes;
 # what is left is of higher order, measured at a tenth of it or less where unflagged) with the
-# SE. Pooled, what matters is what the correction leaves, of order |bias|/ESS per prompt (the
-# next term of the expansion: for the sample variance exactly bias/N), which does not average out
-# over prompts while the pooled SE shrinks like 1/sqrt(P); judging the corrected estimate by the
-# removed bias itself flagged every point of a well-sampled law once P was large (uniform
-# rewards, N = 64, P = 2,000: even KL 0.001). "unevenness" is (N/ESS - 1)/ESS, the squared
-# coefficient of variation of the tilted weights per effective draw: where it is large the delta
-# method's variance runs low (by 10-20% at ESS ~ 100 with uneven weights), which pooling does not
-# cure. k-hat is PSIS's (jaxlimits.psis).
+# SE. Pooled, two things: (1) the bias is also the scale of the estimate's second-order
+# fluctuation, which the first-order SE misses (where the SE vanishes, e.g. Bernoulli rewards at
+# the KL's stationary point, the interval covers nothing): per prompt, independent of P, so the
+# root-mean-square bias is held against the root-mean-square SE; (2) what the correction leaves,
+# of order |bias|/ESS per prompt (for the sample variance exactly bias/N), does not average out
+# over prompts while the pooled SE shrinks like 1/sqrt(P). Judging by the removed bias against
+# the pooled SE (the first version) flagged every point of a well-sampled law once P was large
+# (uniform rewards, N = 64, P = 2,000: even KL 0.001); (2) alone missed (1). "unevenness" is
+# (N/ESS - 1)/ESS, the squared coefficient of variation of the tilted weights per effective
+# draw: where it is large the delta method's variance runs low (by 10-20% at ESS ~ 100 with
+# uneven weights), which pooling does not cure. k-hat is PSIS's (jaxlimits.psis).
 #: Flag when the estimated bias exceeds this many standard errors (gain or KL).
 BIAS_SE_RATIO = 4.5
+#: A pooled point: flag when the root-mean-square bias over prompts exceeds this fraction of the
+#: root-mean-square SE (at P = 100 the same as BIAS_SE_RATIO against the pooled SE).
+BIAS_RMS_RATIO = 0.45
 #: A pooled point: flag when the mean over prompts of |bias|/ESS, the order of the bias the
 #: correction leaves, exceeds this many pooled standard errors (a shift of 0.25 SE leaves a 95%
 #: interval covering 94.3%).
@@ -200,15 +207,21 @@ def residual_bias(bias, ess):
 
 
 def pooled_reasons(gain_bias, gain_se, kl_bias, kl_se, mean_khat, mean_draws, mean_unevenness, no_tilt_share,
-                   ceiling_share, gain_residual, kl_residual) -> Array:
+                   ceiling_share, gain_residual, kl_residual, gain_bias_rms_ratio, kl_bias_rms_ratio) -> Array:
     """A pooled point's trust rule (means over prompts; ``[B]``): an ``int32`` bitmask.
 
-    ``gain_residual``, ``kl_residual``: means over prompts of :func:`residual_bias`.
+    ``gain_residual``, ``kl_residual``: means over prompts of :func:`residual_bias`;
+    ``*_bias_rms_ratio``: root-mean-square bias over root-mean-square SE (NaN where both are 0).
     """
-    left = lambda r, b, se: (r > RESIDUAL_SE_RATIO * se) | ~jnp.isfinite(r) | ~jnp.isfinite(b)  # noqa: E731
+    def large(residual, bias, se, rms_ratio):
+        return ((residual > RESIDUAL_SE_RATIO * se) | (rms_ratio > BIAS_RMS_RATIO) | ~jnp.isfinite(residual)
+                | ~jnp.isfinite(bias) | (jnp.isinf(rms_ratio)))
+
     return (
-        reason_bit((mean_draws < DRAWS_MIN) | (mean_unevenness > SPREAD_MAX), FEW)
-        | reason_bit(left(gain_residual, gain_bias, gain_se) | left(kl_residual, kl_bias, kl_se), BIAS)
+        reason_bit((mean_draws < DRAWS_MIN) | (mean_unevenness > SPREAD_MAX) | jnp.isnan(gain_se) | jnp.isnan(kl_se),
+                   FEW)
+        | reason_bit(large(gain_residual, gain_bias, gain_se, gain_bias_rms_ratio)
+                     | large(kl_residual, kl_bias, kl_se, kl_bias_rms_ratio), BIAS)
         | reason_bit(mean_khat > KHAT_POOLED_FRACTION * psis.khat_threshold(mean_draws), TAIL)
         | reason_bit(no_tilt_share > SHARE_MAX, NO_TILT)
         | reason_bit(ceiling_share > SHARE_MAX, CEILING)

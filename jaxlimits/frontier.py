@@ -151,6 +151,8 @@ class _Pool(NamedTuple):
     ceiling: Array  # prompts flagged CEILING
     gain_residual: Array  # sum of |gain bias| / ESS: the size of what the correction leaves
     kl_residual: Array
+    gain_bias_sq: Array  # sum of squared biases: the scale of the second-order fluctuation
+    kl_bias_sq: Array
 
 
 def _pool_of(st: estimators.TiltStats, weight: Array) -> _Pool:
@@ -178,6 +180,8 @@ def _pool_of(st: estimators.TiltStats, weight: Array) -> _Pool:
         flag(estimators.CEILING),
         s(estimators.residual_bias(st.gain_bias, st.ess)),
         s(estimators.residual_bias(st.kl_bias, st.ess)),
+        s(st.gain_bias**2),
+        s(st.kl_bias**2),
     )
 
 
@@ -190,7 +194,8 @@ def _from_pool(pool: _Pool, betas, prompts=None, bands=None) -> Frontier:
     no_tilt, ceiling = pool.no_tilt / n, pool.ceiling / n
     reasons = estimators.pooled_reasons(gain_bias, gain_se, kl_bias, kl_se, khat, pool.draws / n,
                                         pool.unevenness / n, no_tilt, ceiling, pool.gain_residual / n,
-                                        pool.kl_residual / n)
+                                        pool.kl_residual / n, jnp.sqrt(pool.gain_bias_sq / pool.gain_var),
+                                        jnp.sqrt(pool.kl_bias_sq / pool.kl_var))
     # nothing random (an exact law, or rewards that all tie): zero SE and bias, nothing to distrust
     certain = (gain_se == 0) & (kl_se == 0) & (gain_bias == 0) & (kl_bias == 0)
     reasons = jnp.where(certain, jnp.int32(0), reasons)
@@ -228,7 +233,7 @@ def _frontier(samples: Samples, lam: Array, plan: _sweep.Plan, per_prompt: bool,
     zero = jnp.zeros((b,), lam.dtype)
     scalar = jnp.zeros((), lam.dtype)
     init = _Pool(scalar, zero, zero, zero, zero, zero, zero, scalar, zero, zero, scalar, zero, zero, zero, zero, zero,
-                 zero, zero)
+                 zero, zero, zero, zero)
 
     def reduce(carry, st, ok):
         part = _pool_of(st, ok.astype(lam.dtype))

@@ -267,3 +267,19 @@ def test_pooled_khat_from_a_subset_of_prompts():
     a = jl.frontier(small, betas, per_prompt=False)
     b = jl.frontier(small, betas)
     np.testing.assert_allclose(np.asarray(a.khat), np.asarray(b.khat), rtol=1e-5)
+
+
+def test_pooled_point_with_an_unresolved_se_is_flagged():
+    """Binary rewards in float32 at the gain's stationary point: the prompts' SEs cannot be resolved
+    (NaN, each flagged ``few``), and so the pooled SE is NaN: the pooled point is flagged too, never
+    reported as trusted with an interval that covers nothing."""
+    r = (jax.random.uniform(jax.random.PRNGKey(1), (100, 256)) < 0.3).astype(jnp.float32)
+    f = jl.frontier(jl.Samples(r), [0.6048905], per_prompt=False)
+    assert np.isnan(float(f.gain_se[0]))  # (measured: both SEs NaN here)
+    assert int(f.reasons[0]) & estimators.FEW
+    # and the rule itself, directly
+    nan = jnp.array([jnp.nan])
+    one = jnp.array([1.0])
+    zero = jnp.array([0.0])
+    code = estimators.pooled_reasons(zero, nan, zero, one, zero, one * 256, zero, zero, zero, zero, zero, zero, zero)
+    assert int(code[0]) & estimators.FEW
