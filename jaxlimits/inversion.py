@@ -877,20 +877,19 @@ def _run(samples: Samples, targets, *, kind: str, pooled: bool, throw: bool, max
         correct = bool(bias_correction)
         prev = None
         applied = jnp.zeros_like(flat_y)  # the shift of the target last solved
-        for k in range(CORRECTION_PASSES + 1 if correct else 0):
+        for _ in range(CORRECTION_PASSES if correct else 0):
             gain_bias, kl_bias, _ = _at_solution(s, sol.beta, plan=p, pooled=pooled, khat=False)
-            # the corrected curve at the solution minus the target: plug-in(beta) - bias - y
-            residual = applied - jnp.where(is_kl, kl_bias, gain_bias)
-            if k == CORRECTION_PASSES:
-                break
-            shift, prev = _next_shift(applied - residual, applied, prev)
+            shift, prev = _next_shift(jnp.where(is_kl, kl_bias, gain_bias), applied, prev)
             # a shift that would make a positive target non-positive is dropped (the bias vanishes at KL 0)
             target = jnp.where(flat_y + shift > 0, flat_y + shift, flat_y)
             applied = target - flat_y
             iterations = sol.iterations
             sol = solve(target, t_warm=jnp.log(sol.beta))
             sol = sol._replace(iterations=sol.iterations + iterations)
-        sol = _with_trust(sol, *_at_solution(s, sol.beta, plan=p, pooled=pooled, khat=True), correct)
+        trust = _at_solution(s, sol.beta, plan=p, pooled=pooled, khat=True)  # (gain_bias, kl_bias, reasons)
+        # the corrected curve at the solution minus the target: plug-in(beta) - bias - y
+        residual = applied - jnp.where(is_kl, trust[1], trust[0])
+        sol = _with_trust(sol, *trust, correct)
         if correct:
             solved = (sol.status == Status.OK) & jnp.isfinite(sol.beta)
             off = solved & ~(jnp.abs(residual) <= correction_rtol(dtype) * jnp.abs(flat_y))
