@@ -261,9 +261,8 @@ def _pooled_khat(pool: _Pool, samples: Samples, lam: Array) -> _Pool:
     idx = np.linspace(0, num_p - 1, num_s).round().astype(int)
     pick = lambda a: None if a is None else a[idx]  # noqa: E731
     arrays = [pick(a) for a in (samples.rewards, samples.log_weights, samples.counts, samples.mask, lam)]
-    m_tail = int(psis.tail_size(num_n)) + 1 if samples.counts is None else 2 * int(psis.tail_size(num_n)) + 1
-    per_prompt = lam.shape[1] * (31 + int(np.sqrt(m_tail))) * m_tail * lam.dtype.itemsize
-    t = int(max(1, min(num_s, _KHAT_CHUNK_BYTES // max(per_prompt, 1))))
+    per_prompt = psis.fit_bytes(num_n, lam.shape[1], samples.counts is not None, lam.dtype.itemsize)
+    t = int(max(1, min(num_s, _KHAT_CHUNK_BYTES // per_prompt)))
     pad = -num_s % t
     arrays = [None if a is None else jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]) for a in arrays]
     chunks = [None if a is None else a.reshape((-1, t) + a.shape[1:]) for a in arrays]

@@ -45,6 +45,19 @@ def tail_size(n):
     return xp.where(n > 225, xp.floor(3 * xp.sqrt(n)), xp.floor(n / 5))
 
 
+def tail_slots(num_samples: int, counts: bool) -> int:
+    """Static width of :func:`tilted_khat`'s tail arrays for ``num_samples`` rows (``counts``:
+    rows carry multiplicities, room for the tail of up to 4x as many draws as rows)."""
+    m = int(min(num_samples, tail_size(num_samples))) if not counts else int(max(2 * tail_size(num_samples), 5))
+    return max(m + 1, MIN_TAIL + 1)
+
+
+def fit_bytes(num_samples: int, num_betas: int, counts: bool, itemsize: int) -> int:
+    """Working memory of :func:`tilted_khat` per prompt: its profile grid ``[betas, 30 + sqrt K, K]``."""
+    k = tail_slots(num_samples, counts)
+    return num_betas * (30 + math.isqrt(k)) * k * itemsize
+
+
 def khat_threshold(n):
     """The reliability threshold ``min(1 - 1/log10(n), 0.7)`` of Vehtari et al. (2024) for ``n`` draws."""
     n = jnp.maximum(jnp.asarray(n), 10.0001)
@@ -162,8 +175,7 @@ def tilted_khat(rewards: Array, lam: Array, *, log_weights: Array | None = None,
     m = valid.astype(dtype) if counts is None else jnp.where(valid, counts, 0).astype(dtype)
     draws = jnp.sum(m, axis=-1)
     # with counts the draws outnumber the rows: room for the tail of up to 4x as many draws as rows
-    k_slots = int(min(num_n, tail_size(num_n))) + 1 if counts is None else int(max(2 * tail_size(num_n), 5)) + 1
-    k_slots = max(k_slots, MIN_TAIL + 1)
+    k_slots = tail_slots(num_n, counts is not None)
     tail = jnp.minimum(tail_size(draws), k_slots - 1)  # [P]
     r = jnp.where(valid, rewards, -jnp.inf)
     if log_weights is None:
