@@ -145,24 +145,25 @@ def _jax_runner(name, r, betas):
     import jaxlimits as jl
 
     samples = jl.Samples(r)
+    budget = int(os.environ.get("BENCH_MEMORY_BUDGET", "0")) or None  # --memory-budget
     if name == "jaxlimits":
 
         def go():
-            st = jl.tilt(samples, betas)
+            st = jl.tilt(samples, betas, memory_budget=budget)
             jax.block_until_ready(st)
             # the plug-in estimates, as the others compute (tilt reports the bias-corrected ones)
             return st.gain + st.gain_bias, st.kl + st.kl_bias
     elif name == "jaxlimits-pooled":
 
         def go():
-            f = jl.frontier(samples, betas, per_prompt=False)
+            f = jl.frontier(samples, betas, per_prompt=False, memory_budget=budget)
             jax.block_until_ready(f)
             return f.gain, f.kl
     else:
         import importlib
 
         fr = importlib.import_module("jaxlimits.frontier")
-        plan = fr._plan_for(samples, betas, None)  # (lam, plan), or (lam, ext, plan) before the one-exp kernel
+        plan = fr._plan_for(samples, betas, budget)  # (lam, plan), or (lam, ext, plan) before the one-exp kernel
         args = (samples, plan[0], plan[-1], False) + tuple(plan[1:-1])
 
         def go():
@@ -295,6 +296,7 @@ def machine() -> dict:
 
     info["jax"] = jax.__version__
     info["jax_backend"] = jax.default_backend()
+    info["jax_device"] = jax.devices()[0].device_kind
     info["numpy"] = np.__version__
     try:
         import torch
@@ -317,6 +319,8 @@ def main(argv=None) -> int:
                     help="a first run longer than this is the only run (slow baselines at large sizes)")
     ap.add_argument("--skip-loop-above", type=float, default=1e9,
                     help="skip the loop and torch baselines above this many exponentials")
+    ap.add_argument("--memory-budget", type=int, default=0,
+                    help="jaxlimits' memory_budget in bytes (default: the library's, 256 MiB)")
     ap.add_argument("--json", default=None, help="write the raw figures here")
     ap.add_argument("--child", nargs=6, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -333,9 +337,11 @@ def main(argv=None) -> int:
         have_torch = False
     info = machine()
     info["grid"] = args.grid
+    info["memory_budget"] = args.memory_budget or None
     print("machine:", json.dumps(info))
     results = []
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="2", MKL_NUM_THREADS="1")
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="2", MKL_NUM_THREADS="1",
+               BENCH_MEMORY_BUDGET=str(args.memory_budget))
     for size in args.sizes:
         p, n, b = (int(v) for v in size.split("x"))
         count = p * n * b
@@ -366,9 +372,9 @@ def main(argv=None) -> int:
 def report(results, info) -> str:
     """A markdown table: time, throughput, ratios, compile time, memory, deviation."""
     lines = [f"Machine: {info.get('cpu')} ({info.get('cpus')} cores, {info.get('simd')}, {info.get('ram_gb')} GB), "
-             f"JAX {info.get('jax')} on {info.get('jax_backend')}, NumPy {info.get('numpy')}, "
+             f"JAX {info.get('jax')} on {info.get('jax_backend')} ({info.get('jax_device')}), NumPy {info.get('numpy')}, "
              f"PyTorch {info.get('torch')}; load average {info.get('load_average')} at the start; "
-             f"{info.get('grid', 'octave')} beta grid", "",
+             f"{info.get('grid', 'octave')} beta grid; memory_budget {info.get('memory_budget') or 'default'}", "",
              "| size P x N x B | dtype | implementation | median time (s) | exp/s | x roofline | "
              "time / jaxlimits | compile (s) | peak memory (MB) | max rel. deviation |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]

@@ -1,19 +1,42 @@
 #!/usr/bin/env bash
-# One prepared run on an accelerator machine (the device tool): the trust calibration at full size
-# and the frontier and inversion benchmarks, from the source tree, results under $OUT.
+# One prepared run on an accelerator machine (the device tool), from the source tree, results
+# under $OUT: a smoke check (fails fast), the frontier benchmark on both beta grids and both
+# dtypes, the inversion benchmark, then the trust calibration at P = 2,000 with what time is left.
+# SMALL=1 shrinks every stage to check the script on a CPU.
 set -u
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; nproc; python3 -c "import jax; print(jax.__version__, jax.devices())"; } > "$OUT/machine.txt" 2>&1
+if [ "${SMALL:-0}" = 1 ]; then
+  S1=1000x128x16; S2=2000x128x32; INV="--quick"; CAL="--quick"; R=1
+else
+  S1=10000x1024x64; S2=100000x1024x128; INV="--prompts 10000 --samples 256 --targets 100"
+  CAL="--pools 2000 --prompts ${CAL_PROMPTS:-2000000} --sizes 64 256 1024 --chunk 100000 --tile-bytes 268435456"; R=3
+fi
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; nproc; python3 --version
+  python3 -c "import jax, numpy; print('jax', jax.__version__, 'numpy', numpy.__version__, jax.devices())"; } > "$OUT/machine.txt" 2>&1
 cat "$OUT/machine.txt"
-timeout ${CAL_SECONDS:-330} python3 benchmarks/calibrate_trust.py --prompts ${CAL_PROMPTS:-400000} --chunk 50000 \
-  --tile-bytes 268435456 --out "$OUT/calibration.json" > "$OUT/calibration.txt" 2>&1
-echo "calibration exit $?"; tail -n 70 "$OUT/calibration.txt"
-timeout ${BENCH_SECONDS:-150} bash -c "python3 benchmarks/bench_frontier.py --sizes 10000x1024x64 --dtypes float32 float64 \
-  --impls numpy jaxlimits jaxlimits-pooled --repeats 3 --json $OUT/bench_frontier.json && \
-  python3 benchmarks/bench_frontier.py --sizes 100000x1024x128 --dtypes float32 float64 --impls jaxlimits jaxlimits-pooled \
-  --repeats 3 --json $OUT/bench_frontier_large.json" > "$OUT/bench_frontier.txt" 2>&1
-echo "bench_frontier exit $?"; tail -n 30 "$OUT/bench_frontier.txt"
-timeout ${INV_SECONDS:-90} python3 benchmarks/bench_inversion.py --prompts 10000 --samples 256 --targets 100 \
-  > "$OUT/bench_inversion.txt" 2>&1
-echo "bench_inversion exit $?"; tail -n 30 "$OUT/bench_inversion.txt"
+# 1. smoke: the library imports and a frontier and an inversion run (stop here if not)
+timeout 120 python3 - > "$OUT/smoke.txt" 2>&1 <<'EOF'
+import time, numpy as np, jax, jaxlimits as jl
+r = np.random.default_rng(0).normal(size=(200, 64)).astype(np.float32)
+t = time.perf_counter(); f = jl.frontier(jl.Samples(r), per_prompt=False); jax.block_until_ready(f.gain)
+print("frontier", f.gain.shape, float(f.gain[-1]), f"{time.perf_counter() - t:.1f}s")
+sol = jl.min_kl_for_gain(jl.Samples(r), 0.5); print("min_kl_for_gain(0.5)", float(sol.kl), int(sol.status))
+EOF
+rc=$?; cat "$OUT/smoke.txt"; echo "smoke exit $rc"; [ $rc = 0 ] || exit 1
+# 2. frontier sweep: octave grid in float32 and float64, geomspace in float32 (default memory budget),
+#    then with a 4 GiB budget (fewer, larger tiles) at 10x the prompts
+timeout ${BENCH_SECONDS:-240} bash -c "
+python3 benchmarks/bench_frontier.py --sizes $S1 --dtypes float32 float64 --impls numpy jaxlimits-sweep jaxlimits-pooled jaxlimits \
+  --repeats $R --json $OUT/bench_frontier_octave.json
+python3 benchmarks/bench_frontier.py --sizes $S1 --dtypes float32 --grid geomspace --impls numpy jaxlimits-sweep jaxlimits-pooled \
+  --repeats $R --json $OUT/bench_frontier_geomspace.json
+python3 benchmarks/bench_frontier.py --sizes $S1 $S2 --dtypes float32 --impls jaxlimits-sweep jaxlimits-pooled \
+  --memory-budget 4294967296 --repeats $R --json $OUT/bench_frontier_large.json" > "$OUT/bench_frontier.txt" 2>&1
+echo "bench_frontier exit $?"; grep "^|" "$OUT/bench_frontier.txt"; grep -i "error" "$OUT/bench_frontier.txt" | head -5
+# 3. inversion
+timeout ${INV_SECONDS:-100} python3 benchmarks/bench_inversion.py $INV > "$OUT/bench_inversion.txt" 2>&1
+echo "bench_inversion exit $?"; tail -n 25 "$OUT/bench_inversion.txt"
+# 4. calibration at P = 2,000 (partial results survive the time limit)
+timeout ${CAL_SECONDS:-110} python3 benchmarks/calibrate_trust.py $CAL --out "$OUT/calibration.json" > "$OUT/calibration.txt" 2>&1
+echo "calibration exit $?"; tail -n 12 "$OUT/calibration.txt"

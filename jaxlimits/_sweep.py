@@ -20,8 +20,11 @@ from . import moments
 
 #: Default working-memory budget of a sweep, in bytes.
 DEFAULT_MEMORY_BUDGET = 256 * 2**20
-#: Size of the exponential slab of one tile that keeps it in cache (DESIGN.md measurements).
-_TILE_BYTES = 4 * 2**20
+#: Size of the exponential slab of one tile on a CPU, which keeps it in cache (DESIGN.md
+#: measurements). ``None``: that on a CPU; on an accelerator the budget alone bounds the slab (each
+#: tile is one sequential step there: fewer, larger tiles). Set an int to force a size anywhere.
+_TILE_BYTES: int | None = None
+_CPU_TILE_BYTES = 4 * 2**20
 # Temporaries per element of the slab (exponent, exp, its square, products), a safe estimate.
 _COPIES = 6
 
@@ -42,11 +45,11 @@ def plan(num_prompts: int, num_samples: int, num_betas: int, itemsize: int, memo
       ValueError: when even one prompt, one sample chunk of 128 and all betas exceed the budget.
     """
     budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else positive_int(memory_budget, "memory_budget")
-    slab = max(1, min(_TILE_BYTES, budget // _COPIES))
+    slab = tile_bytes(budget)
     row = num_betas * num_samples * itemsize  # one prompt's slab
     if row <= slab:
         chunk = num_samples
-        tile = max(1, min(num_prompts, slab // row, 512))
+        tile = max(1, min(num_prompts, slab // row, max_tile_prompts()))
     else:
         tile = 1
         chunk = max(128, slab // (num_betas * itemsize))
@@ -60,6 +63,20 @@ def plan(num_prompts: int, num_samples: int, num_betas: int, itemsize: int, memo
     padded_p = -(-num_prompts // tile) * tile
     padded_n = -(-num_samples // chunk) * chunk
     return Plan(tile, chunk, padded_p, padded_n)
+
+
+def tile_bytes(budget: int = DEFAULT_MEMORY_BUDGET) -> int:
+    """The exponential slab a tile aims at: a CPU's cache, on an accelerator the budget's share."""
+    if _TILE_BYTES is not None:
+        target = int(_TILE_BYTES)
+    else:
+        target = _CPU_TILE_BYTES if jax.default_backend() == "cpu" else budget
+    return max(1, min(target, budget // _COPIES))
+
+
+def max_tile_prompts() -> int:
+    """Most prompts in one tile: 512 on a CPU (cache), 65,536 on an accelerator (launch overhead)."""
+    return 512 if jax.default_backend() == "cpu" else 65_536
 
 
 def positive_int(value, name: str, minimum: int = 1) -> int:
