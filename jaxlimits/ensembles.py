@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _sweep, estimators, tables
+from .moments import HIGHEST
 from .proxy import ProxyGap, _base_weights, _check_grid, _proxy_gap_jit, _sqrt0
 from .samples import Samples
 
@@ -500,9 +501,9 @@ def _scaling_rows(ens: Ensemble, masks, betas, centred: bool, memory_budget):
     rows = jnp.concatenate([jnp.pad(masks, ((0, 0), (0, 1))), jnp.eye(1, m + 1, m, dtype=masks.dtype)], axis=0)
 
     def one(mask):
-        rbar = proxies @ mask / jnp.sum(mask)
+        rbar = jnp.matmul(proxies, mask, precision=HIGHEST) / jnp.sum(mask)
         st = estimators.tilt(ens.with_proxy(rbar), betas, memory_budget=memory_budget)
-        d = e @ mask[:m] / jnp.maximum(jnp.sum(mask[:m]), 1)
+        d = jnp.matmul(e, mask[:m], precision=HIGHEST) / jnp.maximum(jnp.sum(mask[:m]), 1)
         return st.gain, jnp.sum(u * d * d, axis=1)
 
     gains, res2 = jax.lax.map(one, rows)
@@ -520,10 +521,10 @@ def _slope(log_k, log_y):
 def _summaries(prompt_w, gain_s, gains, res2, avg, log_k):
     """Per-K curves and fitted slopes for one weighting of the prompts (``prompt_w [P]``, sum 1)."""
     gap = gain_s[None] - gains  # [T, P, B]
-    pooled_gap = jnp.einsum("p,tpb->tb", prompt_w, gap)
-    pooled_res2 = res2 @ prompt_w  # [T]
-    res_k = _sqrt0(avg @ pooled_res2)  # [M]
-    gap_abs = avg @ jnp.abs(pooled_gap)  # [M, B]
+    pooled_gap = jnp.einsum("p,tpb->tb", prompt_w, gap, precision=HIGHEST)
+    pooled_res2 = jnp.matmul(res2, prompt_w, precision=HIGHEST)  # [T]
+    res_k = _sqrt0(jnp.matmul(avg, pooled_res2, precision=HIGHEST))  # [M]
+    gap_abs = jnp.matmul(avg, jnp.abs(pooled_gap), precision=HIGHEST)  # [M, B]
     return res_k, gap_abs, _slope(log_k, jnp.log(res_k)), _slope(log_k, jnp.log(gap_abs).T)
 
 
@@ -605,8 +606,8 @@ def ensemble_scaling(
     noise_var = jnp.mean(jnp.sum(u * jnp.sum((e - ebar[..., None]) ** 2, axis=-1), axis=1)) / (m - 1)
     kk = jnp.arange(1, m + 1, dtype=dt)
     expected = _sqrt0(full_sq + noise_var * (1 / kk - 1 / m))
-    gap_mean = avg @ jnp.mean(gain_s[None] - gains, axis=1)
-    gold_mean = avg @ jnp.mean(gains, axis=1)
+    gap_mean = jnp.matmul(avg, jnp.mean(gain_s[None] - gains, axis=1), precision=HIGHEST)
+    gold_mean = jnp.matmul(avg, jnp.mean(gains, axis=1), precision=HIGHEST)
     return EnsembleScaling(
         jnp.arange(1, m + 1), b, jnp.asarray(counts), jnp.asarray(exhaustive),
         res_k, res_se, expected, full_sq - noise_var / m, noise_var,

@@ -31,6 +31,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+#: Every contraction in full precision: on GPUs the default float32 matmul may round its inputs to
+#: TF32 (10-bit mantissa), far above the estimates' own rounding.
+HIGHEST = jax.lax.Precision.HIGHEST
+
 Array = jax.Array
 
 #: Orders of the small-tilt series for means (truncation below 1e-19 at ``lambda R = 1``).
@@ -204,7 +208,7 @@ def _tile_sums(e, columns):
     """
     # [P, k, B], then transposed: XLA's CPU dot is ~4x slower when it writes [P, B, k] (the barrier
     # keeps the simplifier from folding the transpose back into the dot)
-    out = jnp.einsum("pnk,pnb->pkb", columns, e, precision=jax.lax.Precision.HIGHEST)
+    out = jnp.einsum("pnk,pnb->pkb", columns, e, precision=HIGHEST)
     return jnp.swapaxes(jax.lax.optimization_barrier(out), 1, 2)
 
 
@@ -575,7 +579,7 @@ def _finalize_series(ref, s: Sums, lam, *, has_scores, exact) -> Tilted:
     def tsum(i, j):
         """sum u (e^{lam x} - 1) x^i y^j as a polynomial in a."""
         mom = _ymoment(m1, i + n_mean, j, big_r, has_scores)[:, i:] * big_r[:, None] ** i
-        return jnp.einsum("pbn,pn->pb", apow[..., :n_mean], mom * t_coef)
+        return jnp.einsum("pbn,pn->pb", apow[..., :n_mean], mom * t_coef, precision=HIGHEST)
 
     base = lambda i, j: (_ymoment(m1, i + 1, j, big_r, has_scores)[:, i] * big_r**i)[:, None]  # noqa: E731
     bx, by = base(1, 0), base(0, 1)
@@ -590,7 +594,7 @@ def _finalize_series(ref, s: Sums, lam, *, has_scores, exact) -> Tilted:
     # Sums of products of basis functions: G[pair] = sum (u^2/m) f_a f_b, polynomials in a.
     n_se = 2 * K_SE + 1
     mom2 = jnp.stack([_ymoment(m2, n_se, int(j), big_r, has_scores) for j in _YPOW], axis=-1)
-    gram = jnp.einsum("pbn,pnq->pbq", apow[..., :n_se], mom2 * jnp.asarray(_CONV, dtype))
+    gram = jnp.einsum("pbn,pnq->pbq", apow[..., :n_se], mom2 * jnp.asarray(_CONV, dtype), precision=HIGHEST)
     pair_index = {pair: q for q, pair in enumerate(_PAIRS)}
 
     def quad(coefs):
@@ -611,7 +615,8 @@ def _finalize_series(ref, s: Sums, lam, *, has_scores, exact) -> Tilted:
     var_gain = quad({"ty": 1.0, "t": -my, "y": -t_one, "one": t_one * my + den * (by - my)})
     # ESS: (1 + T)^2 / sum (u^2/m) e^{2 lam x}, the exact series in 2a (not the K_SE one)
     e2_coef = jnp.asarray(_inv_fact(N_MOMENTS) * 2.0 ** np.arange(N_MOMENTS), dtype)
-    ess = den * den / jnp.einsum("pbn,pn->pb", apow, _ymoment(m2, N_MOMENTS, 0, big_r, has_scores) * e2_coef)
+    ess = den * den / jnp.einsum("pbn,pn->pb", apow, _ymoment(m2, N_MOMENTS, 0, big_r, has_scores) * e2_coef,
+                                  precision=HIGHEST)
 
     # Bias (bias_terms) from the same Gram sums, e = 1 + t, e lam x = phi + t, e y = ty + y;
     # P2 - U2 is expanded so that its leading terms cancel exactly (1/N - 1/N for plain samples).

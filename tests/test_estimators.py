@@ -394,3 +394,31 @@ def test_derivatives_at_the_switch_between_series_and_tilted_sums():
         bb = jnp.array([beta])
         g = jax.grad(lambda x: jl.tilt(samples, x, bias_correction=False).gain[0, 0])(bb)[0]
         np.testing.assert_allclose(g, d_gain, rtol=1e-4)
+
+
+def _dot_precisions(jaxpr):
+    """The ``precision`` of every ``dot_general`` in a jaxpr, sub-jaxprs (scan, map, cond, pjit) included."""
+    from jax.extend import core
+
+    out = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            out.append(eqn.params["precision"])
+        for v in eqn.params.values():
+            for sub in v if isinstance(v, (tuple, list)) else (v,):
+                if isinstance(sub, core.ClosedJaxpr):
+                    out += _dot_precisions(sub.jaxpr)
+                elif isinstance(sub, core.Jaxpr):
+                    out += _dot_precisions(sub)
+    return out
+
+
+def test_every_contraction_asks_for_full_precision():
+    """On GPUs a float32 matmul at the default precision may round to TF32 (10-bit mantissa): the
+    kernel's contractions (tilted sums, small-tilt series, SE quadratic forms) all ask for HIGHEST."""
+    r = jnp.asarray(np.random.default_rng(0).normal(size=(3, 40)), jnp.float32)
+    betas = jnp.asarray([50.0, 2.0, 0.5], jnp.float32)  # the series (small tilt) and the tilted sums
+    precisions = _dot_precisions(jax.make_jaxpr(lambda x: jl.tilt(jl.Samples(x, validate=False), betas))(r).jaxpr)
+    assert precisions, "no contraction found: the test no longer sees the kernel"
+    highest = jax.lax.Precision.HIGHEST
+    assert all(p is not None and all(q == highest for q in p) for p in precisions), precisions
