@@ -372,7 +372,8 @@ def main(argv=None) -> int:
 def report(results, info) -> str:
     """A markdown table: time, throughput, ratios, compile time, memory, deviation."""
     lines = [f"Machine: {info.get('cpu')} ({info.get('cpus')} cores, {info.get('simd')}, {info.get('ram_gb')} GB), "
-             f"JAX {info.get('jax')} on {info.get('jax_backend')} ({info.get('jax_device')}), NumPy {info.get('numpy')}, "
+             f"JAX {info.get('jax')} on {info.get('jax_backend')} ({info.get('jax_device')}), "
+             f"NumPy {info.get('numpy')}, "
              f"PyTorch {info.get('torch')}; load average {info.get('load_average')} at the start; "
              f"{info.get('grid', 'octave')} beta grid; memory_budget {info.get('memory_budget') or 'default'}", "",
              "| size P x N x B | dtype | implementation | median time (s) | exp/s | x roofline | "

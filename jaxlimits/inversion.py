@@ -879,7 +879,10 @@ def _run(samples: Samples, targets, *, kind: str, pooled: bool, throw: bool, max
         applied = jnp.zeros_like(flat_y)  # the shift of the target last solved
         for _ in range(CORRECTION_PASSES if correct else 0):
             gain_bias, kl_bias, _ = _at_solution(s, sol.beta, plan=p, pooled=pooled, khat=False)
-            shift, prev = _next_shift(jnp.where(is_kl, kl_bias, gain_bias), applied, prev)
+            bias = jnp.where(is_kl, kl_bias, gain_bias)
+            if _settled(bias, applied, flat_y, sol.beta):
+                break  # eagerly, once every lane is solved to rounding: what is left would change nothing
+            shift, prev = _next_shift(bias, applied, prev)
             # a shift that would make a positive target non-positive is dropped (the bias vanishes at KL 0)
             target = jnp.where(flat_y + shift > 0, flat_y + shift, flat_y)
             applied = target - flat_y
@@ -900,6 +903,23 @@ def _run(samples: Samples, targets, *, kind: str, pooled: bool, throw: bool, max
     if throw:
         _raise_for_status(name, kind, pooled, y, sol)
     return sol
+
+
+#: The correction stops early (eagerly; under a transformation every pass runs) once the target's
+#: shift agrees with the bias at the solution to this many eps of the target in every lane.
+SETTLED_EPS = 4
+
+
+def _settled(bias, applied, y, beta) -> bool:
+    """Whether every solved lane's shift equals the bias at its solution to ``SETTLED_EPS`` eps of
+    its target (False for traced values: the passes then all run, as compiled)."""
+    vals = [_concrete(a) for a in (bias, applied, y, beta)]
+    if any(v is None for v in vals):
+        return False
+    bias, applied, y, beta = (np.asarray(v) for v in vals)
+    eps = np.finfo(y.dtype).eps
+    solved = np.isfinite(beta) & (beta > 0)
+    return bool(np.all(~solved | (np.abs(bias - applied) <= SETTLED_EPS * eps * np.abs(y))))
 
 
 def _next_shift(bias, applied, prev):
