@@ -48,6 +48,7 @@ import numpy as np
 
 from . import _sweep, tables
 from .samples import PromptError, Samples
+from .status import MESSAGES, Status
 
 Array = jax.Array
 
@@ -465,7 +466,8 @@ class BestOfN:
         log-probabilities; see ``notices``).
       frontier_gain, frontier_gain_se, frontier_beta: the pooled frontier at ``kl``
         (``jaxlimits.max_gain_at_kl``); NaN where the KL is at or beyond what the samples show.
-      frontier_status: ``jaxlimits.inversion.Status`` codes of that solve.
+      frontier_status: ``jaxlimits.status.Status`` codes of that solve
+        (``NOT_COMPUTED`` with ``frontier=False``).
       saturated: the frontier value at ``kl`` cannot be trusted (or was not computed).
       frontier_reasons: the pooled trust rule's reasons at ``kl`` (``int32`` bitmask,
         ``jaxlimits.estimators.reason_names`` spells it; 0 where trusted or not computed).
@@ -731,7 +733,7 @@ def best_of_n(
     kl_pool = kl.mean(axis=0)
     nan = np.full((k,), np.nan)
     frontier_gain, frontier_se, frontier_beta, win_front = nan, nan, nan, nan
-    status = np.full((k,), -1, np.int32)
+    status = np.full((k,), int(Status.NOT_COMPUTED), np.int32)
     saturated = np.ones((k,), bool)
     reasons = np.zeros((k,), np.int32)
     pp_front = np.full(kl.shape, np.nan)
@@ -742,15 +744,15 @@ def best_of_n(
         frontier_gain, frontier_se, frontier_beta = (
             np.asarray(x, np.float64) for x in (sol.gain, sol.gain_se, sol.beta))
         status = np.asarray(sol.status, np.int32)
-        saturated = np.asarray(sol.saturated) | (status != inversion.Status.OK)
-        reasons = np.where(status == inversion.Status.OK, np.asarray(sol.reasons), 0).astype(np.int32)
+        saturated = np.asarray(sol.saturated) | (status != Status.OK)
+        reasons = np.where(status == Status.OK, np.asarray(sol.reasons), 0).astype(np.int32)
         wsol = _solve_bucketed(inversion.max_gain_at_kl, quantile_samples(samples), kl_pool,
                                memory_budget=memory_budget)
         win_front = 0.5 + np.asarray(wsol.gain, np.float64)
-        for code in sorted(set(status.tolist()) - {int(inversion.Status.OK)}):
+        for code in sorted(set(status.tolist()) - {int(Status.OK)}):
             which = [int(n) for n, c in zip(ns_arr, status) if c == code]
-            notices.append(f"frontier at n = {which}: {inversion.MESSAGES[code]}")
-        shaky = np.asarray(sol.saturated) & (status == inversion.Status.OK)
+            notices.append(f"frontier at n = {which}: {MESSAGES[code]}")
+        shaky = np.asarray(sol.saturated) & (status == Status.OK)
         if np.any(shaky):
             from .estimators import reason_names
 

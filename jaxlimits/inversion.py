@@ -54,7 +54,6 @@ A budget at or above ``K_max`` is *saturated*: the samples cannot show it, and t
 
 from __future__ import annotations
 
-import enum
 import functools
 from typing import NamedTuple
 
@@ -65,6 +64,9 @@ import numpy as np
 from . import _sweep, estimators, moments, tables
 from .frontier import SATURATED_SHARE_MAX, _from_pool, _frontier
 from .samples import PromptError, Samples
+from .status import MESSAGES as MESSAGES
+from .status import NAMES as STATUS
+from .status import Status as Status
 
 Array = jax.Array
 
@@ -77,39 +79,6 @@ __all__ = [
     "min_kl_for_gain",
 ]
 
-
-class Status(enum.IntEnum):
-    """Why a target was (not) solved; ``Solution.status`` holds these codes as ints."""
-
-    OK = 0
-    #: The target gain is at or above ``max r - E_0[r]``, the most any policy can gain.
-    GAIN_AT_OR_ABOVE_MAX = 1
-    #: The KL budget is at or above what the samples can show (``K_max``): saturated.
-    KL_AT_OR_ABOVE_CEILING = 2
-    #: The target is negative.
-    NEGATIVE_TARGET = 3
-    #: The target is NaN.
-    NAN_TARGET = 4
-    #: The iteration cap was reached before the tolerance (or the bias-corrected curve still
-    #: missed the target by more than ``correction_rtol`` after the correction's passes).
-    NOT_CONVERGED = 5
-
-
-#: Status code -> name, e.g. ``STATUS[2] == "KL_AT_OR_ABOVE_CEILING"``.
-STATUS = {s.value: s.name for s in Status}
-
-#: Status code -> a sentence for people.
-MESSAGES = {
-    Status.OK.value: "solved",
-    Status.GAIN_AT_OR_ABOVE_MAX.value: "the target gain is at or above the largest possible gain, max r - E_0[r]",
-    Status.KL_AT_OR_ABOVE_CEILING.value: (
-        "the KL budget is at or above what the samples can show (K_max = -log of the base mass tied at "
-        "the maximal reward, log(N/m) for m of N plain samples): saturated, no estimate"
-    ),
-    Status.NEGATIVE_TARGET.value: "the target is negative",
-    Status.NAN_TARGET.value: "the target is NaN",
-    Status.NOT_CONVERGED.value: "the solver reached its iteration cap (or its correction passes) before its tolerance",
-}
 
 #: Default cap on Newton iterations (each one kernel pass; typical solves take 3-8).
 MAX_ITER = 40
@@ -133,7 +102,8 @@ class Solution(NamedTuple):
       converged: the tolerance was met (True for a zero target).
       iterations: Newton iterations used (each one kernel pass; after one grid pass), summed over
         the bias correction's re-solves (``max_iter`` caps each solve).
-      status: :class:`Status` codes (``STATUS``/``MESSAGES`` map them to names and sentences).
+      status: :class:`jaxlimits.status.Status` codes (``STATUS``/``MESSAGES``, here and in
+        :mod:`jaxlimits.status` as ``NAMES``/``MESSAGES``, map them to names and sentences).
       saturated: the estimate at ``beta`` cannot be trusted: ``reasons != 0`` (and True where no
         estimate was made).
       reasons: the trust rule at ``beta`` (``jaxlimits.estimators``: the per-prompt rule, or the

@@ -52,6 +52,7 @@ import numpy as np
 from . import _sweep, estimators, tables
 from .frontier import SATURATED_SHARE_MAX, _from_pool, _pool_of, default_betas, resample
 from .samples import Samples, check_samples
+from .status import MESSAGES, Status
 
 Array = jax.Array
 
@@ -384,27 +385,21 @@ def proxy_gap(samples: Samples, betas, *, memory_budget: int | None = None, bias
 # ---------------------------------------------------------------------------------------------
 # Over-optimisation: the gold gain against the proxy-aligned policy's KL, and its peak.
 
-#: Status codes of :class:`Peak`.
-PEAK_FOUND = 0
+#: The peak's codes, members of the one status type (:class:`jaxlimits.status.Status`): found is ``OK``.
+PEAK_FOUND = Status.OK
 #: The gold gain is still rising at the smallest beta of the grid (no over-optimisation in range).
-PEAK_BEYOND_GRID = 1
+PEAK_BEYOND_GRID = Status.PEAK_BEYOND_GRID
 #: The gold gain is largest at the largest beta of the grid: it falls from the start.
-PEAK_AT_START = 2
+PEAK_AT_START = Status.PEAK_AT_START
 #: The gold gain does not change with beta (the proxy carries no information about gold).
-PEAK_FLAT = 3
+PEAK_FLAT = Status.PEAK_FLAT
 #: The grid maximum could not be bracketed by a sign change of ``Cov_beta(s, r)``.
-PEAK_NOT_BRACKETED = 4
-
-PEAK_MESSAGES = {
-    PEAK_FOUND: "peak found",
-    PEAK_BEYOND_GRID: "no over-optimisation within the grid: the gold gain still rises at the smallest beta",
-    PEAK_AT_START: "the gold gain falls from the start: its maximum is at or above the largest beta",
-    PEAK_FLAT: "the gold gain does not change with beta",
-    PEAK_NOT_BRACKETED: "the grid maximum is not bracketed by a sign change of Cov(s, r); refine the grid",
-}
-#: Status code of :class:`Peak` -> its name, e.g. ``PEAK_NAMES[1] == "PEAK_BEYOND_GRID"``.
-PEAK_NAMES = {PEAK_FOUND: "PEAK_FOUND", PEAK_BEYOND_GRID: "PEAK_BEYOND_GRID", PEAK_AT_START: "PEAK_AT_START",
-              PEAK_FLAT: "PEAK_FLAT", PEAK_NOT_BRACKETED: "PEAK_NOT_BRACKETED"}
+PEAK_NOT_BRACKETED = Status.PEAK_NOT_BRACKETED
+_PEAK_CODES = (PEAK_FOUND, PEAK_BEYOND_GRID, PEAK_AT_START, PEAK_FLAT, PEAK_NOT_BRACKETED)
+#: Status code of :class:`Peak` -> its sentence (``jaxlimits.status.MESSAGES``; found: "peak found").
+PEAK_MESSAGES = {int(c): "peak found" if c == PEAK_FOUND else MESSAGES[c] for c in _PEAK_CODES}
+#: Status code of :class:`Peak` -> its name, e.g. ``PEAK_NAMES[PEAK_FLAT] == "PEAK_FLAT"``.
+PEAK_NAMES = {int(c): "PEAK_FOUND" if c == PEAK_FOUND else c.name for c in _PEAK_CODES}
 
 
 class Peak(NamedTuple):
@@ -417,7 +412,7 @@ class Peak(NamedTuple):
         which aligning harder to the proxy lowers the gold reward).
       gold_gain, gold_gain_se: the largest gold gain reachable by aligning to the proxy.
       proxy_gain: the proxy's own gain at ``beta``.
-      status: one of ``PEAK_*`` (see :data:`PEAK_MESSAGES`).
+      status: a :class:`jaxlimits.status.Status` code, one of ``PEAK_*`` (see :data:`PEAK_MESSAGES`).
       converged: the root solve met its tolerance (False unless ``status == PEAK_FOUND``).
       iterations: iterations of the root solve.
       saturated: the estimate at the peak cannot be trusted (share of saturated prompts above
@@ -461,7 +456,7 @@ class Overoptimization(NamedTuple):
         KL is beyond what the samples can show for gold, the supremum ``max s - E_0[s]``.
       shortfall: ``gold_frontier - gold_gain_proxy_aligned >= 0``, the gold reward the proxy
         leaves on the table at that KL.
-      frontier_status: the :class:`jaxlimits.inversion.Status` code of each inversion.
+      frontier_status: the :class:`jaxlimits.status.Status` code of each inversion.
     """
 
     curve: ProxyGap
@@ -622,11 +617,12 @@ def _peak_core(samples: Samples, betas: Array, max_iter: int, grid_gain=None) ->
     scale = jnp.mean(_residual_norms(samples)[2])  # the gold range: gains are bounded by it
     flat = spread <= 64 * eps * scale
     status = jnp.where(
-        flat, PEAK_FLAT,
-        jnp.where(k == 0, PEAK_BEYOND_GRID,
-                  jnp.where(k == nb - 1, PEAK_AT_START, jnp.where(bracketed, PEAK_FOUND, PEAK_NOT_BRACKETED))),
+        flat, int(PEAK_FLAT),
+        jnp.where(k == 0, int(PEAK_BEYOND_GRID),
+                  jnp.where(k == nb - 1, int(PEAK_AT_START), jnp.where(bracketed, int(PEAK_FOUND),
+                                                                       int(PEAK_NOT_BRACKETED)))),
     ).astype(jnp.int32)
-    found = status == PEAK_FOUND
+    found = status == int(PEAK_FOUND)
     t_out = jnp.where(found, t_star, t_grid[k])
     beta = jnp.exp(t_out)
     nan = jnp.full((), jnp.nan, dt)
@@ -741,8 +737,9 @@ def overoptimization(
       >>> rng = np.random.default_rng(0)
       >>> gold = rng.standard_normal((4, 256)); proxy = gold + rng.standard_normal((4, 256))
       >>> res = jl.overoptimization(jl.Samples(proxy, scores=gold), np.geomspace(8, 0.5, 9))
-      >>> bool(res.curve.kl_proxy_aligned[0] < res.curve.kl_proxy_aligned[-1]), int(res.peak.status)
-      (True, 1)
+      >>> rising = bool(res.curve.kl_proxy_aligned[0] < res.curve.kl_proxy_aligned[-1])
+      >>> rising, jl.proxy.PEAK_NAMES[int(res.peak.status)]
+      (True, 'PEAK_BEYOND_GRID')
     """
     _require_gold(samples, "overoptimization")
     max_iter = _sweep.positive_int(max_iter, "max_iter")
@@ -763,7 +760,7 @@ def overoptimization(
         bootstrap = _sweep.positive_int(bootstrap, "bootstrap (replicates)", 2)
         key = jax.random.PRNGKey(0) if key is None else key
         bb, kk, ss = _bootstrap_peaks(samples, grid, jax.random.split(key, bootstrap), max_iter)
-        ok = ss == PEAK_FOUND
+        ok = ss == int(PEAK_FOUND)
         n_ok = jnp.sum(ok)
 
         def sd(x):
@@ -774,7 +771,7 @@ def overoptimization(
         peak = peak._replace(beta_se=sd(bb), kl_se=sd(kk), found_share=n_ok / bootstrap)
     if not same_kl:
         return Overoptimization(curve, peak)
-    from .inversion import Status, max_gain_at_kl
+    from .inversion import max_gain_at_kl
 
     # the plug-in gold frontier, like the plug-in curve it is held against (shortfall >= 0 exactly)
     sol = max_gain_at_kl(gold_aligned(samples), curve.kl_proxy_aligned, pooled=True, throw=False,
@@ -999,8 +996,6 @@ def overoptimization_figure(result: Overoptimization, path=None, *, ax=None, tit
     ax.plot(np.asarray(c.kl_gold_aligned), np.asarray(c.gold_gain_gold_aligned), "--", color="C2",
             label="gold gain, aligned to gold (the gold frontier)")
     if result.gold_frontier is not None:
-        from .inversion import Status
-
         beyond = np.asarray(result.frontier_status) == int(Status.KL_AT_OR_ABOVE_CEILING)
         if beyond.any():
             ax.plot(kl[beyond], np.asarray(result.gold_frontier)[beyond], ":", color="C2",

@@ -51,8 +51,7 @@ def _f(x) -> float:
 def curve_rows(curve, res=None) -> list[dict]:
     """The over-optimisation curve as table rows (one per beta, KL increasing), each with its ``status``."""
     from ..estimators import reason_names
-    from ..inversion import Status
-    from ..status import of_point
+    from ..status import Status, of_point
 
     beyond = int(Status.KL_AT_OR_ABOVE_CEILING)
     keys = ("betas", "kl_proxy_aligned", "kl_proxy_aligned_se", "proxy_gain", "gold_gain_proxy_aligned",

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import samples as _samples
+from ..status import Status
 
 Array = jax.Array
 
@@ -284,7 +285,7 @@ def efficiency(base_log_probs, scores, kl, gain) -> Efficiency:
     kl, gain = jnp.broadcast_arrays(jnp.asarray(kl), jnp.asarray(gain))
     law = as_law(base_log_probs, scores)
     g_sol = inversion.max_gain_at_kl(law, jnp.maximum(kl, 0.0), throw=False)
-    slack = g_sol.status == inversion.Status.KL_AT_OR_ABOVE_CEILING
+    slack = g_sol.status == Status.KL_AT_OR_ABOVE_CEILING
     frontier_gain = jnp.where(slack, g_sol.gain_max, g_sol.gain)
     k_sol = inversion.min_kl_for_gain(law, jnp.maximum(gain, 0.0), throw=False)
     frontier_kl = jnp.where(gain <= 0, 0.0, k_sol.kl)
