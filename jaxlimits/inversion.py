@@ -61,7 +61,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _sweep, estimators, moments, tables
+from . import _sweep, estimators, moments, solver, tables
 from .frontier import SATURATED_SHARE_MAX, _from_pool, _frontier
 from .samples import PromptError, Samples
 from .status import MESSAGES as MESSAGES
@@ -336,15 +336,11 @@ class _Box(NamedTuple):
     active: Array  # lanes to solve
 
 
-def _tolerances(dtype):
-    eps = float(jnp.finfo(dtype).eps)
-    # ftol: relative residual the curve can be evaluated to; xtol: a Newton step this small is in
-    # the quadratic regime, so the error after it is ~ step^2 << eps; wtol: bracket width.
-    return 64 * eps, np.sqrt(eps) / 8, 16 * eps
-
-
 def _newton(evaluate, box: _Box, t0, max_iter: int, dtype):
-    """Runs safeguarded Newton lane-wise until every lane is done or ``max_iter`` passes.
+    """Safeguarded Newton (:func:`jaxlimits.solver.safeguarded_newton`) on the curve, lane-wise.
+
+    Far from the top the residual is ``log phi - log y`` in ``t``; near the top ``S`` (targets
+    above ``S / 2``) it is ``log(S - phi) - log(S - y)`` in ``lambda = 1/beta``.
 
     Args:
       evaluate: ``t -> (phi, dphi/dt)`` on the lanes' shape.
@@ -354,25 +350,14 @@ def _newton(evaluate, box: _Box, t0, max_iter: int, dtype):
     Returns:
       ``(t, iterations, converged)``.
     """
-    ftol, xtol, wtol = _tolerances(dtype)
+    ftol = solver.tolerances(dtype)[0]
     y, sup = box.y, box.sup
     near_top = y > 0.5 * sup  # residual log(S - phi) in lambda, else log(phi) in t
     log_y = jnp.log(y)
     log_gap_y = jnp.log(jnp.where(near_top, sup - y, 1))
-    zero_i = jnp.zeros(y.shape, jnp.int32)
-    done0 = ~box.active
 
-    def cond(state):
-        k = state[0]
-        done = state[5]
-        return (k < max_iter) & ~jnp.all(done)
-
-    def body(state):
-        k, t, lo, hi, prev, done, iters = state
+    def step(t):
         phi, dphi = evaluate(t)
-        res = phi - y
-        lo = jnp.where(res > 0, t, lo)
-        hi = jnp.where(res <= 0, t, hi)
         beta = jnp.exp(t)
         # far from the top: Newton on log(phi) - log(y) in t
         t_far = t - (jnp.log(phi) - log_y) * phi / dphi
@@ -381,22 +366,10 @@ def _newton(evaluate, box: _Box, t0, max_iter: int, dtype):
         lam = 1 / beta
         lam_new = lam - (jnp.log(gap) - log_gap_y) * gap / (beta * dphi)
         t_near = -jnp.log(lam_new)
-        t_new = jnp.where(near_top, t_near, t_far)
-        inside = (t_new > lo) & (t_new < hi)  # False for NaN
-        t_new = jnp.where(inside, t_new, 0.5 * (lo + hi))
-        step = t_new - t
-        small_res = jnp.abs(res) <= ftol * y
-        small_step = inside & (jnp.abs(step) <= xtol) & (jnp.abs(step) <= 0.5 * jnp.abs(prev))
-        narrow = (hi - lo) <= wtol * (1 + jnp.abs(t))
-        conv = small_res | small_step | narrow
-        t_next = jnp.where(done | small_res, t, t_new)
-        iters = iters + (~done).astype(jnp.int32)
-        return k + 1, t_next, lo, hi, jnp.where(done, prev, step), done | conv, iters
+        return y - phi, jnp.where(near_top, t_near, t_far)  # phi decreases in t: y - phi increases
 
-    inf = jnp.full(y.shape, jnp.inf, dtype)
-    state = (jnp.zeros((), jnp.int32), t0, box.lo0, box.hi0, inf, done0, zero_i)
-    _, t, _, _, _, done, iters = jax.lax.while_loop(cond, body, state)
-    return t, iters, done & box.active
+    return solver.safeguarded_newton(step, t0, box.lo0, box.hi0, max_iter=max_iter, ftol=ftol * y,
+                                     active=box.active)
 
 
 def _t_bounds(scale, dtype):
@@ -484,28 +457,6 @@ def _statuses(is_kl, y, sup):
     return jnp.where(jnp.isnan(y), int(Status.NAN_TARGET), status)
 
 
-def _safe_div(a, b):
-    ok = (b != 0) & jnp.isfinite(b)
-    return jnp.where(ok, a / jnp.where(ok, b, 1), 0)
-
-
-def _tangent_solve(g, y):
-    # The residual is lane-wise (each target's residual depends on its own beta only), so its
-    # Jacobian is diagonal and g(1) is that diagonal: dt*/dtheta = -(df/dtheta) / (df/dt).
-    return _safe_div(y, g(jnp.ones_like(y)))
-
-
-def _aux_out(iters, conv, dtype):
-    # custom_root gives its auxiliary outputs tangents of their own dtype, which JAX rejects for
-    # integers and booleans: carry them as floats (exact for these small counts).
-    return iters.astype(dtype), conv.astype(dtype)
-
-
-def _aux_in(aux):
-    iters, conv = jax.lax.stop_gradient(aux)
-    return iters.astype(jnp.int32), conv > 0
-
-
 def _per_prompt(samples, y, is_kl, t_warm=None, *, plan, max_iter, nc):
     """``[P, T]`` solutions of each prompt's curve; ``y`` ``[P, T]`` (each prompt its own targets).
 
@@ -557,11 +508,9 @@ def _per_prompt(samples, y, is_kl, t_warm=None, *, plan, max_iter, nc):
             return _newton(evaluate, box, jnp.where(box.active, t_g, t_start), max_iter, dtype)
 
         box = _Box(y_safe, jnp.broadcast_to(sup_tiles[..., None], y_b.shape), lo0, hi0, active)
-        t, iters, conv = jax.lax.map(one, (tiles, box, t_init))
-        return t, _aux_out(iters, conv, dtype)
+        return jax.lax.map(one, (tiles, box, t_init))
 
-    t_star, aux = jax.lax.custom_root(residual, jax.lax.stop_gradient(t0), solve, _tangent_solve, has_aux=True)
-    iters, conv = _aux_in(aux)
+    t_star, iters, conv = solver.implicit_root(residual, t0, solve)
     lam = jnp.exp(-jnp.where(active, t_star, t0))
     kl, gain, rkl_var, saturated = jax.lax.map(lambda a: _final_tile(*a[0], a[1], nc=nc, exact=exact), (tiles, lam))
     flat = lambda a: a.reshape((nt * t_p,) + a.shape[2:])[:num_p]  # noqa: E731
@@ -767,17 +716,14 @@ def _pooled(samples, y, is_kl, t_warm=None, *, plan, max_iter, nc):
     def solve(_, t_init):
         if t_warm is not None:  # started next to the root: Newton alone
             box = _Box(y_safe, jnp.broadcast_to(sup, y.shape), lo0, hi0, active)
-            t, iters, conv = _newton(evaluate, box, t_init, max_iter, dtype)
-            return t, _aux_out(iters, conv, dtype)
+            return _newton(evaluate, box, t_init, max_iter, dtype)
         tg = _grid_t(log_r_lo, log_r_hi, num_n, POOLED_GRID_POINTS)
         t_g, lo, hi = _grid_start(tg, *evaluate(tg), y_safe, sup, lo0, hi0)
         box = _Box(y_safe, jnp.broadcast_to(sup, y.shape), jnp.where(active, lo, lo0), jnp.where(active, hi, hi0),
                    active)
-        t, iters, conv = _newton(evaluate, box, jnp.where(active, t_g, t_init), max_iter, dtype)
-        return t, _aux_out(iters, conv, dtype)
+        return _newton(evaluate, box, jnp.where(active, t_g, t_init), max_iter, dtype)
 
-    t_star, aux = jax.lax.custom_root(residual, jax.lax.stop_gradient(t0), solve, _tangent_solve, has_aux=True)
-    iters, conv = _aux_in(aux)
+    t_star, iters, conv = solver.implicit_root(residual, t0, solve)
 
     def final(ref, rw, base, lam):
         kl, gain, rkl_var, saturated = _final_tile(ref, rw, base, lam, nc=nc, exact=exact)

@@ -49,7 +49,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _sweep, estimators, tables
+from . import _sweep, estimators, solver, tables
 from .frontier import SATURATED_SHARE_MAX, _from_pool, _pool_of, default_betas, resample
 from .samples import Samples, check_samples
 from .status import MESSAGES, Status
@@ -483,51 +483,24 @@ class Overoptimization(NamedTuple):
 def _bracketed_newton(f, lo, hi, x0, *, max_iter: int):
     r"""A root of scalar ``f`` in ``[lo, hi]`` with ``f(lo) < 0 < f(hi)``, differentiable.
 
-    Safeguarded Newton (``rtsafe``): the Newton step (derivative by ``jax.jvp``) is taken when it
-    stays inside the bracket and at least halves the previous step, otherwise bisection; the
-    bracket shrinks at every step. Stops after an accepted Newton step below ``sqrt(eps)/8`` (in
-    the quadratic regime the error left is ~ step^2), a bracket narrower than ``16 eps``, or
-    ``max_iter`` steps (``lax.while_loop``: jits and vmaps).
-
-    Differentiation is implicit (``jax.lax.custom_root``): ``f(x*(theta), theta) = 0`` gives
-    ``dx*/dtheta = -(df/dtheta) / (df/dx)`` at the root, never through the iterations.
+    :func:`jaxlimits.solver.safeguarded_newton` with ``rtsafe`` (a Newton step, derivative by
+    ``jax.jvp``, is taken when it stays inside the bracket and at least halves the previous step,
+    otherwise bisection) under :func:`jaxlimits.solver.implicit_root`: ``f(x*(theta), theta) = 0``
+    gives ``dx*/dtheta = -(df/dtheta) / (df/dx)`` at the root, never through the iterations.
 
     Returns:
       ``(x, (iterations, converged))``.
     """
-    eps = float(jnp.finfo(jnp.result_type(lo)).eps)
-    xtol, wtol = np.sqrt(eps) / 8, 16 * eps
 
     def solve(g, x_init):
-        def body(state):
-            a, b, x, step_old, it, _ = state
+        def step(x):
             fx, dfx = jax.jvp(g, (x,), (jnp.ones_like(x),))
-            a = jnp.where(fx < 0, x, a)
-            b = jnp.where(fx > 0, x, b)
-            step_n = fx / dfx
-            newton = x - step_n
-            ok = jnp.isfinite(newton) & (newton >= a) & (newton <= b) & (2 * jnp.abs(step_n) <= jnp.abs(step_old))
-            x_new = jnp.where(fx == 0, x, jnp.where(ok, newton, 0.5 * (a + b)))
-            done = (ok & (jnp.abs(step_n) <= xtol)) | (b - a <= wtol * (1 + jnp.abs(x))) | (fx == 0)
-            return a, b, x_new, x_new - x, it + 1, done
+            return fx, x - fx / dfx
 
-        def cond(state):
-            return (state[4] < max_iter) & ~state[5]
+        return solver.safeguarded_newton(step, x_init, lo, hi, max_iter=max_iter, rtsafe=True)
 
-        init = (lo, hi, x_init, hi - lo, jnp.zeros((), jnp.int32), jnp.zeros((), bool))
-        _, _, x, _, it, done = jax.lax.while_loop(cond, body, init)
-        # custom_root gives auxiliary outputs tangents of their own dtype (rejected for ints and
-        # bools): carry them as floats.
-        return x, (it.astype(x.dtype), done.astype(x.dtype))
-
-    def tangent_solve(g, y):
-        d = g(jnp.ones_like(y))
-        ok = (d != 0) & jnp.isfinite(d)
-        return jnp.where(ok, y / jnp.where(ok, d, 1), 0)
-
-    x, (it, done) = jax.lax.custom_root(f, jax.lax.stop_gradient(x0), solve, tangent_solve, has_aux=True)
-    it, done = jax.lax.stop_gradient((it, done))
-    return x, (it.astype(jnp.int32), done > 0)
+    x, iters, done = solver.implicit_root(f, x0, solve)
+    return x, (iters, done)
 
 
 def _direct_tilt(samples: Samples):
