@@ -46,7 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _sweep, tables
+from . import _sweep, pooling, tables
 from .samples import PromptError, Samples
 from .status import MESSAGES, Status
 
@@ -598,11 +598,6 @@ def _solve_bucketed(fn, samples: Samples, targets, **kwargs):
     return jax.tree.map(lambda x: x[: len(t)] if np.ndim(x) else x, sol)
 
 
-def _pool_se(se):
-    """Standard error of a mean over independent prompts, ``sqrt(sum se^2) / P`` (axis 0)."""
-    return np.sqrt(np.sum(np.asarray(se, np.float64) ** 2, axis=0)) / np.shape(se)[0]
-
-
 def quantile_samples(samples: Samples) -> Samples:
     r"""The samples with rewards (and scores) replaced by their within-prompt mid-rank quantile.
 
@@ -781,9 +776,9 @@ def best_of_n(
     return BestOfN(
         n=jnp.asarray(ns_arr),
         gain=as_dt(gain.mean(axis=0)),
-        gain_se=as_dt(_pool_se(gain_se)),
+        gain_se=as_dt(pooling.pooled_se(gain_se)),
         reward_gain=as_dt(reward_gain.mean(axis=0)),
-        reward_gain_se=as_dt(_pool_se(reward_gain_se)),
+        reward_gain_se=as_dt(pooling.pooled_se(reward_gain_se)),
         kl=as_dt(kl_pool),
         kl_analytic=as_dt(kl_analytic[0]),
         kl_exact=as_dt(kl_exact.mean(axis=0)),
@@ -796,7 +791,7 @@ def best_of_n(
         frontier_reasons=jnp.asarray(reasons),
         efficiency=as_dt(efficiency),
         win_rate=as_dt(res["win"].mean(axis=0)),
-        win_rate_se=as_dt(_pool_se(res["win_se"])),
+        win_rate_se=as_dt(pooling.pooled_se(res["win_se"])),
         win_rate_frontier=as_dt(win_front),
         prompts=prompts,
         kl_method=kl_method,
@@ -965,5 +960,6 @@ def soft_best_of_n(
     dt = samples.dtype
     return SoftBestOfN(
         n=jnp.asarray(ns_arr), lam=jnp.asarray(lam_f, dt), gain=jnp.asarray(prompt_gain.mean(axis=0), dt),
-        gain_se=jnp.asarray(_pool_se(se), dt), prompt_gain=jnp.asarray(prompt_gain, dt), prompt_se=jnp.asarray(se, dt),
+        gain_se=jnp.asarray(pooling.pooled_se(se), dt), prompt_gain=jnp.asarray(prompt_gain, dt),
+        prompt_se=jnp.asarray(se, dt),
     )

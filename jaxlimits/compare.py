@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import tables
+from . import pooling, tables
 from .samples import Samples
 from .status import MESSAGES, Status
 
@@ -160,7 +160,7 @@ def run_from_samples(
     d = mp_ - mb
     var = (0.0 if policy.exact else vp / np_) + (0.0 if base.exact else vb / nb)
     gain = float(np.mean(d))
-    gain_se = float(np.sqrt(np.sum(var)) / len(d))
+    gain_se = float(pooling.pooled_se_of_variances(np.broadcast_to(var, d.shape)))
     return _check_run(0, Run(name, float(kl), gain, float(kl_se), gain_se, unit, completion_length))
 
 
@@ -203,7 +203,7 @@ def _prompt_mean_se(x: np.ndarray, w: np.ndarray) -> tuple[float, float]:
     n = w.sum(axis=1)
     m = np.sum(w * x, axis=1) / n
     var = np.sum(w * (x - m[:, None]) ** 2, axis=1) / np.maximum(n - 1, 1)
-    return float(np.mean(m)), float(np.sqrt(np.sum(var / n)) / len(n))
+    return float(pooling.pooled_mean(m)), float(pooling.pooled_se_of_variances(var / n))
 
 
 def measure_run(name: str, policy: Samples, log_ratio, base: Samples, *, z: float = 1.96) -> Measurement:

@@ -31,8 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _sweep, estimators, tables
-from .proxy import ProxyGap, _base_weights, _check_grid, _proxy_gap_jit, _sqrt0
+from . import _sweep, estimators, pooling, tables
+from .proxy import ProxyGap, _base_weights, _check_grid, _proxy_gap_jit
 from .samples import Samples
 
 Array = jax.Array
@@ -522,7 +522,7 @@ def _summaries(prompt_w, gain_s, gains, res2, avg, log_k):
     gap = gain_s[None] - gains  # [T, P, B]
     pooled_gap = jnp.einsum("p,tpb->tb", prompt_w, gap)
     pooled_res2 = res2 @ prompt_w  # [T]
-    res_k = _sqrt0(avg @ pooled_res2)  # [M]
+    res_k = pooling.safe_sqrt(avg @ pooled_res2)  # [M]
     gap_abs = avg @ jnp.abs(pooled_gap)  # [M, B]
     return res_k, gap_abs, _slope(log_k, jnp.log(res_k)), _slope(log_k, jnp.log(gap_abs).T)
 
@@ -604,7 +604,7 @@ def ensemble_scaling(
     full_sq = jnp.mean(jnp.sum(u * ebar * ebar, axis=1))
     noise_var = jnp.mean(jnp.sum(u * jnp.sum((e - ebar[..., None]) ** 2, axis=-1), axis=1)) / (m - 1)
     kk = jnp.arange(1, m + 1, dtype=dt)
-    expected = _sqrt0(full_sq + noise_var * (1 / kk - 1 / m))
+    expected = pooling.safe_sqrt(full_sq + noise_var * (1 / kk - 1 / m))
     gap_mean = avg @ jnp.mean(gain_s[None] - gains, axis=1)
     gold_mean = avg @ jnp.mean(gains, axis=1)
     return EnsembleScaling(

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _sweep, estimators, psis, tables
+from . import _sweep, estimators, pooling, psis, tables
 from .samples import Samples, check_samples
 
 Array = jax.Array
@@ -65,8 +65,9 @@ class Frontier(NamedTuple):
         per-prompt bias does not average out over prompts while the pooled SE shrinks like
         ``1/sqrt(P)``: this is what decides whether a pooled point can be trusted.
       ess_fraction: mean over prompts of ``ess / draws``.
-      saturated_share: share of the prompts flagged for a tilt that may not exist or for the
-        sample ceiling (:data:`jaxlimits.estimators.NO_TILT`, ``CEILING``), whichever is larger.
+      saturated_share: a share of prompts (:mod:`jaxlimits.pooling`): of those flagged for a tilt
+        that may not exist and of those flagged for the sample ceiling
+        (:data:`jaxlimits.estimators.NO_TILT`, ``CEILING``), the larger.
       reasons: ``int32`` bitmask per point (0: trusted; ``jaxlimits.estimators.reason_names``),
         the pooled rule of :func:`jaxlimits.estimators.pooled_reasons`: the bias the correction
         leaves against the pooled SE, the mean k-hat, the mean unevenness of the weights, and the
@@ -188,7 +189,7 @@ def _pool_of(st: estimators.TiltStats, weight: Array) -> _Pool:
 @jax.jit  # one program, not ~40 eager steps each compiled apart (they were most of a warm CLI run)
 def _from_pool(pool: _Pool, betas, prompts=None, bands=None) -> Frontier:
     n = pool.count
-    gain_se, kl_se = jnp.sqrt(pool.gain_var) / n, jnp.sqrt(pool.kl_var) / n
+    gain_se, kl_se = pooling.se_of_variance_sum(pool.gain_var, n), pooling.se_of_variance_sum(pool.kl_var, n)
     gain_bias, kl_bias = pool.gain_bias / n, pool.kl_bias / n
     khat = jnp.where(pool.khat_count > 0, pool.khat / jnp.maximum(pool.khat_count, 1), jnp.nan)
     no_tilt, ceiling = pool.no_tilt / n, pool.ceiling / n
@@ -207,7 +208,7 @@ def _from_pool(pool: _Pool, betas, prompts=None, bands=None) -> Frontier:
         gain_se,
         kl_se,
         pool.ess_fraction / n,
-        jnp.maximum(no_tilt, ceiling),
+        jnp.maximum(no_tilt, ceiling),  # the larger of the pooled rule's two shares (jaxlimits.pooling)
         reasons != 0,
         pool.kl_ceiling / n,
         prompts,

@@ -61,7 +61,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _sweep, estimators, moments, solver, tables
+from . import _sweep, estimators, moments, pooling, solver, tables
 from .frontier import SATURATED_SHARE_MAX, _from_pool, _frontier
 from .samples import PromptError, Samples
 from .status import MESSAGES as MESSAGES
@@ -515,7 +515,7 @@ def _per_prompt(samples, y, is_kl, t_warm=None, *, plan, max_iter, nc):
     kl, gain, rkl_var, saturated = jax.lax.map(lambda a: _final_tile(*a[0], a[1], nc=nc, exact=exact), (tiles, lam))
     flat = lambda a: a.reshape((nt * t_p,) + a.shape[2:])[:num_p]  # noqa: E731
     return _assemble(is_kl, y, *map(flat, (t_star, iters, conv, status, active, kl, gain,
-                                           moments._safe_sqrt(rkl_var), saturated)),
+                                           pooling.safe_sqrt(rkl_var), saturated)),
                      flat(prep.kl_max)[:, None], flat(prep.gain_max)[:, None])
 
 
@@ -727,12 +727,13 @@ def _pooled(samples, y, is_kl, t_warm=None, *, plan, max_iter, nc):
 
     def final(ref, rw, base, lam):
         kl, gain, rkl_var, saturated = _final_tile(ref, rw, base, lam, nc=nc, exact=exact)
-        return kl, gain, rkl_var, jnp.where(saturated, kl, 0)
+        return kl, gain, rkl_var, saturated.astype(kl.dtype)
 
-    kl, gain, rkl_var, sat_kl = pooled_sum(final, jnp.exp(-jnp.where(active, t_star, t0)))
-    saturated = sat_kl > SATURATED_SHARE_MAX * jnp.where(kl > 0, kl, 1)
+    kl, gain, rkl_var, flagged = pooled_sum(final, jnp.exp(-jnp.where(active, t_star, t0)))
+    # a share of prompts (jaxlimits.pooling); the trust rule at the solution replaces it (_with_trust)
+    saturated = flagged / num_p > SATURATED_SHARE_MAX
     return _assemble(is_kl, y, t_star, iters, conv, status, active, kl / num_p, gain / num_p,
-                     jnp.sqrt(rkl_var) / num_p, saturated, kl_max, gain_max)
+                     pooling.se_of_variance_sum(rkl_var, num_p), saturated, kl_max, gain_max)
 
 
 @functools.partial(jax.jit, static_argnames=("pooled", "plan", "max_iter", "nc"))

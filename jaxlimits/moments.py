@@ -31,6 +31,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import pooling
+from .pooling import safe_sqrt
+
 Array = jax.Array
 
 #: Orders of the small-tilt series for means (truncation below 1e-19 at ``lambda R = 1``).
@@ -322,8 +325,8 @@ def empty_sums(num_prompts: int, num_betas: int, dtype, *, has_scores: bool, wei
 
 
 def kl_ceiling(s: Sums) -> Array:
-    """``[P]`` the largest KL the samples can show, ``-log u(argmax r) = log W - log(top mass)``."""
-    return jnp.maximum(jnp.log(s.base1[:, 0]) - s.log_top_mass, 0)
+    """``[P]`` the largest KL the samples can show (:func:`jaxlimits.pooling.kl_ceiling` of the sums)."""
+    return pooling.kl_ceiling(jnp.log(s.base1[:, 0]), s.log_top_mass)
 
 
 class Tilted(NamedTuple):
@@ -391,12 +394,6 @@ def bias_terms(p2, p2_s, p2_lr, u2, u2_s, u2_lr):
     return log_z_bias, gain_bias, kl_bias, reverse_kl_bias
 
 
-def _safe_sqrt(x):
-    """``sqrt(max(x, 0))`` with a NaN kept (an unresolved variance, :func:`resolved`)."""
-    pos = x > 0
-    return jnp.where(pos, jnp.sqrt(jnp.where(pos, x, 1)), jnp.where(jnp.isnan(x), jnp.nan, 0))
-
-
 #: A variance is trusted only above this many units of rounding of the terms it is computed from.
 SE_RESOLUTION = 16.0
 
@@ -429,7 +426,7 @@ def _assemble(log_z, gain, kl, rkl, jd, mean_r, mean_s, var_r, cov, ess, var_g, 
         ses = (zero, zero, zero)
         biases = (zero, zero, zero, zero)
     else:
-        ses = (_safe_sqrt(var_g), _safe_sqrt(var_k), _safe_sqrt(var_rk))
+        ses = (safe_sqrt(var_g), safe_sqrt(var_k), safe_sqrt(var_rk))
     return Tilted(log_z, gain, kl, rkl, jd, mean_r, mean_s, var_r, cov, ess, *ses, *biases)
 
 

@@ -49,7 +49,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _sweep, estimators, solver, tables
+from . import _sweep, estimators, pooling, solver, tables
 from .frontier import SATURATED_SHARE_MAX, _from_pool, _pool_of, default_betas, resample
 from .samples import Samples, check_samples
 from .status import MESSAGES, Status
@@ -199,13 +199,7 @@ def _residual_norms(samples: Samples):
     centred = jnp.maximum(jnp.sum(u * (d - mean[:, None]) ** 2, axis=1), 0)
     s_hi = jnp.max(jnp.where(valid, samples.scores, -jnp.inf), axis=1)
     s_lo = jnp.min(jnp.where(valid, samples.scores, jnp.inf), axis=1)
-    return _sqrt0(sq), _sqrt0(centred), s_hi - s_lo
-
-
-def _sqrt0(x):
-    """``sqrt`` with a zero (not NaN) gradient at 0 (the double where)."""
-    pos = x > 0
-    return jnp.where(pos, jnp.sqrt(jnp.where(pos, x, 1)), 0)
+    return pooling.safe_sqrt(sq), pooling.safe_sqrt(centred), s_hi - s_lo
 
 
 def _se_plan(num_prompts: int, num_samples: int, num_betas: int, itemsize: int, budget: int | None):
@@ -256,14 +250,6 @@ def _gap_variance(samples: Samples, lam: Array, plan: tuple[int, int]) -> Array:
     return jax.lax.map(one_prompt, (r, s, s_top, log_u, inv_m, lam), batch_size=tile)
 
 
-def _pool_mean(x, axis=0):
-    return jnp.mean(x, axis=axis)
-
-
-def _pool_se(se, axis=0):
-    return jnp.sqrt(jnp.sum(se * se, axis=axis)) / se.shape[axis]
-
-
 def _both_tilts(samples: Samples, betas: Array, memory_budget: int | None, bias_correction: bool = True):
     """``(st_r, st_s)``: :func:`jaxlimits.tilt` aligned to the proxy and to gold, gain measured with gold.
 
@@ -292,31 +278,31 @@ def _proxy_gap_core(samples: Samples, betas: Array, memory_budget: int | None, t
     else:
         lam = _sweep.as_lambda(b, samples.num_prompts, samples.dtype)
         plan = _se_plan(samples.num_prompts, samples.num_samples, b.shape[0], lam.dtype.itemsize, memory_budget)
-        gap_se = _sqrt0(_gap_variance(samples, lam, plan))
+        gap_se = pooling.safe_sqrt(_gap_variance(samples, lam, plan))
     res, cres, rng = _residual_norms(samples)
     sat = st_r.saturated | st_s.saturated
     prompts = PromptGaps(
         st_s.gain, st_s.gain_se, st_r.gain, st_r.gain_se, b[None, :] * st_r.jeffreys, gap, gap_se,
         st_r.kl, st_s.kl, sat, res, cres, rng,
     )
-    pooled_gap = _pool_mean(gap)
-    res_pooled = _sqrt0(jnp.mean(res * res))
+    pooled_gap = pooling.pooled_mean(gap)
+    res_pooled = pooling.safe_sqrt(jnp.mean(res * res))
     # pooled points are judged by the pooled trust rule (jaxlimits.frontier), for either alignment
     ones = jnp.ones((samples.num_prompts,), samples.dtype)
     pooled_reasons = _from_pool(_pool_of(st_r, ones), b).reasons | _from_pool(_pool_of(st_s, ones), b).reasons
     pooled_flag = pooled_reasons != 0
-    share = jnp.mean(sat.astype(samples.dtype), axis=0)
+    share = pooling.saturated_share(sat, dtype=samples.dtype)
     ratio = jnp.where(res_pooled > 0, jnp.abs(pooled_gap) / jnp.where(res_pooled > 0, res_pooled, 1), 0)
     return ProxyGap(
         b,
-        _pool_mean(st_s.gain), _pool_se(st_s.gain_se),
-        _pool_mean(st_r.gain), _pool_se(st_r.gain_se),
-        _pool_mean(prompts.proxy_gain),
-        pooled_gap, _pool_se(gap_se),
-        _pool_mean(st_r.kl), _pool_se(st_r.kl_se),
-        _pool_mean(st_s.kl),
+        pooling.pooled_mean(st_s.gain), pooling.pooled_se(st_s.gain_se),
+        pooling.pooled_mean(st_r.gain), pooling.pooled_se(st_r.gain_se),
+        pooling.pooled_mean(prompts.proxy_gain),
+        pooled_gap, pooling.pooled_se(gap_se),
+        pooling.pooled_mean(st_r.kl), pooling.pooled_se(st_r.kl_se),
+        pooling.pooled_mean(st_s.kl),
         ratio, share, pooled_flag,
-        res_pooled, _sqrt0(jnp.mean(cres * cres)),
+        res_pooled, pooling.safe_sqrt(jnp.mean(cres * cres)),
         prompts,
         pooled_reasons,
     )
@@ -522,7 +508,7 @@ def _direct_tilt(samples: Samples):
     s_base = jnp.sum(u * s, axis=1)
     x_base = jnp.sum(u * x, axis=1)
     draws = jnp.sum(jnp.where(valid, m, 0), axis=1)
-    ceiling = jnp.maximum(-jnp.log(jnp.sum(jnp.where(valid & (x == 0), u, 0), axis=1)), 0)
+    ceiling = pooling.kl_ceiling(0, jnp.log(jnp.sum(jnp.where(valid & (x == 0), u, 0), axis=1)))
     dt = samples.dtype
 
     def at(beta):
@@ -542,8 +528,9 @@ def _direct_tilt(samples: Samples):
         else:
             sat = estimators.saturation(ess[:, None], kl[:, None], draws, ceiling)[:, 0]
         return {
-            "gain": jnp.mean(mu_s - s_base), "gain_se": _sqrt0(jnp.sum(var)) / var.shape[0], "cov": jnp.mean(cov),
-            "kl": jnp.mean(kl), "proxy_gain": jnp.mean(mu_x - x_base), "saturated_share": jnp.mean(sat.astype(dt)),
+            "gain": jnp.mean(mu_s - s_base), "gain_se": pooling.pooled_se_of_variances(var), "cov": jnp.mean(cov),
+            "kl": jnp.mean(kl), "proxy_gain": jnp.mean(mu_x - x_base),
+            "saturated_share": pooling.saturated_share(sat, dtype=dt),
         }
 
     return at
