@@ -486,9 +486,9 @@ def compare(
       [1.0, 0.5]
     """
     from . import inversion
-    from .bon import _solve_bucketed
     from .estimators import reason_names
     from .status import of_solution as status_of
+    from .targets import solve_bucketed
 
     if not isinstance(samples, Samples):
         raise TypeError(f"compare: samples must be a jaxlimits.Samples, got {type(samples).__name__}")
@@ -505,7 +505,7 @@ def compare(
     notes = [c[2] for c in conv]
     dt = samples.dtype
 
-    sol = _solve_bucketed(inversion.max_gain_at_kl, samples, kl, memory_budget=memory_budget)
+    sol = solve_bucketed(inversion.max_gain_at_kl, samples, kl, memory_budget=memory_budget)
     status = np.asarray(sol.status, np.int32)
     beyond = status == Status.KL_AT_OR_ABOVE_CEILING
     cap = np.broadcast_to(np.asarray(sol.gain_max, np.float64), kl.shape)
@@ -519,7 +519,7 @@ def compare(
     f_sat = np.asarray(sol.saturated) & ~beyond
     f_reasons = np.where(f_sat, np.asarray(sol.reasons), 0).astype(np.int32)
 
-    sol2 = _solve_bucketed(inversion.min_kl_for_gain, samples, np.maximum(gain, 0.0), memory_budget=memory_budget)
+    sol2 = solve_bucketed(inversion.min_kl_for_gain, samples, np.maximum(gain, 0.0), memory_budget=memory_budget)
     status2 = np.asarray(sol2.status, np.int32)
     min_kl = np.where(gain <= 0, 0.0, np.asarray(sol2.kl, np.float64))
     status2 = np.where(gain <= 0, int(Status.OK), status2)
