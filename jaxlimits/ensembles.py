@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _sweep, estimators, pooling, tables
-from .proxy import ProxyGap, _base_weights, _check_grid, _proxy_gap_jit
+from .gap import ProxyGap, base_weights, check_grid, proxy_gap_jit
 from .samples import Samples
 
 Array = jax.Array
@@ -201,7 +201,7 @@ class Ensemble:
             return self
         if method not in CALIBRATIONS:
             raise ValueError(f"unknown calibration {method!r}; use one of {', '.join(CALIBRATIONS)}")
-        valid, log_u, _ = _base_weights(self.base())
+        valid, log_u, _ = base_weights(self.base())
         w = jnp.exp(log_u) / self.num_prompts  # pooled base weights, sum 1
         g = jnp.where(valid, self.gold, 0)
         x = jnp.where(valid[..., None], self.proxies, 0)
@@ -370,14 +370,14 @@ def ensemble_gaps(
       ['mean', 'median', 'min', 'mean_minus_std']
     """
     _sweep.check_betas(betas, ensemble.num_prompts, ensemble.dtype)
-    _check_grid(betas)
+    check_grid(betas)
     b = jnp.asarray(betas, ensemble.dtype)
     out = {}
     if members:
         for k, name in enumerate(ensemble.names):
-            out[f"member {name}"] = _proxy_gap_jit(ensemble.member(k), b, memory_budget)
+            out[f"member {name}"] = proxy_gap_jit(ensemble.member(k), b, memory_budget)
     for h in how:
-        out[h] = _proxy_gap_jit(ensemble.aggregate(h, lam=lam), b, memory_budget)
+        out[h] = proxy_gap_jit(ensemble.aggregate(h, lam=lam), b, memory_budget)
     return out
 
 
@@ -475,7 +475,7 @@ def subset_design(num_members: int, subsets: int, seed: int = 0):
 
 def _residuals(ens: Ensemble, centred: bool):
     """``[P, N, M]`` member residuals ``r_j - s`` (centred per prompt and member) and ``u``, ``valid``."""
-    valid, log_u, _ = _base_weights(ens.base())
+    valid, log_u, _ = base_weights(ens.base())
     u = jnp.where(valid, jnp.exp(log_u), 0)
     e = jnp.where(valid[..., None], ens.proxies - ens.gold[..., None], 0)
     if centred:
@@ -574,7 +574,7 @@ def ensemble_scaling(
     if m < 2:
         raise ValueError(f"ensemble_scaling needs at least 2 members, got {m}")
     _sweep.check_betas(betas, ensemble.num_prompts, ensemble.dtype)
-    _check_grid(betas)
+    check_grid(betas)
     if bootstrap < 0 or bootstrap == 1:
         raise ValueError(f"bootstrap must be 0 or at least 2 replicates, got {bootstrap}")
     dt = ensemble.dtype
