@@ -64,7 +64,7 @@ class Run(NamedTuple):
     completion_length: float | None = None
 
 
-def _check_run(i: int, run) -> Run:
+def check_run(i: int, run) -> Run:
     if isinstance(run, Mapping):
         run = Run(**run)
     elif not isinstance(run, Run):
@@ -161,7 +161,7 @@ def run_from_samples(
     var = (0.0 if policy.exact else vp / np_) + (0.0 if base.exact else vb / nb)
     gain = float(np.mean(d))
     gain_se = float(pooling.pooled_se_of_variances(np.broadcast_to(var, d.shape)))
-    return _check_run(0, Run(name, float(kl), gain, float(kl_se), gain_se, unit, completion_length))
+    return check_run(0, Run(name, float(kl), gain, float(kl_se), gain_se, unit, completion_length))
 
 
 def _mean_var(s: Samples):
@@ -494,7 +494,7 @@ def compare(
         raise TypeError(f"compare: samples must be a jaxlimits.Samples, got {type(samples).__name__}")
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level!r}")
-    runs = [_check_run(i, r) for i, r in enumerate(runs)]
+    runs = [check_run(i, r) for i, r in enumerate(runs)]
     if not runs:
         raise ValueError("compare: no runs given")
     conv = [sequence_kl(r) for r in runs]
@@ -703,7 +703,7 @@ def load_runs(
         label = _run_label(name, labels[j]) if name else f"{Path(str(table.path)).stem}:{table.kind} {table.lines[i]}"
         L = None if unit == "sequence" else float(lens[j]) if lens is not None else float(completion_length)
         try:
-            runs.append(_check_run(j, Run(label, float(k[j]), float(g[j]), float(kse[j]), float(gse[j]), unit, L)))
+            runs.append(check_run(j, Run(label, float(k[j]), float(g[j]), float(kse[j]), float(gse[j]), unit, L)))
         except ValueError as e:
             raise io.DataError(f"{table.where(i)}: {e}") from None
     notes = [f"{len(runs)} runs from {table.path} (KL column {kl!r}, unit {unit!r}"

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _sweep, estimators, pooling, tables
-from .frontier import _from_pool, _pool_of
+from .frontier import from_pool, pool_of
 from .samples import Samples, check_samples
 
 Array = jax.Array
@@ -252,7 +252,7 @@ def proxy_gap_core(samples: Samples, betas: Array, memory_budget: int | None, ti
     res_pooled = pooling.safe_sqrt(jnp.mean(res * res))
     # pooled points are judged by the pooled trust rule (jaxlimits.frontier), for either alignment
     ones = jnp.ones((samples.num_prompts,), samples.dtype)
-    pooled_reasons = _from_pool(_pool_of(st_r, ones), b).reasons | _from_pool(_pool_of(st_s, ones), b).reasons
+    pooled_reasons = from_pool(pool_of(st_r, ones), b).reasons | from_pool(pool_of(st_s, ones), b).reasons
     pooled_flag = pooled_reasons != 0
     share = pooling.saturated_share(sat, dtype=samples.dtype)
     ratio = jnp.where(res_pooled > 0, jnp.abs(pooled_gap) / jnp.where(res_pooled > 0, res_pooled, 1), 0)

@@ -62,7 +62,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _sweep, estimators, moments, pooling, solver, tables
-from .frontier import SATURATED_SHARE_MAX, _from_pool, _frontier
+from .frontier import SATURATED_SHARE_MAX, from_pool, pool_sweep
 from .samples import PromptError, Samples
 from .status import MESSAGES as MESSAGES
 from .status import NAMES as STATUS
@@ -188,8 +188,8 @@ def _pad_and_tile(samples: Samples, plan: _sweep.Plan):
     if plan.padded_samples != num_n:
         arrays[4] = samples.mask if samples.mask is not None else jnp.ones((num_p, num_n), bool)
         fills = [0, 0, 0, 1, False]
-        arrays = [_sweep._pad_samples(a, plan.padded_samples, f) for a, f in zip(arrays, fills)]
-    arrays = [_sweep._pad_prompts(a, plan.padded_prompts) for a in arrays]
+        arrays = [_sweep.pad_samples(a, plan.padded_samples, f) for a, f in zip(arrays, fills)]
+    arrays = [_sweep.pad_prompts(a, plan.padded_prompts) for a in arrays]
     nt = plan.padded_prompts // plan.tile_prompts
     return [None if a is None else a.reshape((nt, plan.tile_prompts) + a.shape[1:]) for a in arrays]
 
@@ -270,7 +270,7 @@ def _series_sum(m1, a, big_r, i):
     ``m1`` ``[t, n_moments]`` the normalised moments ``sum u x~^k``, ``a = lambda R`` ``[t, B]``.
     """
     n = moments.K_MEAN + 1
-    coef = moments._inv_fact(n)
+    coef = moments.inv_fact(n)
     acc = jnp.zeros_like(a)
     for k in range(n - 1, 0, -1):
         acc = (acc + float(coef[k]) * m1[:, i + k : i + k + 1]) * a
@@ -470,7 +470,7 @@ def _per_prompt(samples, y, is_kl, t_warm=None, *, plan, max_iter, nc):
     nt, t_p = prep.real.shape
     num_t = y.shape[-1]
     sup_tiles = jnp.where(is_kl, prep.kl_max, prep.gain_max)  # [nt, t]
-    y_b = _sweep._pad_prompts(jnp.broadcast_to(y, (num_p, num_t)), nt * t_p).reshape(nt, t_p, num_t)
+    y_b = _sweep.pad_prompts(jnp.broadcast_to(y, (num_p, num_t)), nt * t_p).reshape(nt, t_p, num_t)
     status = _statuses(is_kl, y_b, sup_tiles[..., None])
     active = (status == Status.OK) & (y_b > 0) & prep.real[..., None]
     y_safe = jnp.where(active, y_b, 0.5 * sup_tiles[..., None])
@@ -480,7 +480,7 @@ def _per_prompt(samples, y, is_kl, t_warm=None, *, plan, max_iter, nc):
     t0 = jnp.where(active, t0, 0.5 * (lo0 + hi0))
     warm = None
     if t_warm is not None:
-        t_warm = _sweep._pad_prompts(jnp.broadcast_to(t_warm, (num_p, num_t)), nt * t_p).reshape(nt, t_p, num_t)
+        t_warm = _sweep.pad_prompts(jnp.broadcast_to(t_warm, (num_p, num_t)), nt * t_p).reshape(nt, t_p, num_t)
         warm = jnp.isfinite(t_warm) & (t_warm > lo0) & (t_warm < hi0)
         t0 = jnp.where(active & warm, t_warm, t0)
     tiles = (prep.ref, prep.rows, prep.base)
@@ -577,7 +577,7 @@ def _final_tile(ref, rw, base, lam, *, nc: int, exact: bool):
     big_w = base.base1[:, 0][:, None]
     w2 = big_w * big_w
     # tilted sums (lambda R > 1): psi = (rho - 1) A + B with A = 1, B = lam (bx - x'), as in
-    # moments._finalize_tilted: Var = [S2 + 2 k Sw(G) + k^2 B2(G^2)] / k^2, G = (lam bx - 1, -lam)
+    # moments.finalize_tilted: Var = [S2 + 2 k Sw(G) + k^2 B2(G^2)] / k^2, G = (lam bx - 1, -lam)
     kappa = s[..., 0] / big_w
     t2 = s[..., -1] / w2
     tw0, tw1 = (s[..., 2] / w2, s[..., 3] / w2) if weighted else (s[..., 0] / w2, s[..., 1] / w2)
@@ -589,7 +589,7 @@ def _final_tile(ref, rw, base, lam, *, nc: int, exact: bool):
     sq = lambda x: jnp.sqrt(jnp.maximum(x, 0))  # noqa: E731  (sizes of the terms: moments.resolved)
     size_t = (sq(t2) + kappa * (jnp.abs(g0) * sq(b2[..., 0]) + jnp.abs(g1) * sq(b2[..., 2]))) / kappa
     ess_t = kappa * kappa / t2
-    # series (lambda R <= 1), as in moments._finalize_series for the reverse KL and the ESS
+    # series (lambda R <= 1), as in moments.finalize_series for the reverse KL and the ESS
     big_r, a, lam_c, m1 = _series_basis(ref, base, lam)
     mom2 = base.moments1 if base.moments2 is None else base.moments2
     m2 = mom2[:, :, 0] / w2
@@ -608,8 +608,8 @@ def _final_tile(ref, rw, base, lam, *, nc: int, exact: bool):
     t_one = _series_sum(m1, a, big_r, 0)  # as in _first_order: XLA evaluates the common expression once
     den = 1 + t_one
     bx_s = m1[:, 1:2] * big_r
-    pair = {p: q for q, p in enumerate(moments._PAIRS)}
-    gram = lambda u, v: poly(moments._CONV[:, pair[(u, v)]], m2)  # noqa: E731
+    pair = {p: q for q, p in enumerate(moments.PAIRS)}
+    gram = lambda u, v: poly(moments.CONV[:, pair[(u, v)]], m2)  # noqa: E731
     g_lx, g_one = -t_one, -t_one + den * lam_c * bx_s  # and 1 for chi
     var_s = (gram("chi", "chi") + g_lx * g_lx * gram("lx", "lx") + g_one * g_one * gram("one", "one")
              + 2 * (g_lx * gram("chi", "lx") + g_one * gram("chi", "one") + g_lx * g_one * gram("lx", "one"))
@@ -617,7 +617,7 @@ def _final_tile(ref, rw, base, lam, *, nc: int, exact: bool):
     size_s = (sq(gram("chi", "chi")) + jnp.abs(g_lx) * sq(gram("lx", "lx")) + jnp.abs(g_one) * sq(gram("one", "one"))
               ) / den
     n2 = moments.N_MOMENTS
-    ess_s = den * den / poly(moments._inv_fact(n2) * 2.0 ** np.arange(n2), m2)
+    ess_s = den * den / poly(moments.inv_fact(n2) * 2.0 ** np.arange(n2), m2)
     series = lam * big_r <= moments.RHO_SERIES
     var = moments.resolved(jnp.where(series, var_s, var_t), jnp.where(series, size_s, size_t) ** 2)
     var = jnp.where(jnp.isnan(var), var, jnp.maximum(var, 0))
@@ -848,9 +848,9 @@ def _at_solution(s: Samples, beta, *, plan, pooled: bool, khat: bool):
     solved = jnp.isfinite(beta) & (beta > 0)
     safe = jnp.where(solved, beta, 1)
     lam = 1 / jnp.broadcast_to(safe, (s.num_prompts, safe.shape[-1]))
-    pool, st = _frontier(s, lam, plan, not pooled, khat=khat)
+    pool, st = pool_sweep(s, lam, plan, not pooled, khat=khat)
     if pooled:
-        f = _from_pool(pool, safe)
+        f = from_pool(pool, safe)
         out = (f.gain_bias, f.kl_bias, f.reasons)
     else:
         out = (st.gain_bias, st.kl_bias, st.reasons)

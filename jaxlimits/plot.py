@@ -33,7 +33,7 @@ def _matplotlib():
 
 def _runs_xy(runs) -> dict[str, Any]:
     """Names, sequence KL, gains and their SEs of a Comparison or a list of Runs (host arrays)."""
-    from .compare import Comparison, _check_run, sequence_kl
+    from .compare import Comparison, check_run, sequence_kl
 
     if isinstance(runs, Comparison):
         return {
@@ -44,7 +44,7 @@ def _runs_xy(runs) -> dict[str, Any]:
             "gain_se": np.asarray(runs.gain_se, float),
             "lower": np.asarray(runs.lower_bound, bool),
         }
-    checked = [_check_run(i, r) for i, r in enumerate(runs)]
+    checked = [check_run(i, r) for i, r in enumerate(runs)]
     seq = [sequence_kl(r) for r in checked]
     return {
         "names": [r.name for r in checked],
