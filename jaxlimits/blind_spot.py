@@ -17,8 +17,6 @@ from .samples import Samples
 Array = jax.Array
 
 
-
-
 class BlindSpot(NamedTuple):
     """The proxy shifted by ``c`` on one cluster of responses (App. C).
 

@@ -32,7 +32,6 @@ from .status import MESSAGES, Status
 Array = jax.Array
 
 
-
 #: The peak's codes, members of the one status type (:class:`jaxlimits.status.Status`): found is ``OK``.
 PEAK_FOUND = Status.OK
 #: The gold gain is still rising at the smallest beta of the grid (no over-optimisation in range).
