@@ -1,5 +1,4 @@
-r"""The Bradley-Terry blind spot (App. C of the paper; MATH.md §7): a shift the BT likelihood cannot see.
-"""
+"""The Bradley-Terry blind spot (App. C of the paper; MATH.md §7): a shift the BT likelihood cannot see."""
 
 from __future__ import annotations
 
