@@ -586,7 +586,7 @@ def _final_tile(ref, rw, base, lam, *, nc: int, exact: bool):
     g0, g1 = lam * bx - 1, -lam
     quad_b = g0 * g0 * b2[..., 0] + 2 * g0 * g1 * b2[..., 1] + g1 * g1 * b2[..., 2]
     var_t = (t2 + 2 * kappa * (g0 * tw0 + g1 * tw1) + kappa * kappa * quad_b) / (kappa * kappa)
-    sq = lambda x: jnp.sqrt(jnp.maximum(x, 0))  # noqa: E731  (sizes of the terms: moments.resolved)
+    sq = pooling.safe_sqrt  # sizes of the terms: moments.resolved
     size_t = (sq(t2) + kappa * (jnp.abs(g0) * sq(b2[..., 0]) + jnp.abs(g1) * sq(b2[..., 2]))) / kappa
     ess_t = kappa * kappa / t2
     # series (lambda R <= 1), as in moments.finalize_series for the reverse KL and the ESS

@@ -595,7 +595,7 @@ def finalize_series(ref, s: Sums, lam, *, has_scores, exact) -> Tilted:
         names = list(coefs)
         total, size = 0, 0
         for i, na in enumerate(names):
-            size = size + jnp.abs(coefs[na]) * jnp.sqrt(jnp.maximum(gram[..., pair_index[(na, na)]], 0))
+            size = size + jnp.abs(coefs[na]) * safe_sqrt(gram[..., pair_index[(na, na)]])
             for nb in names[i:]:
                 key = (na, nb) if (na, nb) in pair_index else (nb, na)
                 term = coefs[na] * coefs[nb] * gram[..., pair_index[key]]

@@ -20,6 +20,7 @@ import numpy as np
 
 from .binomial import diff_exp, log_binom, log_binom_at
 from .bon_kl import beirami
+from .pooling import safe_sqrt
 from .samples import PromptError, Samples
 
 
@@ -175,7 +176,7 @@ def per_n(st: Sorted, n: int, *, exact: bool) -> dict:
             total = np.einsum("pn,pnv->pv", m, st.y)[:, None, :]
             g_minus = u_minus - (total - st.y) / (big_n - 1)[..., None]
             var = np.stack([loo_variance(g_minus[..., v], m, st.big_n) for v in range(g_minus.shape[-1])], -1)
-            out["u_se"] = np.where((st.big_n >= n + 1)[:, None], np.sqrt(np.maximum(var, 0.0)), np.nan)
+            out["u_se"] = np.where((st.big_n >= n + 1)[:, None], safe_sqrt(var), np.nan)
 
             # Win rate against a base draw: the U-statistic of degree n + 1 (ties count one half).
             # By Vandermonde, a group of M draws above a others holds the maximum of an (n+1)-subset
@@ -190,7 +191,7 @@ def per_n(st: Sorted, n: int, *, exact: bool) -> dict:
             own = 0.5 * (size - 1) * (e_lb2 + e_la)
             v_minus = take(excl_cumsum(below_w), st.start) + own + take(rev_excl_cumsum(above_w), st.end)
             win_var = loo_variance(1 - v_minus / (n + 1), m, st.big_n)
-            out["win_se"] = np.where(st.big_n >= n + 2, np.sqrt(np.maximum(win_var, 0.0)), np.nan)
+            out["win_se"] = np.where(st.big_n >= n + 2, safe_sqrt(win_var), np.nan)
     if st.lp is not None:
         with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
             bei = beirami(np, np.where(m > 0, st.lp, -1.0), float(n))
