@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..status import Status
 from . import _common as c
 
 EXAMPLES = (
@@ -123,7 +124,7 @@ def peak_dict(peak) -> dict:
 
 
 def _print_peak(pk: dict, bootstrap: int) -> None:
-    if pk["status"] != 0:
+    if pk["status"] != Status.OK:  # no peak: the message says why
         c.say(f"over-optimisation: {pk['message']} (grid end: beta {pk['beta']:.4g}, KL {pk['kl']:.4g}, "
               f"gold gain {pk['gold_gain']:.4g})")
         return
