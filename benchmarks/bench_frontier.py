@@ -17,7 +17,7 @@ on which ``2 / beta`` is (almost) never a grid point:
 * ``jaxlimits-pooled``: ``jaxlimits.frontier(per_prompt=False)`` (pooled over prompts tile by tile:
   memory independent of the number of prompts);
 * ``jaxlimits-sweep``: the pooled frontier without the PSIS k-hat of the trust rule (the
-  private ``jaxlimits.frontier._frontier(..., khat=False)``): the sums and their finalisation alone,
+  internal ``jaxlimits.frontier.pool_sweep(..., khat=False)``): the sums and their finalisation alone,
   the part that the exp roofline bounds (k-hat fits a Pareto tail with ~40 x 100 logarithms per
   (prompt, beta));
 * ``roofline``: a jitted ``sum(exp(x))`` over the same number of exponentials, measured in the same
@@ -167,7 +167,7 @@ def _jax_runner(name, r, betas):
         args = (samples, plan[0], plan[-1], False) + tuple(plan[1:-1])
 
         def go():
-            pool, _ = fr._frontier(*args, khat=False)  # pooled sums (finalised by the caller: microseconds)
+            pool, _ = fr.pool_sweep(*args, khat=False)  # pooled sums (finalised by the caller: microseconds)
             return jax.block_until_ready(pool), None
 
     return go

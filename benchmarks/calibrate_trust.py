@@ -7,7 +7,7 @@ bias-corrected default, its standard errors, PSIS k-hat and reasons). Then, per 
 
 * P = 1: every prompt is a replicate; its own reasons decide whether it is flagged;
 * P = 100 and P = 2000: consecutive blocks of P prompts are pooled exactly as ``jl.frontier``
-  pools them (the library's own ``_pool_of`` / ``_from_pool``), and the pooled reasons decide.
+  pools them (the library's own ``pool_of`` / ``from_pool``), and the pooled reasons decide.
 
 Each unflagged 95% interval (+-1.96 SE) is checked against the truth. Printed and written (JSON):
 per cell the replicates, the unflagged share and the coverage of gain and KL (with a binomial
@@ -127,8 +127,8 @@ def _pooled(st, pool: int):
     blocks = jax.tree.map(lambda a: a.reshape((-1, pool) + a.shape[1:]), st)
 
     def one(b):
-        p = frontier_mod._pool_of(b, jnp.ones(b.draws.shape, b.gain.dtype))
-        f = frontier_mod._from_pool(p, b.betas[0])
+        p = frontier_mod.pool_of(b, jnp.ones(b.draws.shape, b.gain.dtype))
+        f = frontier_mod.from_pool(p, b.betas[0])
         return f.gain, f.kl, f.gain_se, f.kl_se, f.reasons, f.gain_bias, f.kl_bias
 
     return jax.lax.map(one, blocks)
@@ -252,7 +252,7 @@ def main(argv=None):
     if args.float64:
         jax.config.update("jax_enable_x64", True)
     if args.tile_bytes:
-        _sweep._TILE_BYTES = args.tile_bytes
+        _sweep.TILE_BYTES = args.tile_bytes
     dtype = jnp.float64 if args.float64 else jnp.float32
     key = jax.random.PRNGKey(20261129)
     rows = []

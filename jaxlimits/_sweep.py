@@ -23,10 +23,10 @@ DEFAULT_MEMORY_BUDGET = 256 * 2**20
 #: Size of the exponential slab of one tile on a CPU, which keeps it in cache (DESIGN.md
 #: measurements). ``None``: that on a CPU; on an accelerator the budget alone bounds the slab (each
 #: tile is one sequential step there: fewer, larger tiles). Set an int to force a size anywhere.
-_TILE_BYTES: int | None = None
+TILE_BYTES: int | None = None
 _CPU_TILE_BYTES = 4 * 2**20
 # Temporaries per element of the slab (exponent, exp, its square, products), a safe estimate.
-_COPIES = 6
+COPIES = 6
 
 
 class Plan(NamedTuple):
@@ -54,7 +54,7 @@ def plan(num_prompts: int, num_samples: int, num_betas: int, itemsize: int, memo
         tile = 1
         chunk = max(128, slab // (num_betas * itemsize))
         chunk = min(chunk, num_samples)
-        need = _COPIES * num_betas * chunk * itemsize
+        need = COPIES * num_betas * chunk * itemsize
         if need > budget:
             raise ValueError(
                 f"memory_budget={budget} bytes is too small for {num_betas} betas: one chunk of "
@@ -67,11 +67,11 @@ def plan(num_prompts: int, num_samples: int, num_betas: int, itemsize: int, memo
 
 def tile_bytes(budget: int = DEFAULT_MEMORY_BUDGET) -> int:
     """The exponential slab a tile aims at: a CPU's cache, on an accelerator the budget's share."""
-    if _TILE_BYTES is not None:
-        target = int(_TILE_BYTES)
+    if TILE_BYTES is not None:
+        target = int(TILE_BYTES)
     else:
         target = _CPU_TILE_BYTES if jax.default_backend() == "cpu" else budget
-    return max(1, min(target, budget // _COPIES))
+    return max(1, min(target, budget // COPIES))
 
 
 def max_tile_prompts() -> int:
@@ -89,14 +89,14 @@ def positive_int(value, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
-def _pad_prompts(x, target):
+def pad_prompts(x, target):
     """Pads the prompt axis by repeating the last prompt (finite values; results are dropped)."""
     if x is None or x.shape[0] == target:
         return x
     return jnp.pad(x, [(0, target - x.shape[0])] + [(0, 0)] * (x.ndim - 1), mode="edge")
 
 
-def _pad_samples(x, target, fill):
+def pad_samples(x, target, fill):
     if x is None or x.shape[1] == target:
         return x
     return jnp.pad(x, [(0, 0), (0, target - x.shape[1])], constant_values=fill)
@@ -131,9 +131,9 @@ def sweep(samples, lam, p: Plan, tile_fn: Callable, reduce: Callable | None = No
         mask = samples.mask if samples.mask is not None else jnp.ones((num_p, num_n), bool)
         arrays[4] = mask
         fills = [0, 0, 0, 1, False]
-        arrays = [_pad_samples(a, p.padded_samples, f) for a, f in zip(arrays, fills)]
-    arrays = [_pad_prompts(a, p.padded_prompts) for a in arrays]
-    lam = _pad_prompts(lam, p.padded_prompts)
+        arrays = [pad_samples(a, p.padded_samples, f) for a, f in zip(arrays, fills)]
+    arrays = [pad_prompts(a, p.padded_prompts) for a in arrays]
+    lam = pad_prompts(lam, p.padded_prompts)
     t = p.tile_prompts
     nt = p.padded_prompts // t
     tiles = [None if a is None else a.reshape((nt, t) + a.shape[1:]) for a in arrays]

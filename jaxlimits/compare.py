@@ -32,8 +32,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import tables
+from . import pooling, tables
 from .samples import Samples
+from .status import MESSAGES, Status
 
 Array = jax.Array
 
@@ -63,7 +64,7 @@ class Run(NamedTuple):
     completion_length: float | None = None
 
 
-def _check_run(i: int, run) -> Run:
+def check_run(i: int, run) -> Run:
     if isinstance(run, Mapping):
         run = Run(**run)
     elif not isinstance(run, Run):
@@ -159,8 +160,8 @@ def run_from_samples(
     d = mp_ - mb
     var = (0.0 if policy.exact else vp / np_) + (0.0 if base.exact else vb / nb)
     gain = float(np.mean(d))
-    gain_se = float(np.sqrt(np.sum(var)) / len(d))
-    return _check_run(0, Run(name, float(kl), gain, float(kl_se), gain_se, unit, completion_length))
+    gain_se = float(pooling.pooled_se_of_variances(np.broadcast_to(var, d.shape)))
+    return check_run(0, Run(name, float(kl), gain, float(kl_se), gain_se, unit, completion_length))
 
 
 def _mean_var(s: Samples):
@@ -202,7 +203,7 @@ def _prompt_mean_se(x: np.ndarray, w: np.ndarray) -> tuple[float, float]:
     n = w.sum(axis=1)
     m = np.sum(w * x, axis=1) / n
     var = np.sum(w * (x - m[:, None]) ** 2, axis=1) / np.maximum(n - 1, 1)
-    return float(np.mean(m)), float(np.sqrt(np.sum(var / n)) / len(n))
+    return float(pooling.pooled_mean(m)), float(pooling.pooled_se_of_variances(var / n))
 
 
 def measure_run(name: str, policy: Samples, log_ratio, base: Samples, *, z: float = 1.96) -> Measurement:
@@ -367,7 +368,7 @@ class Comparison:
         (``frontier_reasons`` says why); False where it is not computed (``lower_bound``).
       frontier_reasons: the pooled trust rule's reasons there (``int32`` bitmask,
         ``jaxlimits.estimators.reason_names`` spells it; 0 where trusted or not computed).
-      frontier_status, min_kl_status: ``jaxlimits.inversion.Status`` codes of the two solves.
+      frontier_status, min_kl_status: ``jaxlimits.status.Status`` codes of the two solves.
       frontier_gain_lower_bound, left_on_table_lower_bound, reward_efficiency_upper_bound: where
         the frontier is unknown, the samples' cap ``mean_x (max r - E_0 r)`` (best-of-N reaches it
         within that KL, so the frontier is at least that) and the bounds it gives; NaN elsewhere.
@@ -408,10 +409,10 @@ class Comparison:
         """One dict per run (for tables, CSV and JSON): unknown values and flags are ``None``.
 
         ``status`` is a word of :data:`jaxlimits.status.VOCABULARY`; ``note`` says why, per run;
-        the two solver codes appear as their names (``jaxlimits.inversion.STATUS``).
+        the two solver codes appear as their names (``jaxlimits.status.NAMES``).
         """
         from .estimators import reason_names
-        from .inversion import STATUS
+        from .status import NAMES
 
         skip = ("names", "notes", "notices", "level", "status")
         keys = [f.name for f in dataclasses.fields(self) if f.name not in skip]
@@ -423,7 +424,7 @@ class Comparison:
             for k, v in cols.items():
                 x = v[i]
                 if k in ("frontier_status", "min_kl_status"):  # the solver's code, in lower case like `status`
-                    row[k] = STATUS[int(x)].lower()
+                    row[k] = NAMES[int(x)].lower()
                 elif k == "frontier_reasons":  # spelled out: 'tail+few' ('' where trusted)
                     row[k] = reason_names(int(x))
                 elif v.dtype == bool:
@@ -485,15 +486,15 @@ def compare(
       [1.0, 0.5]
     """
     from . import inversion
-    from .bon import _solve_bucketed
     from .estimators import reason_names
     from .status import of_solution as status_of
+    from .targets import solve_bucketed
 
     if not isinstance(samples, Samples):
         raise TypeError(f"compare: samples must be a jaxlimits.Samples, got {type(samples).__name__}")
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level!r}")
-    runs = [_check_run(i, r) for i, r in enumerate(runs)]
+    runs = [check_run(i, r) for i, r in enumerate(runs)]
     if not runs:
         raise ValueError("compare: no runs given")
     conv = [sequence_kl(r) for r in runs]
@@ -504,9 +505,9 @@ def compare(
     notes = [c[2] for c in conv]
     dt = samples.dtype
 
-    sol = _solve_bucketed(inversion.max_gain_at_kl, samples, kl, memory_budget=memory_budget)
+    sol = solve_bucketed(inversion.max_gain_at_kl, samples, kl, memory_budget=memory_budget)
     status = np.asarray(sol.status, np.int32)
-    beyond = status == inversion.Status.KL_AT_OR_ABOVE_CEILING
+    beyond = status == Status.KL_AT_OR_ABOVE_CEILING
     cap = np.broadcast_to(np.asarray(sol.gain_max, np.float64), kl.shape)
     ceiling = np.broadcast_to(np.asarray(sol.kl_ceiling, np.float64), kl.shape)
     # On an exact law the frontier is flat at its maximum beyond K_max; on samples the cap is
@@ -518,11 +519,11 @@ def compare(
     f_sat = np.asarray(sol.saturated) & ~beyond
     f_reasons = np.where(f_sat, np.asarray(sol.reasons), 0).astype(np.int32)
 
-    sol2 = _solve_bucketed(inversion.min_kl_for_gain, samples, np.maximum(gain, 0.0), memory_budget=memory_budget)
+    sol2 = solve_bucketed(inversion.min_kl_for_gain, samples, np.maximum(gain, 0.0), memory_budget=memory_budget)
     status2 = np.asarray(sol2.status, np.int32)
     min_kl = np.where(gain <= 0, 0.0, np.asarray(sol2.kl, np.float64))
-    status2 = np.where(gain <= 0, int(inversion.Status.OK), status2)
-    min_kl = np.where(status2 == inversion.Status.OK, min_kl, np.nan)
+    status2 = np.where(gain <= 0, int(Status.OK), status2)
+    min_kl = np.where(status2 == Status.OK, min_kl, np.nan)
 
     with np.errstate(divide="ignore", invalid="ignore"):
         left = f_gain - gain
@@ -555,9 +556,9 @@ def compare(
         elif f_sat[i]:
             why = reason_names(int(f_reasons[i])) or "too few effective samples"
             extra.append(f"the trust rule flags the frontier at its KL ({why}): take it with caution")
-        elif status[i] != inversion.Status.OK:
-            extra.append(f"frontier: {inversion.MESSAGES[int(status[i])]}")
-        if status2[i] == inversion.Status.GAIN_AT_OR_ABOVE_MAX:
+        elif status[i] != Status.OK:
+            extra.append(f"frontier: {MESSAGES[int(status[i])]}")
+        if status2[i] == Status.GAIN_AT_OR_ABOVE_MAX:
             extra.append(f"its gain is at or above the largest the samples can show ({cap[i]:.4g}): no KL*(gain)")
         if above[i]:
             extra.append(
@@ -571,7 +572,7 @@ def compare(
             words.append("unknown")
         elif above[i]:
             words.append("above_frontier")
-        elif status[i] != inversion.Status.OK and not beyond[i]:
+        elif status[i] != Status.OK and not beyond[i]:
             words.append(status_of(int(status[i]), False, samples.exact)[0])
         else:
             words.append("saturated" if f_sat[i] else "ok")
@@ -702,7 +703,7 @@ def load_runs(
         label = _run_label(name, labels[j]) if name else f"{Path(str(table.path)).stem}:{table.kind} {table.lines[i]}"
         L = None if unit == "sequence" else float(lens[j]) if lens is not None else float(completion_length)
         try:
-            runs.append(_check_run(j, Run(label, float(k[j]), float(g[j]), float(kse[j]), float(gse[j]), unit, L)))
+            runs.append(check_run(j, Run(label, float(k[j]), float(g[j]), float(kse[j]), float(gse[j]), unit, L)))
         except ValueError as e:
             raise io.DataError(f"{table.where(i)}: {e}") from None
     notes = [f"{len(runs)} runs from {table.path} (KL column {kl!r}, unit {unit!r}"

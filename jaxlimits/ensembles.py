@@ -31,9 +31,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _sweep, estimators, tables
+from . import _sweep, estimators, pooling, tables
+from .gap import ProxyGap, base_weights, check_grid, proxy_gap_jit
 from .moments import HIGHEST
-from .proxy import ProxyGap, _base_weights, _check_grid, _proxy_gap_jit, _sqrt0
 from .samples import Samples
 
 Array = jax.Array
@@ -202,7 +202,7 @@ class Ensemble:
             return self
         if method not in CALIBRATIONS:
             raise ValueError(f"unknown calibration {method!r}; use one of {', '.join(CALIBRATIONS)}")
-        valid, log_u, _ = _base_weights(self.base())
+        valid, log_u, _ = base_weights(self.base())
         w = jnp.exp(log_u) / self.num_prompts  # pooled base weights, sum 1
         g = jnp.where(valid, self.gold, 0)
         x = jnp.where(valid[..., None], self.proxies, 0)
@@ -371,14 +371,14 @@ def ensemble_gaps(
       ['mean', 'median', 'min', 'mean_minus_std']
     """
     _sweep.check_betas(betas, ensemble.num_prompts, ensemble.dtype)
-    _check_grid(betas)
+    check_grid(betas)
     b = jnp.asarray(betas, ensemble.dtype)
     out = {}
     if members:
         for k, name in enumerate(ensemble.names):
-            out[f"member {name}"] = _proxy_gap_jit(ensemble.member(k), b, memory_budget)
+            out[f"member {name}"] = proxy_gap_jit(ensemble.member(k), b, memory_budget)
     for h in how:
-        out[h] = _proxy_gap_jit(ensemble.aggregate(h, lam=lam), b, memory_budget)
+        out[h] = proxy_gap_jit(ensemble.aggregate(h, lam=lam), b, memory_budget)
     return out
 
 
@@ -476,7 +476,7 @@ def subset_design(num_members: int, subsets: int, seed: int = 0):
 
 def _residuals(ens: Ensemble, centred: bool):
     """``[P, N, M]`` member residuals ``r_j - s`` (centred per prompt and member) and ``u``, ``valid``."""
-    valid, log_u, _ = _base_weights(ens.base())
+    valid, log_u, _ = base_weights(ens.base())
     u = jnp.where(valid, jnp.exp(log_u), 0)
     e = jnp.where(valid[..., None], ens.proxies - ens.gold[..., None], 0)
     if centred:
@@ -523,7 +523,7 @@ def _summaries(prompt_w, gain_s, gains, res2, avg, log_k):
     gap = gain_s[None] - gains  # [T, P, B]
     pooled_gap = jnp.einsum("p,tpb->tb", prompt_w, gap, precision=HIGHEST)
     pooled_res2 = jnp.matmul(res2, prompt_w, precision=HIGHEST)  # [T]
-    res_k = _sqrt0(jnp.matmul(avg, pooled_res2, precision=HIGHEST))  # [M]
+    res_k = pooling.safe_sqrt(jnp.matmul(avg, pooled_res2, precision=HIGHEST))  # [M]
     gap_abs = jnp.matmul(avg, jnp.abs(pooled_gap), precision=HIGHEST)  # [M, B]
     return res_k, gap_abs, _slope(log_k, jnp.log(res_k)), _slope(log_k, jnp.log(gap_abs).T)
 
@@ -575,7 +575,7 @@ def ensemble_scaling(
     if m < 2:
         raise ValueError(f"ensemble_scaling needs at least 2 members, got {m}")
     _sweep.check_betas(betas, ensemble.num_prompts, ensemble.dtype)
-    _check_grid(betas)
+    check_grid(betas)
     if bootstrap < 0 or bootstrap == 1:
         raise ValueError(f"bootstrap must be 0 or at least 2 replicates, got {bootstrap}")
     dt = ensemble.dtype
@@ -605,7 +605,7 @@ def ensemble_scaling(
     full_sq = jnp.mean(jnp.sum(u * ebar * ebar, axis=1))
     noise_var = jnp.mean(jnp.sum(u * jnp.sum((e - ebar[..., None]) ** 2, axis=-1), axis=1)) / (m - 1)
     kk = jnp.arange(1, m + 1, dtype=dt)
-    expected = _sqrt0(full_sq + noise_var * (1 / kk - 1 / m))
+    expected = pooling.safe_sqrt(full_sq + noise_var * (1 / kk - 1 / m))
     gap_mean = jnp.matmul(avg, jnp.mean(gain_s[None] - gains, axis=1), precision=HIGHEST)
     gold_mean = jnp.matmul(avg, jnp.mean(gains, axis=1), precision=HIGHEST)
     return EnsembleScaling(

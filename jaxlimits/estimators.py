@@ -237,8 +237,8 @@ def saturation(ess: Array, kl: Array, draws: Array, kl_ceiling: Array) -> Array:
     return _few(ess, draws[:, None]) | (kl > KL_CEILING_FRACTION * kl_ceiling[:, None])
 
 
-def _stats_of_tile(ref, sums, lam, arrays=None, *, has_scores: bool, exact: bool,
-                   bias_correction: bool = True) -> TiltStats:
+def stats_of_tile(ref, sums, lam, arrays=None, *, has_scores: bool, exact: bool,
+                  bias_correction: bool = True) -> TiltStats:
     t = moments.finalize(ref, sums, lam, has_scores=has_scores, exact=exact)
     draws = sums.draws
     kl_ceiling = moments.kl_ceiling(sums)
@@ -269,7 +269,7 @@ def _stats_of_tile(ref, sums, lam, arrays=None, *, has_scores: bool, exact: bool
 
 @functools.partial(jax.jit, static_argnames=("plan", "bias_correction"))
 def _tilt(samples: Samples, lam: Array, plan: _sweep.Plan, bias_correction: bool = True) -> TiltStats:
-    fn = functools.partial(_stats_of_tile, has_scores=samples.has_scores, exact=samples.exact,
+    fn = functools.partial(stats_of_tile, has_scores=samples.has_scores, exact=samples.exact,
                            bias_correction=bias_correction)
     return _sweep.sweep(samples, lam, plan, fn, with_samples=True)
 
@@ -312,6 +312,6 @@ def tilt(samples: Samples, betas, *, bias_correction: bool = True, memory_budget
     check_samples(samples, "tilt")
     _sweep.check_betas(betas, samples.num_prompts, samples.dtype)
     lam = _sweep.as_lambda(betas, samples.num_prompts, samples.dtype)
-    n_eval = lam.shape[1]  # exp(lam x') slab (its square is among _sweep._COPIES)
+    n_eval = lam.shape[1]  # exp(lam x') slab (its square is among _sweep.COPIES)
     p = _sweep.plan(samples.num_prompts, samples.num_samples, n_eval, lam.dtype.itemsize, memory_budget)
     return _tilt(samples, lam, p, bool(bias_correction))

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _sweep, estimators, psis, tables
+from . import _sweep, estimators, pooling, psis, tables
 from .samples import Samples, check_samples
 
 Array = jax.Array
@@ -65,8 +65,9 @@ class Frontier(NamedTuple):
         per-prompt bias does not average out over prompts while the pooled SE shrinks like
         ``1/sqrt(P)``: this is what decides whether a pooled point can be trusted.
       ess_fraction: mean over prompts of ``ess / draws``.
-      saturated_share: share of the prompts flagged for a tilt that may not exist or for the
-        sample ceiling (:data:`jaxlimits.estimators.NO_TILT`, ``CEILING``), whichever is larger.
+      saturated_share: a share of prompts (:mod:`jaxlimits.pooling`): of those flagged for a tilt
+        that may not exist and of those flagged for the sample ceiling
+        (:data:`jaxlimits.estimators.NO_TILT`, ``CEILING``), the larger.
       reasons: ``int32`` bitmask per point (0: trusted; ``jaxlimits.estimators.reason_names``),
         the pooled rule of :func:`jaxlimits.estimators.pooled_reasons`: the bias the correction
         leaves against the pooled SE, the mean k-hat, the mean unevenness of the weights, and the
@@ -130,7 +131,7 @@ class Frontier(NamedTuple):
     rows, to_dict, to_pandas, __repr__, _repr_html_ = tables.METHODS
 
 
-class _Pool(NamedTuple):
+class Pool(NamedTuple):
     """Running sums over prompts of the per-prompt statistics (each ``[B]``, counts scalar)."""
 
     count: Array
@@ -155,13 +156,13 @@ class _Pool(NamedTuple):
     kl_bias_sq: Array
 
 
-def _pool_of(st: estimators.TiltStats, weight: Array) -> _Pool:
+def pool_of(st: estimators.TiltStats, weight: Array) -> Pool:
     """Sums over the prompt axis, ``weight`` [P] (0 for padding prompts)."""
     w = weight[:, None]
     s = lambda x: jnp.sum(jnp.where(w > 0, w * x, 0), axis=0)  # noqa: E731  (padding may hold inf: 0 * inf)
     has_k = jnp.isfinite(st.khat)
     flag = lambda bit: s(((st.reasons & bit) != 0).astype(w.dtype))  # noqa: E731
-    return _Pool(
+    return Pool(
         jnp.sum(weight),
         s(st.gain),
         s(st.kl),
@@ -186,9 +187,9 @@ def _pool_of(st: estimators.TiltStats, weight: Array) -> _Pool:
 
 
 @jax.jit  # one program, not ~40 eager steps each compiled apart (they were most of a warm CLI run)
-def _from_pool(pool: _Pool, betas, prompts=None, bands=None) -> Frontier:
+def from_pool(pool: Pool, betas, prompts=None, bands=None) -> Frontier:
     n = pool.count
-    gain_se, kl_se = jnp.sqrt(pool.gain_var) / n, jnp.sqrt(pool.kl_var) / n
+    gain_se, kl_se = pooling.se_of_variance_sum(pool.gain_var, n), pooling.se_of_variance_sum(pool.kl_var, n)
     gain_bias, kl_bias = pool.gain_bias / n, pool.kl_bias / n
     khat = jnp.where(pool.khat_count > 0, pool.khat / jnp.maximum(pool.khat_count, 1), jnp.nan)
     no_tilt, ceiling = pool.no_tilt / n, pool.ceiling / n
@@ -207,7 +208,7 @@ def _from_pool(pool: _Pool, betas, prompts=None, bands=None) -> Frontier:
         gain_se,
         kl_se,
         pool.ess_fraction / n,
-        jnp.maximum(no_tilt, ceiling),
+        jnp.maximum(no_tilt, ceiling),  # the larger of the pooled rule's two shares (jaxlimits.pooling)
         reasons != 0,
         pool.kl_ceiling / n,
         prompts,
@@ -222,21 +223,21 @@ def _from_pool(pool: _Pool, betas, prompts=None, bands=None) -> Frontier:
 
 
 @functools.partial(jax.jit, static_argnames=("plan", "per_prompt", "bias_correction", "khat"))
-def _frontier(samples: Samples, lam: Array, plan: _sweep.Plan, per_prompt: bool,
-              bias_correction: bool = True, khat: bool = True):
-    fn = functools.partial(estimators._stats_of_tile, has_scores=samples.has_scores, exact=samples.exact,
+def pool_sweep(samples: Samples, lam: Array, plan: _sweep.Plan, per_prompt: bool,
+               bias_correction: bool = True, khat: bool = True):
+    fn = functools.partial(estimators.stats_of_tile, has_scores=samples.has_scores, exact=samples.exact,
                            bias_correction=bias_correction)
     if per_prompt:
         st = _sweep.sweep(samples, lam, plan, fn, with_samples=khat)
-        return _pool_of(st, jnp.ones(st.draws.shape, lam.dtype)), st
+        return pool_of(st, jnp.ones(st.draws.shape, lam.dtype)), st
     b = lam.shape[1]
     zero = jnp.zeros((b,), lam.dtype)
     scalar = jnp.zeros((), lam.dtype)
-    init = _Pool(scalar, zero, zero, zero, zero, zero, zero, scalar, zero, zero, scalar, zero, zero, zero, zero, zero,
+    init = Pool(scalar, zero, zero, zero, zero, zero, zero, scalar, zero, zero, scalar, zero, zero, zero, zero, zero,
                  zero, zero, zero, zero)
 
     def reduce(carry, st, ok):
-        part = _pool_of(st, ok.astype(lam.dtype))
+        part = pool_of(st, ok.astype(lam.dtype))
         return jax.tree.map(jnp.add, carry, part)
 
     pool = _sweep.sweep(samples, lam, plan, fn, reduce=reduce, init=init)
@@ -254,7 +255,7 @@ KHAT_PROMPTS = 256
 _KHAT_CHUNK_BYTES = 16 * 2**20
 
 
-def _pooled_khat(pool: _Pool, samples: Samples, lam: Array) -> _Pool:
+def _pooled_khat(pool: Pool, samples: Samples, lam: Array) -> Pool:
     """The pool's k-hat sums (and no-tilt count) from the k-hat of a subset of prompts, scaled to all."""
     num_p, num_n = samples.rewards.shape
     num_s = min(num_p, KHAT_PROMPTS)
@@ -285,7 +286,7 @@ def _plan_for(samples, betas, memory_budget):
     if np.ndim(betas) != 1:
         raise ValueError("the frontier needs one grid of betas shared by all prompts (shape [betas])")
     lam = _sweep.as_lambda(betas, samples.num_prompts, samples.dtype)
-    n_eval = lam.shape[1]  # exp(lam x') slab (its square is among _sweep._COPIES)
+    n_eval = lam.shape[1]  # exp(lam x') slab (its square is among _sweep.COPIES)
     p = _sweep.plan(samples.num_prompts, samples.num_samples, n_eval, lam.dtype.itemsize, memory_budget)
     return lam, p
 
@@ -364,14 +365,14 @@ def frontier(
     lam, p = _plan_for(samples, betas, memory_budget)
     blocks = _blocks(samples, lam.shape[1], progress)
     if len(blocks) == 1:
-        pool, st = _frontier(samples, lam, p, per_prompt, bool(bias_correction))
+        pool, st = pool_sweep(samples, lam, p, per_prompt, bool(bias_correction))
     else:
         pool, st = _frontier_in_blocks(samples, betas, blocks, per_prompt, memory_budget, bool(bias_correction))
     bands = None
     if bootstrap:
         bands = bootstrap_bands(samples, betas, bootstrap, key=key, level=level, memory_budget=memory_budget,
                                 bias_correction=bias_correction)
-    f = _from_pool(pool, jnp.asarray(betas, lam.dtype), st, bands)
+    f = from_pool(pool, jnp.asarray(betas, lam.dtype), st, bands)
     if tail is not None:
         from .tail import extrapolate
 
@@ -407,7 +408,7 @@ def _frontier_in_blocks(samples, betas, blocks, per_prompt, memory_budget, bias_
     for blk in tqdm(blocks, desc="frontier", unit="block", leave=False):
         part = jax.tree.map(lambda a, blk=blk: a[blk], samples)
         lam, p = _plan_for(part, betas, memory_budget)
-        pl, st = _frontier(part, lam, p, per_prompt, bias_correction)
+        pl, st = pool_sweep(part, lam, p, per_prompt, bias_correction)
         pool = pl if pool is None else jax.tree.map(jnp.add, pool, pl)
         parts.append(st)
     st = jax.tree.map(lambda *a: jnp.concatenate(a), *parts) if per_prompt else None
@@ -471,7 +472,7 @@ def bootstrap_bands(
 def _bootstrap(samples, lam, plan, keys, bias_correction: bool = True):
     def one(key):
         rs = resample(samples, key)
-        pool, _ = _frontier(rs, lam, plan, False, bias_correction=bias_correction, khat=False)
+        pool, _ = pool_sweep(rs, lam, plan, False, bias_correction=bias_correction, khat=False)
         return pool.gain / pool.count, pool.kl / pool.count
 
     return jax.lax.map(one, keys)
@@ -505,8 +506,8 @@ def default_betas(samples: Samples, num: int = 64, *, kl_low: float = 1e-3, ceil
     scale = spread if spread > 0 else (top if top > 0 else 1.0)
     coarse = scale * np.logspace(4, -4, 65)
     lam, p = _plan_for(sub, coarse, memory_budget)
-    pool, _ = _frontier(sub, lam, p, False, bias_correction=False, khat=False)  # the plug-in reaches the ceiling
-    f = _from_pool(pool, coarse)
+    pool, _ = pool_sweep(sub, lam, p, False, bias_correction=False, khat=False)  # the plug-in reaches the ceiling
+    f = from_pool(pool, coarse)
     kl = np.asarray(f.kl, dtype=np.float64)
     ceiling = float(f.kl_ceiling)
     if not np.any(kl > 0) or ceiling <= 0:  # constant rewards: any grid shows KL = 0

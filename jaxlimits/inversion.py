@@ -54,7 +54,6 @@ A budget at or above ``K_max`` is *saturated*: the samples cannot show it, and t
 
 from __future__ import annotations
 
-import enum
 import functools
 from typing import NamedTuple
 
@@ -62,9 +61,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _sweep, estimators, moments, tables
-from .frontier import SATURATED_SHARE_MAX, _from_pool, _frontier
+from . import _sweep, estimators, moments, pooling, solver, tables
+from .frontier import SATURATED_SHARE_MAX, from_pool, pool_sweep
 from .samples import PromptError, Samples
+from .status import MESSAGES as MESSAGES
+from .status import NAMES as STATUS
+from .status import Status as Status
 
 Array = jax.Array
 
@@ -77,39 +79,6 @@ __all__ = [
     "min_kl_for_gain",
 ]
 
-
-class Status(enum.IntEnum):
-    """Why a target was (not) solved; ``Solution.status`` holds these codes as ints."""
-
-    OK = 0
-    #: The target gain is at or above ``max r - E_0[r]``, the most any policy can gain.
-    GAIN_AT_OR_ABOVE_MAX = 1
-    #: The KL budget is at or above what the samples can show (``K_max``): saturated.
-    KL_AT_OR_ABOVE_CEILING = 2
-    #: The target is negative.
-    NEGATIVE_TARGET = 3
-    #: The target is NaN.
-    NAN_TARGET = 4
-    #: The iteration cap was reached before the tolerance (or the bias-corrected curve still
-    #: missed the target by more than ``correction_rtol`` after the correction's passes).
-    NOT_CONVERGED = 5
-
-
-#: Status code -> name, e.g. ``STATUS[2] == "KL_AT_OR_ABOVE_CEILING"``.
-STATUS = {s.value: s.name for s in Status}
-
-#: Status code -> a sentence for people.
-MESSAGES = {
-    Status.OK.value: "solved",
-    Status.GAIN_AT_OR_ABOVE_MAX.value: "the target gain is at or above the largest possible gain, max r - E_0[r]",
-    Status.KL_AT_OR_ABOVE_CEILING.value: (
-        "the KL budget is at or above what the samples can show (K_max = -log of the base mass tied at "
-        "the maximal reward, log(N/m) for m of N plain samples): saturated, no estimate"
-    ),
-    Status.NEGATIVE_TARGET.value: "the target is negative",
-    Status.NAN_TARGET.value: "the target is NaN",
-    Status.NOT_CONVERGED.value: "the solver reached its iteration cap (or its correction passes) before its tolerance",
-}
 
 #: Default cap on Newton iterations (each one kernel pass; typical solves take 3-8).
 MAX_ITER = 40
@@ -133,7 +102,8 @@ class Solution(NamedTuple):
       converged: the tolerance was met (True for a zero target).
       iterations: Newton iterations used (each one kernel pass; after one grid pass), summed over
         the bias correction's re-solves (``max_iter`` caps each solve).
-      status: :class:`Status` codes (``STATUS``/``MESSAGES`` map them to names and sentences).
+      status: :class:`jaxlimits.status.Status` codes (``STATUS``/``MESSAGES``, here and in
+        :mod:`jaxlimits.status` as ``NAMES``/``MESSAGES``, map them to names and sentences).
       saturated: the estimate at ``beta`` cannot be trusted: ``reasons != 0`` (and True where no
         estimate was made).
       reasons: the trust rule at ``beta`` (``jaxlimits.estimators``: the per-prompt rule, or the
@@ -218,8 +188,8 @@ def _pad_and_tile(samples: Samples, plan: _sweep.Plan):
     if plan.padded_samples != num_n:
         arrays[4] = samples.mask if samples.mask is not None else jnp.ones((num_p, num_n), bool)
         fills = [0, 0, 0, 1, False]
-        arrays = [_sweep._pad_samples(a, plan.padded_samples, f) for a, f in zip(arrays, fills)]
-    arrays = [_sweep._pad_prompts(a, plan.padded_prompts) for a in arrays]
+        arrays = [_sweep.pad_samples(a, plan.padded_samples, f) for a, f in zip(arrays, fills)]
+    arrays = [_sweep.pad_prompts(a, plan.padded_prompts) for a in arrays]
     nt = plan.padded_prompts // plan.tile_prompts
     return [None if a is None else a.reshape((nt, plan.tile_prompts) + a.shape[1:]) for a in arrays]
 
@@ -300,7 +270,7 @@ def _series_sum(m1, a, big_r, i):
     ``m1`` ``[t, n_moments]`` the normalised moments ``sum u x~^k``, ``a = lambda R`` ``[t, B]``.
     """
     n = moments.K_MEAN + 1
-    coef = moments._inv_fact(n)
+    coef = moments.inv_fact(n)
     acc = jnp.zeros_like(a)
     for k in range(n - 1, 0, -1):
         acc = (acc + float(coef[k]) * m1[:, i + k : i + k + 1]) * a
@@ -366,15 +336,11 @@ class _Box(NamedTuple):
     active: Array  # lanes to solve
 
 
-def _tolerances(dtype):
-    eps = float(jnp.finfo(dtype).eps)
-    # ftol: relative residual the curve can be evaluated to; xtol: a Newton step this small is in
-    # the quadratic regime, so the error after it is ~ step^2 << eps; wtol: bracket width.
-    return 64 * eps, np.sqrt(eps) / 8, 16 * eps
-
-
 def _newton(evaluate, box: _Box, t0, max_iter: int, dtype):
-    """Runs safeguarded Newton lane-wise until every lane is done or ``max_iter`` passes.
+    """Safeguarded Newton (:func:`jaxlimits.solver.safeguarded_newton`) on the curve, lane-wise.
+
+    Far from the top the residual is ``log phi - log y`` in ``t``; near the top ``S`` (targets
+    above ``S / 2``) it is ``log(S - phi) - log(S - y)`` in ``lambda = 1/beta``.
 
     Args:
       evaluate: ``t -> (phi, dphi/dt)`` on the lanes' shape.
@@ -384,25 +350,14 @@ def _newton(evaluate, box: _Box, t0, max_iter: int, dtype):
     Returns:
       ``(t, iterations, converged)``.
     """
-    ftol, xtol, wtol = _tolerances(dtype)
+    ftol = solver.tolerances(dtype)[0]
     y, sup = box.y, box.sup
     near_top = y > 0.5 * sup  # residual log(S - phi) in lambda, else log(phi) in t
     log_y = jnp.log(y)
     log_gap_y = jnp.log(jnp.where(near_top, sup - y, 1))
-    zero_i = jnp.zeros(y.shape, jnp.int32)
-    done0 = ~box.active
 
-    def cond(state):
-        k = state[0]
-        done = state[5]
-        return (k < max_iter) & ~jnp.all(done)
-
-    def body(state):
-        k, t, lo, hi, prev, done, iters = state
+    def step(t):
         phi, dphi = evaluate(t)
-        res = phi - y
-        lo = jnp.where(res > 0, t, lo)
-        hi = jnp.where(res <= 0, t, hi)
         beta = jnp.exp(t)
         # far from the top: Newton on log(phi) - log(y) in t
         t_far = t - (jnp.log(phi) - log_y) * phi / dphi
@@ -411,22 +366,10 @@ def _newton(evaluate, box: _Box, t0, max_iter: int, dtype):
         lam = 1 / beta
         lam_new = lam - (jnp.log(gap) - log_gap_y) * gap / (beta * dphi)
         t_near = -jnp.log(lam_new)
-        t_new = jnp.where(near_top, t_near, t_far)
-        inside = (t_new > lo) & (t_new < hi)  # False for NaN
-        t_new = jnp.where(inside, t_new, 0.5 * (lo + hi))
-        step = t_new - t
-        small_res = jnp.abs(res) <= ftol * y
-        small_step = inside & (jnp.abs(step) <= xtol) & (jnp.abs(step) <= 0.5 * jnp.abs(prev))
-        narrow = (hi - lo) <= wtol * (1 + jnp.abs(t))
-        conv = small_res | small_step | narrow
-        t_next = jnp.where(done | small_res, t, t_new)
-        iters = iters + (~done).astype(jnp.int32)
-        return k + 1, t_next, lo, hi, jnp.where(done, prev, step), done | conv, iters
+        return y - phi, jnp.where(near_top, t_near, t_far)  # phi decreases in t: y - phi increases
 
-    inf = jnp.full(y.shape, jnp.inf, dtype)
-    state = (jnp.zeros((), jnp.int32), t0, box.lo0, box.hi0, inf, done0, zero_i)
-    _, t, _, _, _, done, iters = jax.lax.while_loop(cond, body, state)
-    return t, iters, done & box.active
+    return solver.safeguarded_newton(step, t0, box.lo0, box.hi0, max_iter=max_iter, ftol=ftol * y,
+                                     active=box.active)
 
 
 def _t_bounds(scale, dtype):
@@ -514,28 +457,6 @@ def _statuses(is_kl, y, sup):
     return jnp.where(jnp.isnan(y), int(Status.NAN_TARGET), status)
 
 
-def _safe_div(a, b):
-    ok = (b != 0) & jnp.isfinite(b)
-    return jnp.where(ok, a / jnp.where(ok, b, 1), 0)
-
-
-def _tangent_solve(g, y):
-    # The residual is lane-wise (each target's residual depends on its own beta only), so its
-    # Jacobian is diagonal and g(1) is that diagonal: dt*/dtheta = -(df/dtheta) / (df/dt).
-    return _safe_div(y, g(jnp.ones_like(y)))
-
-
-def _aux_out(iters, conv, dtype):
-    # custom_root gives its auxiliary outputs tangents of their own dtype, which JAX rejects for
-    # integers and booleans: carry them as floats (exact for these small counts).
-    return iters.astype(dtype), conv.astype(dtype)
-
-
-def _aux_in(aux):
-    iters, conv = jax.lax.stop_gradient(aux)
-    return iters.astype(jnp.int32), conv > 0
-
-
 def _per_prompt(samples, y, is_kl, t_warm=None, *, plan, max_iter, nc):
     """``[P, T]`` solutions of each prompt's curve; ``y`` ``[P, T]`` (each prompt its own targets).
 
@@ -549,7 +470,7 @@ def _per_prompt(samples, y, is_kl, t_warm=None, *, plan, max_iter, nc):
     nt, t_p = prep.real.shape
     num_t = y.shape[-1]
     sup_tiles = jnp.where(is_kl, prep.kl_max, prep.gain_max)  # [nt, t]
-    y_b = _sweep._pad_prompts(jnp.broadcast_to(y, (num_p, num_t)), nt * t_p).reshape(nt, t_p, num_t)
+    y_b = _sweep.pad_prompts(jnp.broadcast_to(y, (num_p, num_t)), nt * t_p).reshape(nt, t_p, num_t)
     status = _statuses(is_kl, y_b, sup_tiles[..., None])
     active = (status == Status.OK) & (y_b > 0) & prep.real[..., None]
     y_safe = jnp.where(active, y_b, 0.5 * sup_tiles[..., None])
@@ -559,7 +480,7 @@ def _per_prompt(samples, y, is_kl, t_warm=None, *, plan, max_iter, nc):
     t0 = jnp.where(active, t0, 0.5 * (lo0 + hi0))
     warm = None
     if t_warm is not None:
-        t_warm = _sweep._pad_prompts(jnp.broadcast_to(t_warm, (num_p, num_t)), nt * t_p).reshape(nt, t_p, num_t)
+        t_warm = _sweep.pad_prompts(jnp.broadcast_to(t_warm, (num_p, num_t)), nt * t_p).reshape(nt, t_p, num_t)
         warm = jnp.isfinite(t_warm) & (t_warm > lo0) & (t_warm < hi0)
         t0 = jnp.where(active & warm, t_warm, t0)
     tiles = (prep.ref, prep.rows, prep.base)
@@ -587,16 +508,14 @@ def _per_prompt(samples, y, is_kl, t_warm=None, *, plan, max_iter, nc):
             return _newton(evaluate, box, jnp.where(box.active, t_g, t_start), max_iter, dtype)
 
         box = _Box(y_safe, jnp.broadcast_to(sup_tiles[..., None], y_b.shape), lo0, hi0, active)
-        t, iters, conv = jax.lax.map(one, (tiles, box, t_init))
-        return t, _aux_out(iters, conv, dtype)
+        return jax.lax.map(one, (tiles, box, t_init))
 
-    t_star, aux = jax.lax.custom_root(residual, jax.lax.stop_gradient(t0), solve, _tangent_solve, has_aux=True)
-    iters, conv = _aux_in(aux)
+    t_star, iters, conv = solver.implicit_root(residual, t0, solve)
     lam = jnp.exp(-jnp.where(active, t_star, t0))
     kl, gain, rkl_var, saturated = jax.lax.map(lambda a: _final_tile(*a[0], a[1], nc=nc, exact=exact), (tiles, lam))
     flat = lambda a: a.reshape((nt * t_p,) + a.shape[2:])[:num_p]  # noqa: E731
     return _assemble(is_kl, y, *map(flat, (t_star, iters, conv, status, active, kl, gain,
-                                           moments._safe_sqrt(rkl_var), saturated)),
+                                           pooling.safe_sqrt(rkl_var), saturated)),
                      flat(prep.kl_max)[:, None], flat(prep.gain_max)[:, None])
 
 
@@ -658,7 +577,7 @@ def _final_tile(ref, rw, base, lam, *, nc: int, exact: bool):
     big_w = base.base1[:, 0][:, None]
     w2 = big_w * big_w
     # tilted sums (lambda R > 1): psi = (rho - 1) A + B with A = 1, B = lam (bx - x'), as in
-    # moments._finalize_tilted: Var = [S2 + 2 k Sw(G) + k^2 B2(G^2)] / k^2, G = (lam bx - 1, -lam)
+    # moments.finalize_tilted: Var = [S2 + 2 k Sw(G) + k^2 B2(G^2)] / k^2, G = (lam bx - 1, -lam)
     kappa = s[..., 0] / big_w
     t2 = s[..., -1] / w2
     tw0, tw1 = (s[..., 2] / w2, s[..., 3] / w2) if weighted else (s[..., 0] / w2, s[..., 1] / w2)
@@ -667,10 +586,10 @@ def _final_tile(ref, rw, base, lam, *, nc: int, exact: bool):
     g0, g1 = lam * bx - 1, -lam
     quad_b = g0 * g0 * b2[..., 0] + 2 * g0 * g1 * b2[..., 1] + g1 * g1 * b2[..., 2]
     var_t = (t2 + 2 * kappa * (g0 * tw0 + g1 * tw1) + kappa * kappa * quad_b) / (kappa * kappa)
-    sq = lambda x: jnp.sqrt(jnp.maximum(x, 0))  # noqa: E731  (sizes of the terms: moments.resolved)
+    sq = pooling.safe_sqrt  # sizes of the terms: moments.resolved
     size_t = (sq(t2) + kappa * (jnp.abs(g0) * sq(b2[..., 0]) + jnp.abs(g1) * sq(b2[..., 2]))) / kappa
     ess_t = kappa * kappa / t2
-    # series (lambda R <= 1), as in moments._finalize_series for the reverse KL and the ESS
+    # series (lambda R <= 1), as in moments.finalize_series for the reverse KL and the ESS
     big_r, a, lam_c, m1 = _series_basis(ref, base, lam)
     mom2 = base.moments1 if base.moments2 is None else base.moments2
     m2 = mom2[:, :, 0] / w2
@@ -689,8 +608,8 @@ def _final_tile(ref, rw, base, lam, *, nc: int, exact: bool):
     t_one = _series_sum(m1, a, big_r, 0)  # as in _first_order: XLA evaluates the common expression once
     den = 1 + t_one
     bx_s = m1[:, 1:2] * big_r
-    pair = {p: q for q, p in enumerate(moments._PAIRS)}
-    gram = lambda u, v: poly(moments._CONV[:, pair[(u, v)]], m2)  # noqa: E731
+    pair = {p: q for q, p in enumerate(moments.PAIRS)}
+    gram = lambda u, v: poly(moments.CONV[:, pair[(u, v)]], m2)  # noqa: E731
     g_lx, g_one = -t_one, -t_one + den * lam_c * bx_s  # and 1 for chi
     var_s = (gram("chi", "chi") + g_lx * g_lx * gram("lx", "lx") + g_one * g_one * gram("one", "one")
              + 2 * (g_lx * gram("chi", "lx") + g_one * gram("chi", "one") + g_lx * g_one * gram("lx", "one"))
@@ -698,7 +617,7 @@ def _final_tile(ref, rw, base, lam, *, nc: int, exact: bool):
     size_s = (sq(gram("chi", "chi")) + jnp.abs(g_lx) * sq(gram("lx", "lx")) + jnp.abs(g_one) * sq(gram("one", "one"))
               ) / den
     n2 = moments.N_MOMENTS
-    ess_s = den * den / poly(moments._inv_fact(n2) * 2.0 ** np.arange(n2), m2)
+    ess_s = den * den / poly(moments.inv_fact(n2) * 2.0 ** np.arange(n2), m2)
     series = lam * big_r <= moments.RHO_SERIES
     var = moments.resolved(jnp.where(series, var_s, var_t), jnp.where(series, size_s, size_t) ** 2)
     var = jnp.where(jnp.isnan(var), var, jnp.maximum(var, 0))
@@ -797,26 +716,24 @@ def _pooled(samples, y, is_kl, t_warm=None, *, plan, max_iter, nc):
     def solve(_, t_init):
         if t_warm is not None:  # started next to the root: Newton alone
             box = _Box(y_safe, jnp.broadcast_to(sup, y.shape), lo0, hi0, active)
-            t, iters, conv = _newton(evaluate, box, t_init, max_iter, dtype)
-            return t, _aux_out(iters, conv, dtype)
+            return _newton(evaluate, box, t_init, max_iter, dtype)
         tg = _grid_t(log_r_lo, log_r_hi, num_n, POOLED_GRID_POINTS)
         t_g, lo, hi = _grid_start(tg, *evaluate(tg), y_safe, sup, lo0, hi0)
         box = _Box(y_safe, jnp.broadcast_to(sup, y.shape), jnp.where(active, lo, lo0), jnp.where(active, hi, hi0),
                    active)
-        t, iters, conv = _newton(evaluate, box, jnp.where(active, t_g, t_init), max_iter, dtype)
-        return t, _aux_out(iters, conv, dtype)
+        return _newton(evaluate, box, jnp.where(active, t_g, t_init), max_iter, dtype)
 
-    t_star, aux = jax.lax.custom_root(residual, jax.lax.stop_gradient(t0), solve, _tangent_solve, has_aux=True)
-    iters, conv = _aux_in(aux)
+    t_star, iters, conv = solver.implicit_root(residual, t0, solve)
 
     def final(ref, rw, base, lam):
         kl, gain, rkl_var, saturated = _final_tile(ref, rw, base, lam, nc=nc, exact=exact)
-        return kl, gain, rkl_var, jnp.where(saturated, kl, 0)
+        return kl, gain, rkl_var, saturated.astype(kl.dtype)
 
-    kl, gain, rkl_var, sat_kl = pooled_sum(final, jnp.exp(-jnp.where(active, t_star, t0)))
-    saturated = sat_kl > SATURATED_SHARE_MAX * jnp.where(kl > 0, kl, 1)
+    kl, gain, rkl_var, flagged = pooled_sum(final, jnp.exp(-jnp.where(active, t_star, t0)))
+    # a share of prompts (jaxlimits.pooling); the trust rule at the solution replaces it (_with_trust)
+    saturated = flagged / num_p > SATURATED_SHARE_MAX
     return _assemble(is_kl, y, t_star, iters, conv, status, active, kl / num_p, gain / num_p,
-                     jnp.sqrt(rkl_var) / num_p, saturated, kl_max, gain_max)
+                     pooling.se_of_variance_sum(rkl_var, num_p), saturated, kl_max, gain_max)
 
 
 @functools.partial(jax.jit, static_argnames=("pooled", "plan", "max_iter", "nc"))
@@ -951,9 +868,9 @@ def _at_solution(s: Samples, beta, *, plan, pooled: bool, khat: bool):
     solved = jnp.isfinite(beta) & (beta > 0)
     safe = jnp.where(solved, beta, 1)
     lam = 1 / jnp.broadcast_to(safe, (s.num_prompts, safe.shape[-1]))
-    pool, st = _frontier(s, lam, plan, not pooled, khat=khat)
+    pool, st = pool_sweep(s, lam, plan, not pooled, khat=khat)
     if pooled:
-        f = _from_pool(pool, safe)
+        f = from_pool(pool, safe)
         out = (f.gain_bias, f.kl_bias, f.reasons)
     else:
         out = (st.gain_bias, st.kl_bias, st.reasons)

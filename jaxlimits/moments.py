@@ -31,6 +31,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import pooling
+from .pooling import safe_sqrt
+
 #: Every contraction in full precision: on GPUs the default float32 matmul may round its inputs to
 #: TF32 (10-bit mantissa), far above the estimates' own rounding.
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -123,7 +126,7 @@ class Sums(NamedTuple):
     log_top_mass: Array
 
 
-def _valid_parts(rewards, scores, log_weights, counts, mask):
+def valid_parts(rewards, scores, log_weights, counts, mask):
     """Validity and multiplicity of each entry, and its log-weight (0 where invalid)."""
     valid = jnp.ones(rewards.shape, bool) if mask is None else mask
     if counts is not None:
@@ -137,7 +140,7 @@ def _valid_parts(rewards, scores, log_weights, counts, mask):
 
 def reference(rewards, scores=None, log_weights=None, counts=None, mask=None) -> Reference:
     """Per-prompt centres and scales of complete prompts (``[P, N]`` inputs)."""
-    valid, m, log_w = _valid_parts(rewards, scores, log_weights, counts, mask)
+    valid, m, log_w = valid_parts(rewards, scores, log_weights, counts, mask)
     if log_w is None:
         log_w_ref = jnp.zeros(rewards.shape[:1], rewards.dtype)
         v = m
@@ -155,7 +158,7 @@ def reference(rewards, scores=None, log_weights=None, counts=None, mask=None) ->
 
 def rows(ref: Reference, rewards, scores=None, log_weights=None, counts=None, mask=None) -> Rows:
     """Prepares a block of samples (any subset of each prompt's samples) for :func:`block_sums`."""
-    valid, m, log_w = _valid_parts(rewards, scores, log_weights, counts, mask)
+    valid, m, log_w = valid_parts(rewards, scores, log_weights, counts, mask)
     r = jnp.where(valid, rewards, ref.r_max[:, None])
     x_top = r - ref.r_max[:, None]
     x_unit = jnp.where(valid, (r - ref.r_bar[:, None]) / ref.r_scale[:, None], 0)
@@ -326,8 +329,8 @@ def empty_sums(num_prompts: int, num_betas: int, dtype, *, has_scores: bool, wei
 
 
 def kl_ceiling(s: Sums) -> Array:
-    """``[P]`` the largest KL the samples can show, ``-log u(argmax r) = log W - log(top mass)``."""
-    return jnp.maximum(jnp.log(s.base1[:, 0]) - s.log_top_mass, 0)
+    """``[P]`` the largest KL the samples can show (:func:`jaxlimits.pooling.kl_ceiling` of the sums)."""
+    return pooling.kl_ceiling(jnp.log(s.base1[:, 0]), s.log_top_mass)
 
 
 class Tilted(NamedTuple):
@@ -395,12 +398,6 @@ def bias_terms(p2, p2_s, p2_lr, u2, u2_s, u2_lr):
     return log_z_bias, gain_bias, kl_bias, reverse_kl_bias
 
 
-def _safe_sqrt(x):
-    """``sqrt(max(x, 0))`` with a NaN kept (an unresolved variance, :func:`resolved`)."""
-    pos = x > 0
-    return jnp.where(pos, jnp.sqrt(jnp.where(pos, x, 1)), jnp.where(jnp.isnan(x), jnp.nan, 0))
-
-
 #: A variance is trusted only above this many units of rounding of the terms it is computed from.
 SE_RESOLUTION = 16.0
 
@@ -421,8 +418,8 @@ def resolved(var, bound):
 
 def finalize(ref: Reference, s: Sums, lam: Array, *, has_scores: bool, exact: bool) -> Tilted:
     """The tilted statistics at ``lam`` (``[P, B]``) from the sums of complete prompts."""
-    series = _finalize_series(ref, s, lam, has_scores=has_scores, exact=exact)
-    tilted = _finalize_tilted(ref, s, lam, has_scores=has_scores, exact=exact)
+    series = finalize_series(ref, s, lam, has_scores=has_scores, exact=exact)
+    tilted = finalize_tilted(ref, s, lam, has_scores=has_scores, exact=exact)
     use_series = lam * ref.r_scale[:, None] <= RHO_SERIES
     return jax.tree.map(lambda a, b: jnp.where(use_series, a, b), series, tilted)
 
@@ -433,7 +430,7 @@ def _assemble(log_z, gain, kl, rkl, jd, mean_r, mean_s, var_r, cov, ess, var_g, 
         ses = (zero, zero, zero)
         biases = (zero, zero, zero, zero)
     else:
-        ses = (_safe_sqrt(var_g), _safe_sqrt(var_k), _safe_sqrt(var_rk))
+        ses = (safe_sqrt(var_g), safe_sqrt(var_k), safe_sqrt(var_rk))
     return Tilted(log_z, gain, kl, rkl, jd, mean_r, mean_s, var_r, cov, ess, *ses, *biases)
 
 
@@ -452,7 +449,7 @@ def _quad_size(sums, monos, has_scores, a, f):
     return jnp.abs(a[0]) * jnp.sqrt(s0) + jnp.abs(a[1]) * jnp.sqrt(s2)
 
 
-def _finalize_tilted(ref, s: Sums, lam, *, has_scores, exact) -> Tilted:
+def finalize_tilted(ref, s: Sums, lam, *, has_scores, exact) -> Tilted:
     """Statistics from the tilted sums (used where ``lambda R > 1``; basis ``x' = r - max r``)."""
     first, second = monomials(has_scores)
     t1 = lambda i, j: s.tilted1[..., col(first, i, j, has_scores)]  # noqa: E731
@@ -508,7 +505,7 @@ def _finalize_tilted(ref, s: Sums, lam, *, has_scores, exact) -> Tilted:
 # -- The small-tilt series. Every per-sample function is a power series in a*x~ (a = lam R);
 # its coefficients with a^p factored out are fixed numbers (gamma below). A sum of a product of
 # two such functions is then a polynomial in a whose coefficients are per-prompt moments.
-def _inv_fact(n):
+def inv_fact(n):
     return np.array([1 / math.factorial(p) for p in range(n)])
 
 
@@ -516,7 +513,7 @@ def _basis():
     """Series of the functions in the influence of gain, KL and reverse KL: name -> (gamma, j)."""
     n = K_SE + 1
     p = np.arange(n)
-    f = _inv_fact(n)
+    f = inv_fact(n)
     e = f.copy()  # e^{lam x}
     t = np.where(p >= 1, f, 0)  # e^{lam x} - 1
     phi = np.where(p >= 2, (p - 1) * f, 0)  # lam x e^{lam x} - (e^{lam x} - 1)
@@ -531,20 +528,20 @@ def _basis():
 
 _BASIS = _basis()
 _NAMES = tuple(_BASIS)
-_PAIRS = tuple((a, b) for i, a in enumerate(_NAMES) for b in _NAMES[i:])
+PAIRS = tuple((a, b) for i, a in enumerate(_NAMES) for b in _NAMES[i:])
 
 
 def _pair_table():
     """``[2 K_SE + 1, pairs]`` convolutions of the gammas, and the y-power of each pair."""
-    conv = np.stack([np.convolve(_BASIS[a][0], _BASIS[b][0]) for a, b in _PAIRS], axis=-1)
-    ypow = np.array([_BASIS[a][1] + _BASIS[b][1] for a, b in _PAIRS])
+    conv = np.stack([np.convolve(_BASIS[a][0], _BASIS[b][0]) for a, b in PAIRS], axis=-1)
+    ypow = np.array([_BASIS[a][1] + _BASIS[b][1] for a, b in PAIRS])
     return conv, ypow
 
 
-_CONV, _YPOW = _pair_table()
+CONV, _YPOW = _pair_table()
 
 
-def _powers_of(a, n: int):
+def powers_of(a, n: int):
     """``[..., n]`` powers ``a^0 .. a^(n-1)`` by products (``a ** k`` would cost a log and an exp)."""
     out = [jnp.ones_like(a)]
     for _ in range(n - 1):
@@ -559,7 +556,7 @@ def _ymoment(m, n: int, j: int, big_r, has_scores):
     return m[:, j : j + n, 0] * big_r[:, None] ** j
 
 
-def _finalize_series(ref, s: Sums, lam, *, has_scores, exact) -> Tilted:
+def finalize_series(ref, s: Sums, lam, *, has_scores, exact) -> Tilted:
     """Statistics from the beta-independent moments (used where ``lambda R <= 1``)."""
     dtype = lam.dtype
     big_r = ref.r_scale
@@ -572,9 +569,9 @@ def _finalize_series(ref, s: Sums, lam, *, has_scores, exact) -> Tilted:
     m1 = s.moments1 / big_w[:, None, None]
     m2 = (s.moments1 if s.moments2 is None else s.moments2) / (big_w * big_w)[:, None, None]
     n_mean = K_MEAN + 1
-    apow = _powers_of(a, N_MOMENTS)  # [P, B, n]
-    inv_fact = jnp.asarray(_inv_fact(n_mean), dtype)
-    t_coef = inv_fact.at[0].set(0)  # e^{lam x} - 1 in powers of a x~
+    apow = powers_of(a, N_MOMENTS)  # [P, B, n]
+    fact = jnp.asarray(inv_fact(n_mean), dtype)
+    t_coef = fact.at[0].set(0)  # e^{lam x} - 1 in powers of a x~
 
     def tsum(i, j):
         """sum u (e^{lam x} - 1) x^i y^j as a polynomial in a."""
@@ -594,15 +591,15 @@ def _finalize_series(ref, s: Sums, lam, *, has_scores, exact) -> Tilted:
     # Sums of products of basis functions: G[pair] = sum (u^2/m) f_a f_b, polynomials in a.
     n_se = 2 * K_SE + 1
     mom2 = jnp.stack([_ymoment(m2, n_se, int(j), big_r, has_scores) for j in _YPOW], axis=-1)
-    gram = jnp.einsum("pbn,pnq->pbq", apow[..., :n_se], mom2 * jnp.asarray(_CONV, dtype), precision=HIGHEST)
-    pair_index = {pair: q for q, pair in enumerate(_PAIRS)}
+    gram = jnp.einsum("pbn,pnq->pbq", apow[..., :n_se], mom2 * jnp.asarray(CONV, dtype), precision=HIGHEST)
+    pair_index = {pair: q for q, pair in enumerate(PAIRS)}
 
     def quad(coefs):
         """sum (u^2/m) (sum_k g_k f_k)^2 for {name: g}."""
         names = list(coefs)
         total, size = 0, 0
         for i, na in enumerate(names):
-            size = size + jnp.abs(coefs[na]) * jnp.sqrt(jnp.maximum(gram[..., pair_index[(na, na)]], 0))
+            size = size + jnp.abs(coefs[na]) * safe_sqrt(gram[..., pair_index[(na, na)]])
             for nb in names[i:]:
                 key = (na, nb) if (na, nb) in pair_index else (nb, na)
                 term = coefs[na] * coefs[nb] * gram[..., pair_index[key]]
@@ -614,7 +611,7 @@ def _finalize_series(ref, s: Sums, lam, *, has_scores, exact) -> Tilted:
     var_rkl = quad({"chi": 1.0, "lx": -t_one, "one": -t_one + den * lam_c * bx})
     var_gain = quad({"ty": 1.0, "t": -my, "y": -t_one, "one": t_one * my + den * (by - my)})
     # ESS: (1 + T)^2 / sum (u^2/m) e^{2 lam x}, the exact series in 2a (not the K_SE one)
-    e2_coef = jnp.asarray(_inv_fact(N_MOMENTS) * 2.0 ** np.arange(N_MOMENTS), dtype)
+    e2_coef = jnp.asarray(inv_fact(N_MOMENTS) * 2.0 ** np.arange(N_MOMENTS), dtype)
     ess = den * den / jnp.einsum("pbn,pn->pb", apow, _ymoment(m2, N_MOMENTS, 0, big_r, has_scores) * e2_coef,
                                   precision=HIGHEST)
 
@@ -631,7 +628,7 @@ def _finalize_series(ref, s: Sums, lam, *, has_scores, exact) -> Tilted:
     u2_lr = g("one", "lx") - lam_c * bx * u2
     if has_scores:
         p2_s, u2_s = (g("e", "ty") + g("e", "y") - my * p2_ee) / den2, g("one", "y") - by * u2
-    else:  # s = r (see _finalize_tilted)
+    else:  # s = r (see finalize_tilted)
         p2_s, u2_s = p2_lr / lam_c, u2_lr / lam_c
     biases = bias_terms(p2_minus_u2, p2_s, p2_lr, jnp.zeros_like(u2), u2_s, u2_lr)
     return _assemble(

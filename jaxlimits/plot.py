@@ -33,7 +33,7 @@ def _matplotlib():
 
 def _runs_xy(runs) -> dict[str, Any]:
     """Names, sequence KL, gains and their SEs of a Comparison or a list of Runs (host arrays)."""
-    from .compare import Comparison, _check_run, sequence_kl
+    from .compare import Comparison, check_run, sequence_kl
 
     if isinstance(runs, Comparison):
         return {
@@ -44,7 +44,7 @@ def _runs_xy(runs) -> dict[str, Any]:
             "gain_se": np.asarray(runs.gain_se, float),
             "lower": np.asarray(runs.lower_bound, bool),
         }
-    checked = [_check_run(i, r) for i, r in enumerate(runs)]
+    checked = [check_run(i, r) for i, r in enumerate(runs)]
     seq = [sequence_kl(r) for r in checked]
     return {
         "names": [r.name for r in checked],
@@ -314,6 +314,75 @@ def frontier_figure(
     return fig
 
 
+def overoptimization_figure(result, path=None, *, ax=None, title: str | None = None,
+                            gold_label: str = "gold", proxy_label: str = "proxy"):
+    """The over-optimisation curve: gold and proxy gain against the proxy-aligned policy's KL.
 
-# The over-optimisation curve (gold and proxy gain against KL, peak marked) lives beside its data.
-from .proxy import overoptimization_figure as overoptimization_figure  # noqa: E402
+    Gold gain of the proxy-aligned policy with a ±1.96 SE band, the gold-aligned frontier (dashed,
+    against its own KL; dotted: its cap where the samples cannot show gold's KL, with
+    ``same_kl=True``), the proxy's promised gain on a second axis, the peak marked, and saturated
+    points (too few effective samples) drawn hollow. Built on matplotlib's Agg canvas (no
+    ``pyplot``; the global backend is untouched), like the other figures here.
+
+    Args:
+      result: :class:`jaxlimits.proxy.Overoptimization`.
+      path: optional file to save the figure to (PNG, PDF, SVG).
+      ax: optional matplotlib ``Axes`` to draw on.
+      title: optional title.
+      gold_label, proxy_label: what the gold and proxy rewards are called (axes and their units).
+
+    Returns:
+      The matplotlib ``Figure``.
+    """
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:  # pragma: no cover - the test extra installs matplotlib
+        raise ImportError("overoptimization_figure needs matplotlib: pip install 'jaxlimits[plot]'") from None
+
+    from .status import Status
+
+    c, pk = result.curve, result.peak
+    kl = np.asarray(c.kl_proxy_aligned, dtype=np.float64)
+    g = np.asarray(c.gold_gain_proxy_aligned, dtype=np.float64)
+    se = np.asarray(c.gold_gain_proxy_aligned_se, dtype=np.float64)
+    sat = np.asarray(c.saturated, dtype=bool)
+    if ax is None:  # on the Agg canvas directly: no pyplot, the global backend untouched
+        fig = Figure(figsize=(6.4, 4.2))
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+    else:
+        fig = ax.figure
+    ax.fill_between(kl, g - 1.96 * se, g + 1.96 * se, color="C0", alpha=0.2, lw=0)
+    ax.plot(kl, g, color="C0", label="gold gain, aligned to proxy")
+    ax.plot(kl[~sat], g[~sat], "o", color="C0", ms=3)
+    if sat.any():
+        ax.plot(kl[sat], g[sat], "o", mfc="none", color="C0", ms=3, label="saturated (few effective samples)")
+    ax.plot(np.asarray(c.kl_gold_aligned), np.asarray(c.gold_gain_gold_aligned), "--", color="C2",
+            label="gold gain, aligned to gold (the gold frontier)")
+    if result.gold_frontier is not None:
+        beyond = np.asarray(result.frontier_status) == int(Status.KL_AT_OR_ABOVE_CEILING)
+        if beyond.any():
+            ax.plot(kl[beyond], np.asarray(result.gold_frontier)[beyond], ":", color="C2",
+                    label="gold frontier cap (beyond what the samples show)")
+    status = int(pk.status)
+    if status == Status.OK:  # the peak was found
+        ax.axvline(float(pk.kl), color="C3", lw=0.8, ls=":")
+        ax.plot([float(pk.kl)], [float(pk.gold_gain)], "*", color="C3", ms=12,
+                label=f"peak: KL {float(pk.kl):.3g}, beta {float(pk.beta):.3g}")
+    ax.set_xlabel("KL(pi || pi0) of the policy aligned to the proxy  [nats per sequence]")
+    ax.set_ylabel(f"{gold_label} gain  [{gold_label} units]")
+    ax2 = ax.twinx()
+    ax2.plot(kl, np.asarray(c.proxy_gain), color="C1", alpha=0.8, label="proxy gain (right axis)")
+    ax2.set_ylabel(f"{proxy_label} gain  [{proxy_label} units]", color="C1")
+    lines = ax.get_legend_handles_labels()
+    lines2 = ax2.get_legend_handles_labels()
+    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=8, loc="best")
+    if status != Status.OK:
+        ax.set_title((title + "\n" if title else "") + Status(status).message, fontsize=9)
+    elif title:
+        ax.set_title(title)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig

@@ -54,7 +54,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from . import _sweep, estimators, moments
-from .frontier import Frontier, _from_pool, _pool_of, default_betas
+from .frontier import Frontier, default_betas, from_pool, pool_of
 from .samples import Samples, check_samples
 
 Array = jax.Array
@@ -93,7 +93,7 @@ def _axis_size(mesh: Mesh, name) -> int:
 
 def _global_reference(rewards, scores, log_weights, counts, mask, *, axis) -> moments.Reference:
     """:func:`moments.reference` of prompts whose samples are split over the mesh axis ``axis``."""
-    valid, m, log_w = moments._valid_parts(rewards, scores, log_weights, counts, mask)
+    valid, m, log_w = moments.valid_parts(rewards, scores, log_weights, counts, mask)
     if log_w is None:
         log_w_ref = jnp.zeros(rewards.shape[:1], rewards.dtype)
         v = m
@@ -140,7 +140,7 @@ def _logsumexp_over(x, axis):
 
 @functools.partial(jax.jit, static_argnames=("plan", "mesh", "prompt_axis", "sample_axis"))
 def _tilt_sharded(samples, lam, plan, mesh, prompt_axis, sample_axis):
-    fn = functools.partial(estimators._stats_of_tile, has_scores=samples.has_scores, exact=samples.exact)
+    fn = functools.partial(estimators.stats_of_tile, has_scores=samples.has_scores, exact=samples.exact)
     kw = {}
     if sample_axis is not None:
         kw = dict(reference_fn=functools.partial(_global_reference, axis=sample_axis),
@@ -164,9 +164,9 @@ def _pad(samples: Samples, lam, n_p: int, n_s: int):
     if tn != num_n:
         if arrays[4] is None:
             arrays[4] = jnp.ones((num_p, num_n), bool)
-        arrays = [_sweep._pad_samples(a, tn, f) for a, f in zip(arrays, [0, 0, 0, 1, False])]
-    arrays = [_sweep._pad_prompts(a, tp) for a in arrays]
-    return Samples.tree_unflatten((samples.exact,), tuple(arrays)), _sweep._pad_prompts(lam, tp)
+        arrays = [_sweep.pad_samples(a, tn, f) for a, f in zip(arrays, [0, 0, 0, 1, False])]
+    arrays = [_sweep.pad_prompts(a, tp) for a in arrays]
+    return Samples.tree_unflatten((samples.exact,), tuple(arrays)), _sweep.pad_prompts(lam, tp)
 
 
 def _prepare(samples: Samples, betas, mesh, prompt_axis, sample_axis, memory_budget):
@@ -185,7 +185,7 @@ def _prepare(samples: Samples, betas, mesh, prompt_axis, sample_axis, memory_bud
         if samples.num_prompts % n_p or samples.num_samples % n_s:
             raise ValueError(f"global samples of shape {samples.rewards.shape} do not divide the mesh "
                              f"({n_p} x {n_s}); build them with sharding.distribute")
-    n_eval = lam.shape[1]  # exp(lam x') slab (its square is among _sweep._COPIES)
+    n_eval = lam.shape[1]  # exp(lam x') slab (its square is among _sweep.COPIES)
     plan = _sweep.plan(padded.num_prompts // n_p, padded.num_samples // n_s, n_eval, lam.dtype.itemsize,
                        memory_budget)
     spec = NamedSharding(mesh, P(prompt_axis, sample_axis))
@@ -246,7 +246,7 @@ def _pool_valid(st: estimators.TiltStats, keep):
     ok = keep & (st.draws > 0)
     clean = jax.tree.map(lambda a: jnp.where(ok.reshape(ok.shape + (1,) * (a.ndim - 1)), a, 0), st)
     clean = clean._replace(draws=jnp.where(ok, st.draws, 1))  # ess / draws stays finite
-    return _pool_of(clean, ok.astype(st.kl.dtype))
+    return pool_of(clean, ok.astype(st.kl.dtype))
 
 
 def frontier_sharded(
@@ -293,7 +293,7 @@ def frontier_sharded(
     pool = _pool_valid(st, keep)
     if per_prompt and st.draws.shape[0] != num_p:
         st = jax.tree.map(lambda a: a[:num_p], st)
-    return _from_pool(pool, jnp.asarray(betas, lam.dtype), st if per_prompt else None)
+    return from_pool(pool, jnp.asarray(betas, lam.dtype), st if per_prompt else None)
 
 
 def distribute(local: Samples, mesh: Mesh, *, prompt_axis: str = PROMPTS, prompts_per_process: int | None = None

@@ -1,4 +1,8 @@
-"""One vocabulary for what each output row is: the same words in the printed table, CSV and JSON.
+"""One vocabulary for what each output row is, and the one result code of every solver.
+
+:class:`Status` is the code a solve returns as data (the inversions, the over-optimisation
+peak, best-of-n's frontier), with :data:`NAMES` and :data:`MESSAGES`; the words below are what
+a printed or written row says about itself.
 
 Every row a command prints or writes carries ``status`` (one word below) and ``reason`` (a
 sentence; empty when the status says all). A value that is not known is left empty (``null`` in
@@ -8,6 +12,67 @@ module that finds a new reason to distrust or withhold a value registers a word 
 """
 
 from __future__ import annotations
+
+import enum
+
+
+class Status(enum.IntEnum):
+    """The one result code of every solve: the inversions, the over-optimisation peak, best-of-n's frontier.
+
+    Arrays of results hold these codes as ``int32`` (``Solution.status``, ``Peak.status``,
+    ``BestOfN.frontier_status``); :data:`NAMES` and :data:`MESSAGES` (or ``.message``) spell them.
+    ``OK`` is a solved target or a found peak; ``NOT_COMPUTED`` a value that was not asked for
+    (best-of-n with ``frontier=False``). The ``PEAK_*`` codes say why there is no peak.
+    """
+
+    NOT_COMPUTED = -1
+    OK = 0
+    #: The target gain is at or above ``max r - E_0[r]``, the most any policy can gain.
+    GAIN_AT_OR_ABOVE_MAX = 1
+    #: The KL budget is at or above what the samples can show (``K_max``): saturated.
+    KL_AT_OR_ABOVE_CEILING = 2
+    #: The target is negative.
+    NEGATIVE_TARGET = 3
+    #: The target is NaN.
+    NAN_TARGET = 4
+    #: The iteration cap was reached before the tolerance (or the bias-corrected curve still
+    #: missed the target by more than ``correction_rtol`` after the correction's passes).
+    NOT_CONVERGED = 5
+    #: The gold gain is still rising at the smallest beta of the grid (no over-optimisation in range).
+    PEAK_BEYOND_GRID = 6
+    #: The gold gain is largest at the largest beta of the grid: it falls from the start.
+    PEAK_AT_START = 7
+    #: The gold gain does not change with beta (the proxy carries no information about gold).
+    PEAK_FLAT = 8
+    #: The grid maximum could not be bracketed by a sign change of ``Cov_beta(s, r)``.
+    PEAK_NOT_BRACKETED = 9
+
+    @property
+    def message(self) -> str:
+        """A sentence for people (:data:`MESSAGES`)."""
+        return MESSAGES[self.value]
+
+
+#: Code -> name, e.g. ``NAMES[2] == "KL_AT_OR_ABOVE_CEILING"``.
+NAMES: dict[int, str] = {s.value: s.name for s in Status}
+
+#: Code -> a sentence for people.
+MESSAGES: dict[int, str] = {
+    Status.NOT_COMPUTED: "not computed",
+    Status.OK: "solved",
+    Status.GAIN_AT_OR_ABOVE_MAX: "the target gain is at or above the largest possible gain, max r - E_0[r]",
+    Status.KL_AT_OR_ABOVE_CEILING: (
+        "the KL budget is at or above what the samples can show (K_max = -log of the base mass tied at "
+        "the maximal reward, log(N/m) for m of N plain samples): saturated, no estimate"
+    ),
+    Status.NEGATIVE_TARGET: "the target is negative",
+    Status.NAN_TARGET: "the target is NaN",
+    Status.NOT_CONVERGED: "the solver reached its iteration cap (or its correction passes) before its tolerance",
+    Status.PEAK_BEYOND_GRID: "no over-optimisation within the grid: the gold gain still rises at the smallest beta",
+    Status.PEAK_AT_START: "the gold gain falls from the start: its maximum is at or above the largest beta",
+    Status.PEAK_FLAT: "the gold gain does not change with beta",
+    Status.PEAK_NOT_BRACKETED: "the grid maximum is not bracketed by a sign change of Cov(s, r); refine the grid",
+}
 
 #: Word -> what it means, for people (tables print the words that appear, with these meanings).
 VOCABULARY: dict[str, str] = {
@@ -54,14 +119,15 @@ def of_point(saturated: bool) -> str:
 
 
 def of_solution(code: int, saturated: bool, exact: bool = False) -> tuple[str, str]:
-    """``(status, reason)`` of one :class:`jaxlimits.inversion.Status` code and its trust flag.
+    """``(status, reason)`` of one :class:`Status` code of a solve and its trust flag.
 
     A gain at or above the samples' largest is ``unknown`` (a larger reward may exist beyond the
-    samples) unless the rows are an exact law, where it is ``infeasible``.
+    samples) unless the rows are an exact law, where it is ``infeasible``; a value not computed is
+    ``ok`` with the reason saying so.
     """
-    from .inversion import MESSAGES, Status
-
     code = int(code)
+    if code == Status.NOT_COMPUTED:
+        return "ok", "no frontier"
     if code == Status.OK:
         return ("saturated", "") if saturated else ("ok", "")
     if code == Status.KL_AT_OR_ABOVE_CEILING:

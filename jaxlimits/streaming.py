@@ -59,7 +59,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _sweep, estimators, io, moments
-from .frontier import Frontier, _from_pool, _pool_of, default_betas
+from .frontier import Frontier, default_betas, from_pool, pool_of
 from .io import COMPRESSIONS, TEXT_FORMATS, DataError, Table, _format, _object_column, csv_records, jsonl_records
 from .samples import Samples, check_magnitudes, check_samples
 
@@ -162,7 +162,7 @@ class _Ref(NamedTuple):
 def _chunk_ref(arrays, weighted: bool, has_scores: bool) -> _Ref:
     """The reference quantities of a chunk alone (prompts without a valid sample: mass 0)."""
     rewards, scores, log_weights, counts, mask = arrays
-    valid, m, log_w = moments._valid_parts(rewards, scores, log_weights, counts, mask)
+    valid, m, log_w = moments.valid_parts(rewards, scores, log_weights, counts, mask)
     if weighted:
         ref_w = jnp.max(jnp.where(valid, log_w, -jnp.inf), axis=1)
         safe = jnp.where(jnp.isfinite(ref_w), ref_w, 0)
@@ -278,8 +278,8 @@ def _rebase(acc: Accumulator, new: moments.Reference) -> moments.Sums:
     # moments: x~' = alpha x~ + delta (binomial in n), y' = y + e (binomial in j, scores only)
     n = s.moments1.shape[1]
     binom = jnp.asarray(_binomial(n), lam.dtype)
-    apow = moments._powers_of(alpha, n)  # [P, n]
-    dpow = moments._powers_of(delta, n)
+    apow = moments.powers_of(alpha, n)  # [P, n]
+    dpow = moments.powers_of(delta, n)
     idx = np.arange(n)
     lower = idx[:, None] >= idx[None, :]
     dgap = jnp.where(lower, dpow[:, np.clip(idx[:, None] - idx[None, :], 0, n - 1)], 0)  # [P, n, k]
@@ -336,14 +336,14 @@ def _map_prompts(fn, tree, num_prompts: int, tile: int):
         return fn(tree)
     padded = -(-num_prompts // tile) * tile
     nt = padded // tile
-    tiles = jax.tree.map(lambda a: _sweep._pad_prompts(a, padded).reshape((nt, tile) + a.shape[1:]), tree)
+    tiles = jax.tree.map(lambda a: _sweep.pad_prompts(a, padded).reshape((nt, tile) + a.shape[1:]), tree)
     out = jax.lax.map(fn, tiles)
     return jax.tree.map(lambda a: a.reshape((padded,) + a.shape[2:])[:num_prompts], out)
 
 
 @jax.jit
 def _update(acc: Accumulator, arrays) -> Accumulator:
-    n_eval = acc.num_betas  # exp(lam x') slab (its square is among _sweep._COPIES)
+    n_eval = acc.num_betas  # exp(lam x') slab (its square is among _sweep.COPIES)
     tile = _tiles_of(acc.num_prompts, arrays[0].shape[1], n_eval, acc.lam.dtype.itemsize)
     return _map_prompts(lambda t: _update_impl(t[0], t[1]), (acc, arrays), acc.num_prompts, tile)
 
@@ -421,8 +421,8 @@ def merge(a: Accumulator, b: Accumulator) -> Accumulator:
 def _finalize(acc: Accumulator, exact: bool, bias_correction: bool = True) -> estimators.TiltStats:
     def fn(t):
         ref, sums, lam = t
-        return estimators._stats_of_tile(ref, sums, lam, has_scores=acc.has_scores, exact=exact,
-                                         bias_correction=bias_correction)
+        return estimators.stats_of_tile(ref, sums, lam, has_scores=acc.has_scores, exact=exact,
+                                        bias_correction=bias_correction)
 
     tile = max(1, min(acc.num_prompts, 2**20 // max(1, acc.num_betas * 64)))
     return _map_prompts(fn, (acc.ref, acc.sums, acc.lam), acc.num_prompts, tile)
@@ -731,7 +731,7 @@ class _HostTable:
 @functools.partial(jax.jit, static_argnames=("exact",))
 def _finalize_pool(acc: Accumulator, weight: Array, exact: bool):
     st = _finalize(acc, exact)
-    return _pool_of(st, weight), st
+    return pool_of(st, weight), st
 
 
 def sweep_files(
@@ -943,7 +943,7 @@ def sweep_files(
     prompts = None
     if per_prompt:
         prompts = jax.tree.map(lambda *a: jnp.asarray(np.concatenate(a, axis=0)), *stats)
-    front = _from_pool(pool, jnp.asarray(betas, dtype), prompts)
+    front = from_pool(pool, jnp.asarray(betas, dtype), prompts)
     return FileSweep(front, done_ids, rows, files)
 
 

@@ -10,7 +10,7 @@ A result's *rows* are the points of its main axis (``[betas]``, ``[ns]``, ``[run
 fields of a leading part of that shape (a per-prompt ``[prompts]``, a scalar) are repeated along
 the rest; nested results and fields of other shapes are left out (they have their own tables).
 Codes are spelled next to their numbers: ``reasons`` gets ``reason_names`` (``'bias+tail'``,
-:func:`jaxlimits.estimators.reason_names`), a :class:`jaxlimits.inversion.Status` column
+:func:`jaxlimits.estimators.reason_names`), a :class:`jaxlimits.status.Status` column
 ``status`` gets ``status_name`` (``'KL_AT_OR_ABOVE_CEILING'``).
 """
 
@@ -63,7 +63,7 @@ def columns(result, *, shape_of: str, index: tuple[str, ...] = (), status: dict 
       index: names of index columns, one per axis of that shape beyond the first when it has
         several (``("prompt", "beta_index")`` for ``[prompts, betas]``); a 1-d table has none.
       status: code -> name for integer fields named ``status`` or ``*_status`` (default: the
-        inversion's :data:`jaxlimits.inversion.STATUS`).
+        one status type's :data:`jaxlimits.status.NAMES`).
       exclude: fields on another axis that may have the table's length by chance (``betas`` of a
         table over shifts).
 
@@ -72,9 +72,9 @@ def columns(result, *, shape_of: str, index: tuple[str, ...] = (), status: dict 
       ``reason_names``, each status code field followed by ``<field>_name``.
     """
     from .estimators import reason_names
-    from .inversion import STATUS
+    from .status import NAMES
 
-    status = STATUS if status is None else status
+    status = NAMES if status is None else status
     shape = np.shape(np.asarray(getattr(result, shape_of)))
     cols: dict[str, np.ndarray] = {}
     if len(shape) > 1:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .compare import Run, _check_run
+from .compare import Run, check_run
 from .io import DataError
 
 #: Containers ``--runs-format`` can force.
@@ -595,7 +595,7 @@ def runs_from_log(
         L = v["length"] if length_key else None
         run = Run(name, v["kl"], v["reward"] - float(baseline), 0.0, 0.0, schema.kl_unit, L)
         try:
-            runs.append(_check_run(i, run))
+            runs.append(check_run(i, run))
         except ValueError as e:
             raise DataError(f"{r.where}: {e}") from None
 

@@ -30,7 +30,7 @@ def _tilt_scores_weights(r, s, lw):
     return jl.tilt(jl.Samples(r, scores=s, log_weights=lw), BETAS)
 
 
-def _frontier(r):
+def pool_sweep(r):
     f = jl.frontier(jl.Samples(r), BETAS, per_prompt=False)
     return f.gain, f.kl, f.gain_se, f.kl_se
 
@@ -57,7 +57,7 @@ def _merge(r):
 CASES = {
     "tilt": (_tilt, 1),
     "tilt_scores_weights": (_tilt_scores_weights, 3),
-    "frontier": (_frontier, 1),
+    "frontier": (pool_sweep, 1),
     "inversion": (_inversion, 2),
     "streaming": (_stream, 1),
     "merge": (_merge, 1),

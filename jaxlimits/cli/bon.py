@@ -35,8 +35,7 @@ def rows_of(res) -> list[dict]:
     rewards; the frontier and the efficiency are of the rewards.
     """
     from ..estimators import reason_names
-    from ..inversion import STATUS
-    from ..status import of_solution
+    from ..status import NAMES, of_solution
 
     keys = ("gain", "gain_se", "reward_gain", "reward_gain_se", "kl", "kl_analytic", "kl_exact", "kl_beirami",
             "frontier_gain", "frontier_gain_se", "efficiency", "win_rate", "win_rate_se", "win_rate_frontier")
@@ -49,10 +48,10 @@ def rows_of(res) -> list[dict]:
         row = {"n": int(n)}
         row.update({k: float(v[i]) for k, v in cols.items()})
         code = int(status[i])
-        row["frontier_status"] = STATUS.get(code, "NOT_COMPUTED").lower()  # the solver's code, lower case
+        row["frontier_status"] = NAMES[code].lower()  # the solver's code, lower case
         row["saturated"] = bool(sat[i])
         row["frontier_reasons"] = reason_names(int(why[i]))  # 'tail+few' ('' where trusted or not computed)
-        row["status"], row["reason"] = of_solution(code, bool(sat[i])) if code in STATUS else ("ok", "no frontier")
+        row["status"], row["reason"] = of_solution(code, bool(sat[i]))
         rows.append(row)
     return rows
 

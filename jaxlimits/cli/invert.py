@@ -38,11 +38,10 @@ def rows_of(question: str, targets, sol, prompt_ids=None) -> list[dict]:
     """Table rows of a :class:`jaxlimits.inversion.Solution` (one per target, or per prompt and target).
 
     ``status`` is a word of ``jaxlimits.status.VOCABULARY``, ``reason`` says why (empty when
-    solved), ``solver_status`` is the solver's code name (``jaxlimits.inversion.STATUS``).
+    solved), ``solver_status`` is the solver's code name (``jaxlimits.status.NAMES``).
     """
     from ..estimators import reason_names
-    from ..inversion import STATUS
-    from ..status import of_solution
+    from ..status import NAMES, of_solution
 
     fields = ("beta", "kl", "kl_se", "gain", "gain_se")
     reasons = np.asarray(sol.reasons)
@@ -62,7 +61,7 @@ def rows_of(question: str, targets, sol, prompt_ids=None) -> list[dict]:
         row["target"] = float(targets[j])
         row.update({k: float(v[at]) for k, v in cols.items()})
         row["status"], row["reason"] = of_solution(int(status[at]), bool(sat[at]))
-        row["solver_status"] = STATUS[int(status[at])]
+        row["solver_status"] = NAMES[int(status[at])]
         row["saturated"] = bool(sat[at])
         row["reasons"] = reason_names(reasons[at])
         row["iterations"] = int(iters[at])
@@ -96,7 +95,7 @@ def print_table(rows: list[dict], per_prompt: bool) -> None:
 
 def _failures(question: str, targets, sol, prompt_ids, per_prompt: bool) -> list[str]:
     """One line per target that was not solved, saying why and for which prompts."""
-    from ..inversion import MESSAGES, Status
+    from ..status import MESSAGES, Status
 
     option = "--gain" if question == "min_kl_for_gain" else "--kl"
     status = np.asarray(sol.status)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..status import Status
 from . import _common as c
 
 EXAMPLES = (
@@ -51,8 +52,7 @@ def _f(x) -> float:
 def curve_rows(curve, res=None) -> list[dict]:
     """The over-optimisation curve as table rows (one per beta, KL increasing), each with its ``status``."""
     from ..estimators import reason_names
-    from ..inversion import Status
-    from ..status import of_point
+    from ..status import Status, of_point
 
     beyond = int(Status.KL_AT_OR_ABOVE_CEILING)
     keys = ("betas", "kl_proxy_aligned", "kl_proxy_aligned_se", "proxy_gain", "gold_gain_proxy_aligned",
@@ -124,7 +124,7 @@ def peak_dict(peak) -> dict:
 
 
 def _print_peak(pk: dict, bootstrap: int) -> None:
-    if pk["status"] != 0:
+    if pk["status"] != Status.OK:  # no peak: the message says why
         c.say(f"over-optimisation: {pk['message']} (grid end: beta {pk['beta']:.4g}, KL {pk['kl']:.4g}, "
               f"gold gain {pk['gold_gain']:.4g})")
         return

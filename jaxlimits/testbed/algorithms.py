@@ -354,7 +354,7 @@ def _make_batch(uniforms, params, task: Task, hyper: Hyper, setup: Setup) -> _Ba
 def _exact_objective(params, task: Task, beta):
     lp = model.sequence_log_probs(policy_table(params))
     p = jnp.exp(lp)
-    kl = jnp.sum(exact._xlogy_diff(lp, task.base_log_probs))
+    kl = jnp.sum(exact.xlogy_diff(lp, task.base_log_probs))
     return p @ task.rewards - beta * kl
 
 
@@ -451,7 +451,7 @@ def train(task: Task, setup: Setup, hyper: Hyper, key: Array) -> TrainResult:
     lp = model.sequence_log_probs(table)
     point = exact.policy_point(lp, task.base_log_probs, task.scores)
     target = exact.tilted_log_probs(task.base_log_probs, task.rewards, hyper.kl_coef)
-    distance = jnp.sum(exact._xlogy_diff(lp, target))
+    distance = jnp.sum(exact.xlogy_diff(lp, target))
     return TrainResult(params, table, lp, curve, point, distance)
 
 

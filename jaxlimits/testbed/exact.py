@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import samples as _samples
+from ..status import Status
 
 Array = jax.Array
 
@@ -58,7 +59,7 @@ class ExactFrontier(NamedTuple):
     log_z: Array
 
 
-def _xlogy_diff(log_p: Array, log_q: Array) -> Array:
+def xlogy_diff(log_p: Array, log_q: Array) -> Array:
     """``p (log p - log q)`` with ``0`` where ``p = 0`` (double where: NaN-free gradients)."""
     zero = log_p == -jnp.inf
     safe_p = jnp.where(zero, 0.0, log_p)
@@ -90,8 +91,8 @@ def policy_point(log_probs: Array, base_log_probs: Array, scores: Array) -> Exac
       >>> round(float(pt.gain), 6), round(float(pt.kl), 6)
       (0.25, 0.130812)
     """
-    kl = jnp.sum(_xlogy_diff(log_probs, base_log_probs), axis=-1)
-    rkl = jnp.sum(_xlogy_diff(jnp.broadcast_to(base_log_probs, log_probs.shape), log_probs), axis=-1)
+    kl = jnp.sum(xlogy_diff(log_probs, base_log_probs), axis=-1)
+    rkl = jnp.sum(xlogy_diff(jnp.broadcast_to(base_log_probs, log_probs.shape), log_probs), axis=-1)
     gain = jnp.sum((jnp.exp(log_probs) - jnp.exp(base_log_probs)) * scores, axis=-1)
     return ExactPoint(kl, gain, rkl)
 
@@ -284,7 +285,7 @@ def efficiency(base_log_probs, scores, kl, gain) -> Efficiency:
     kl, gain = jnp.broadcast_arrays(jnp.asarray(kl), jnp.asarray(gain))
     law = as_law(base_log_probs, scores)
     g_sol = inversion.max_gain_at_kl(law, jnp.maximum(kl, 0.0), throw=False)
-    slack = g_sol.status == inversion.Status.KL_AT_OR_ABOVE_CEILING
+    slack = g_sol.status == Status.KL_AT_OR_ABOVE_CEILING
     frontier_gain = jnp.where(slack, g_sol.gain_max, g_sol.gain)
     k_sol = inversion.min_kl_for_gain(law, jnp.maximum(gain, 0.0), throw=False)
     frontier_kl = jnp.where(gain <= 0, 0.0, k_sol.kl)
