@@ -70,4 +70,6 @@ def of_solution(code: int, saturated: bool, exact: bool = False) -> tuple[str, s
         return ("infeasible" if exact else "unknown"), MESSAGES[code]
     if code == Status.NOT_CONVERGED:
         return "not_converged", MESSAGES[code]
+    if code in (Status.NO_TILT, Status.BEYOND_UPPER_END):  # the tail model's: no answer, not an infeasible target
+        return "unknown", MESSAGES[code]
     return "infeasible", MESSAGES[code]
