@@ -720,8 +720,9 @@ class TailSolution(NamedTuple):
 
 #: Bisection steps in ``log beta`` of :func:`invert` (the bracket spans at most ``log 1e12``).
 BISECTION_STEPS = 64
-#: Betas per decade of the grid on which the model's band is projected onto the answer.
-GRID_PER_DECADE = 8
+#: Betas of the grid (log-spaced from the smallest solution / 20 to the largest x 20) on which the model's
+#: band is projected onto the answer: one size, so one compiled program serves every call of a shape.
+GRID_POINTS = 33
 
 
 class _PointModel(NamedTuple):
@@ -825,7 +826,7 @@ def invert(samples: Samples, targets, *, kind: str, pooled: bool, level: float =
     (:data:`BISECTION_STEPS`) between the critical beta (or ``1e-6`` times the tail's scale for a
     finite end) and ``1e6`` times it, pooled on the mean over prompts at one shared beta. The
     interval projects the model's band (:func:`tail_curve` at ``level`` on a grid of
-    :data:`GRID_PER_DECADE` betas per decade around the solutions) onto the answer: the KL budget
+    :data:`GRID_POINTS` betas around the solutions) onto the answer: the KL budget
     interval of a gain target, the reachable gain interval of a KL budget.
 
     Args:
@@ -901,8 +902,7 @@ def invert(samples: Samples, targets, *, kind: str, pooled: bool, level: float =
     if solved.any():
         b_ok = beta[solved]
         lo_b, hi_b = float(np.min(b_ok)) / 20, float(np.max(b_ok)) * 20
-        num = int(min(96, max(9, np.ceil(GRID_PER_DECADE * np.log10(hi_b / lo_b)) + 1)))
-        grid = np.geomspace(lo_b, hi_b, num)
+        grid = np.geomspace(lo_b, hi_b, GRID_POINTS)
         key = jax.random.PRNGKey(0) if key is None else key
         c = tail_curve(samples, grid, level=level, replicates=replicates, key=jax.random.fold_in(key, 17))
         pre = "" if pooled else "prompt_"
