@@ -46,7 +46,10 @@ Uncertainty (:func:`tail_curve`), at each of a few thresholds (``M`` times :data
   whose inverse is the upper end above the threshold), the extreme curves over the set widened
   by the body's bootstrap deviations: the parametric bootstrap alone, centred on a fit whose
   upper end is too low by chance, misses too often;
-* the point estimates of the selected and the unrestricted fits.
+* the point estimates of the selected and the unrestricted fits;
+* where the shape's upper limit is not below :data:`XI_PENULTIMATE` (an exponential-type tail's
+  penultimate shape can look like that), the exponential tail at its scale's upper limit, for the
+  upper limits only.
 
 The interval is the envelope of all of these over the thresholds. Pooled: the bootstrap's
 replicates averaged over prompts, and the mean of the prompts' profile limits (conservative).
