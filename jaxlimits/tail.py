@@ -723,9 +723,9 @@ class TailSolution(NamedTuple):
 
 #: Bisection steps in ``log beta`` of :func:`invert` (the bracket spans at most ``log 1e12``).
 BISECTION_STEPS = 64
-#: Betas of the grid (log-spaced from the smallest solution / 20 to the largest x 20) on which the model's
-#: band is projected onto the answer: one size, so one compiled program serves every call of a shape.
-GRID_POINTS = 33
+#: Betas of the grid (log-spaced from the smallest solution / 20 to the largest x 20 or 100 reward spreads) on
+#: which the model's band is projected onto the answer: one size, so one program serves every call of a shape.
+GRID_POINTS = 49
 
 
 class _PointModel(NamedTuple):
@@ -737,6 +737,7 @@ class _PointModel(NamedTuple):
     failed: np.ndarray
     crit: np.ndarray  # the critical beta (0: a finite end), inf for xi > 0
     sup_gain: np.ndarray  # the gain's supremum: end - base mean (inf for xi >= 0)
+    spread: np.ndarray  # the rewards' root-mean-square distance from the maximum (a scale)
 
 
 def _point_model(srt, n, thresholds=THRESHOLDS) -> _PointModel:
@@ -756,7 +757,7 @@ def _point_model(srt, n, thresholds=THRESHOLDS) -> _PointModel:
     crit = np.where(xi < 0, 0.0, np.where(xi == 0, sigma, np.inf))
     mean = np.sum(np.where(valid, srt, 0), axis=1) / n
     end = np.where(failed, srt[:, 0], np.where(xi < 0, u[:, 0] + sigma / np.where(xi < 0, -xi, 1), np.inf))
-    return _PointModel(np.where(failed, 0, m), xi, sigma, failed, crit, end - mean)
+    return _PointModel(np.where(failed, 0, m), xi, sigma, failed, crit, end - mean, spread)
 
 
 @jax.jit
@@ -904,7 +905,9 @@ def invert(samples: Samples, targets, *, kind: str, pooled: bool, level: float =
     lims = [np.full(y.shape, np.nan) for _ in range(6)]
     if solved.any():
         b_ok = beta[solved]
-        lo_b, hi_b = float(np.min(b_ok)) / 20, float(np.max(b_ok)) * 20
+        # up to where the tilt is negligible (100 times the rewards' spread): the band's end seen, not cut by the grid
+        sd = float(np.nanmedian(np.where(np.isfinite(pm.spread), pm.spread, np.nan)))
+        lo_b, hi_b = float(np.min(b_ok)) / 20, max(float(np.max(b_ok)) * 20, 100 * sd)
         grid = np.geomspace(lo_b, hi_b, GRID_POINTS)
         key = jax.random.PRNGKey(0) if key is None else key
         c = tail_curve(samples, grid, level=level, replicates=replicates, key=jax.random.fold_in(key, 17))

@@ -102,8 +102,14 @@ def print_table(rows: list[dict], per_prompt: bool) -> None:
         status = r["status"] if r["solver_status"] == "OK" else f"{r['status']}: {r['solver_status'].lower()}"
         status += f" ({r['reasons']})" if r.get("reasons") else ""
         pid = f"{str(r['prompt'])[:12]:>12} " if per_prompt else ""
-        c.say(f"{pid}{target:>14} {_num(r['beta']):>11} {_num(r['kl'], r['kl_se']):>20} "
-              f"{_num(r['gain'], r['gain_se']):>20}  {status}")
+        kl, gain = _num(r["kl"], r["kl_se"]), _num(r["gain"], r["gain_se"])
+        if r.get("extrapolated") and r["solver_status"] == "OK":  # the model's interval of the answer
+            answer = "kl" if unit == "gain" else "gain"
+            lim = [r[f"tail_{answer}_{e}"] for e in ("lo", "hi")]
+            text = f"{r[answer]:.4g} [{lim[0]:.3g}, " + (
+                f"{lim[1]:.3g}]" if lim[1] is not None else "inf]")
+            kl, gain = (text, gain) if answer == "kl" else (kl, text)
+        c.say(f"{pid}{target:>14} {_num(r['beta']):>11} {kl:>20} {gain:>20}  {status}")
     if len(rows) > len(shown):
         c.say(f"... {len(rows) - len(shown)} more rows (write them all with --out)")
 
@@ -166,8 +172,8 @@ def report(samples, args, source: dict, notes: list[str], prompt_ids) -> int:
     from ..status import legend
 
     if any(r.get("extrapolated") for r in rows):
-        c.say("(extrapolated: not measured; solved on a model of each prompt's upper reward tail, its interval in the "
-              "tail_* columns of --out, empty where the data cannot bound it: README 'Beyond log N')")
+        c.say("(extrapolated: not measured; solved on a model of each prompt's upper reward tail, with its interval in "
+              "brackets (the tail_* columns of --out, empty where the data cannot bound it): README 'Beyond log N')")
     for line in legend(r["status"] for r in rows):
         c.say(line)
     if out is not None:
