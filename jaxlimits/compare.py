@@ -590,6 +590,8 @@ def compare(
             extra.append(f"frontier: {inversion.MESSAGES[int(status[i])]}")
         if status2[i] == inversion.Status.GAIN_AT_OR_ABOVE_MAX:
             extra.append(f"its gain is at or above the largest the samples can show ({cap[i]:.4g}): no KL*(gain)")
+        elif status2[i] in (inversion.Status.NO_TILT, inversion.Status.BEYOND_UPPER_END):
+            extra.append(f"no KL*(gain) for its gain: {inversion.MESSAGES[int(status2[i])]}")
         if above[i]:
             extra.append(
                 f"ABOVE the frontier by {excess[i]:.4g} ({excess_z[i]:.3g} standard errors): impossible up to "
