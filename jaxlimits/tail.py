@@ -685,8 +685,10 @@ class TailSolution(NamedTuple):
       no_tilt: the fitted tail has no tilt at any beta (``xi > 0``; pooled: more than
         ``jaxlimits.estimators.SHARE_MAX`` of the prompts): the frontier is degenerate (any gain at
         a vanishing KL), so no answer.
-      beyond_end: the target is at or above the most the model's curve reaches (a gain at or above
-        the fitted upper end minus the base mean): no answer.
+      beyond_end: the target is at or above the most the model's point curve reaches (a gain at or
+        above the fitted upper end minus the base mean): no answer. The interval fields still hold
+        what the model's band allows there (``beta`` NaN; a finite ``kl_hi`` means the band reaches
+        the target: the fitted end is uncertain, a larger one cannot be excluded).
       fitted: the model applies (per prompt: the tail could be fitted; pooled: at most
         ``SHARE_MAX`` of the prompts could not).
       reasons: ``int32`` bitmask: ``NO_TILT`` where ``no_tilt``.
@@ -903,10 +905,10 @@ def invert(samples: Samples, targets, *, kind: str, pooled: bool, level: float =
     else:
         k = np.where(solved, y, k)
     lims = [np.full(y.shape, np.nan) for _ in range(6)]
-    if solved.any():
-        b_ok = beta[solved]
+    if (solved | beyond).any():
         # up to where the tilt is negligible (100 times the rewards' spread): the band's end seen, not cut by the grid
         sd = float(np.nanmedian(np.where(np.isfinite(pm.spread), pm.spread, np.nan)))
+        b_ok = beta[solved] if solved.any() else np.array([sd * 1e-3])
         lo_b, hi_b = float(np.min(b_ok)) / 20, max(float(np.max(b_ok)) * 20, 100 * sd)
         grid = np.geomspace(lo_b, hi_b, GRID_POINTS)
         key = jax.random.PRNGKey(0) if key is None else key
@@ -919,8 +921,9 @@ def invert(samples: Samples, targets, *, kind: str, pooled: bool, level: float =
                                           ex(band[f"{o}_lo"]), ex(band[f"{o}_hi"]))
         other = k if kind == "gain" else g
         lims = [np.fmin(b_lo, beta), np.fmax(b_hi, beta), np.fmin(o_lo, other), np.fmax(o_hi, other)]
-        lims = [nan(v) for v in lims]
-        own = [nan(y), nan(y)]
+        # beyond the point curve's reach the band may still reach the target: its interval is kept there
+        lims = [np.where(solved | beyond, v, np.nan) for v in lims]
+        own = [np.where(solved | beyond, y, np.nan)] * 2
         lims = lims[:2] + (lims[2:] + own if kind == "gain" else own + lims[2:])
     reasons = estimators.reason_bit(jnp.asarray(no_tilt), estimators.NO_TILT)
     as_j = lambda v: jnp.asarray(v, dtype)  # noqa: E731
