@@ -103,6 +103,10 @@ def test_bad_inputs(exp_samples):
         jl.max_gain_at_kl(jl.Samples.from_law([[0.0, 1.0]], [[0.5, 0.5]]), 0.1, tail="gpd")
     with pytest.raises(ValueError, match="prompt 0 has 10 valid samples"):
         jl.max_gain_at_kl(jl.Samples(np.zeros((1, 10))), 0.1, tail="gpd")
+    import jax
+
+    with pytest.raises(ValueError, match="needs concrete targets"):
+        jax.jit(lambda g: jl.min_kl_for_gain(exp_samples, g, tail="gpd").kl)(1.0)
 
 
 def test_compare_with_tail(exp_samples):
