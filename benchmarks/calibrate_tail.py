@@ -24,7 +24,12 @@ points ``frontier(tail="gpd")`` would extrapolate) the tail interval is checked 
 estimate: coverage, and the relative error of the tail model's point and of the subsample's own
 empirical estimate.
 
+Inversions (``--inversions``): ``max_gain_at_kl(..., tail="gpd")`` at the KL budgets ``m log N`` and
+``min_kl_for_gain(..., tail="gpd")`` at the true gains there, per prompt and pooled: the share of
+extrapolated answers whose interval holds the truth, how many are open above, how many get no answer.
+
 Run:  python benchmarks/calibrate_tail.py                       (default budget, a few minutes on 2 CPU cores)
+      python benchmarks/calibrate_tail.py --inversions --laws uniform normal --sizes 256 --prompts 100
       python benchmarks/calibrate_tail.py --prompts 1000 --out tail.json
 """
 
@@ -111,6 +116,38 @@ def run_law(law, n, prompts, pool, replicates, key, dtype, thresholds=tail.THRES
                 row[f"{scope}_{name}"] = _cell_stats(lo, hi, rs, true, law == "student_t3")
         rows.append(row)
     return rows
+
+
+def run_inversions(law, n, prompts, pool, replicates, key, dtype):
+    """``tail="gpd"`` inversions against the truth: per KL budget ``m log n`` (and per true gain there), the
+    share of extrapolated answers whose interval holds the true gain (KL); per prompt and pooled."""
+    betas = betas_at(law, n)
+    g_true, k_true = truth(law, betas)
+    budgets, gains = (np.asarray(v, dtype) for v in (np.array(KL_MULTIPLES) * math.log(n), g_true))
+    cells = {(scope, q): {"lanes": 0, "extrapolated": 0, "covered": 0, "open": 0, "no_answer": 0, "band_reaches": 0,
+                          "lo_ratio": []} for scope in ("prompt", "pooled") for q in ("gain", "kl")}
+    for _ in range(prompts // pool):
+        key, k_draw = jax.random.split(key)
+        s = jl.Samples(np.asarray(draw(law, k_draw, (pool, n), dtype)))
+        for scope in ("prompt", "pooled"):
+            for q, fn, y, true in (("gain", jl.max_gain_at_kl, budgets, g_true), ("kl", jl.min_kl_for_gain, gains,
+                                                                                    k_true)):
+                sol = fn(s, y, pooled=scope == "pooled", tail="gpd", tail_replicates=replicates, throw=False)
+                ext = np.asarray(sol.extrapolated)
+                ok = ext & (np.asarray(sol.status) == 0)
+                lo, hi = (np.asarray(getattr(sol.tail, f"{q}_{e}"), float) for e in ("lo", "hi"))
+                c = cells[(scope, q)]
+                c["lanes"] += int(ext.size)
+                c["extrapolated"] += int(ext.sum())
+                c["no_answer"] += int((ext & ~ok).sum())
+                c["covered"] += int((ok & (lo <= true) & (true <= hi)).sum())
+                c["open"] += int((ok & ~np.isfinite(hi)).sum())
+                # no answer from the point, but the band's interval holds the truth (the fitted end is uncertain)
+                c["band_reaches"] += int((ext & ~ok & (lo <= true) & (true <= hi)).sum())
+                c["lo_ratio"] += list(np.broadcast_to(lo / true, ok.shape)[ok])
+    for v in cells.values():
+        v["median_lo_over_truth"] = float(np.median(v.pop("lo_ratio"))) if v["lo_ratio"] else float("nan")
+    return [{"law": law, "n": n, "scope": sc, "answer": q, **v} for (sc, q), v in cells.items()]
 
 
 def holdout(path, sizes, subsamples, replicates, seed, dtype):
@@ -208,6 +245,9 @@ def main(argv=None):
     ap.add_argument("--thresholds", nargs="*", type=float, default=list(tail.THRESHOLDS),
                     help="multipliers of the tail size refitted (default: jaxlimits.tail.THRESHOLDS)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--inversions", action="store_true",
+                    help="calibrate tail='gpd' inversions instead (max_gain_at_kl at KL m log N, min_kl_for_gain at "
+                         "the true gains; all budgets of a block in one call)")
     ap.add_argument("--out", help="write the cells as JSON")
     args = ap.parse_args(argv)
     if args.x64:
@@ -215,6 +255,27 @@ def main(argv=None):
     dtype = np.float64 if args.x64 else np.float32
     t0 = time.time()
     key = jax.random.PRNGKey(args.seed)
+    if args.inversions:
+        out = []
+        for law in [v for v in args.laws if v != "student_t3"]:
+            for n in args.sizes:
+                key, k = jax.random.split(key)
+                out += run_inversions(law, n, args.prompts, args.pool, args.replicates, k, dtype)
+                print(f"{law} N={n} done ({time.time() - t0:.0f} s)", flush=True)
+        print("| law | N | scope | answer | extrapolated of lanes | no answer (band holds the truth) | coverage of "
+              "answered | open | median lower limit / truth |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        for r in out:
+            a = r["extrapolated"] - r["no_answer"]
+            cov = f"{r['covered'] / a:.2f} of {a}" if a else "-"
+            print(f"| {r['law']} | {r['n']} | {r['scope']} | {r['answer']} | {r['extrapolated']}/{r['lanes']} | "
+                  f"{r['no_answer']} ({r['band_reaches']}) | {cov} | {r['open']} | {r['median_lo_over_truth']:.2f} |")
+        print(f"\n{args.prompts} prompts per cell in blocks of {args.pool}, {args.replicates} replicates, "
+              f"{np.dtype(dtype).name}, {time.time() - t0:.0f} s")
+        if args.out:
+            with open(args.out, "x") as f:
+                json.dump({"inversions": out, "args": vars(args)}, f, indent=1)
+        return
     rows = []
     for law in args.laws:
         for n in args.sizes:

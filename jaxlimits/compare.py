@@ -337,7 +337,8 @@ def load_policy_samples(
         "kl", "kl_se", "gain", "gain_se", "frontier_gain", "frontier_gain_se", "frontier_beta",
         "left_on_table", "reward_efficiency", "min_kl", "kl_efficiency", "excess_z", "above_frontier",
         "lower_bound", "frontier_saturated", "frontier_status", "min_kl_status", "frontier_gain_lower_bound",
-        "left_on_table_lower_bound", "reward_efficiency_upper_bound", "frontier_reasons",
+        "left_on_table_lower_bound", "reward_efficiency_upper_bound", "frontier_reasons", "extrapolated",
+        "frontier_gain_lo", "frontier_gain_hi",
     ],
     meta_fields=["names", "notes", "notices", "level", "status"],
 )
@@ -372,6 +373,11 @@ class Comparison:
       frontier_gain_lower_bound, left_on_table_lower_bound, reward_efficiency_upper_bound: where
         the frontier is unknown, the samples' cap ``mean_x (max r - E_0 r)`` (best-of-N reaches it
         within that KL, so the frontier is at least that) and the bounds it gives; NaN elsewhere.
+      extrapolated: with ``tail="gpd"``, the frontier at the run's KL comes from the tail model
+        (past what the samples show, or flagged there): ``frontier_gain`` is the model's, its SE
+        the model interval's width / 2z; False without a tail model.
+      frontier_gain_lo, frontier_gain_hi: the model's interval of the frontier's gain there (NaN
+        where not extrapolated; ``inf`` upper limit where the data cannot bound it).
       status: per run, one word of :data:`jaxlimits.status.VOCABULARY` (``ok``, ``saturated``,
         ``unknown``, ``above_frontier``, ...), the same in tables, CSV and JSON.
       names: the runs' names. notes: one sentence per run (unit assumed, status).
@@ -399,6 +405,9 @@ class Comparison:
     left_on_table_lower_bound: Array
     reward_efficiency_upper_bound: Array
     frontier_reasons: Array
+    extrapolated: Array
+    frontier_gain_lo: Array
+    frontier_gain_hi: Array
     names: tuple[str, ...]
     notes: tuple[str, ...]
     notices: tuple[str, ...]
@@ -455,6 +464,8 @@ def compare(
     *,
     level: float = 0.95,
     memory_budget: int | None = None,
+    tail: str | None = None,
+    tail_replicates: int = 200,
 ) -> Comparison:
     r"""Alignment runs held against the frontier of the base samples (MATH.md §9).
 
@@ -470,6 +481,11 @@ def compare(
         standard errors, optional ``unit="token"`` with ``completion_length``.
       level: two-sided level of the above-frontier flag (0.95: ``z = 1.96``).
       memory_budget: bytes of working memory for the frontier solves.
+      tail: None (default) or ``"gpd"``: a run's KL (or gain) past what the samples show is held
+        against the tail model's frontier (``jaxlimits.max_gain_at_kl(..., tail="gpd")``), marked
+        ``extrapolated``; where the model has no answer (no tilt, beyond its upper end) the run
+        stays ``unknown`` with the samples' bound.
+      tail_replicates: bootstrap replicates of the tail model.
 
     Returns:
       A :class:`Comparison` with ``[runs]`` fields.
@@ -505,9 +521,17 @@ def compare(
     notes = [c[2] for c in conv]
     dt = samples.dtype
 
-    sol = solve_bucketed(inversion.max_gain_at_kl, samples, kl, memory_budget=memory_budget)
+    tail_kw = {} if tail is None else dict(tail=tail, tail_level=level, tail_replicates=tail_replicates)
+    sol = solve_bucketed(functools.partial(inversion.max_gain_at_kl, **tail_kw), samples, kl,
+                         memory_budget=memory_budget)
     status = np.asarray(sol.status, np.int32)
-    beyond = status == Status.KL_AT_OR_ABOVE_CEILING
+    ext = np.zeros(kl.shape, bool) if sol.extrapolated is None else np.asarray(sol.extrapolated)
+    no_model = ext & ((status == Status.NO_TILT) | (status == Status.BEYOND_UPPER_END))
+    beyond = (status == Status.KL_AT_OR_ABOVE_CEILING) | no_model
+    ext = ext & ~no_model
+    nan_kl = np.full(kl.shape, np.nan)
+    f_lo = nan_kl if sol.tail is None else np.where(ext, np.asarray(sol.tail.gain_lo, np.float64), np.nan)
+    f_hi = nan_kl if sol.tail is None else np.where(ext, np.asarray(sol.tail.gain_hi, np.float64), np.nan)
     cap = np.broadcast_to(np.asarray(sol.gain_max, np.float64), kl.shape)
     ceiling = np.broadcast_to(np.asarray(sol.kl_ceiling, np.float64), kl.shape)
     # On an exact law the frontier is flat at its maximum beyond K_max; on samples the cap is
@@ -516,10 +540,11 @@ def compare(
     f_gain = np.where(beyond, np.where(lower, np.nan, cap), np.asarray(sol.gain, np.float64))
     f_se = np.where(beyond, np.where(lower, np.nan, 0.0), np.asarray(sol.gain_se, np.float64))
     beta = np.where(lower, np.nan, np.asarray(sol.beta, np.float64))
-    f_sat = np.asarray(sol.saturated) & ~beyond
+    f_sat = np.asarray(sol.saturated) & ~beyond & ~ext
     f_reasons = np.where(f_sat, np.asarray(sol.reasons), 0).astype(np.int32)
 
-    sol2 = solve_bucketed(inversion.min_kl_for_gain, samples, np.maximum(gain, 0.0), memory_budget=memory_budget)
+    sol2 = solve_bucketed(functools.partial(inversion.min_kl_for_gain, **tail_kw), samples, np.maximum(gain, 0.0),
+                          memory_budget=memory_budget)
     status2 = np.asarray(sol2.status, np.int32)
     min_kl = np.where(gain <= 0, 0.0, np.asarray(sol2.kl, np.float64))
     status2 = np.where(gain <= 0, int(Status.OK), status2)
@@ -546,6 +571,9 @@ def compare(
         if beyond[i] and samples.exact:
             extra.append(f"its KL is beyond the law's K_max ({ceiling[i]:.4g} nats): the frontier is flat at "
                          f"{cap[i]:.4g}")
+        elif lower[i] and no_model[i]:
+            extra.append(f"its KL {kl[i]:.4g} is past what the samples show and the tail model gives no frontier "
+                         f"there ({inversion.MESSAGES[int(status[i])]}); at least the samples' cap {cap[i]:.4g}")
         elif lower[i]:
             extra.append(
                 f"its KL {kl[i]:.4g} is at or beyond what the samples can show (ceiling {ceiling[i]:.4g} "
@@ -553,6 +581,9 @@ def compare(
                 f"table' is at least {left_bound[i]:.4g} (a lower bound)"
                 + (f" and the reward efficiency at most {eff_bound[i]:.3g}" if np.isfinite(eff_bound[i]) else "")
             )
+        elif ext[i]:
+            extra.append(f"at its KL {kl[i]:.4g} the samples' frontier is unknown or flagged: the tail model's is "
+                         f"{f_gain[i]:.4g} [{f_lo[i]:.3g}, {f_hi[i]:.3g}] (extrapolated, not measured)")
         elif f_sat[i]:
             why = reason_names(int(f_reasons[i])) or "too few effective samples"
             extra.append(f"the trust rule flags the frontier at its KL ({why}): take it with caution")
@@ -560,6 +591,8 @@ def compare(
             extra.append(f"frontier: {MESSAGES[int(status[i])]}")
         if status2[i] == Status.GAIN_AT_OR_ABOVE_MAX:
             extra.append(f"its gain is at or above the largest the samples can show ({cap[i]:.4g}): no KL*(gain)")
+        elif status2[i] in (Status.NO_TILT, Status.BEYOND_UPPER_END):
+            extra.append(f"no KL*(gain) for its gain: {MESSAGES[int(status2[i])]}")
         if above[i]:
             extra.append(
                 f"ABOVE the frontier by {excess[i]:.4g} ({excess_z[i]:.3g} standard errors): impossible up to "
@@ -575,7 +608,7 @@ def compare(
         elif status[i] != Status.OK and not beyond[i]:
             words.append(status_of(int(status[i]), False, samples.exact)[0])
         else:
-            words.append("saturated" if f_sat[i] else "ok")
+            words.append("extrapolated" if ext[i] else "saturated" if f_sat[i] else "ok")
 
     notices = [
         "the frontier is of the base samples' rewards; runs must report gains in the same reward, on the same "
@@ -593,7 +626,8 @@ def compare(
         frontier_saturated=jnp.asarray(f_sat), frontier_status=jnp.asarray(status),
         min_kl_status=jnp.asarray(status2), frontier_gain_lower_bound=as_dt(f_bound),
         left_on_table_lower_bound=as_dt(left_bound), reward_efficiency_upper_bound=as_dt(eff_bound),
-        frontier_reasons=jnp.asarray(f_reasons), names=tuple(r.name for r in runs), notes=tuple(notes),
+        frontier_reasons=jnp.asarray(f_reasons), extrapolated=jnp.asarray(ext), frontier_gain_lo=as_dt(f_lo),
+        frontier_gain_hi=as_dt(f_hi), names=tuple(r.name for r in runs), notes=tuple(notes),
         notices=tuple(notices), level=float(level),
         status=tuple(words),
     )

@@ -116,6 +116,11 @@ class Solution(NamedTuple):
         False, ``kl`` and ``gain`` are the plug-in curve's.
       kl_ceiling: ``K_max``, the largest KL the samples can show (pooled: the mean over prompts).
       gain_max: ``max r - E_0[r]``, the supremum of the gain (pooled: the mean over prompts).
+      extrapolated: with ``tail="gpd"``, True where the answer comes from the tail model (the
+        target is past what the samples show or flagged there; ``jaxlimits.tail.extend_solution``);
+        None without a tail model.
+      tail: with ``tail="gpd"``, the :class:`jaxlimits.tail.TailSolution` (the model's answer and
+        its interval); None without.
 
     Fields other than ``status``, ``converged``, ``iterations``, ``kl_ceiling`` and ``gain_max``
     are NaN exactly where the status is an infeasible target.
@@ -135,6 +140,8 @@ class Solution(NamedTuple):
     reasons: Array
     gain_bias: Array
     kl_bias: Array
+    extrapolated: Array | None = None
+    tail: object = None
 
     def status_names(self):
         """:data:`STATUS` names of ``status``, a NumPy array of strings of its shape."""
@@ -934,12 +941,37 @@ def _raise_for_status(name, kind, pooled, y, sol: Solution) -> None:
         msg = f"{what} {target:.6g}{where} is negative ({who})"
     elif code == Status.NAN_TARGET:
         msg = f"{what}{where} is NaN ({who})"
+    elif code in (Status.NO_TILT, Status.BEYOND_UPPER_END):
+        msg = f"{what} {target:.6g}{where}: {MESSAGES[code]} ({who})"
     else:
         msg = (f"{what} {target:.6g}{where}: the solver did not converge for {who} within "
                f"{int(np.asarray(sol.iterations)[first])} iterations; raise max_iter, or pass throw=False")
     if pooled:
         raise ValueError(f"{name}: {msg}{more}")
     raise PromptError(f"{name}: {msg}{more}", first[0])
+
+
+def _run_tail(samples: Samples, targets, *, kind: str, pooled: bool, throw: bool, tail, tail_level,
+              tail_replicates, **kw) -> Solution:
+    """``_run``, then with ``tail="gpd"`` the targets past what the samples show solved on the tail model."""
+    name = "min_kl_for_gain" if kind == "gain" else "max_gain_at_kl"
+    if tail not in (None, "gpd"):
+        raise ValueError(f"{name}: tail must be None (only what the samples show) or 'gpd' (a generalised Pareto "
+                         f"model of the upper reward tail), got {tail!r}")
+    if tail is None:
+        return _run(samples, targets, kind=kind, pooled=pooled, throw=throw, **kw)
+    from . import tail as tail_model
+
+    if isinstance(targets, jax.core.Tracer):
+        raise ValueError(f"{name}: tail='gpd' needs concrete targets (it is not traceable: no jit/vmap/grad)")
+    if isinstance(samples, Samples):  # (anything else: _run's TypeError)
+        tail_model.check_tail_samples(_rewards_only(samples), f"{name}(tail='gpd')")
+    sol = _run(samples, targets, kind=kind, pooled=pooled, throw=False, **kw)
+    sol = tail_model.extend_solution(sol, _rewards_only(samples), targets, kind=kind, pooled=pooled,
+                                     level=tail_level, replicates=tail_replicates, where=f"{name}(tail='gpd')")
+    if throw:
+        _raise_for_status(name, kind, pooled, jnp.asarray(targets, sol.kl.dtype), sol)
+    return sol
 
 
 def min_kl_for_gain(
@@ -951,6 +983,9 @@ def min_kl_for_gain(
     throw: bool = True,
     max_iter: int | None = None,
     memory_budget: int | None = None,
+    tail: str | None = None,
+    tail_level: float = 0.95,
+    tail_replicates: int = 200,
 ) -> Solution:
     r"""The least KL that reaches a target gain: the Cramér rate function (MATH.md §5).
 
@@ -976,6 +1011,12 @@ def min_kl_for_gain(
         With False nothing is raised.
       max_iter: cap on Newton iterations (default ``MAX_ITER``).
       memory_budget: bytes of working memory per kernel pass (default 256 MiB).
+      tail: None (default: only what the samples show) or ``"gpd"``: targets past what the
+        samples show (``KL_AT_OR_ABOVE_CEILING``, ``GAIN_AT_OR_ABOVE_MAX``) or flagged there are
+        solved on a model of each prompt's upper reward tail (``jaxlimits.tail.extend_solution``),
+        marked ``extrapolated``, with the model's interval in ``Solution.tail``; ``NO_TILT`` /
+        ``BEYOND_UPPER_END`` where the model gives no answer. Plain samples, concrete targets.
+      tail_level, tail_replicates: the tail model's interval level and bootstrap replicates.
 
     Returns:
       A :class:`Solution` of the targets' shape (pooled) or ``[P, *shape]`` (per prompt).
@@ -990,8 +1031,9 @@ def min_kl_for_gain(
       >>> round(float(sol.kl), 6)  # kl(0.5 || 0.3)
       0.087177
     """
-    return _run(samples, target_gain, kind="gain", pooled=pooled, throw=throw, max_iter=max_iter,
-                memory_budget=memory_budget, bias_correction=bias_correction)
+    return _run_tail(samples, target_gain, kind="gain", pooled=pooled, throw=throw, tail=tail, tail_level=tail_level,
+                     tail_replicates=tail_replicates, max_iter=max_iter, memory_budget=memory_budget,
+                     bias_correction=bias_correction)
 
 
 def max_gain_at_kl(
@@ -1003,6 +1045,9 @@ def max_gain_at_kl(
     throw: bool = True,
     max_iter: int | None = None,
     memory_budget: int | None = None,
+    tail: str | None = None,
+    tail_level: float = 0.95,
+    tail_replicates: int = 200,
 ) -> Solution:
     r"""The most gain reachable within a KL budget: the convex dual (MATH.md §5).
 
@@ -1026,6 +1071,12 @@ def max_gain_at_kl(
         skipped under transformations, where ``Solution.status`` says it).
       max_iter: cap on Newton iterations (default ``MAX_ITER``).
       memory_budget: bytes of working memory per kernel pass (default 256 MiB).
+      tail: None (default: only what the samples show) or ``"gpd"``: targets past what the
+        samples show (``KL_AT_OR_ABOVE_CEILING``, ``GAIN_AT_OR_ABOVE_MAX``) or flagged there are
+        solved on a model of each prompt's upper reward tail (``jaxlimits.tail.extend_solution``),
+        marked ``extrapolated``, with the model's interval in ``Solution.tail``; ``NO_TILT`` /
+        ``BEYOND_UPPER_END`` where the model gives no answer. Plain samples, concrete targets.
+      tail_level, tail_replicates: the tail model's interval level and bootstrap replicates.
 
     Returns:
       A :class:`Solution` of the budgets' shape (pooled) or ``[P, *shape]`` (per prompt).
@@ -1040,5 +1091,6 @@ def max_gain_at_kl(
       >>> round(float(sol.gain), 4)
       0.2
     """
-    return _run(samples, kl_budget, kind="kl", pooled=pooled, throw=throw, max_iter=max_iter,
-                memory_budget=memory_budget, bias_correction=bias_correction)
+    return _run_tail(samples, kl_budget, kind="kl", pooled=pooled, throw=throw, tail=tail, tail_level=tail_level,
+                     tail_replicates=tail_replicates, max_iter=max_iter, memory_budget=memory_budget,
+                     bias_correction=bias_correction)

@@ -22,7 +22,8 @@ class Status(enum.IntEnum):
     Arrays of results hold these codes as ``int32`` (``Solution.status``, ``Peak.status``,
     ``BestOfN.frontier_status``); :data:`NAMES` and :data:`MESSAGES` (or ``.message``) spell them.
     ``OK`` is a solved target or a found peak; ``NOT_COMPUTED`` a value that was not asked for
-    (best-of-n with ``frontier=False``). The ``PEAK_*`` codes say why there is no peak.
+    (best-of-n with ``frontier=False``). The ``PEAK_*`` codes say why there is no peak; ``NO_TILT``
+    and ``BEYOND_UPPER_END`` why the tail model (``tail="gpd"``) gives no answer.
     """
 
     NOT_COMPUTED = -1
@@ -46,6 +47,10 @@ class Status(enum.IntEnum):
     PEAK_FLAT = 8
     #: The grid maximum could not be bracketed by a sign change of ``Cov_beta(s, r)``.
     PEAK_NOT_BRACKETED = 9
+    #: ``tail="gpd"``: past what the samples show, the fitted tail model has no tilt (``xi > 0``).
+    NO_TILT = 10
+    #: ``tail="gpd"``: the target is at or above the most the fitted tail model reaches (its upper end).
+    BEYOND_UPPER_END = 11
 
     @property
     def message(self) -> str:
@@ -72,6 +77,10 @@ MESSAGES: dict[int, str] = {
     Status.PEAK_AT_START: "the gold gain falls from the start: its maximum is at or above the largest beta",
     Status.PEAK_FLAT: "the gold gain does not change with beta",
     Status.PEAK_NOT_BRACKETED: "the grid maximum is not bracketed by a sign change of Cov(s, r); refine the grid",
+    Status.NO_TILT: ("past what the samples show, the fitted tail model has no tilt (a polynomial upper tail, "
+                     "xi > 0): the frontier there is degenerate, no answer"),
+    Status.BEYOND_UPPER_END: ("the target is at or above the most the fitted tail model reaches (the gain "
+                              "saturates at its fitted upper end of the reward): no answer"),
 }
 
 #: Word -> what it means, for people (tables print the words that appear, with these meanings).
@@ -136,4 +145,6 @@ def of_solution(code: int, saturated: bool, exact: bool = False) -> tuple[str, s
         return ("infeasible" if exact else "unknown"), MESSAGES[code]
     if code == Status.NOT_CONVERGED:
         return "not_converged", MESSAGES[code]
+    if code in (Status.NO_TILT, Status.BEYOND_UPPER_END):  # the tail model's: no answer, not an infeasible target
+        return "unknown", MESSAGES[code]
     return "infeasible", MESSAGES[code]

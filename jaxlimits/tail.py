@@ -46,7 +46,10 @@ Uncertainty (:func:`tail_curve`), at each of a few thresholds (``M`` times :data
   whose inverse is the upper end above the threshold), the extreme curves over the set widened
   by the body's bootstrap deviations: the parametric bootstrap alone, centred on a fit whose
   upper end is too low by chance, misses too often;
-* the point estimates of the selected and the unrestricted fits.
+* the point estimates of the selected and the unrestricted fits;
+* where the shape's upper limit is not below :data:`XI_PENULTIMATE` (an exponential-type tail's
+  penultimate shape can look like that), the exponential tail at its scale's upper limit, for the
+  upper limits only.
 
 The interval is the envelope of all of these over the thresholds. Pooled: the bootstrap's
 replicates averaged over prompts, and the mean of the prompts' profile limits (conservative).
@@ -78,6 +81,13 @@ Array = jax.Array
 THRESHOLDS = (0.25, 0.5, 1.0)
 #: Likelihood-ratio statistic above which the exponential tail (``xi = 0``) is rejected (chi^2_1, 95%).
 EXP_TEST = 3.841458820694124
+#: A bounded upper limit needs the shape's whole interval below this. Exponential-type laws (``xi = 0``
+#: in the limit) look bounded at practical thresholds: their *penultimate* shape, the slope of the
+#: reciprocal hazard at the threshold (von Mises), is about ``u R(u) - 1`` for normal rewards (``R`` Mills'
+#: ratio): -0.40 for a top fifth, -0.26 for a top tenth, -0.19 for a top twentieth. A fitted shape above
+#: -0.5 can be that, and extrapolating it as a finite end missed the truth for 27 of 40 such normal points
+#: (N = 256; benchmarks/README.md), so there the upper limits also cover the exponential tail.
+XI_PENULTIMATE = -0.5
 #: Nodes of each of the two Gauss-Legendre panels over the tail.
 QUAD_NODES = 64
 #: The quadrature's range: where the log-integrand is within this many nats of its maximum.
@@ -272,7 +282,7 @@ def _draw_exceedances(key, xi, sigma, k_slots):
 
 
 @functools.partial(jax.jit, static_argnames=("replicates", "k_slots", "level"))
-def _tail_core(sorted_r, n, m, lam, key, replicates: int, k_slots: int, level: float):
+def _tail_core(sorted_r, n, m, lam, key, chi_hi, replicates: int, k_slots: int, level: float):
     """Fits, point curves and bootstrap curves; see :func:`tail_curve`."""
     dtype = sorted_r.dtype
     top = jnp.where(jnp.isfinite(sorted_r[:, :k_slots + 1]), sorted_r[:, :k_slots + 1], -jnp.inf)
@@ -341,7 +351,10 @@ def _tail_core(sorted_r, n, m, lam, key, replicates: int, k_slots: int, level: f
                 *body, *(jnp.mean(v, 0) for v in body))
 
     reps = jax.lax.map(one, jax.random.split(key, replicates))
-    return (TailFit(u, m, fit.xi, fit.sigma), fit), (gain, kl, gain_gpd, kl_gpd), pool, reps, (prof, prof_xi, prof_end)
+    # the exponential tail at its scale's upper limit: the unbounded alternative to a mildly negative shape
+    g_exp, k_exp = curve(jnp.zeros_like(fit.sigma_exp), chi_hi * fit.sigma_exp)
+    return ((TailFit(u, m, fit.xi, fit.sigma), fit), (gain, kl, gain_gpd, kl_gpd, g_exp, k_exp), pool, reps,
+            (prof, prof_xi, prof_end))
 
 
 #: TailCurve fields over prompts (``[prompts]``), not betas.
@@ -362,7 +375,10 @@ class TailCurve(NamedTuple):
         main threshold (``M = jaxlimits.psis.tail_size(N)``); NaN where the tilt does not exist.
       gain_lo, gain_hi, kl_lo, kl_hi: the combined interval (the envelope over the thresholds of
         the parametric bootstrap's percentile intervals); ``+inf`` upper limits where too many
-        replicates have no tilt.
+        replicates have no tilt. Where the shape's upper limit ``xi_hi`` is not below
+        :data:`XI_PENULTIMATE` (an exponential-type tail could look like that), the upper limits are
+        at least those of the exponential tail at its scale's upper limit (``inf`` below its critical
+        beta); pooled, where any prompt's are, at least the mean of the prompts' upper limits.
       gain_se, kl_se: ``(hi - lo) / (2 z)``, the interval's width as a normal SE (``inf`` where it
         is open).
       extrapolated: the model's KL beyond ``KL_CEILING_FRACTION`` of the sample ceiling (the
@@ -376,7 +392,8 @@ class TailCurve(NamedTuple):
       xi, xi_lo, xi_hi: the selected shape (0: the exponential tail was kept) and the interval
         (the envelope of the unrestricted fits and their bootstrap).
       upper_end, upper_end_lo, upper_end_hi: the fitted upper end of the reward law,
-        ``u + sigma / |xi|`` (``inf`` for ``xi >= 0``), and its interval.
+        ``u + sigma / |xi|`` (``inf`` for ``xi >= 0``), and its interval (upper limit ``inf`` unless
+        ``xi_hi < XI_PENULTIMATE``).
       critical_beta, critical_beta_lo, critical_beta_hi: the smallest beta at which the tilt
         exists under the selected model: 0 for ``xi < 0``, ``sigma`` for the exponential tail
         (interval: exact given an exponential tail, ``2 M sigma_hat / sigma ~ chi^2(2M)``), ``inf``
@@ -534,12 +551,12 @@ def tail_curve(samples: Samples, betas, *, level: float = 0.95, replicates: int 
     lam = jnp.asarray(1.0 / betas_np, dtype)
     srt_j = jnp.asarray(np.where(np.isfinite(srt), srt, -np.inf), dtype)
     n_j = jnp.asarray(n, dtype)
-    fit, curves, pool, reps, prof = _tail_core(srt_j, n_j, jnp.asarray(m, dtype), lam, key, replicates, k_slots,
-                                               level)
     # the exponential tail's scale (the critical beta) has an exact interval: 2 M sigma_hat / sigma ~ chi^2(2 M)
     from scipy.stats import chi2
 
     chi = jnp.asarray(2 * m / chi2.ppf([[[(1 + level) / 2]], [[(1 - level) / 2]]], 2 * m), dtype)  # [2, P, T]
+    fit, curves, pool, reps, prof = _tail_core(srt_j, n_j, jnp.asarray(m, dtype), lam, key, chi[1], replicates,
+                                               k_slots, level)
     ties = np.sum(srt == srt[:, :1], axis=1)  # draws tied at the maximum: the ceiling is log(N / ties)
     ceiling = jnp.asarray(np.log(n / ties), dtype)
     return _assemble(betas_np, fit, curves, pool, reps, prof, chi, ceiling, main, level, replicates)
@@ -547,7 +564,7 @@ def tail_curve(samples: Samples, betas, *, level: float = 0.95, replicates: int 
 
 def _assemble(betas, fit, curves, pool, reps, prof, chi, ceiling, main, level, replicates) -> TailCurve:
     tfit, raw = fit
-    gain, kl, gain_gpd, kl_gpd = curves  # [P, T, B]
+    gain, kl, gain_gpd, kl_gpd, g_exp, k_exp = curves  # [P, T, B]
     # [R, P, T, B] (as fitted, then xi > 0 made exponential), [R, P, T], then pooled [R, T, B], then the
     # body's deviations alone [R, P, T, B] and pooled [R, T, B]
     (g_rep, k_rep, gl_rep, kl_rep, xi_rep, sig_rep, pg_rep, pk_rep, pgl_rep, pkl_rep,
@@ -594,9 +611,18 @@ def _assemble(betas, fit, curves, pool, reps, prof, chi, ceiling, main, level, r
     u = tfit.threshold  # [P, T]
     end_of = lambda x, s: jnp.where(x < 0, u + s / jnp.where(x < 0, -x, 1.0), jnp.inf)  # noqa: E731
     x_lo, x_hi = env(xi_rep, xi_rep, [tfit.xi, raw.xi_gpd, pr_xi[0]], [tfit.xi, raw.xi_gpd, pr_xi[1]], -1)
+    # no bounded upper limit unless the shape is clearly below what an unbounded tail can imitate
+    opened = ~(x_hi < XI_PENULTIMATE)  # [P]; True where the fit failed (NaN)
+    # there the upper limit is at least the exponential tail's at its scale's upper limit (inf below that
+    # scale, its critical beta); pooled: the mean of the prompts' upper limits (conservative)
+    g_hi, k_hi = (jnp.where(opened[:, None], jnp.maximum(v, jnp.max(e, -2)), v) for v, e in ((g_hi, g_exp),
+                                                                                          (k_hi, k_exp)))
+    pg_hi, pk_hi = (jnp.where(jnp.any(opened), jnp.maximum(v, mean_p(w)), v) for v, w in ((pg_hi, g_hi),
+                                                                                           (pk_hi, k_hi)))
     ends = [end_of(tfit.xi, tfit.sigma), end_of(raw.xi_gpd, raw.sigma_gpd)]
     e_rep = end_of(xi_rep, sig_rep)
     e_lo, e_hi = env(e_rep, e_rep, ends + [u + pr_end[0]], ends + [u + pr_end[1]], -1)
+    e_hi = jnp.where(opened, jnp.inf, e_hi)
     crit = jnp.where(tfit.xi < 0, 0.0, jnp.where(tfit.xi == 0, tfit.sigma, jnp.inf))  # [P, T]
     crit_lo = jnp.where(tfit.xi == 0, chi[0] * tfit.sigma, crit)
     crit_hi = jnp.where(tfit.xi == 0, chi[1] * tfit.sigma, crit)
@@ -636,3 +662,327 @@ def extrapolate(frontier, samples: Samples, *, level: float = 0.95, replicates: 
         reverse_kl=take(frontier.reverse_kl, c.gain / c.betas - c.kl),
         gain_se=take(frontier.gain_se, c.gain_se), kl_se=take(frontier.kl_se, c.kl_se),
         reasons=reasons, saturated=frontier.saturated | ext, extrapolated=ext, tail=c)
+
+
+# ----------------------------------------------------------------------------------------------
+# Inverting the tail model's frontier: the KL a gain needs, the gain a KL budget allows, past log N.
+
+
+class TailSolution(NamedTuple):
+    """The tail model's answer to an inversion; every field has the targets' lanes' shape.
+
+    The shape is ``[K]`` (pooled) or ``[P, K]`` (per prompt), as the solution it extends.
+
+    Attributes:
+      beta, kl, gain: where the model's point curve meets the target (``gain(beta) = G`` or
+        ``KL(beta) = K``, one beta for all prompts when pooled); NaN where there is no answer.
+      beta_lo, beta_hi, kl_lo, kl_hi, gain_lo, gain_hi: the answer's interval: the betas at which
+        the target lies inside the model's band (:func:`tail_curve`'s intervals on a grid, one grid
+        step wider on each side) and the range of the other quantity's band over them (the target's
+        own limits are the target). ``kl_hi``/``gain_hi`` ``inf`` (``beta_lo`` 0) where the band
+        reaches the grid's smallest beta; ``kl_lo``/``gain_lo`` 0 (``beta_hi`` inf) where it reaches
+        the largest. The point is always inside.
+      no_tilt: the fitted tail has no tilt at any beta (``xi > 0``; pooled: more than
+        ``jaxlimits.estimators.SHARE_MAX`` of the prompts): the frontier is degenerate (any gain at
+        a vanishing KL), so no answer.
+      beyond_end: the target is at or above the most the model's point curve reaches (a gain at or
+        above the fitted upper end minus the base mean): no answer. The interval fields still hold
+        what the model's band allows there (``beta`` NaN; a finite ``kl_hi`` means the band reaches
+        the target: the fitted end is uncertain, a larger one cannot be excluded).
+      fitted: the model applies (per prompt: the tail could be fitted; pooled: at most
+        ``SHARE_MAX`` of the prompts could not).
+      reasons: ``int32`` bitmask: ``NO_TILT`` where ``no_tilt``.
+    Scalars: level, replicates.
+    """
+
+    beta: Array
+    kl: Array
+    gain: Array
+    beta_lo: Array
+    beta_hi: Array
+    kl_lo: Array
+    kl_hi: Array
+    gain_lo: Array
+    gain_hi: Array
+    no_tilt: Array
+    beyond_end: Array
+    fitted: Array
+    reasons: Array
+    level: float
+    replicates: int
+
+    def _columns(self):
+        return tables.columns(self, shape_of="beta", index=("prompt", "target") if np.ndim(self.beta) > 1 else ())
+
+    def _summary(self):
+        return tables.summary(self, shape_of="beta", headline=[
+            f"tail model's inversion, beta {tables.span(self.beta)}", f"KL {tables.span(self.kl)}",
+            f"gain {tables.span(self.gain)}", f"{int(np.sum(np.asarray(self.no_tilt)))} no tilt",
+            f"{int(np.sum(np.asarray(self.beyond_end)))} beyond the fitted upper end"])
+
+    rows, to_dict, to_pandas, __repr__, _repr_html_ = tables.METHODS
+
+
+#: Bisection steps in ``log beta`` of :func:`invert` (the bracket spans at most ``log 1e12``).
+BISECTION_STEPS = 64
+#: Betas of the grid (log-spaced from the smallest solution / 20 to the largest x 20 or 100 reward spreads) on
+#: which the model's band is projected onto the answer: one size, so one program serves every call of a shape.
+GRID_POINTS = 49
+
+
+class _PointModel(NamedTuple):
+    """The selected fit at the main threshold, per prompt ``[P]``, ready to evaluate anywhere."""
+
+    m: np.ndarray  # exceedances (0 where the fit failed: the empirical law)
+    xi: np.ndarray  # -1 where failed (unused: frac 0)
+    sigma: np.ndarray
+    failed: np.ndarray
+    crit: np.ndarray  # the critical beta (0: a finite end), inf for xi > 0
+    sup_gain: np.ndarray  # the gain's supremum: end - base mean (inf for xi >= 0)
+    spread: np.ndarray  # the rewards' root-mean-square distance from the maximum (a scale)
+
+
+def _point_model(srt, n, thresholds=THRESHOLDS) -> _PointModel:
+    """The fit :func:`tail_curve` uses for its point estimate (the threshold multiplier nearest 1)."""
+    main = int(np.argmin(np.abs(np.log(thresholds))))
+    m = tail_sizes(n, thresholds)[:, main]
+    k = int(m.max())
+    top = srt[:, : k + 1]
+    u = np.take_along_axis(top, m[:, None], axis=1)
+    exceed = np.where(np.arange(k) < m[:, None], top[:, :k] - u, 0)
+    f = jax.tree.map(np.asarray, _fit(jnp.asarray(exceed, srt.dtype), jnp.asarray(m, srt.dtype)))
+    failed = np.isnan(f.xi)
+    xi = np.where(failed, -1.0, f.xi)
+    valid = np.isfinite(srt)
+    spread = np.sqrt(np.sum(np.where(valid, (srt - srt[:, :1]) ** 2, 0), axis=1) / n)  # the scale of a failed fit
+    sigma = np.where(failed, np.where(spread > 0, spread, 1.0), f.sigma)
+    crit = np.where(xi < 0, 0.0, np.where(xi == 0, sigma, np.inf))
+    mean = np.sum(np.where(valid, srt, 0), axis=1) / n
+    end = np.where(failed, srt[:, 0], np.where(xi < 0, u[:, 0] + sigma / np.where(xi < 0, -xi, 1), np.inf))
+    return _PointModel(np.where(failed, 0, m), xi, sigma, failed, crit, end - mean, spread)
+
+
+@jax.jit
+def _point_curve(srt, n, m, xi, sigma, lam):
+    """The point model's gain and KL at ``lam [P, K]`` (per-prompt inverse betas): ``[P, K]`` each.
+
+    ``srt [P, N]`` descending rewards (``-inf`` padding), ``n, m, xi, sigma [P]``; ``m = 0`` gives
+    the empirical law (no tail).
+    """
+    rank = jnp.arange(srt.shape[1])
+    u = jnp.take_along_axis(srt, m.astype(jnp.int32)[:, None], axis=1)  # [P, 1]
+    body = (rank[None, :] >= m[:, None]) & (rank[None, :] < n[:, None])
+    x = jnp.where(body, srt - u, 0)
+    logits = jnp.where(body[:, None, :], lam[..., None] * x[:, None, :], -jnp.inf)  # [P, K, N]
+    a0 = jax.nn.logsumexp(logits, axis=-1) - jnp.log(n)[:, None]
+    a1 = jnp.sum(jnp.where(body[:, None, :], jax.nn.softmax(logits, axis=-1) * x[:, None, :], 0), axis=-1)
+    return _curve(a0, a1, jnp.sum(x, axis=-1) / n, m / n, xi, sigma, lam)[:2]
+
+
+@functools.partial(jax.jit, static_argnames=("is_kl", "pooled"))
+def _bisect(srt, n, m, xi, sigma, y, t_lo, t_hi, *, is_kl: bool, pooled: bool):
+    """``t = log beta`` in ``[t_lo, t_hi]`` where the decreasing point curve meets ``y`` (lanes ``[P, K]``
+    or pooled ``[K]``); the curve is clipped to the bracket (callers check its ends)."""
+
+    def value(t):
+        lam = jnp.exp(-t)
+        lam = jnp.broadcast_to(lam, (srt.shape[0],) + lam.shape) if pooled else lam
+        g, k = _point_curve(srt, n, m, xi, sigma, lam)
+        v = k if is_kl else g
+        return jnp.mean(v, axis=0) if pooled else v
+
+    def step(_, b):
+        lo, hi = b
+        mid = (lo + hi) / 2
+        above = value(mid) >= y  # still at or above the target: the root is at a larger beta
+        return jnp.where(above, mid, lo), jnp.where(above, hi, mid)
+
+    lo, hi = jax.lax.fori_loop(0, BISECTION_STEPS, step, (t_lo, t_hi))
+    t = (lo + hi) / 2
+    lam = jnp.exp(-t)
+    lam = jnp.broadcast_to(lam, (srt.shape[0],) + lam.shape) if pooled else lam
+    g, k = _point_curve(srt, n, m, xi, sigma, lam)
+    return (t, jnp.mean(g, 0), jnp.mean(k, 0)) if pooled else (t, g, k)
+
+
+def _project(y, grid, f_lo, f_hi, o_lo, o_hi):
+    """The band's projection: the betas of ``grid [B]`` (ascending) where ``y [..., 1]`` is inside
+    ``[f_lo, f_hi] [..., B]`` (one step wider each side), and the other quantity's ``[o_lo, o_hi]`` over
+    them. NaN limits count as open. Returns ``beta_lo, beta_hi, other_lo, other_hi [...]``."""
+    inside = ~(f_lo > y) & ~(f_hi < y)
+    wide = inside.copy()
+    wide[..., 1:] |= inside[..., :-1]
+    wide[..., :-1] |= inside[..., 1:]
+    any_ = wide.any(-1)
+    b_lo = np.where(inside[..., 0], 0.0, np.min(np.where(wide, grid, np.inf), -1))
+    b_hi = np.where(inside[..., -1], np.inf, np.max(np.where(wide, grid, -np.inf), -1))
+    o_lo, o_hi = np.where(np.isnan(o_lo), 0.0, o_lo), np.where(np.isnan(o_hi), np.inf, o_hi)
+    lo = np.where(inside[..., -1], 0.0, np.min(np.where(wide, o_lo, np.inf), -1))
+    hi = np.where(inside[..., 0], np.inf, np.max(np.where(wide, o_hi, -np.inf), -1))
+    nan = lambda v: np.where(any_, v, np.nan)  # noqa: E731
+    return nan(b_lo), nan(b_hi), nan(lo), nan(hi)
+
+
+def invert(samples: Samples, targets, *, kind: str, pooled: bool, level: float = 0.95, replicates: int = 200,
+           key: Array | None = None, where: str = "invert") -> TailSolution:
+    r"""The tail model's inversion: the beta where its curve meets each target, with an interval.
+
+    The model (:func:`tail_curve`'s body + generalised Pareto tail at the main threshold) has
+    monotone gain and KL curves in ``beta``; each target is solved by bisection in ``log beta``
+    (:data:`BISECTION_STEPS`) between the critical beta (or ``1e-6`` times the tail's scale for a
+    finite end) and ``1e6`` times it, pooled on the mean over prompts at one shared beta. The
+    interval projects the model's band (:func:`tail_curve` at ``level`` on a grid of
+    :data:`GRID_POINTS` betas around the solutions) onto the answer: the KL budget
+    interval of a gain target, the reachable gain interval of a KL budget.
+
+    Args:
+      samples: plain samples ``[P, N]`` (see :func:`tail_curve`).
+      targets: ``[K]`` (pooled; per prompt: shared) or ``[P, K]`` (per prompt) positive finite targets: gains
+        (``kind="gain"``) or KL budgets in nats (``kind="kl"``). Others give NaN.
+      kind: ``"gain"`` or ``"kl"``.
+      pooled: solve the mean over prompts at one beta (the targets ``[K]``) or each prompt.
+      level, replicates, key: of the band (:func:`tail_curve`).
+      where: the caller's name, for errors.
+
+    Returns:
+      A :class:`TailSolution` of the targets' shape.
+
+    Raises:
+      ValueError: as :func:`tail_curve` (samples the model does not apply to, named).
+    """
+    srt, n = _sorted_plain(samples, where)
+    dtype = jnp.asarray(samples.rewards).dtype
+    y = np.asarray(targets, float)
+    if not pooled and y.ndim == 1:
+        y = np.broadcast_to(y, (srt.shape[0], y.size))
+    pm = _point_model(srt, n)
+    heavy = pm.xi > 0
+    if pooled:
+        share_heavy, share_failed = heavy.mean(), pm.failed.mean()
+        allow = share_heavy <= estimators.SHARE_MAX
+        # as tail_curve's pool: a few prompts with xi > 0 enter with their exponential tail
+        m_top = np.where(pm.failed, 0, pm.m)
+        exc = np.where(np.arange(srt.shape[1])[None, :] < m_top[:, None], srt, 0).sum(1) / np.maximum(m_top, 1)
+        u = np.take_along_axis(srt, m_top[:, None], axis=1)[:, 0]
+        sig_exp = np.where(heavy, exc - u, pm.sigma)
+        xi = np.where(heavy, 0.0, pm.xi)
+        sigma = sig_exp
+        crit = np.where(xi < 0, 0.0, sigma)
+        no_tilt = np.broadcast_to(~allow, y.shape)
+        fitted = np.broadcast_to(share_failed <= estimators.SHARE_MAX, y.shape)
+        crit_l, scale = np.max(crit), np.min(sigma)
+        sup_g = np.inf if np.any(xi >= 0) else float(np.mean(pm.sup_gain))
+        sup_g = np.broadcast_to(sup_g, y.shape)
+        crit_l = np.broadcast_to(crit_l, y.shape)
+        scale = np.broadcast_to(scale, y.shape)
+    else:
+        xi, sigma = pm.xi, pm.sigma
+        no_tilt = np.broadcast_to(heavy[:, None], y.shape)
+        fitted = np.broadcast_to(~pm.failed[:, None], y.shape)
+        crit_l = np.broadcast_to(np.where(heavy, 0.0, pm.crit)[:, None], y.shape)
+        scale = np.broadcast_to(sigma[:, None], y.shape)
+        sup_g = np.broadcast_to(pm.sup_gain[:, None], y.shape)
+    eps = float(np.finfo(dtype).eps)
+    with np.errstate(divide="ignore"):
+        t_lo = np.where(crit_l > 0, np.log(crit_l) + 64 * eps, np.log(1e-6 * scale))
+    t_hi = np.log(1e6 * np.maximum(scale, crit_l))
+    good = np.isfinite(y) & (y > 0) & ~no_tilt & fitted
+    y_in = np.where(good, y, 1.0)
+    j = lambda v: jnp.asarray(v, dtype)  # noqa: E731
+    t, g, k = (np.asarray(v, float) for v in _bisect(
+        j(np.where(np.isfinite(srt), srt, -np.inf)), j(n), j(pm.m), j(xi), j(sigma), j(y_in), j(t_lo), j(t_hi),
+        is_kl=kind == "kl", pooled=pooled))
+    # the curve's most at the bracket's small end: a target beyond it is beyond what the model reaches
+    top = np.asarray(_bisect(j(np.where(np.isfinite(srt), srt, -np.inf)), j(n), j(pm.m), j(xi), j(sigma),
+                             j(np.full(y.shape, np.inf)), j(t_lo), j(t_lo), is_kl=kind == "kl",
+                             pooled=pooled)[2 if kind == "kl" else 1], float)
+    beyond = good & ((y >= top) | ((kind == "gain") & (y >= sup_g)))
+    solved = good & ~beyond
+    nan = lambda v: np.where(solved, v, np.nan)  # noqa: E731
+    beta, g, k = nan(np.exp(t)), nan(g), nan(k)
+    if kind == "gain":
+        g = np.where(solved, y, g)
+    else:
+        k = np.where(solved, y, k)
+    lims = [np.full(y.shape, np.nan) for _ in range(6)]
+    if (solved | beyond).any():
+        # up to where the tilt is negligible (100 times the rewards' spread): the band's end seen, not cut by the grid
+        sd = float(np.nanmedian(np.where(np.isfinite(pm.spread), pm.spread, np.nan)))
+        b_ok = beta[solved] if solved.any() else np.array([sd * 1e-3])
+        lo_b, hi_b = float(np.min(b_ok)) / 20, max(float(np.max(b_ok)) * 20, 100 * sd)
+        grid = np.geomspace(lo_b, hi_b, GRID_POINTS)
+        key = jax.random.PRNGKey(0) if key is None else key
+        c = tail_curve(samples, grid, level=level, replicates=replicates, key=jax.random.fold_in(key, 17))
+        pre = "" if pooled else "prompt_"
+        band = {q: np.asarray(getattr(c, f"{pre}{q}"), float) for q in ("gain_lo", "gain_hi", "kl_lo", "kl_hi")}
+        f, o = ("gain", "kl") if kind == "gain" else ("kl", "gain")
+        ex = (lambda v: v[None, :]) if pooled else (lambda v: v[:, None, :])  # noqa: E731
+        b_lo, b_hi, o_lo, o_hi = _project(y[..., None], grid, ex(band[f"{f}_lo"]), ex(band[f"{f}_hi"]),
+                                          ex(band[f"{o}_lo"]), ex(band[f"{o}_hi"]))
+        other = k if kind == "gain" else g
+        lims = [np.fmin(b_lo, beta), np.fmax(b_hi, beta), np.fmin(o_lo, other), np.fmax(o_hi, other)]
+        # beyond the point curve's reach the band may still reach the target: its interval is kept there
+        lims = [np.where(solved | beyond, v, np.nan) for v in lims]
+        own = [np.where(solved | beyond, y, np.nan)] * 2
+        lims = lims[:2] + (lims[2:] + own if kind == "gain" else own + lims[2:])
+    reasons = estimators.reason_bit(jnp.asarray(no_tilt), estimators.NO_TILT)
+    as_j = lambda v: jnp.asarray(v, dtype)  # noqa: E731
+    return TailSolution(as_j(beta), as_j(k), as_j(g), *(as_j(v) for v in lims), jnp.asarray(no_tilt),
+                        jnp.asarray(beyond), jnp.asarray(fitted), reasons, float(level), int(replicates))
+
+
+def extend_solution(sol, samples: Samples, targets, *, kind: str, pooled: bool, level: float = 0.95,
+                    replicates: int = 200, key: Array | None = None, where: str = "invert"):
+    """An inversion's :class:`jaxlimits.inversion.Solution` with its targets past what the samples show
+    solved on the tail model (:func:`invert`), marked ``extrapolated``.
+
+    Lanes whose empirical answer is unknown (``KL_AT_OR_ABOVE_CEILING``, ``GAIN_AT_OR_ABOVE_MAX``) or
+    flagged by the trust rule (``saturated``) take the model's ``beta``, ``kl``, ``gain``; the inverted
+    quantity's SE is the model interval's width / 2z (``inf`` where open), the target's 0; ``reasons``
+    are the model's, ``saturated`` True (a model, not a measurement), biases 0. Where the model has
+    no tilt the status is ``NO_TILT``, where the target is past what it reaches ``BEYOND_UPPER_END``
+    (values NaN). Lanes the model does not apply to (a tail that could not be fitted) are unchanged.
+    Every other lane is the empirical answer, unchanged. The result has ``extrapolated`` (bool, the
+    solution's shape) and ``tail`` (a :class:`TailSolution` of that shape with the intervals).
+    """
+    from .inversion import Status
+
+    status = np.asarray(sol.status)
+    shape = status.shape
+    y = np.broadcast_to(np.asarray(targets, float), shape[1:] if not pooled else shape)
+    y = np.broadcast_to(y, shape)
+    sat = np.asarray(sol.saturated)
+    need = ((status == Status.KL_AT_OR_ABOVE_CEILING) | (status == Status.GAIN_AT_OR_ABOVE_MAX)
+            | ((status == Status.OK) & sat)) & np.isfinite(y) & (y > 0)
+    flat = (lambda v: v.reshape(-1)) if pooled else (lambda v: v.reshape(shape[0], -1))  # noqa: E731
+    ts = invert(samples, flat(np.where(need, y, np.nan)), kind=kind, pooled=pooled, level=level,
+                replicates=replicates, key=key, where=where)
+    ts = ts._replace(**{f: jnp.reshape(getattr(ts, f), shape) for f in ts._fields[:13]})
+    ext = need & np.asarray(ts.fitted)
+    no_tilt = ext & np.asarray(ts.no_tilt)
+    beyond = ext & np.asarray(ts.beyond_end) & ~no_tilt
+    solved = ext & np.isfinite(np.asarray(ts.beta))
+    z = statistics.NormalDist().inv_cdf(0.5 + level / 2)
+    dt = sol.kl.dtype
+
+    def take(field, model):
+        return jnp.asarray(np.where(ext, np.asarray(model, float), np.asarray(field, float)), dt)
+
+    zero = np.zeros(shape)
+    width = lambda q: (np.asarray(getattr(ts, f"{q}_hi"), float) - np.asarray(getattr(ts, f"{q}_lo"), float)) / (2 * z)  # noqa: E731
+    kl_se, gain_se = (width("kl"), zero) if kind == "gain" else (zero, width("gain"))
+    code = np.where(no_tilt, int(Status.NO_TILT), np.where(beyond, int(Status.BEYOND_UPPER_END),
+                                                             np.where(solved, int(Status.OK), status)))
+    mask = lambda v: np.where(ext, np.asarray(v), False)  # noqa: E731
+    ts = ts._replace(no_tilt=jnp.asarray(no_tilt), beyond_end=jnp.asarray(beyond), fitted=jnp.asarray(mask(ts.fitted)),
+                     reasons=jnp.where(jnp.asarray(ext), ts.reasons, 0))
+    return sol._replace(
+        beta=take(sol.beta, ts.beta), kl=take(sol.kl, ts.kl), gain=take(sol.gain, ts.gain),
+        kl_se=take(sol.kl_se, np.where(solved, kl_se, np.nan)),
+        gain_se=take(sol.gain_se, np.where(solved, gain_se, np.nan)),
+        converged=jnp.asarray(np.where(ext, solved, np.asarray(sol.converged))),
+        status=jnp.asarray(code.astype(status.dtype)),
+        saturated=jnp.asarray(np.where(ext, True, sat)),
+        reasons=jnp.asarray(np.where(ext, np.asarray(ts.reasons), np.asarray(sol.reasons)).astype(np.int32)),
+        gain_bias=take(sol.gain_bias, zero), kl_bias=take(sol.kl_bias, zero),
+        extrapolated=jnp.asarray(ext), tail=ts)

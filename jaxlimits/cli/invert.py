@@ -30,6 +30,12 @@ def register(sub):
     p.add_argument("--per-prompt", action="store_true",
                    help="invert each prompt's frontier (default: the pooled frontier, one beta for all prompts)")
     p.add_argument("--max-iter", type=int, default=None, help="cap on Newton iterations (default 40)")
+    p.add_argument("--tail", choices=("gpd",), default=None,
+                   help="targets past what the samples show (or flagged there) solved on a generalised Pareto model "
+                        "of each prompt's upper reward tail, marked 'extrapolated' with the model's interval "
+                        "(README 'Beyond log N'; off by default). Plain samples")
+    p.add_argument("--tail-replicates", type=int, default=200, metavar="B",
+                   help="bootstrap replicates of the tail model per threshold (default 200)")
     c.add_common(p)
     return p
 
@@ -65,6 +71,14 @@ def rows_of(question: str, targets, sol, prompt_ids=None) -> list[dict]:
         row["saturated"] = bool(sat[at])
         row["reasons"] = reason_names(reasons[at])
         row["iterations"] = int(iters[at])
+        if sol.tail is not None:  # --tail gpd: the model's answer and interval where it gave the answer
+            ext = bool(np.asarray(sol.extrapolated)[at])
+            row["extrapolated"] = ext
+            if ext and row["solver_status"] == "OK":
+                row["status"] = "extrapolated"
+            for k in ("beta_lo", "beta_hi", "kl_lo", "kl_hi", "gain_lo", "gain_hi"):
+                v = float(np.asarray(getattr(sol.tail, k))[at])
+                row[f"tail_{k}"] = v if ext and np.isfinite(v) else None
         rows.append(row)
     return rows
 
@@ -87,8 +101,14 @@ def print_table(rows: list[dict], per_prompt: bool) -> None:
         status = r["status"] if r["solver_status"] == "OK" else f"{r['status']}: {r['solver_status'].lower()}"
         status += f" ({r['reasons']})" if r.get("reasons") else ""
         pid = f"{str(r['prompt'])[:12]:>12} " if per_prompt else ""
-        c.say(f"{pid}{target:>14} {_num(r['beta']):>11} {_num(r['kl'], r['kl_se']):>20} "
-              f"{_num(r['gain'], r['gain_se']):>20}  {status}")
+        kl, gain = _num(r["kl"], r["kl_se"]), _num(r["gain"], r["gain_se"])
+        if r.get("extrapolated") and r["solver_status"] == "OK":  # the model's interval of the answer
+            answer = "kl" if unit == "gain" else "gain"
+            lim = [r[f"tail_{answer}_{e}"] for e in ("lo", "hi")]
+            text = f"{r[answer]:.4g} [{lim[0]:.3g}, " + (
+                f"{lim[1]:.3g}]" if lim[1] is not None else "inf]")
+            kl, gain = (text, gain) if answer == "kl" else (kl, text)
+        c.say(f"{pid}{target:>14} {_num(r['beta']):>11} {kl:>20} {gain:>20}  {status}")
     if len(rows) > len(shown):
         c.say(f"... {len(rows) - len(shown)} more rows (write them all with --out)")
 
@@ -128,6 +148,10 @@ def report(samples, args, source: dict, notes: list[str], prompt_ids) -> int:
     out = c.check_new_file(args.out, args.force, (".csv", ".json"), "--out")
     per_prompt = bool(args.per_prompt)
     kw = dict(pooled=not per_prompt, throw=False, max_iter=args.max_iter, memory_budget=c.memory_budget(args))
+    if getattr(args, "tail", None):
+        if args.tail_replicates < 2:
+            raise c.UsageError(f"--tail-replicates {args.tail_replicates}: give at least 2 replicates")
+        kw.update(tail=args.tail, tail_replicates=args.tail_replicates)
     ids = list(prompt_ids) if per_prompt else None
     rows, failures = [], []
     for question, targets, fn in (("min_kl_for_gain", args.gain, jl.min_kl_for_gain),
@@ -146,6 +170,9 @@ def report(samples, args, source: dict, notes: list[str], prompt_ids) -> int:
           "solved on the bias-corrected frontier (README 'Can I trust the number?')")
     from ..status import legend
 
+    if any(r.get("extrapolated") for r in rows):
+        c.say("(extrapolated: not measured; solved on a model of each prompt's upper reward tail, with its interval in "
+              "brackets (the tail_* columns of --out, empty where the data cannot bound it): README 'Beyond log N')")
     for line in legend(r["status"] for r in rows):
         c.say(line)
     if out is not None:

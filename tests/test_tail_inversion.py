@@ -1,0 +1,149 @@
+"""Inversions and compare with the tail model (tail="gpd"): exact answers of exponential rewards,
+the empirical answer kept inside the trusted range, no tilt and the fitted upper end reported, CLI.
+
+One shape (8 prompts x 256 draws, float64, 30 replicates) so that few programs are compiled.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+import jaxlimits as jl
+from jaxlimits import estimators
+from jaxlimits.inversion import Status
+
+P, N, R, A = 8, 256, 30, 2.0
+
+
+def _exp_truth(beta):
+    """Exponential rewards of rate A tilted at beta: rate b = A - 1/beta; gain, KL(Exp(b) || Exp(A))."""
+    b = A - 1 / np.asarray(beta)
+    return 1 / b - 1 / A, np.log(b / A) + A / b - 1
+
+
+@pytest.fixture(scope="module")
+def exp_samples():
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    return jl.Samples(np.random.default_rng(3).exponential(1 / A, size=(P, N)))
+
+
+def test_min_kl_for_gain_past_the_max_exponential(exp_samples):
+    gains = np.array([0.05, 4.0])  # inside the trusted range; past the samples' largest gain (~2.6)
+    plain = jl.min_kl_for_gain(exp_samples, gains, throw=False)
+    assert int(plain.status[1]) == Status.GAIN_AT_OR_ABOVE_MAX
+    sol = jl.min_kl_for_gain(exp_samples, gains, tail="gpd", tail_replicates=R)
+    ext = np.asarray(sol.extrapolated)
+    assert not ext[0] and ext[1] and np.all(np.asarray(sol.status) == Status.OK)
+    # inside: the existing answer, unchanged
+    for f in ("beta", "kl", "gain", "kl_se", "reasons", "saturated"):
+        assert np.asarray(getattr(sol, f))[0] == np.asarray(getattr(plain, f))[0], f
+    assert np.isnan(np.asarray(sol.tail.beta)[0])
+    # past the max: the tail model, against the exact tilt (beta* = 1/(A - 1/(G + 1/A)))
+    beta_true = 1 / (A - 1 / (gains[1] + 1 / A))
+    kl_true = _exp_truth(beta_true)[1]
+    # the point solves the model's curve (tail_curve's point estimate at that beta) ...
+    c = jl.tail_curve(exp_samples, [float(sol.beta[1])], replicates=2)
+    np.testing.assert_allclose([float(c.gain[0]), float(c.kl[0])], [gains[1], float(sol.kl[1])], rtol=1e-6)
+    # ... and the model's interval holds the truth (the pooled point is biased: beta* is 0.06 above the
+    # critical beta 1/A, and the pooled critical beta is the largest of the prompts' fitted ones)
+    t = sol.tail
+    assert float(t.kl_lo[1]) <= kl_true <= float(t.kl_hi[1])
+    assert float(t.beta_lo[1]) <= beta_true <= float(t.beta_hi[1])
+    assert float(t.gain_lo[1]) == float(t.gain_hi[1]) == float(sol.gain[1]) == gains[1]
+    assert bool(sol.saturated[1]) and float(sol.gain_se[1]) == 0
+
+
+def test_max_gain_at_kl_past_the_ceiling_per_prompt(exp_samples):
+    budget = 8.0  # past log N = 5.5
+    sol = jl.max_gain_at_kl(exp_samples, [budget], pooled=False, tail="gpd", tail_replicates=R)
+    assert sol.status.shape == (P, 1) and np.all(np.asarray(sol.extrapolated))
+    from scipy import optimize
+
+    beta_true = optimize.brentq(lambda b: _exp_truth(b)[1] - budget, 1 / A * (1 + 1e-12), 10)
+    g_true = _exp_truth(beta_true)[0]
+    t = sol.tail
+    inside = (np.asarray(t.gain_lo) <= g_true) & (g_true <= np.asarray(t.gain_hi))
+    assert inside.sum() >= P - 1, inside.ravel()
+    np.testing.assert_allclose(np.asarray(sol.kl), budget, rtol=1e-6)
+    assert np.median(np.abs(np.asarray(sol.gain) / g_true - 1)) < 0.2
+
+
+def test_student_t_reports_no_tilt():
+    s = jl.Samples(np.random.default_rng(0).standard_t(3, size=(P, N)))
+    sol = jl.max_gain_at_kl(s, [8.0], pooled=False, tail="gpd", tail_replicates=R, throw=False)
+    status = np.asarray(sol.status)[:, 0]
+    no = status == Status.NO_TILT
+    assert no.any() and np.all(np.isnan(np.asarray(sol.gain)[no, 0]))
+    assert np.all(np.asarray(sol.reasons)[no, 0] & estimators.NO_TILT)
+    assert np.all(np.asarray(sol.extrapolated)[no, 0]) and np.all(np.asarray(sol.tail.no_tilt)[no, 0])
+    pooled = jl.min_kl_for_gain(s, [50.0], tail="gpd", tail_replicates=R, throw=False)
+    assert int(pooled.status[0]) == Status.NO_TILT and np.isnan(float(pooled.kl[0]))
+    with pytest.raises(ValueError, match="no tilt"):
+        jl.min_kl_for_gain(s, [50.0], tail="gpd", tail_replicates=R)
+
+
+def test_uniform_gain_beyond_the_fitted_upper_end():
+    s = jl.Samples(np.random.default_rng(1).uniform(size=(P, N)))
+    sol = jl.min_kl_for_gain(s, [0.49, 0.7], tail="gpd", tail_replicates=R, throw=False)  # sup of the gain: 0.5
+    assert int(sol.status[1]) == Status.BEYOND_UPPER_END and np.isnan(float(sol.kl[1]))
+    assert bool(sol.tail.beyond_end[1]) and bool(sol.extrapolated[1])
+    assert int(sol.status[0]) == Status.OK and bool(sol.extrapolated[0])
+    from jaxlimits.status import of_solution
+
+    assert of_solution(int(sol.status[1]), True)[0] == "unknown"
+
+
+def test_bad_inputs(exp_samples):
+    with pytest.raises(ValueError, match="tail must be None"):
+        jl.min_kl_for_gain(exp_samples, 1.0, tail="pareto")
+    with pytest.raises(ValueError, match="plain samples"):
+        jl.max_gain_at_kl(jl.Samples.from_law([[0.0, 1.0]], [[0.5, 0.5]]), 0.1, tail="gpd")
+    with pytest.raises(ValueError, match="prompt 0 has 10 valid samples"):
+        jl.max_gain_at_kl(jl.Samples(np.zeros((1, 10))), 0.1, tail="gpd")
+    import jax
+
+    with pytest.raises(ValueError, match="needs concrete targets"):
+        jax.jit(lambda g: jl.min_kl_for_gain(exp_samples, g, tail="gpd").kl)(1.0)
+
+
+def test_compare_with_tail(exp_samples):
+    runs = [jl.Run("far", kl=8.0, gain=1.0)]
+    plain = jl.compare(exp_samples, runs)
+    assert plain.status == ("unknown",) and not bool(plain.extrapolated[0])
+    res = jl.compare(exp_samples, runs, tail="gpd", tail_replicates=R)
+    row = res.rows()[0]
+    assert row["status"] == "extrapolated" and row["extrapolated"] is True and "tail model" in row["note"]
+    assert row["frontier_gain_lo"] <= row["frontier_gain"] and row["left_on_table"] > 0
+
+
+def _write(tmp_path, r):
+    path = tmp_path / "s.jsonl"
+    path.write_text("".join(f'{{"prompt_id": {p}, "reward": {float(v)!r}}}\n' for p in range(len(r)) for v in r[p]))
+    return path
+
+
+def test_cli_invert_and_compare_tail(tmp_path, capsys):
+    from jaxlimits.cli import main
+
+    r = np.random.default_rng(3).exponential(1 / A, size=(P, N))
+    path = _write(tmp_path, r)
+    out = tmp_path / "inv.json"
+    assert main(["invert", str(path), "--x64", "--gain", "0.05", "4", "--tail", "gpd", "--tail-replicates", str(R),
+                 "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "extrapolated" in text and "Beyond log N" in text
+    rows = json.loads(out.read_text())["rows"]
+    assert rows[0]["status"] != "extrapolated" and rows[0]["tail_kl_lo"] is None
+    assert rows[1]["status"] == "extrapolated" and rows[1]["tail_kl_lo"] <= rows[1]["kl"]
+    assert main(["invert", str(path), "--gain", "4", "--tail", "gpd", "--tail-replicates", "1"]) == 2
+    assert "--tail-replicates 1" in capsys.readouterr().err
+    runs = tmp_path / "runs.csv"
+    runs.write_text("name,kl,gain\nfar,8.0,1.0\n")
+    cmp_out = tmp_path / "cmp.json"
+    assert main(["compare", str(path), "--x64", "--runs", str(runs), "--run-gain-col", "gain", "--tail", "gpd",
+                 "--tail-replicates", str(R), "--out", str(cmp_out)]) == 0
+    rows = json.loads(cmp_out.read_text())["rows"]
+    assert rows[0]["status"] == "extrapolated"
