@@ -365,6 +365,27 @@ def test_memory_budget_chunks_samples_without_changing_results():
         np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-11)
 
 
+def test_tiles_on_an_accelerator_are_bounded_by_the_budget_not_a_cache(monkeypatch):
+    """On a CPU a tile's exponential slab aims at the cache (4 MiB, at most 512 prompts); on a GPU or
+    TPU every tile is one sequential step, so the slab takes the budget's share (fewer, larger tiles)
+    and working memory stays within the budget either way."""
+    from jaxlimits import _sweep
+
+    args = (10_000, 1024, 64, 4)  # prompts, samples, betas, float32
+    cpu = _sweep.plan(*args, None)
+    assert cpu.tile_prompts * 1024 * 64 * 4 <= 4 * 2**20 and cpu.tile_prompts <= 512
+    monkeypatch.setattr(_sweep.jax, "default_backend", lambda: "gpu")
+    for budget in (None, 2**30, 4 * 2**30):
+        gpu = _sweep.plan(*args, budget)
+        cap = _sweep.DEFAULT_MEMORY_BUDGET if budget is None else budget
+        assert gpu.tile_prompts > cpu.tile_prompts
+        assert _sweep.COPIES * gpu.tile_prompts * 1024 * 64 * 4 <= cap
+    assert _sweep.plan(*args, 4 * 2**30).tile_prompts > _sweep.plan(*args, None).tile_prompts
+    # a forced size wins everywhere (benchmarks/calibrate_trust.py --tile-bytes)
+    monkeypatch.setattr(_sweep, "TILE_BYTES", 2**20)
+    assert _sweep.plan(*args, 4 * 2**30).tile_prompts == 2**20 // (1024 * 64 * 4)
+
+
 @pytest.mark.parametrize(
     "betas, message",
     [([1.0, 0.0], r"betas\[1\] = 0.0 is not a positive"), ([-1.0], r"betas\[0\]"), ([np.nan], "positive finite"),
