@@ -75,6 +75,12 @@ def _is_arrow(col) -> bool:
     return not isinstance(col, np.ndarray) and type(col).__module__.startswith("pyarrow")
 
 
+def _is_dictionary(col) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_dictionary(col.type)
+
+
 @dataclass
 class Table:
     """Columns of a file, with where each row came from (for error messages).
@@ -105,8 +111,10 @@ class Table:
     def where(self, row: int) -> str:
         return f"{self.path}:{self.kind} {int(self.lines[row])}"
 
-    def column(self, name: str, *, numeric: bool = True, option: str | None = None) -> np.ndarray:
-        """A column, as float64 when ``numeric`` (with an error naming the first bad cell)."""
+    def column(self, name: str, *, numeric: bool = True, option: str | None = None,
+               float32: bool = False) -> np.ndarray:
+        """A column, as float64 when ``numeric`` (with an error naming the first bad cell); a float32
+        column stays float32 when ``float32`` (read so by :func:`read_table`'s ``narrow``)."""
         if name not in self.columns:
             hint = f" (set it with {option})" if option else ""
             raise DataError(f"{self.path}: no column {name!r}{hint}; {_columns_hint(name, self.columns)}")
@@ -118,7 +126,7 @@ class Table:
             if out is None:  # a cell pyarrow does not read as a number: cell by cell, naming it
                 col = self.columns[name]
         elif col.dtype.kind in "fiub":
-            out = col.astype(np.float64, copy=False)
+            out = col if float32 and col.dtype == np.float32 else col.astype(np.float64, copy=False)
         else:
             out = _floats_of_text(col)
         if out is None:
@@ -181,6 +189,8 @@ class Table:
         if name not in self.columns:
             self.column(name, numeric=False, option=option)  # raises the error naming the columns there are
         col = self.columns.raw(name)
+        if _is_arrow(col) and _is_dictionary(col):  # read as codes (_gather): distinct, in order of first appearance
+            return col.indices.to_numpy(), col.dictionary.to_pylist()
         if _is_arrow(col):
             import pyarrow.compute as pc
 
@@ -293,7 +303,7 @@ def _to_float(v) -> float:
     return float(v)
 
 
-def read_table(path, *, columns=None, numeric=()) -> Table:
+def read_table(path, *, columns=None, numeric=(), keys=(), narrow=()) -> Table:
     """Reads a JSONL, CSV, Parquet or NPZ file into a :class:`Table`.
 
     Args:
@@ -303,6 +313,11 @@ def read_table(path, *, columns=None, numeric=()) -> Table:
       numeric: of ``columns``, those that will be read as numbers: a large CSV file's cells are then
         converted block by block as they are read (never held as text); a cell that is not a finite
         number sends the file to the text reader, whose error names its line.
+      keys: of ``columns``, identifiers (prompt ids): a large JSON Lines or CSV file's text or
+        integer ids are then held as codes into their distinct values, block by block (a pyarrow
+        dictionary array, distinct values in order of first appearance: :meth:`Table.codes`).
+      narrow: of ``numeric``, those a large JSON Lines or CSV file may hold as float32 (values
+        rounded to float32 once, as :class:`Samples` would; checked finite before rounding).
     """
     path = Path(path)
     if not path.exists():
@@ -317,7 +332,8 @@ def read_table(path, *, columns=None, numeric=()) -> Table:
                         f"(.jsonl and .csv may end in {', '.join(COMPRESSIONS)})")
     try:
         keep = None if columns is None else tuple(dict.fromkeys(columns))
-        table = readers[suffix](path, keep, tuple(numeric)) if suffix != ".npz" else readers[suffix](path)
+        table = (readers[suffix](path, keep, tuple(numeric), tuple(keys), tuple(narrow)) if suffix != ".npz"
+                 else readers[suffix](path))
     except DataError:
         raise
     except UnicodeDecodeError as e:
@@ -639,7 +655,7 @@ def _csv_block_tables(path: Path, header: list[str], keep, numeric=()) -> Iterat
         first += block.count(b"\n")
 
 
-def _read_csv_numeric(path: Path, keep, numeric) -> Table | None:
+def _read_csv_numeric(path: Path, keep, numeric, keys=(), narrow=()) -> Table | None:
     """Only the columns ``keep`` by :func:`_csv_block_tables`, the ``numeric`` ones converted to
     float64 block by block (a 1M-row file's number columns as text are 1.4x the file). None when
     a block cannot be read exactly as the line reader would, or a kept column is missing (the
@@ -653,7 +669,7 @@ def _read_csv_numeric(path: Path, keep, numeric) -> Table | None:
     if header_line != 1 or not set(keep) <= set(header):
         return None
     try:
-        return _gather(path, _csv_block_tables(path, header, keep, numeric), _scan_lines(path)[0] - 1)
+        return _gather(path, _csv_block_tables(path, header, keep, numeric), _scan_lines(path)[0] - 1, keys, narrow)
     except _NotExact:
         return None
 
@@ -696,9 +712,18 @@ def _blank_rows(t) -> bool:
     return True
 
 
-def _line_blocks(path: Path, skip_first: bool = False, size: int = 4 * 2**20) -> Iterator[bytes]:
+#: Bytes of whole lines the vectorised readers parse at a time. Each block's temporaries (its
+#: bytes, pyarrow's parsed columns, text to float) are freed before the next, but what the
+#: allocator keeps grows with the block: 1M-row CSV loaded at 1.6x its size above the imports
+#: with 256 KiB blocks, 2.9x with 4 MiB (benchmarks/README.md, "Loading 1,000,000 rows").
+BLOCK_BYTES = 2**19
+
+
+def _line_blocks(path: Path, skip_first: bool = False, size: int | None = None) -> Iterator[bytes]:
     """The file's bytes in blocks of whole lines (about ``size`` bytes each; the last one may lack
-    its newline), after the first line when ``skip_first`` (a CSV header)."""
+    its newline), after the first line when ``skip_first`` (a CSV header); ``size`` defaults to
+    :data:`BLOCK_BYTES`."""
+    size = BLOCK_BYTES if size is None else size
     with open(path, "rb") as f:
         if skip_first:
             f.readline()
@@ -749,27 +774,29 @@ def _jsonl_block_tables(path: Path, keep) -> Iterator[Table]:
         del t
 
 
-def _read_jsonl_blocks(path: Path, keep) -> Table | None:
+def _read_jsonl_blocks(path: Path, keep, keys=(), narrow=()) -> Table | None:
     """Only the columns ``keep`` by :func:`_jsonl_block_tables` (memory: the kept columns', a block
     at a time; not the parsed file's), or None where the line reader could read otherwise."""
     if _arrow_modules(path) is None or keep is None:
         return None
     try:
-        return _gather(path, _jsonl_block_tables(path, keep), _scan_lines(path)[0])
+        return _gather(path, _jsonl_block_tables(path, keep), _scan_lines(path)[0], keys, narrow)
     except _NotExact:
         return None
 
 
-def _gather(path: Path, blocks: Iterator[Table], most: int) -> Table | None:
+def _gather(path: Path, blocks: Iterator[Table], most: int, keys=(), narrow=()) -> Table | None:
     """The blocks of a file as one table: number columns written into arrays of ``most`` rows
-    allocated once (no list of per-block arrays to concatenate: the allocator keeps less), text
-    columns as chunked Arrow arrays. None where a column is numbers in one block and text (or
-    booleans) in another, or the blocks hold more than ``most`` rows (the line readers then read
-    the file)."""
+    allocated once (no list of per-block arrays to concatenate: the allocator keeps less; float32
+    for the columns ``narrow``), text columns as chunked Arrow arrays, and the columns ``keys`` of
+    text or integers as codes (:class:`_Codes`). None where a column is numbers in one block and
+    text (or booleans) in another, a key is blank, or the blocks hold more than ``most`` rows (the
+    line readers then read the file, and their errors name the line)."""
     import pyarrow as pa
 
     numbers: dict[str, np.ndarray] = {}
     texts: dict[str, list] = {}
+    codes: dict[str, _Codes] = {}
     lines = np.empty(most, np.int32 if most + 2 < 2**31 else np.int64)
     rows = 0
     for t in blocks:
@@ -778,25 +805,78 @@ def _gather(path: Path, blocks: Iterator[Table], most: int) -> Table | None:
             return None
         for k in t.columns:
             x = t.columns.raw(k)
+            if k in keys and (_is_arrow(x) or x.dtype.kind in "iu") and k not in numbers:
+                if not codes.setdefault(k, _Codes(most)).add(x, rows):
+                    return None
+                continue
             if _is_arrow(x):
                 if k in numbers:
                     return None
                 texts.setdefault(k, []).extend(getattr(x, "chunks", [x]))
                 continue
-            if k in texts or (k in numbers and (numbers[k].dtype.kind == "b") != (x.dtype.kind == "b")):
+            if k in texts or k in codes or (k in numbers and (numbers[k].dtype.kind == "b") != (x.dtype.kind == "b")):
                 return None
+            small = k in narrow and x.dtype.kind in "iuf" and _fits_float32(x)
             if k not in numbers:
-                numbers[k] = np.empty(most, x.dtype)
-            elif np.result_type(numbers[k].dtype, x.dtype) != numbers[k].dtype:  # ints, then floats
-                numbers[k] = numbers[k].astype(np.result_type(numbers[k].dtype, x.dtype))
+                numbers[k] = np.empty(most, np.float32 if small else x.dtype)
+            elif numbers[k].dtype == np.float32 and not small:  # a value float32 cannot hold: float64 after all
+                numbers[k] = numbers[k].astype(np.float64)
+            elif numbers[k].dtype != np.float32 and np.result_type(numbers[k].dtype, x.dtype) != numbers[k].dtype:
+                numbers[k] = numbers[k].astype(np.result_type(numbers[k].dtype, x.dtype))  # ints, then floats
             numbers[k][rows:rows + n] = x
         lines[rows:rows + n] = t.lines
         rows += n
     if rows == 0:
         return None
-    cols = {k: numbers[k][:rows] if k in numbers else pa.chunked_array(texts[k], type=pa.string())
-            for k in list(numbers) + list(texts)}
+    cols = {k: numbers[k][:rows] if k in numbers else
+            codes[k].array(rows) if k in codes else pa.chunked_array(texts[k], type=pa.string())
+            for k in list(numbers) + list(codes) + list(texts)}
     return Table(path, cols, lines[:rows])
+
+
+def _fits_float32(x: np.ndarray) -> bool:
+    """Whether every value is finite and within float32's range (rounding makes none infinite)."""
+    if not len(x):
+        return True
+    top = float(np.max(np.abs(x))) if x.dtype.kind == "f" else float(max(abs(int(x.max())), abs(int(x.min()))))
+    return top <= float(np.finfo(np.float32).max)
+
+
+class _Codes:
+    """A column of identifiers read block by block as ``[rows]`` int32 codes into its distinct values
+    (in order of first appearance), by pyarrow's hash kernels; text and integer blocks are not mixed
+    (``7`` and ``"7"`` are two ids to the line readers: they decide)."""
+
+    def __init__(self, most: int):
+        self.codes = np.empty(most, np.int32)
+        self.index: dict = {}
+        self.kind = None
+
+    def add(self, x, at: int) -> bool:
+        """Writes the codes of block ``x`` (pyarrow text, or NumPy integers) at row ``at``; False for a
+        blank text cell or a block of another kind than the earlier ones."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        kind = "text" if _is_arrow(x) else "int"
+        if self.kind not in (None, kind) or (kind == "text" and pc.any(_blank(x)).as_py()):
+            return False
+        self.kind = kind
+        x = x if kind == "text" else pa.array(x)
+        uniq = pc.unique(x, memory_pool=_pool())
+        local = pc.index_in(x, value_set=uniq, memory_pool=_pool())
+        local = local.to_numpy() if isinstance(local, pa.Array) else local.combine_chunks().to_numpy()
+        index = self.index
+        to_global = np.fromiter((index.setdefault(v, len(index)) for v in uniq.to_pylist()), np.int32, len(uniq))
+        self.codes[at:at + len(local)] = to_global[local]
+        return True
+
+    def array(self, rows: int):
+        """The column: a pyarrow dictionary array (codes into the distinct values)."""
+        import pyarrow as pa
+
+        values = pa.array(list(self.index), pa.string() if self.kind == "text" else pa.int64())
+        return pa.DictionaryArray.from_arrays(pa.array(self.codes[:rows]), values)
 
 
 def _slice(t: Table, start: int, stop: int) -> Table:
@@ -857,9 +937,9 @@ def _rechunk(tables: Iterator[Table], rows: int) -> Iterator[Table]:
         yield _concat(queue)
 
 
-def _read_jsonl(path: Path, keep=None, numeric=()) -> Table:
+def _read_jsonl(path: Path, keep=None, numeric=(), keys=(), narrow=()) -> Table:
     for fast in (_read_jsonl_blocks, _read_jsonl_arrow):
-        table = fast(path, keep) if fast is _read_jsonl_blocks else fast(path)
+        table = fast(path, keep, keys, narrow) if fast is _read_jsonl_blocks else fast(path)
         if table is not None:
             return table
     lines, rows, names = [], [], {}
@@ -879,8 +959,8 @@ def _object_column(values: list) -> np.ndarray:
     return out
 
 
-def _read_csv(path: Path, keep=None, numeric=()) -> Table:
-    fast = _read_csv_numeric(path, keep, numeric) or _read_csv_arrow(path)
+def _read_csv(path: Path, keep=None, numeric=(), keys=(), narrow=()) -> Table:
+    fast = _read_csv_numeric(path, keep, numeric, keys, narrow) or _read_csv_arrow(path)
     if fast is not None:
         return fast
     records = csv_records(path)
@@ -893,7 +973,7 @@ def _read_csv(path: Path, keep=None, numeric=()) -> Table:
     return Table(path, cols, np.asarray(lines))
 
 
-def _read_parquet(path: Path, keep=None, numeric=()) -> Table:
+def _read_parquet(path: Path, keep=None, numeric=(), keys=(), narrow=()) -> Table:
     try:
         import pyarrow.parquet as pq
     except ImportError:
@@ -1057,12 +1137,13 @@ class _Groups:
         stores (float32 unless ``jax_enable_x64``: no float64 copy to be narrowed later)."""
         import jax
 
-        out = np.zeros(self.shape, jax.dtypes.canonicalize_dtype(np.result_type(values.dtype, np.float32)))
-        out.reshape(-1)[self.flat] = values
+        out = _zeros(self.shape, jax.dtypes.canonicalize_dtype(np.result_type(values.dtype, np.float32)))
+        with np.errstate(over="ignore"):  # a value float32 cannot hold: Samples' check names it (inf)
+            out.reshape(-1)[self.flat] = values
         return out
 
     def mask(self) -> np.ndarray:
-        out = np.zeros(self.shape, bool)
+        out = _zeros(self.shape, bool)
         out.reshape(-1)[self.flat] = True
         return out
 
@@ -1073,6 +1154,28 @@ class _Groups:
     def ragged(self, values: np.ndarray) -> _Ragged:
         """``[rows]`` -> per prompt, its rows' values in file order."""
         return _Ragged(values if self.order is None else values[self.order], self.starts, self.sizes)
+
+
+#: The alignment (bytes) at which JAX's CPU client uses a NumPy array's memory instead of copying it.
+_ALIGN = 64
+
+
+def _zeros(shape, dtype) -> np.ndarray:
+    """``np.zeros(shape, dtype)`` at a :data:`_ALIGN`-byte boundary: ``jax.device_put`` of it on a CPU
+    is the same memory, not a copy (NumPy's own allocations are 16-byte aligned)."""
+    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    raw = np.zeros(size + _ALIGN, np.uint8)
+    start = -raw.ctypes.data % _ALIGN
+    return raw[start:start + size].view(dtype).reshape(shape)
+
+
+def _on_device(x: np.ndarray | None):
+    """A padded array the caller lets go as a JAX array (the same memory on a CPU: :func:`_zeros`)."""
+    if x is None:
+        return None
+    import jax
+
+    return jax.device_put(x)
 
 
 class _Ragged(Sequence):
@@ -1143,11 +1246,12 @@ def samples_from_table(
         table = _explode_wide(table, prompt, [c for c in (reward, score, log_weight, count, dedupe,
                                                            base_logprob, sampler_logprob) if c])
     codes, ids = table.codes(prompt, option="--prompt-col")
-    values = {"reward": table.column(reward, option="--reward-col")}
+    small = dedupe is None  # float32 columns (read_table's narrow) go into the padded arrays as they are
+    values = {"reward": table.column(reward, option="--reward-col", float32=small)}
     if score is not None:
-        values["score"] = table.column(score, option="--score-col")
+        values["score"] = table.column(score, option="--score-col", float32=small)
     if log_weight is not None:
-        values["log_weight"] = table.column(log_weight, option="--log-weight-col")
+        values["log_weight"] = table.column(log_weight, option="--log-weight-col", float32=small)
     if base_logprob is not None:
         values["log_weight"] = table.column(base_logprob, option="--base-logprob-col") - table.column(
             sampler_logprob, option="--sampler-logprob-col")
@@ -1183,9 +1287,9 @@ def samples_from_table(
         if counts is not None:
             padded["count"] = groups.pad(counts)
             del counts
-        samples = Samples(padded.pop("reward"), scores=padded.pop("score", None),
-                          log_weights=padded.pop("log_weight", None), counts=padded.pop("count", None),
-                          mask=groups.mask())
+        samples = Samples(_on_device(padded.pop("reward")), scores=_on_device(padded.pop("score", None)),
+                          log_weights=_on_device(padded.pop("log_weight", None)),
+                          counts=_on_device(padded.pop("count", None)), mask=_on_device(groups.mask()))
         return Loaded(samples, ids, source, [], groups.ragged(table.lines), table.kind)
     order: dict[Any, list[int]] = {}
     for i, c in enumerate(codes.tolist()):
@@ -1288,5 +1392,20 @@ def load(path, **columns) -> Loaded:
     numeric = [columns.get(k, d) for k, d in (("reward", "reward"), ("score", None), ("log_weight", None),
                                              ("count", None), ("base_logprob", None), ("sampler_logprob", None))]
     numeric = [c for c in numeric if c is not None]
-    needed = [columns.get("prompt", "prompt_id"), *numeric] + ([columns["dedupe"]] if columns.get("dedupe") else [])
-    return samples_from_table(read_table(path, columns=needed, numeric=numeric), **columns, _spend=True)
+    prompt = columns.get("prompt", "prompt_id")
+    needed = [prompt, *numeric] + ([columns["dedupe"]] if columns.get("dedupe") else [])
+    narrow = ()  # the columns padded as they are: held as float32 when Samples stores float32 (no float64 copy)
+    if not columns.get("dedupe") and not jax_x64():
+        narrow = [columns.get(k, d) for k, d in (("reward", "reward"), ("score", None), ("log_weight", None))]
+        narrow = [c for c in narrow if c is not None and c not in (prompt, columns.get("count"),
+                                                                   columns.get("base_logprob"),
+                                                                   columns.get("sampler_logprob"))]
+    table = read_table(path, columns=needed, numeric=numeric, keys=[prompt], narrow=narrow)
+    return samples_from_table(table, **columns, _spend=True)
+
+
+def jax_x64() -> bool:
+    """Whether JAX computes in float64 (``jax_enable_x64``): :class:`Samples` then stores float64."""
+    import jax
+
+    return bool(jax.config.jax_enable_x64)

@@ -243,3 +243,85 @@ def test_jsonl_blocks_whose_number_types_differ(tmp_path, monkeypatch):
     fast, slow = _readers(monkeypatch, path)
     _same(fast, slow)
     assert float(np.asarray(fast.samples.rewards).max()) == n - 1 + 0.5
+
+
+# -- Held as the data, not as text: ids as codes block by block, numbers padded in float32 as read.
+
+
+@pytest.fixture(params=["float32", "float64"])
+def precision(request):
+    """JAX's default float (the suite runs with x64 on; float32 is what a CLI user gets)."""
+    import jax
+
+    jax.config.update("jax_enable_x64", request.param == "float64")
+    yield request.param
+    jax.config.update("jax_enable_x64", True)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_ids_are_read_as_codes_block_by_block(tmp_path, monkeypatch, suffix, precision):
+    """Ids coming back in later blocks keep their first code; the order is the first appearance."""
+    rng = np.random.default_rng(3)
+    ids = rng.integers(0, 40, 900)
+    r = np.round(rng.standard_normal(900), 6)
+    if suffix == ".csv":
+        text = "prompt_id,reward\n" + "".join(f"{i:03d},{x}\n" for i, x in zip(ids, r))  # text ids: '007'
+    else:
+        text = "".join(f'{{"prompt_id": {i}, "reward": {x}}}\n' for i, x in zip(ids, r))
+    path = tmp_path / f"s{suffix}"
+    path.write_text(text)
+    monkeypatch.setattr(io, "BLOCK_BYTES", 512)  # ~40 blocks
+    fast, slow = _readers(monkeypatch, path)
+    _same(fast, slow)
+    assert fast.samples.dtype == precision
+    assert fast.prompt_ids == list(dict.fromkeys(f"{i:03d}" if suffix == ".csv" else int(i) for i in ids))
+    monkeypatch.setattr(io, "ARROW_MIN_BYTES", 0)
+    t = io.read_table(path, columns=["prompt_id", "reward"], numeric=["reward"], keys=["prompt_id"],
+                      narrow=["reward"])
+    import pyarrow as pa
+
+    assert pa.types.is_dictionary(t.columns.raw("prompt_id").type)  # 4 bytes a row, not the text
+    assert t.columns.raw("reward").dtype == np.float32
+    assert list(t.columns["prompt_id"][:3]) == list(slow.prompt_ids[:1]) + [  # cells read back as values
+        v for v in (f"{i:03d}" if suffix == ".csv" else int(i) for i in ids[1:3])]
+
+
+def test_jsonl_ids_of_two_kinds_in_different_blocks(tmp_path, monkeypatch):
+    """Whole-number ids in the first blocks, text later: read as the line reader reads them."""
+    path = tmp_path / "s.jsonl"
+    path.write_text("".join(f'{{"prompt_id": {i % 7 if i < 300 else json.dumps(f"p{i % 5}")}, "reward": {i}}}\n'
+                            for i in range(600)))
+    monkeypatch.setattr(io, "BLOCK_BYTES", 512)
+    fast, slow = _readers(monkeypatch, path)
+    _same(fast, slow)
+    assert fast.prompt_ids == list(range(7)) + [f"p{i}" for i in (0, 1, 2, 3, 4)]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_blank_id_or_float32_overflow_in_a_late_block(tmp_path, monkeypatch, suffix, precision):
+    """A blank id and a reward float32 cannot hold, far from the first block: the same error either way."""
+    rows = [(f"q{i % 9}", str(i * 0.25)) for i in range(800)]
+    for case in ("blank", "big"):
+        bad = list(rows)
+        bad[700] = ("  ", "1.0") if case == "blank" else ("q3", "1e39")
+        if suffix == ".csv":
+            text = "prompt_id,reward\n" + "".join(f"{p},{r}\n" for p, r in bad)
+        else:
+            text = "".join(f'{{"prompt_id": "{p}", "reward": {r}}}\n' for p, r in bad)
+        path = tmp_path / f"{case}{suffix}"
+        path.write_text(text)
+        monkeypatch.setattr(io, "BLOCK_BYTES", 512)
+        messages = []
+        for least in (0, float("inf")):
+            monkeypatch.setattr(io, "ARROW_MIN_BYTES", least)
+            if case == "big" and precision == "float64":  # held as it is, by both readers
+                messages.append(float(np.asarray(io.load(path).samples.rewards).max()))
+                continue
+            with pytest.raises(ValueError) as e:
+                io.load(path)
+            messages.append(str(e.value))
+        assert messages[0] == messages[1]
+        line = 702 if suffix == ".csv" else 701
+        expected = (f":line {line}: column 'prompt_id' is empty" if case == "blank" else
+                    "= np.float32(inf) is not finite" if precision == "float32" else 1e39)
+        assert expected == messages[0] if case == "big" and precision == "float64" else expected in messages[0]
