@@ -785,7 +785,7 @@ def _read_jsonl_blocks(path: Path, keep, keys=(), narrow=()) -> Table | None:
         return None
 
 
-def _gather(path: Path, blocks: Iterator[Table], most: int, keys=(), narrow=()) -> Table | None:
+def _gather(path: Path, blocks: Iterator[Table], most: int, keys=(), narrow=(), kind: str = "line") -> Table | None:
     """The blocks of a file as one table: number columns written into arrays of ``most`` rows
     allocated once (no list of per-block arrays to concatenate: the allocator keeps less; float32
     for the columns ``narrow``), text columns as chunked Arrow arrays, and the columns ``keys`` of
@@ -831,7 +831,7 @@ def _gather(path: Path, blocks: Iterator[Table], most: int, keys=(), narrow=()) 
     cols = {k: numbers[k][:rows] if k in numbers else
             codes[k].array(rows) if k in codes else pa.chunked_array(texts[k], type=pa.string())
             for k in list(numbers) + list(codes) + list(texts)}
-    return Table(path, cols, lines[:rows])
+    return Table(path, cols, lines[:rows], kind)
 
 
 def _fits_float32(x: np.ndarray) -> bool:
@@ -982,6 +982,15 @@ def _read_parquet(path: Path, keep=None, numeric=(), keys=(), narrow=()) -> Tabl
         names = pq.read_schema(path).names
         if keep is not None and (not set(keep) <= set(names) or len(set(names)) != len(names)):
             keep = None  # all the columns: the errors (a missing or repeated name) list them
+        if keep is not None:
+            try:  # batch by batch, as the text files' blocks: ids as codes, float32 where asked
+                pf = pq.ParquetFile(path)
+                table = _gather(path, _parquet_block_tables(path, pf, keep), pf.metadata.num_rows, keys, narrow,
+                                kind="row")
+                if table is not None:
+                    return table
+            except _NotExact:
+                pass
         t = pq.read_table(path, columns=None if keep is None else list(keep), use_threads=False)
     except Exception as e:  # pyarrow raises several types for corrupt files
         raise DataError(f"{path}: not a readable Parquet file ({e})") from None
@@ -998,6 +1007,25 @@ def _read_parquet(path: Path, keep=None, numeric=(), keys=(), narrow=()) -> Tabl
 
     cols = {name: column(t.column(name)) for name in t.column_names}
     return Table(path, cols, np.arange(1, t.num_rows + 1), kind="row")
+
+
+def _parquet_block_tables(path: Path, pf, keep, rows: int = 2**16) -> Iterator[Table]:
+    """The columns ``keep`` of a Parquet file ``rows`` rows at a time, as :class:`Table` blocks
+    (numbers and booleans as NumPy, text as pyarrow arrays); :class:`_NotExact` at a null or a
+    column of another type (the whole-table reader then reads it as before)."""
+    import pyarrow as pa
+
+    first = 1
+    for batch in pf.iter_batches(batch_size=rows, columns=list(keep), use_threads=False):
+        cols = {}
+        for k in keep:
+            col = batch.column(k)
+            if col.null_count or str(col.type) not in ("int64", "int32", "double", "float", "bool", "string"):
+                raise _NotExact(first)
+            text = pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
+            cols[k] = col if text else np.asarray(col.to_numpy())
+        yield Table(path, cols, np.arange(first, first + batch.num_rows), kind="row")
+        first += batch.num_rows
 
 
 def _read_npz(path: Path) -> Table:

@@ -325,3 +325,27 @@ def test_blank_id_or_float32_overflow_in_a_late_block(tmp_path, monkeypatch, suf
         expected = (f":line {line}: column 'prompt_id' is empty" if case == "blank" else
                     "= np.float32(inf) is not finite" if precision == "float32" else 1e39)
         assert expected == messages[0] if case == "big" and precision == "float64" else expected in messages[0]
+
+
+def test_parquet_batches_match_the_whole_table(tmp_path, monkeypatch, precision):
+    """Parquet read batch by batch (ids as codes, float32 where Samples stores it) gives the samples
+    the whole-table reader gives; a null sends the file to the whole-table reader and its error."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    rng = np.random.default_rng(4)
+    ids = rng.integers(0, 30, 700)
+    cols = {"prompt_id": pa.array([f"p{i}" for i in ids]), "reward": rng.standard_normal(700),
+            "gold": rng.standard_normal(700).astype(np.float32), "count": rng.integers(1, 4, 700), "x": ids}
+    path = tmp_path / "s.parquet"
+    pq.write_table(pa.table(cols), path, row_group_size=100)
+    monkeypatch.setattr(io, "_parquet_block_tables",
+                        lambda p, f, keep, rows=2**16, real=io._parquet_block_tables: real(p, f, keep, rows=64))
+    fast = io.load(path, score="gold", count="count")
+    slow = io.samples_from_table(io.read_table(path), score="gold", count="count")  # every column, as one table
+    _same(fast, slow)
+    assert fast.samples.dtype == precision and fast.lines[0][:2].tolist() == [1, 2 + list(ids[1:]).index(ids[0])]
+    assert fast.label(0, 0).endswith("s.parquet:row 1)")
+    cols["reward"] = pa.array([None] + list(cols["reward"][1:]), pa.float64())
+    pq.write_table(pa.table(cols), path, row_group_size=100)
+    with pytest.raises(io.DataError, match=r"s.parquet:row 1: column 'reward' is .*nan.*, not a finite number"):
+        io.load(path)
