@@ -53,20 +53,26 @@ print(json.dumps({"wall_s": wall, "peak_mb": peak / 1024, "above_import_mb": (pe
 """
 
 
-def write(folder: Path, rows: int) -> dict:
+def write(folder: Path, rows: int, only: str | None = None) -> dict:
     rng = np.random.default_rng(0)
     per = 500
     pid = np.repeat(np.arange(rows // per), per)
     r = np.round(rng.standard_normal(rows), 6)
     g = np.round(r + rng.standard_normal(rows) * 0.5, 6)
     paths = {"jsonl": folder / "s.jsonl", "csv": folder / "s.csv", "parquet": folder / "s.parquet"}
-    with open(paths["jsonl"], "w") as f:
-        for a, b, c in zip(pid.tolist(), r.tolist(), g.tolist()):
-            f.write(f'{{"prompt_id": {a}, "reward": {b}, "gold": {c}}}\n')
-    with open(paths["csv"], "w") as f:
-        f.write("prompt_id,reward,gold\n")
-        for a, b, c in zip(pid.tolist(), r.tolist(), g.tolist()):
-            f.write(f"{a},{b},{c}\n")
+    if only:  # the one format measured
+        paths = {only: paths[only]}
+    if "jsonl" in paths:
+        with open(paths["jsonl"], "w") as f:
+            for a, b, c in zip(pid.tolist(), r.tolist(), g.tolist()):
+                f.write(f'{{"prompt_id": {a}, "reward": {b}, "gold": {c}}}\n')
+    if "csv" in paths:
+        with open(paths["csv"], "w") as f:
+            f.write("prompt_id,reward,gold\n")
+            for a, b, c in zip(pid.tolist(), r.tolist(), g.tolist()):
+                f.write(f"{a},{b},{c}\n")
+    if "parquet" not in paths:
+        return paths
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -97,7 +103,7 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, load average {os.getloadavg()[0]:.1f}, "
           f"python {platform.python_version()}; {args.rows:,} rows")
     with tempfile.TemporaryDirectory() as d:
-        paths = write(Path(d), args.rows)
+        paths = write(Path(d), args.rows, args.only)
         cache = str(Path(d) / "xla")
         print(f"{'file':8} {'MB':>6} {'what':11} {'readers':11} {'time s':>7} {'peak MB':>8} {'above import':>13} "
               f"{'x file':>7}  load avg")
