@@ -827,6 +827,8 @@ def _gather(path: Path, blocks: Iterator[Table], most: int, keys=(), narrow=(), 
                 numbers[k] = numbers[k].astype(np.float64)
             elif numbers[k].dtype != np.float32 and np.result_type(numbers[k].dtype, x.dtype) != numbers[k].dtype:
                 numbers[k] = numbers[k].astype(np.result_type(numbers[k].dtype, x.dtype))  # ints, then floats
+            if numbers[k].dtype == np.float32 and x.dtype.kind in "iu":
+                x = x.astype(np.float64)  # into float32 by way of float64, as the line readers round integers
             numbers[k][rows:rows + n] = x
         lines[rows:rows + n] = t.lines
         rows += n
@@ -1104,7 +1106,7 @@ def _chunks_jsonl(path: Path, names, chunk_rows: int) -> Iterator[Table]:
 
 
 def _tables_jsonl(path: Path, names, chunk_rows: int) -> Iterator[Table]:
-    """Blocks by pyarrow (:func:`jsonl_block_tables`) where they read the file as the
+    """Blocks by pyarrow (:func:`_jsonl_block_tables`) where they read the file as the
     line reader would, then (from the first block they cannot) line by line."""
     start = 1
     if _arrow_modules(path) is not None:
@@ -1137,7 +1139,7 @@ def _chunks_csv(path: Path, names, chunk_rows: int) -> Iterator[Table]:
 
 
 def _tables_csv(path: Path, names, chunk_rows: int) -> Iterator[Table]:
-    """Blocks by pyarrow (:func:`csv_block_tables`, the kept columns as text) where
+    """Blocks by pyarrow (:func:`_csv_block_tables`, the kept columns as text) where
     they read the file as the line reader would, then (from the first block they cannot) line by line."""
     records = csv_records(path)
     header_line, header = next(records)
@@ -1476,7 +1478,7 @@ def samples_from_table(
         table = _explode_wide(table, prompt, [c for c in (reward, score, log_weight, count, dedupe,
                                                            base_logprob, sampler_logprob) if c])
     codes, ids = table.codes(prompt, option="--prompt-col")
-    small = dedupe is None  # float32 columns (read_table's narrow) go into the padded arrays as they are
+    small = dedupe is None and not jax_x64()  # float32 columns (read_table's narrow) padded as they are
     values = {"reward": table.column(reward, option="--reward-col", float32=small)}
     if score is not None:
         values["score"] = table.column(score, option="--score-col", float32=small)

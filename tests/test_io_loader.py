@@ -349,3 +349,13 @@ def test_parquet_batches_match_the_whole_table(tmp_path, monkeypatch, precision)
     pq.write_table(pa.table(cols), path, row_group_size=100)
     with pytest.raises(io.DataError, match=r"s.parquet:row 1: column 'reward' is .*nan.*, not a finite number"):
         io.load(path)
+
+
+def test_float32_columns_are_stored_in_the_samples_dtype(tmp_path, precision):
+    """A float32 column (.npz) gives float64 samples under x64, as before narrowing existed."""
+    path = tmp_path / "s.npz"
+    r = np.linspace(-1, 1, 12, dtype=np.float32)
+    np.savez(path, prompt_id=np.repeat(np.arange(3), 4), reward=r)
+    s = io.load(path).samples
+    assert s.dtype == precision
+    np.testing.assert_array_equal(np.asarray(s.rewards).reshape(-1), r.astype(precision))
