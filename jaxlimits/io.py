@@ -821,8 +821,8 @@ def _gather(path: Path, blocks: Iterator[Table], most: int, keys=(), narrow=(), 
             if k in texts or k in codes or (k in numbers and (numbers[k].dtype.kind == "b") != (x.dtype.kind == "b")):
                 return None
             small = k in narrow and x.dtype.kind in "iuf" and _fits_float32(x)
-            if k not in numbers:
-                numbers[k] = np.empty(most, np.float32 if small else x.dtype)
+            if k not in numbers:  # aligned: handed to JAX without a copy when it is already [P, N] (_Groups.pad)
+                numbers[k] = _zeros(most, np.float32 if small else x.dtype)
             elif numbers[k].dtype == np.float32 and not small:  # a value float32 cannot hold: float64 after all
                 numbers[k] = numbers[k].astype(np.float64)
             elif numbers[k].dtype != np.float32 and np.result_type(numbers[k].dtype, x.dtype) != numbers[k].dtype:
@@ -868,10 +868,12 @@ class _Codes:
         if self.kind not in (None, kind) or (kind == "text" and pc.any(_blank(x)).as_py()):
             return False
         self.kind = kind
-        x = x if kind == "text" else pa.array(x)
-        uniq = pc.unique(x, memory_pool=_pool())
-        local = pc.index_in(x, value_set=uniq, memory_pool=_pool())
-        local = local.to_numpy() if isinstance(local, pa.Array) else local.combine_chunks().to_numpy()
+        pool = _pool()  # every buffer from the system allocator (see _pool)
+        x = x if kind == "text" else pa.array(x, memory_pool=pool)
+        uniq = pc.unique(x, memory_pool=pool)
+        local = pc.index_in(x, value_set=uniq, memory_pool=pool)
+        local = local.to_numpy() if isinstance(local, pa.Array) else np.concatenate(  # (combine_chunks: the
+            [c.to_numpy() for c in local.chunks])  # default pool, whatever pool it is given; 5 MB more resident)
         index = self.index
         to_global = np.fromiter((index.setdefault(v, len(index)) for v in uniq.to_pylist()), np.int32, len(uniq))
         self.codes[at:at + len(local)] = to_global[local]
@@ -1352,31 +1354,48 @@ class _Groups:
         self.starts = np.concatenate([[0], np.cumsum(self.sizes)[:-1]])
         self.width = int(self.sizes.max())
         self.order = None if bool(np.all(codes[1:] >= codes[:-1])) else np.argsort(codes, kind="stable")
-        index = np.int32 if num_prompts * self.width < 2**31 else np.int64  # int32 where it fits: half the memory
-        pos = np.arange(len(codes), dtype=index)
-        pos -= np.repeat(self.starts.astype(index), self.sizes)  # place of each row (in prompt order) in its prompt
-        if self.order is not None:
-            pos[self.order] = pos.copy()
-        self.flat = codes.astype(index) * index(self.width)  # each row's index in the flattened [P, N_max] arrays
-        self.flat += pos
+        #: every prompt's rows together, in prompt order, all of one count: ``[rows]`` is ``[P, N]`` already
+        self.uniform = self.order is None and bool(np.all(self.sizes == self.width))
+        self._flat = None
 
     @property
     def shape(self) -> tuple[int, int]:
         return len(self.sizes), self.width
 
-    def pad(self, values: np.ndarray) -> np.ndarray:
+    @property
+    def flat(self) -> np.ndarray:
+        """``[rows]`` each row's index in the flattened ``[P, N_max]`` arrays (made on first use)."""
+        if self._flat is None:
+            index = np.int32 if self.shape[0] * self.width < 2**31 else np.int64  # int32 where it fits
+            pos = np.arange(len(self.codes), dtype=index)
+            pos -= np.repeat(self.starts.astype(index), self.sizes)  # place of each row (prompt order) in its prompt
+            if self.order is not None:
+                pos[self.order] = pos.copy()
+            self._flat = self.codes.astype(index) * index(self.width)
+            self._flat += pos
+        return self._flat
+
+    def pad(self, values: np.ndarray, reuse: bool = False) -> np.ndarray:
         """``[rows]`` -> ``[P, N_max]`` (zeros past a prompt's rows), in the float dtype :class:`Samples`
-        stores (float32 unless ``jax_enable_x64``: no float64 copy to be narrowed later)."""
+        stores (float32 unless ``jax_enable_x64``: no float64 copy to be narrowed later). With
+        ``reuse`` (the caller lets ``values`` go) a :attr:`uniform` layout in that dtype, at
+        :data:`_ALIGN` bytes, is ``values`` reshaped: no copy (``jax.device_put`` keeps it, on a CPU)."""
         import jax
 
-        out = _zeros(self.shape, jax.dtypes.canonicalize_dtype(np.result_type(values.dtype, np.float32)))
+        dtype = jax.dtypes.canonicalize_dtype(np.result_type(values.dtype, np.float32))
+        if reuse and self.uniform and values.dtype == dtype and values.ctypes.data % _ALIGN == 0:
+            return values.reshape(self.shape)
+        out = _zeros(self.shape, dtype)
         with np.errstate(over="ignore"):  # a value float32 cannot hold: Samples' check names it (inf)
             out.reshape(-1)[self.flat] = values
         return out
 
     def mask(self) -> np.ndarray:
         out = _zeros(self.shape, bool)
-        out.reshape(-1)[self.flat] = True
+        if self.uniform:
+            out[...] = True
+        else:
+            out.reshape(-1)[self.flat] = True
         return out
 
     def first_row(self, p: int) -> int:
@@ -1515,7 +1534,7 @@ def samples_from_table(
                                 f"positive count")
         if _spend:
             table.columns = Columns()
-        padded = {name: groups.pad(values.pop(name)) for name in list(values)}  # each column let go once padded
+        padded = {name: groups.pad(values.pop(name), reuse=_spend) for name in list(values)}  # let go once padded
         if counts is not None:
             padded["count"] = groups.pad(counts)
             del counts

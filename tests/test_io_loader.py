@@ -359,3 +359,34 @@ def test_float32_columns_are_stored_in_the_samples_dtype(tmp_path, precision):
     s = io.load(path).samples
     assert s.dtype == precision
     np.testing.assert_array_equal(np.asarray(s.rewards).reshape(-1), r.astype(precision))
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_prompts_of_equal_size_in_order_are_padded_without_a_copy(tmp_path, monkeypatch, suffix, precision):
+    """The samplers' layout (each prompt's rows together, all of one count): the column read is the
+    [P, N] array as it is; the same samples as line by line, and as the general scatter."""
+    rng = np.random.default_rng(5)
+    r = np.round(rng.standard_normal(600), 6)
+    path = tmp_path / f"s{suffix}"
+    if suffix == ".parquet":
+        pa = pytest.importorskip("pyarrow")
+        pq = pytest.importorskip("pyarrow.parquet")
+        pq.write_table(pa.table({"prompt_id": np.repeat(np.arange(12), 50), "reward": r}), path)
+    elif suffix == ".csv":
+        path.write_text("prompt_id,reward\n" + "".join(f"p{i // 50},{x}\n" for i, x in enumerate(r)))
+    else:
+        path.write_text("".join(f'{{"prompt_id": {i // 50}, "reward": {x}}}\n' for i, x in enumerate(r)))
+    monkeypatch.setattr(io, "BLOCK_BYTES", 1024)
+    monkeypatch.setattr(io, "ARROW_MIN_BYTES", 0)
+    seen = []
+    real = io._Groups.pad
+    monkeypatch.setattr(io._Groups, "pad", lambda self, v, reuse=False: seen.append(self.uniform and reuse) or
+                        real(self, v, reuse))
+    fast = io.load(path)
+    assert seen == [True]
+    np.testing.assert_array_equal(np.asarray(fast.samples.rewards), r.astype(precision).reshape(12, 50))
+    first = 152 if suffix == ".csv" else 151  # prompt 3's first line (row); a CSV has its header first
+    assert np.asarray(fast.samples.mask).all() and fast.lines[3].tolist() == list(range(first, first + 50))
+    table = io.read_table(path)  # every column: the scatter into new arrays
+    scattered = io.samples_from_table(table)
+    np.testing.assert_array_equal(np.asarray(fast.samples.rewards), np.asarray(scattered.samples.rewards))
