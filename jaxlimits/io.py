@@ -717,9 +717,10 @@ def _blank_rows(t) -> bool:
 
 
 #: Bytes of whole lines the vectorised readers parse at a time. Each block's temporaries (its
-#: bytes, pyarrow's parsed columns, text to float) are freed before the next, but what the
-#: allocator keeps grows with the block: 1M-row CSV loaded at 1.6x its size above the imports
-#: with 256 KiB blocks, 2.9x with 4 MiB (benchmarks/README.md, "Loading 1,000,000 rows").
+#: bytes, pyarrow's parsed columns, text to float) are freed before the next, but the peak grows
+#: with the block: a 1M-row CSV (22 MB) loaded at 41, 43, 49 and 70 MB above pyarrow's import and
+#: JAX's backend with blocks of 256 KiB, 512 KiB, 1 MiB and 4 MiB, in times alike within the
+#: noise (benchmarks/README.md, "Loading 1,000,000 rows").
 BLOCK_BYTES = 2**19
 
 
