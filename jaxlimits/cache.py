@@ -11,8 +11,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-#: Programs that compile faster than this (seconds) are not written to the cache.
-MIN_COMPILE_SECONDS = 0.5
+#: Programs that compile faster than this (seconds) are not written to the cache. Low: a warm CLI
+#: ``frontier`` of 1M rows still compiled ~18 small programs (0.02-0.5 s each, ~0.6 s in all) at
+#: 0.5 s; reading them back costs milliseconds (benchmarks/README.md, "Loading 1,000,000 rows").
+MIN_COMPILE_SECONDS = 0.02
 
 
 def default_dir() -> str:

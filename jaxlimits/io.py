@@ -11,6 +11,9 @@ Large files (uncompressed JSON Lines and CSV from :data:`ARROW_MIN_BYTES` on, an
 read by pyarrow, a block of lines at a time, keeping only the columns :func:`load` needs; rows
 are grouped by prompt with array operations (benchmarks/README.md, "Loading 1,000,000 rows").
 A file they cannot read exactly as the line-by-line readers would is read line by line.
+
+:func:`iter_chunks` reads files a chunk of rows at a time, with the same readers (for
+:mod:`jaxlimits.streaming`'s out-of-core sweeps and ``--stream``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import json
 import lzma
 import math
 import sys
+import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +79,12 @@ def _is_arrow(col) -> bool:
     return not isinstance(col, np.ndarray) and type(col).__module__.startswith("pyarrow")
 
 
+def _is_dictionary(col) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_dictionary(col.type)
+
+
 @dataclass
 class Table:
     """Columns of a file, with where each row came from (for error messages).
@@ -105,8 +115,10 @@ class Table:
     def where(self, row: int) -> str:
         return f"{self.path}:{self.kind} {int(self.lines[row])}"
 
-    def column(self, name: str, *, numeric: bool = True, option: str | None = None) -> np.ndarray:
-        """A column, as float64 when ``numeric`` (with an error naming the first bad cell)."""
+    def column(self, name: str, *, numeric: bool = True, option: str | None = None,
+               float32: bool = False) -> np.ndarray:
+        """A column, as float64 when ``numeric`` (with an error naming the first bad cell); a float32
+        column stays float32 when ``float32`` (read so by :func:`read_table`'s ``narrow``)."""
         if name not in self.columns:
             hint = f" (set it with {option})" if option else ""
             raise DataError(f"{self.path}: no column {name!r}{hint}; {_columns_hint(name, self.columns)}")
@@ -118,7 +130,7 @@ class Table:
             if out is None:  # a cell pyarrow does not read as a number: cell by cell, naming it
                 col = self.columns[name]
         elif col.dtype.kind in "fiub":
-            out = col.astype(np.float64, copy=False)
+            out = col if float32 and col.dtype == np.float32 else col.astype(np.float64, copy=False)
         else:
             out = _floats_of_text(col)
         if out is None:
@@ -181,6 +193,8 @@ class Table:
         if name not in self.columns:
             self.column(name, numeric=False, option=option)  # raises the error naming the columns there are
         col = self.columns.raw(name)
+        if _is_arrow(col) and _is_dictionary(col):  # read as codes (_gather): distinct, in order of first appearance
+            return col.indices.to_numpy(), col.dictionary.to_pylist()
         if _is_arrow(col):
             import pyarrow.compute as pc
 
@@ -293,7 +307,7 @@ def _to_float(v) -> float:
     return float(v)
 
 
-def read_table(path, *, columns=None, numeric=()) -> Table:
+def read_table(path, *, columns=None, numeric=(), keys=(), narrow=()) -> Table:
     """Reads a JSONL, CSV, Parquet or NPZ file into a :class:`Table`.
 
     Args:
@@ -303,6 +317,11 @@ def read_table(path, *, columns=None, numeric=()) -> Table:
       numeric: of ``columns``, those that will be read as numbers: a large CSV file's cells are then
         converted block by block as they are read (never held as text); a cell that is not a finite
         number sends the file to the text reader, whose error names its line.
+      keys: of ``columns``, identifiers (prompt ids): a large JSON Lines or CSV file's text or
+        integer ids are then held as codes into their distinct values, block by block (a pyarrow
+        dictionary array, distinct values in order of first appearance: :meth:`Table.codes`).
+      narrow: of ``numeric``, those a large JSON Lines or CSV file may hold as float32 (values
+        rounded to float32 once, as :class:`Samples` would; checked finite before rounding).
     """
     path = Path(path)
     if not path.exists():
@@ -317,7 +336,8 @@ def read_table(path, *, columns=None, numeric=()) -> Table:
                         f"(.jsonl and .csv may end in {', '.join(COMPRESSIONS)})")
     try:
         keep = None if columns is None else tuple(dict.fromkeys(columns))
-        table = readers[suffix](path, keep, tuple(numeric)) if suffix != ".npz" else readers[suffix](path)
+        table = (readers[suffix](path, keep, tuple(numeric), tuple(keys), tuple(narrow)) if suffix != ".npz"
+                 else readers[suffix](path))
     except DataError:
         raise
     except UnicodeDecodeError as e:
@@ -639,7 +659,7 @@ def _csv_block_tables(path: Path, header: list[str], keep, numeric=()) -> Iterat
         first += block.count(b"\n")
 
 
-def _read_csv_numeric(path: Path, keep, numeric) -> Table | None:
+def _read_csv_numeric(path: Path, keep, numeric, keys=(), narrow=()) -> Table | None:
     """Only the columns ``keep`` by :func:`_csv_block_tables`, the ``numeric`` ones converted to
     float64 block by block (a 1M-row file's number columns as text are 1.4x the file). None when
     a block cannot be read exactly as the line reader would, or a kept column is missing (the
@@ -653,7 +673,7 @@ def _read_csv_numeric(path: Path, keep, numeric) -> Table | None:
     if header_line != 1 or not set(keep) <= set(header):
         return None
     try:
-        return _gather(path, _csv_block_tables(path, header, keep, numeric), _scan_lines(path)[0] - 1)
+        return _gather(path, _csv_block_tables(path, header, keep, numeric), _scan_lines(path)[0] - 1, keys, narrow)
     except _NotExact:
         return None
 
@@ -696,9 +716,19 @@ def _blank_rows(t) -> bool:
     return True
 
 
-def _line_blocks(path: Path, skip_first: bool = False, size: int = 4 * 2**20) -> Iterator[bytes]:
+#: Bytes of whole lines the vectorised readers parse at a time. Each block's temporaries (its
+#: bytes, pyarrow's parsed columns, text to float) are freed before the next, but the peak grows
+#: with the block: a 1M-row CSV (22 MB) loaded at 41, 43, 49 and 70 MB above pyarrow's import and
+#: JAX's backend with blocks of 256 KiB, 512 KiB, 1 MiB and 4 MiB, in times alike within the
+#: noise (benchmarks/README.md, "Loading 1,000,000 rows").
+BLOCK_BYTES = 2**19
+
+
+def _line_blocks(path: Path, skip_first: bool = False, size: int | None = None) -> Iterator[bytes]:
     """The file's bytes in blocks of whole lines (about ``size`` bytes each; the last one may lack
-    its newline), after the first line when ``skip_first`` (a CSV header)."""
+    its newline), after the first line when ``skip_first`` (a CSV header); ``size`` defaults to
+    :data:`BLOCK_BYTES`."""
+    size = BLOCK_BYTES if size is None else size
     with open(path, "rb") as f:
         if skip_first:
             f.readline()
@@ -749,27 +779,29 @@ def _jsonl_block_tables(path: Path, keep) -> Iterator[Table]:
         del t
 
 
-def _read_jsonl_blocks(path: Path, keep) -> Table | None:
+def _read_jsonl_blocks(path: Path, keep, keys=(), narrow=()) -> Table | None:
     """Only the columns ``keep`` by :func:`_jsonl_block_tables` (memory: the kept columns', a block
     at a time; not the parsed file's), or None where the line reader could read otherwise."""
     if _arrow_modules(path) is None or keep is None:
         return None
     try:
-        return _gather(path, _jsonl_block_tables(path, keep), _scan_lines(path)[0])
+        return _gather(path, _jsonl_block_tables(path, keep), _scan_lines(path)[0], keys, narrow)
     except _NotExact:
         return None
 
 
-def _gather(path: Path, blocks: Iterator[Table], most: int) -> Table | None:
+def _gather(path: Path, blocks: Iterator[Table], most: int, keys=(), narrow=(), kind: str = "line") -> Table | None:
     """The blocks of a file as one table: number columns written into arrays of ``most`` rows
-    allocated once (no list of per-block arrays to concatenate: the allocator keeps less), text
-    columns as chunked Arrow arrays. None where a column is numbers in one block and text (or
-    booleans) in another, or the blocks hold more than ``most`` rows (the line readers then read
-    the file)."""
+    allocated once (no list of per-block arrays to concatenate: the allocator keeps less; float32
+    for the columns ``narrow``), text columns as chunked Arrow arrays, and the columns ``keys`` of
+    text or integers as codes (:class:`_Codes`). None where a column is numbers in one block and
+    text (or booleans) in another, a key is blank, or the blocks hold more than ``most`` rows (the
+    line readers then read the file, and their errors name the line)."""
     import pyarrow as pa
 
     numbers: dict[str, np.ndarray] = {}
     texts: dict[str, list] = {}
+    codes: dict[str, _Codes] = {}
     lines = np.empty(most, np.int32 if most + 2 < 2**31 else np.int64)
     rows = 0
     for t in blocks:
@@ -778,25 +810,82 @@ def _gather(path: Path, blocks: Iterator[Table], most: int) -> Table | None:
             return None
         for k in t.columns:
             x = t.columns.raw(k)
+            if k in keys and (_is_arrow(x) or x.dtype.kind in "iu") and k not in numbers:
+                if not codes.setdefault(k, _Codes(most)).add(x, rows):
+                    return None
+                continue
             if _is_arrow(x):
                 if k in numbers:
                     return None
                 texts.setdefault(k, []).extend(getattr(x, "chunks", [x]))
                 continue
-            if k in texts or (k in numbers and (numbers[k].dtype.kind == "b") != (x.dtype.kind == "b")):
+            if k in texts or k in codes or (k in numbers and (numbers[k].dtype.kind == "b") != (x.dtype.kind == "b")):
                 return None
-            if k not in numbers:
-                numbers[k] = np.empty(most, x.dtype)
-            elif np.result_type(numbers[k].dtype, x.dtype) != numbers[k].dtype:  # ints, then floats
-                numbers[k] = numbers[k].astype(np.result_type(numbers[k].dtype, x.dtype))
+            small = k in narrow and x.dtype.kind in "iuf" and _fits_float32(x)
+            if k not in numbers:  # aligned: handed to JAX without a copy when it is already [P, N] (_Groups.pad)
+                numbers[k] = _zeros(most, np.float32 if small else x.dtype)
+            elif numbers[k].dtype == np.float32 and not small:  # a value float32 cannot hold: float64 after all
+                numbers[k] = numbers[k].astype(np.float64)
+            elif numbers[k].dtype != np.float32 and np.result_type(numbers[k].dtype, x.dtype) != numbers[k].dtype:
+                numbers[k] = numbers[k].astype(np.result_type(numbers[k].dtype, x.dtype))  # ints, then floats
+            if numbers[k].dtype == np.float32 and x.dtype.kind in "iu":
+                x = x.astype(np.float64)  # into float32 by way of float64, as the line readers round integers
             numbers[k][rows:rows + n] = x
         lines[rows:rows + n] = t.lines
         rows += n
     if rows == 0:
         return None
-    cols = {k: numbers[k][:rows] if k in numbers else pa.chunked_array(texts[k], type=pa.string())
-            for k in list(numbers) + list(texts)}
-    return Table(path, cols, lines[:rows])
+    cols = {k: numbers[k][:rows] if k in numbers else
+            codes[k].array(rows) if k in codes else pa.chunked_array(texts[k], type=pa.string())
+            for k in list(numbers) + list(codes) + list(texts)}
+    return Table(path, cols, lines[:rows], kind)
+
+
+def _fits_float32(x: np.ndarray) -> bool:
+    """Whether every value is finite and within float32's range (rounding makes none infinite)."""
+    if not len(x):
+        return True
+    top = float(np.max(np.abs(x))) if x.dtype.kind == "f" else float(max(abs(int(x.max())), abs(int(x.min()))))
+    return top <= float(np.finfo(np.float32).max)
+
+
+class _Codes:
+    """A column of identifiers read block by block as ``[rows]`` int32 codes into its distinct values
+    (in order of first appearance), by pyarrow's hash kernels; text and integer blocks are not mixed
+    (``7`` and ``"7"`` are two ids to the line readers: they decide)."""
+
+    def __init__(self, most: int):
+        self.codes = np.empty(most, np.int32)
+        self.index: dict = {}
+        self.kind = None
+
+    def add(self, x, at: int) -> bool:
+        """Writes the codes of block ``x`` (pyarrow text, or NumPy integers) at row ``at``; False for a
+        blank text cell or a block of another kind than the earlier ones."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        kind = "text" if _is_arrow(x) else "int"
+        if self.kind not in (None, kind) or (kind == "text" and pc.any(_blank(x)).as_py()):
+            return False
+        self.kind = kind
+        pool = _pool()  # every buffer from the system allocator (see _pool)
+        x = x if kind == "text" else pa.array(x, memory_pool=pool)
+        uniq = pc.unique(x, memory_pool=pool)
+        local = pc.index_in(x, value_set=uniq, memory_pool=pool)
+        local = local.to_numpy() if isinstance(local, pa.Array) else np.concatenate(  # (combine_chunks: the
+            [c.to_numpy() for c in local.chunks])  # default pool, whatever pool it is given; 5 MB more resident)
+        index = self.index
+        to_global = np.fromiter((index.setdefault(v, len(index)) for v in uniq.to_pylist()), np.int32, len(uniq))
+        self.codes[at:at + len(local)] = to_global[local]
+        return True
+
+    def array(self, rows: int):
+        """The column: a pyarrow dictionary array (codes into the distinct values)."""
+        import pyarrow as pa
+
+        values = pa.array(list(self.index), pa.string() if self.kind == "text" else pa.int64())
+        return pa.DictionaryArray.from_arrays(pa.array(self.codes[:rows]), values)
 
 
 def _slice(t: Table, start: int, stop: int) -> Table:
@@ -857,9 +946,9 @@ def _rechunk(tables: Iterator[Table], rows: int) -> Iterator[Table]:
         yield _concat(queue)
 
 
-def _read_jsonl(path: Path, keep=None, numeric=()) -> Table:
+def _read_jsonl(path: Path, keep=None, numeric=(), keys=(), narrow=()) -> Table:
     for fast in (_read_jsonl_blocks, _read_jsonl_arrow):
-        table = fast(path, keep) if fast is _read_jsonl_blocks else fast(path)
+        table = fast(path, keep, keys, narrow) if fast is _read_jsonl_blocks else fast(path)
         if table is not None:
             return table
     lines, rows, names = [], [], {}
@@ -879,8 +968,8 @@ def _object_column(values: list) -> np.ndarray:
     return out
 
 
-def _read_csv(path: Path, keep=None, numeric=()) -> Table:
-    fast = _read_csv_numeric(path, keep, numeric) or _read_csv_arrow(path)
+def _read_csv(path: Path, keep=None, numeric=(), keys=(), narrow=()) -> Table:
+    fast = _read_csv_numeric(path, keep, numeric, keys, narrow) or _read_csv_arrow(path)
     if fast is not None:
         return fast
     records = csv_records(path)
@@ -893,7 +982,7 @@ def _read_csv(path: Path, keep=None, numeric=()) -> Table:
     return Table(path, cols, np.asarray(lines))
 
 
-def _read_parquet(path: Path, keep=None, numeric=()) -> Table:
+def _read_parquet(path: Path, keep=None, numeric=(), keys=(), narrow=()) -> Table:
     try:
         import pyarrow.parquet as pq
     except ImportError:
@@ -902,6 +991,15 @@ def _read_parquet(path: Path, keep=None, numeric=()) -> Table:
         names = pq.read_schema(path).names
         if keep is not None and (not set(keep) <= set(names) or len(set(names)) != len(names)):
             keep = None  # all the columns: the errors (a missing or repeated name) list them
+        if keep is not None:
+            try:  # batch by batch, as the text files' blocks: ids as codes, float32 where asked
+                pf = pq.ParquetFile(path)
+                table = _gather(path, _parquet_block_tables(path, pf, keep), pf.metadata.num_rows, keys, narrow,
+                                kind="row")
+                if table is not None:
+                    return table
+            except _NotExact:
+                pass
         t = pq.read_table(path, columns=None if keep is None else list(keep), use_threads=False)
     except Exception as e:  # pyarrow raises several types for corrupt files
         raise DataError(f"{path}: not a readable Parquet file ({e})") from None
@@ -918,6 +1016,25 @@ def _read_parquet(path: Path, keep=None, numeric=()) -> Table:
 
     cols = {name: column(t.column(name)) for name in t.column_names}
     return Table(path, cols, np.arange(1, t.num_rows + 1), kind="row")
+
+
+def _parquet_block_tables(path: Path, pf, keep, rows: int = 2**16) -> Iterator[Table]:
+    """The columns ``keep`` of a Parquet file ``rows`` rows at a time, as :class:`Table` blocks
+    (numbers and booleans as NumPy, text as pyarrow arrays); :class:`_NotExact` at a null or a
+    column of another type (the whole-table reader then reads it as before)."""
+    import pyarrow as pa
+
+    first = 1
+    for batch in pf.iter_batches(batch_size=rows, columns=list(keep), use_threads=False):
+        cols = {}
+        for k in keep:
+            col = batch.column(k)
+            if col.null_count or str(col.type) not in ("int64", "int32", "double", "float", "bool", "string"):
+                raise _NotExact(first)
+            text = pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
+            cols[k] = col if text else np.asarray(col.to_numpy())
+        yield Table(path, cols, np.arange(first, first + batch.num_rows), kind="row")
+        first += batch.num_rows
 
 
 def _read_npz(path: Path) -> Table:
@@ -949,6 +1066,204 @@ def _read_npz(path: Path) -> Table:
         raise DataError(f"{path}: arrays of different lengths {lengths}; a long table needs one length")
     n = next(iter(lengths.values()), 0)
     return Table(path, cols, np.arange(1, n + 1), kind="row")
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading long tables in chunks
+
+_SUFFIXES = (".jsonl", ".json", ".ndjson", ".csv", ".parquet", ".npz")
+
+
+def _readable(p: Path) -> bool:
+    """A supported file name: a format suffix, and a compression suffix only after a text format."""
+    fmt, compression = _format(p)
+    return fmt in _SUFFIXES and (compression is None or fmt in TEXT_FORMATS)
+
+
+def expand_paths(paths) -> list[Path]:
+    """Files to read, in order: each path, or the supported files of a directory (sorted)."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    out: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.is_file() and _readable(q))
+            if not found:
+                raise DataError(f"{p}: a directory with no {', '.join(_SUFFIXES)} files")
+            out.extend(found)
+        elif p.exists():
+            if not _readable(p):
+                raise DataError(f"{p}: unknown format {''.join(p.suffixes[-2:])!r}; use {', '.join(_SUFFIXES)} "
+                                f"(text formats may end in {', '.join(COMPRESSIONS)})")
+            out.append(p)
+        else:
+            raise DataError(f"{p}: no such file or directory")
+    if not out:
+        raise DataError("no input files")
+    return out
+
+
+def _chunks_jsonl(path: Path, names, chunk_rows: int) -> Iterator[Table]:
+    return _rechunk(_tables_jsonl(path, names, chunk_rows), chunk_rows)
+
+
+def _tables_jsonl(path: Path, names, chunk_rows: int) -> Iterator[Table]:
+    """Blocks by pyarrow (:func:`_jsonl_block_tables`) where they read the file as the
+    line reader would, then (from the first block they cannot) line by line."""
+    start = 1
+    if _arrow_modules(path) is not None:
+        try:
+            yield from _jsonl_block_tables(path, names)
+            return
+        except _NotExact as e:
+            start = e.line
+    lines, rows = [], []
+
+    def table():
+        cols = {k: _object_column([obj.get(k) for obj in rows]) for k in names
+                if any(k in obj for obj in rows)}
+        return Table(path, cols, np.asarray(lines))
+
+    for n, obj in jsonl_records(path):
+        if n < start:
+            continue
+        lines.append(n)
+        rows.append(obj)
+        if len(rows) >= chunk_rows:
+            yield table()
+            lines, rows = [], []
+    if rows:
+        yield table()
+
+
+def _chunks_csv(path: Path, names, chunk_rows: int) -> Iterator[Table]:
+    return _rechunk(_tables_csv(path, names, chunk_rows), chunk_rows)
+
+
+def _tables_csv(path: Path, names, chunk_rows: int) -> Iterator[Table]:
+    """Blocks by pyarrow (:func:`_csv_block_tables`, the kept columns as text) where
+    they read the file as the line reader would, then (from the first block they cannot) line by line."""
+    records = csv_records(path)
+    header_line, header = next(records)
+    keep = [(i, h) for i, h in enumerate(header) if h in names]
+    start = 0
+    if _arrow_modules(path) is not None and header_line == 1:
+        try:
+            yield from _csv_block_tables(path, header, [h for _, h in keep])
+            return
+        except _NotExact as e:
+            start = e.line
+    lines, rows = [], []
+
+    def table():
+        cols = {h: np.array([r[i] for r in rows], dtype=object) for i, h in keep}
+        return Table(path, cols, np.asarray(lines))
+
+    for n, row in records:
+        if n < start:
+            continue
+        lines.append(n)
+        rows.append(row)
+        if len(rows) >= chunk_rows:
+            yield table()
+            lines, rows = [], []
+    if rows:
+        yield table()
+
+
+def _chunks_parquet(path: Path, names, chunk_rows: int) -> Iterator[Table]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DataError(f"{path}: reading Parquet needs pyarrow (pip install 'jaxlimits[parquet]')") from None
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as e:  # pyarrow raises several types for corrupt files
+        raise DataError(f"{path}: not a readable Parquet file ({e})") from None
+    present = [n for n in names if n in pf.schema_arrow.names]
+    start = 1
+    for batch in pf.iter_batches(batch_size=chunk_rows, columns=present):
+        cols = {n: np.asarray(batch.column(n).to_numpy(zero_copy_only=False)) for n in present}
+        yield Table(path, cols, np.arange(start, start + batch.num_rows), kind="row")
+        start += batch.num_rows
+
+
+def _chunks_npz(path: Path, names, chunk_rows: int) -> Iterator[Table]:
+    """Reads the ``.npy`` members of an ``.npz`` (compressed or not) ``chunk_rows`` at a time."""
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise DataError(f"{path}: not a readable .npz file ({e})") from None
+    with zf:
+        members = {Path(m).stem: m for m in zf.namelist() if m.endswith(".npy")}
+        streams, total = {}, None
+        for name in names:
+            if name not in members:
+                continue
+            fh = zf.open(members[name])
+            try:
+                version = np.lib.format.read_magic(fh)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                    np.lib.format.read_array_header_2_0
+                shape, fortran, dtype = read(fh)
+            except ValueError as e:
+                raise DataError(f"{path}: member {members[name]} is not a .npy array ({e})") from None
+            if fortran and len(shape) > 1:
+                raise DataError(f"{path}: column {name!r} is a Fortran-ordered array; store 1-D columns")
+            if dtype.hasobject:
+                raise DataError(f"{path}: column {name!r} holds Python objects; store numbers or strings")
+            count = int(np.prod(shape))
+            if total is not None and count != total:
+                raise DataError(f"{path}: arrays of different lengths ({name!r} has {count}, another {total});"
+                                " a long table needs one length")
+            total = count
+            streams[name] = (fh, dtype)
+        start = 0
+        while total is not None and start < total:
+            n = min(chunk_rows, total - start)
+            cols = {}
+            for name, (fh, dtype) in streams.items():
+                buf = fh.read(n * dtype.itemsize)
+                if len(buf) != n * dtype.itemsize:
+                    raise DataError(f"{path}: member {name!r} is truncated")
+                cols[name] = np.frombuffer(buf, dtype=dtype)
+            yield Table(path, cols, np.arange(start + 1, start + n + 1), kind="row")
+            start += n
+        for fh, _ in streams.values():
+            fh.close()
+
+
+def iter_chunks(paths, columns: Sequence[str], chunk_rows: int = 100_000) -> Iterator[Table]:
+    """Reads long-format files ``chunk_rows`` rows at a time, keeping only ``columns``.
+
+    Args:
+      paths: a file, a directory (its ``.jsonl``, ``.csv``, ``.parquet`` and ``.npz`` files in
+        name order) or a list of them.
+      columns: the column names to keep.
+      chunk_rows: rows per chunk.
+
+    Yields:
+      :class:`jaxlimits.io.Table` chunks, whose ``lines`` are the rows' line (or row) numbers in
+      their file, for error messages. Uncompressed JSON Lines and CSV files from
+      ``io.ARROW_MIN_BYTES`` on are parsed by pyarrow in blocks of whole lines (cut to
+      ``chunk_rows``), line by line from the first block pyarrow cannot read exactly as the line
+      readers would.
+    """
+    if int(chunk_rows) < 1:
+        raise ValueError(f"chunk_rows must be a positive number of rows, got {chunk_rows}")
+    readers = {".jsonl": _chunks_jsonl, ".json": _chunks_jsonl, ".ndjson": _chunks_jsonl, ".csv": _chunks_csv,
+               ".parquet": _chunks_parquet, ".npz": _chunks_npz}
+    for path in expand_paths(paths):
+        empty = True
+        try:
+            for table in readers[_format(path)[0]](path, tuple(columns), int(chunk_rows)):
+                empty = False
+                yield table
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}: not a text file ({e.reason})") from None
+        if empty:
+            raise DataError(f"{path}: no rows")
 
 
 @dataclass
@@ -1040,30 +1355,48 @@ class _Groups:
         self.starts = np.concatenate([[0], np.cumsum(self.sizes)[:-1]])
         self.width = int(self.sizes.max())
         self.order = None if bool(np.all(codes[1:] >= codes[:-1])) else np.argsort(codes, kind="stable")
-        index = np.int32 if num_prompts * self.width < 2**31 else np.int64  # int32 where it fits: half the memory
-        pos = np.arange(len(codes), dtype=index)
-        pos -= np.repeat(self.starts.astype(index), self.sizes)  # place of each row (in prompt order) in its prompt
-        if self.order is not None:
-            pos[self.order] = pos.copy()
-        self.flat = codes.astype(index) * index(self.width)  # each row's index in the flattened [P, N_max] arrays
-        self.flat += pos
+        #: every prompt's rows together, in prompt order, all of one count: ``[rows]`` is ``[P, N]`` already
+        self.uniform = self.order is None and bool(np.all(self.sizes == self.width))
+        self._flat = None
 
     @property
     def shape(self) -> tuple[int, int]:
         return len(self.sizes), self.width
 
-    def pad(self, values: np.ndarray) -> np.ndarray:
+    @property
+    def flat(self) -> np.ndarray:
+        """``[rows]`` each row's index in the flattened ``[P, N_max]`` arrays (made on first use)."""
+        if self._flat is None:
+            index = np.int32 if self.shape[0] * self.width < 2**31 else np.int64  # int32 where it fits
+            pos = np.arange(len(self.codes), dtype=index)
+            pos -= np.repeat(self.starts.astype(index), self.sizes)  # place of each row (prompt order) in its prompt
+            if self.order is not None:
+                pos[self.order] = pos.copy()
+            self._flat = self.codes.astype(index) * index(self.width)
+            self._flat += pos
+        return self._flat
+
+    def pad(self, values: np.ndarray, reuse: bool = False) -> np.ndarray:
         """``[rows]`` -> ``[P, N_max]`` (zeros past a prompt's rows), in the float dtype :class:`Samples`
-        stores (float32 unless ``jax_enable_x64``: no float64 copy to be narrowed later)."""
+        stores (float32 unless ``jax_enable_x64``: no float64 copy to be narrowed later). With
+        ``reuse`` (the caller lets ``values`` go) a :attr:`uniform` layout in that dtype, at
+        :data:`_ALIGN` bytes, is ``values`` reshaped: no copy (``jax.device_put`` keeps it, on a CPU)."""
         import jax
 
-        out = np.zeros(self.shape, jax.dtypes.canonicalize_dtype(np.result_type(values.dtype, np.float32)))
-        out.reshape(-1)[self.flat] = values
+        dtype = jax.dtypes.canonicalize_dtype(np.result_type(values.dtype, np.float32))
+        if reuse and self.uniform and values.dtype == dtype and values.ctypes.data % _ALIGN == 0:
+            return values.reshape(self.shape)
+        out = _zeros(self.shape, dtype)
+        with np.errstate(over="ignore"):  # a value float32 cannot hold: Samples' check names it (inf)
+            out.reshape(-1)[self.flat] = values
         return out
 
     def mask(self) -> np.ndarray:
-        out = np.zeros(self.shape, bool)
-        out.reshape(-1)[self.flat] = True
+        out = _zeros(self.shape, bool)
+        if self.uniform:
+            out[...] = True
+        else:
+            out.reshape(-1)[self.flat] = True
         return out
 
     def first_row(self, p: int) -> int:
@@ -1073,6 +1406,28 @@ class _Groups:
     def ragged(self, values: np.ndarray) -> _Ragged:
         """``[rows]`` -> per prompt, its rows' values in file order."""
         return _Ragged(values if self.order is None else values[self.order], self.starts, self.sizes)
+
+
+#: The alignment (bytes) at which JAX's CPU client uses a NumPy array's memory instead of copying it.
+_ALIGN = 64
+
+
+def _zeros(shape, dtype) -> np.ndarray:
+    """``np.zeros(shape, dtype)`` at a :data:`_ALIGN`-byte boundary: ``jax.device_put`` of it on a CPU
+    is the same memory, not a copy (NumPy's own allocations are 16-byte aligned)."""
+    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    raw = np.zeros(size + _ALIGN, np.uint8)
+    start = -raw.ctypes.data % _ALIGN
+    return raw[start:start + size].view(dtype).reshape(shape)
+
+
+def _on_device(x: np.ndarray | None):
+    """A padded array the caller lets go as a JAX array (the same memory on a CPU: :func:`_zeros`)."""
+    if x is None:
+        return None
+    import jax
+
+    return jax.device_put(x)
 
 
 class _Ragged(Sequence):
@@ -1143,11 +1498,12 @@ def samples_from_table(
         table = _explode_wide(table, prompt, [c for c in (reward, score, log_weight, count, dedupe,
                                                            base_logprob, sampler_logprob) if c])
     codes, ids = table.codes(prompt, option="--prompt-col")
-    values = {"reward": table.column(reward, option="--reward-col")}
+    small = dedupe is None and not jax_x64()  # float32 columns (read_table's narrow) padded as they are
+    values = {"reward": table.column(reward, option="--reward-col", float32=small)}
     if score is not None:
-        values["score"] = table.column(score, option="--score-col")
+        values["score"] = table.column(score, option="--score-col", float32=small)
     if log_weight is not None:
-        values["log_weight"] = table.column(log_weight, option="--log-weight-col")
+        values["log_weight"] = table.column(log_weight, option="--log-weight-col", float32=small)
     if base_logprob is not None:
         values["log_weight"] = table.column(base_logprob, option="--base-logprob-col") - table.column(
             sampler_logprob, option="--sampler-logprob-col")
@@ -1179,13 +1535,13 @@ def samples_from_table(
                                 f"positive count")
         if _spend:
             table.columns = Columns()
-        padded = {name: groups.pad(values.pop(name)) for name in list(values)}  # each column let go once padded
+        padded = {name: groups.pad(values.pop(name), reuse=_spend) for name in list(values)}  # let go once padded
         if counts is not None:
             padded["count"] = groups.pad(counts)
             del counts
-        samples = Samples(padded.pop("reward"), scores=padded.pop("score", None),
-                          log_weights=padded.pop("log_weight", None), counts=padded.pop("count", None),
-                          mask=groups.mask())
+        samples = Samples(_on_device(padded.pop("reward")), scores=_on_device(padded.pop("score", None)),
+                          log_weights=_on_device(padded.pop("log_weight", None)),
+                          counts=_on_device(padded.pop("count", None)), mask=_on_device(groups.mask()))
         return Loaded(samples, ids, source, [], groups.ragged(table.lines), table.kind)
     order: dict[Any, list[int]] = {}
     for i, c in enumerate(codes.tolist()):
@@ -1288,5 +1644,20 @@ def load(path, **columns) -> Loaded:
     numeric = [columns.get(k, d) for k, d in (("reward", "reward"), ("score", None), ("log_weight", None),
                                              ("count", None), ("base_logprob", None), ("sampler_logprob", None))]
     numeric = [c for c in numeric if c is not None]
-    needed = [columns.get("prompt", "prompt_id"), *numeric] + ([columns["dedupe"]] if columns.get("dedupe") else [])
-    return samples_from_table(read_table(path, columns=needed, numeric=numeric), **columns, _spend=True)
+    prompt = columns.get("prompt", "prompt_id")
+    needed = [prompt, *numeric] + ([columns["dedupe"]] if columns.get("dedupe") else [])
+    narrow = ()  # the columns padded as they are: held as float32 when Samples stores float32 (no float64 copy)
+    if not columns.get("dedupe") and not jax_x64():
+        narrow = [columns.get(k, d) for k, d in (("reward", "reward"), ("score", None), ("log_weight", None))]
+        narrow = [c for c in narrow if c is not None and c not in (prompt, columns.get("count"),
+                                                                   columns.get("base_logprob"),
+                                                                   columns.get("sampler_logprob"))]
+    table = read_table(path, columns=needed, numeric=numeric, keys=[prompt], narrow=narrow)
+    return samples_from_table(table, **columns, _spend=True)
+
+
+def jax_x64() -> bool:
+    """Whether JAX computes in float64 (``jax_enable_x64``): :class:`Samples` then stores float64."""
+    import jax
+
+    return bool(jax.config.jax_enable_x64)

@@ -333,75 +333,92 @@ def check_samples(x, where: str, name: str = "samples") -> Samples:
     return x
 
 
-def _first_bad(bad: np.ndarray) -> tuple[int, int, int]:
-    """(prompt, sample, total) of the first True in a [P, N] boolean array."""
-    idx = np.argwhere(bad)
-    return int(idx[0, 0]), int(idx[0, 1]), len(idx)
+#: Entries (prompts x samples) the eager checks look at a time: their temporaries (booleans and one
+#: copy in the samples' dtype) stay a few MB whatever the data's size.
+_CHECK_ENTRIES = 2**18
 
 
-def _describe(name: str, arr: np.ndarray, bad: np.ndarray, what: str) -> PromptError:
-    p, i, total = _first_bad(bad)
+def _blocks(num_prompts: int, num_samples: int) -> list[slice]:
+    """Slices of whole prompts of about :data:`_CHECK_ENTRIES` entries each."""
+    step = max(1, _CHECK_ENTRIES // max(num_samples, 1))
+    return [slice(a, min(a + step, num_prompts)) for a in range(0, num_prompts, step)]
+
+
+def _first_bad(bad_of, blocks: list[slice]) -> tuple[int, int, int] | None:
+    """(prompt, sample, total) of the first True of ``bad_of(block)`` (``[prompts of block, N]``
+    booleans) over the blocks of prompts, or None when there is none."""
+    first, total = None, 0
+    for sl in blocks:
+        bad = bad_of(sl)
+        n = int(np.count_nonzero(bad))
+        if n and first is None:
+            p, i = np.argwhere(bad)[0]
+            first = (sl.start + int(p), int(i))
+        total += n
+    return None if first is None else (*first, total)
+
+
+def _describe(name: str, arr: np.ndarray, found: tuple[int, int, int], what: str) -> PromptError:
+    p, i, total = found
     more = f" ({total - 1} more such entries)" if total > 1 else ""
     return PromptError(f"{name}[{p}, {i}] = {arr[p, i]!r} {what} ({PromptError.PLACE}, sample {i}){more}", p, i)
 
 
 def _validate(s: Samples) -> None:
-    """Eager checks with messages that name the prompt and the sample."""
-    valid = np.ones(s.rewards.shape, bool) if s.mask is None else np.asarray(s.mask)
-    if s.counts is not None:
-        c = np.asarray(s.counts)
-        bad = ~np.isfinite(c) & valid
-        if bad.any():
-            raise _describe("counts", c, bad, "is not finite")
-        bad = (c < 0) & valid
-        if bad.any():
-            raise _describe("counts", c, bad, "is negative")
-        bad = (c != np.round(c)) & valid
-        if bad.any():
-            raise _describe("counts", c, bad, "is not a whole number (fractional weights go in log_weights)")
-        valid = valid & (c > 0)
-    if s.log_weights is not None:
-        lw = np.asarray(s.log_weights)
-        bad = (np.isnan(lw) | (lw == np.inf)) & valid
-        if bad.any():
-            raise _describe("log_weights", lw, bad, "is not a log-weight (NaN or +inf)")
-        valid = valid & (lw > -np.inf)
-    for name in ("rewards", "scores"):
-        arr = getattr(s, name)
-        if arr is None:
-            continue
-        arr = np.asarray(arr)
-        bad = ~np.isfinite(arr) & valid
-        if bad.any():
-            raise _describe(name, arr, bad, "is not finite; drop it or mask it out")
-    empty = ~valid.any(axis=1)
+    """Eager checks with messages that name the prompt and the sample.
+
+    Reads the arrays in blocks of whole prompts (:data:`_CHECK_ENTRIES` entries), in their own
+    dtype: no ``[P, N]`` temporary (host views of the arrays, not copies, on a CPU).
+    """
+    blocks = _blocks(*s.rewards.shape)
+    mask = None if s.mask is None else np.asarray(s.mask)
+    c = None if s.counts is None else np.asarray(s.counts)
+    lw = None if s.log_weights is None else np.asarray(s.log_weights)
+
+    def valid(sl, counts: bool = False, weights: bool = False) -> np.ndarray:
+        """``[prompts of sl, N]``: the entries that count (with the count and weight clauses when asked)."""
+        v = np.ones((sl.stop - sl.start, s.rewards.shape[1]), bool) if mask is None else mask[sl]
+        if counts and c is not None:
+            v = v & (c[sl] > 0)
+        if weights and lw is not None:
+            v = v & (lw[sl] > -np.inf)
+        return v
+
+    if c is not None:
+        for bad_of, what in ((lambda sl: ~np.isfinite(c[sl]) & valid(sl), "is not finite"),
+                             (lambda sl: (c[sl] < 0) & valid(sl), "is negative"),
+                             (lambda sl: (c[sl] != np.round(c[sl])) & valid(sl),
+                              "is not a whole number (fractional weights go in log_weights)")):
+            found = _first_bad(bad_of, blocks)
+            if found:
+                raise _describe("counts", c, found, what)
+    if lw is not None:
+        found = _first_bad(lambda sl: (np.isnan(lw[sl]) | (lw[sl] == np.inf)) & valid(sl, counts=True), blocks)
+        if found:
+            raise _describe("log_weights", lw, found, "is not a log-weight (NaN or +inf)")
+    fields = {name: np.asarray(getattr(s, name)) for name in ("rewards", "scores") if getattr(s, name) is not None}
+    for name, arr in fields.items():
+        found = _first_bad(lambda sl: ~np.isfinite(arr[sl]) & valid(sl, True, True), blocks)  # noqa: B023
+        if found:
+            raise _describe(name, arr, found, "is not finite; drop it or mask it out")
+    empty = np.concatenate([~valid(sl, True, True).any(axis=1) for sl in blocks])
     if empty.any():
         p = int(np.flatnonzero(empty)[0])
         more = f" ({int(empty.sum()) - 1} more such prompts)" if empty.sum() > 1 else ""
         raise PromptError(
             f"{PromptError.PLACE} has no valid sample (all entries masked, zero counts or -inf log-weights){more}", p
         )
-    _check_magnitudes(s, valid)
+    draws = np.concatenate([
+        valid(sl, True, True).sum(axis=1, dtype=np.float64) if c is None else
+        np.where(valid(sl, True, True), c[sl], 0).sum(axis=1, dtype=np.float64) for sl in blocks])
+    for name, arr in fields.items():  # per prompt, the largest and smallest valid value (exact in any dtype)
+        top = np.concatenate([np.where(valid(sl, True, True), arr[sl], -np.inf).max(axis=1) for sl in blocks])
+        bottom = np.concatenate([np.where(valid(sl, True, True), arr[sl], np.inf).min(axis=1) for sl in blocks])
+        check_magnitudes(draws, top, bottom, s.dtype, name)
 
 
-#: Headroom (a factor) kept below the largest number of the dtype by :func:`_check_magnitudes`.
+#: Headroom (a factor) kept below the largest number of the dtype by :func:`check_magnitudes`.
 _HEADROOM = 16.0
-
-
-def _check_magnitudes(s: Samples, valid: np.ndarray) -> None:
-    """Refuses values whose sums or squares would overflow the samples' dtype (see :func:`check_magnitudes`)."""
-    m = valid.astype(np.float64)
-    if s.counts is not None:
-        m = np.where(valid, np.asarray(s.counts, np.float64), 0.0)
-    draws = m.sum(axis=1)
-    for field in ("rewards", "scores"):
-        arr = getattr(s, field)
-        if arr is None:
-            continue
-        x = np.asarray(arr, np.float64)
-        top = np.where(valid, x, -np.inf).max(axis=1)
-        bottom = np.where(valid, x, np.inf).min(axis=1)
-        check_magnitudes(draws, top, bottom, s.dtype, field)
 
 
 def check_magnitudes(draws, top, bottom, dtype, field: str = "rewards", prompts=None) -> None:

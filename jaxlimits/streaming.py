@@ -49,18 +49,16 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import zipfile
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _sweep, estimators, io, moments
+from . import _sweep, estimators, moments
 from .frontier import Frontier, default_betas, from_pool, pool_of
-from .io import COMPRESSIONS, TEXT_FORMATS, DataError, Table, _format, _object_column, csv_records, jsonl_records
+from .io import DataError, Table, expand_paths, iter_chunks  # noqa: F401  (the chunk readers live in io)
 from .samples import Samples, check_magnitudes, check_samples
 
 Array = jax.Array
@@ -472,204 +470,6 @@ def concatenate(accs: Sequence[Accumulator]) -> Accumulator:
 
 
 # ----------------------------------------------------------------------------------------------
-# Reading long tables in chunks
-
-_SUFFIXES = (".jsonl", ".json", ".ndjson", ".csv", ".parquet", ".npz")
-
-
-def _readable(p: Path) -> bool:
-    """A supported file name: a format suffix, and a compression suffix only after a text format."""
-    fmt, compression = _format(p)
-    return fmt in _SUFFIXES and (compression is None or fmt in TEXT_FORMATS)
-
-
-def _expand(paths) -> list[Path]:
-    """Files to read, in order: each path, or the supported files of a directory (sorted)."""
-    if isinstance(paths, (str, Path)):
-        paths = [paths]
-    out: list[Path] = []
-    for p in paths:
-        p = Path(p)
-        if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.is_file() and _readable(q))
-            if not found:
-                raise DataError(f"{p}: a directory with no {', '.join(_SUFFIXES)} files")
-            out.extend(found)
-        elif p.exists():
-            if not _readable(p):
-                raise DataError(f"{p}: unknown format {''.join(p.suffixes[-2:])!r}; use {', '.join(_SUFFIXES)} "
-                                f"(text formats may end in {', '.join(COMPRESSIONS)})")
-            out.append(p)
-        else:
-            raise DataError(f"{p}: no such file or directory")
-    if not out:
-        raise DataError("no input files")
-    return out
-
-
-def _chunks_jsonl(path: Path, names, chunk_rows: int) -> Iterator[Table]:
-    return io._rechunk(_tables_jsonl(path, names, chunk_rows), chunk_rows)
-
-
-def _tables_jsonl(path: Path, names, chunk_rows: int) -> Iterator[Table]:
-    """Blocks by pyarrow (:func:`jaxlimits.io._jsonl_block_tables`) where they read the file as the
-    line reader would, then (from the first block they cannot) line by line."""
-    start = 1
-    if io._arrow_modules(path) is not None:
-        try:
-            yield from io._jsonl_block_tables(path, names)
-            return
-        except io._NotExact as e:
-            start = e.line
-    lines, rows = [], []
-
-    def table():
-        cols = {k: _object_column([obj.get(k) for obj in rows]) for k in names
-                if any(k in obj for obj in rows)}
-        return Table(path, cols, np.asarray(lines))
-
-    for n, obj in jsonl_records(path):
-        if n < start:
-            continue
-        lines.append(n)
-        rows.append(obj)
-        if len(rows) >= chunk_rows:
-            yield table()
-            lines, rows = [], []
-    if rows:
-        yield table()
-
-
-def _chunks_csv(path: Path, names, chunk_rows: int) -> Iterator[Table]:
-    return io._rechunk(_tables_csv(path, names, chunk_rows), chunk_rows)
-
-
-def _tables_csv(path: Path, names, chunk_rows: int) -> Iterator[Table]:
-    """Blocks by pyarrow (:func:`jaxlimits.io._csv_block_tables`, the kept columns as text) where
-    they read the file as the line reader would, then (from the first block they cannot) line by line."""
-    records = csv_records(path)
-    header_line, header = next(records)
-    keep = [(i, h) for i, h in enumerate(header) if h in names]
-    start = 0
-    if io._arrow_modules(path) is not None and header_line == 1:
-        try:
-            yield from io._csv_block_tables(path, header, [h for _, h in keep])
-            return
-        except io._NotExact as e:
-            start = e.line
-    lines, rows = [], []
-
-    def table():
-        cols = {h: np.array([r[i] for r in rows], dtype=object) for i, h in keep}
-        return Table(path, cols, np.asarray(lines))
-
-    for n, row in records:
-        if n < start:
-            continue
-        lines.append(n)
-        rows.append(row)
-        if len(rows) >= chunk_rows:
-            yield table()
-            lines, rows = [], []
-    if rows:
-        yield table()
-
-
-def _chunks_parquet(path: Path, names, chunk_rows: int) -> Iterator[Table]:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise DataError(f"{path}: reading Parquet needs pyarrow (pip install 'jaxlimits[parquet]')") from None
-    try:
-        pf = pq.ParquetFile(path)
-    except Exception as e:  # pyarrow raises several types for corrupt files
-        raise DataError(f"{path}: not a readable Parquet file ({e})") from None
-    present = [n for n in names if n in pf.schema_arrow.names]
-    start = 1
-    for batch in pf.iter_batches(batch_size=chunk_rows, columns=present):
-        cols = {n: np.asarray(batch.column(n).to_numpy(zero_copy_only=False)) for n in present}
-        yield Table(path, cols, np.arange(start, start + batch.num_rows), kind="row")
-        start += batch.num_rows
-
-
-def _chunks_npz(path: Path, names, chunk_rows: int) -> Iterator[Table]:
-    """Reads the ``.npy`` members of an ``.npz`` (compressed or not) ``chunk_rows`` at a time."""
-    try:
-        zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as e:
-        raise DataError(f"{path}: not a readable .npz file ({e})") from None
-    with zf:
-        members = {Path(m).stem: m for m in zf.namelist() if m.endswith(".npy")}
-        streams, total = {}, None
-        for name in names:
-            if name not in members:
-                continue
-            fh = zf.open(members[name])
-            try:
-                version = np.lib.format.read_magic(fh)
-                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
-                    np.lib.format.read_array_header_2_0
-                shape, fortran, dtype = read(fh)
-            except ValueError as e:
-                raise DataError(f"{path}: member {members[name]} is not a .npy array ({e})") from None
-            if fortran and len(shape) > 1:
-                raise DataError(f"{path}: column {name!r} is a Fortran-ordered array; store 1-D columns")
-            if dtype.hasobject:
-                raise DataError(f"{path}: column {name!r} holds Python objects; store numbers or strings")
-            count = int(np.prod(shape))
-            if total is not None and count != total:
-                raise DataError(f"{path}: arrays of different lengths ({name!r} has {count}, another {total});"
-                                " a long table needs one length")
-            total = count
-            streams[name] = (fh, dtype)
-        start = 0
-        while total is not None and start < total:
-            n = min(chunk_rows, total - start)
-            cols = {}
-            for name, (fh, dtype) in streams.items():
-                buf = fh.read(n * dtype.itemsize)
-                if len(buf) != n * dtype.itemsize:
-                    raise DataError(f"{path}: member {name!r} is truncated")
-                cols[name] = np.frombuffer(buf, dtype=dtype)
-            yield Table(path, cols, np.arange(start + 1, start + n + 1), kind="row")
-            start += n
-        for fh, _ in streams.values():
-            fh.close()
-
-
-def iter_chunks(paths, columns: Sequence[str], chunk_rows: int = 100_000) -> Iterator[Table]:
-    """Reads long-format files ``chunk_rows`` rows at a time, keeping only ``columns``.
-
-    Args:
-      paths: a file, a directory (its ``.jsonl``, ``.csv``, ``.parquet`` and ``.npz`` files in
-        name order) or a list of them.
-      columns: the column names to keep.
-      chunk_rows: rows per chunk.
-
-    Yields:
-      :class:`jaxlimits.io.Table` chunks, whose ``lines`` are the rows' line (or row) numbers in
-      their file, for error messages. Uncompressed JSON Lines and CSV files from
-      ``io.ARROW_MIN_BYTES`` on are parsed by pyarrow in blocks of whole lines (cut to
-      ``chunk_rows``), line by line from the first block pyarrow cannot read exactly as the line
-      readers would.
-    """
-    if int(chunk_rows) < 1:
-        raise ValueError(f"chunk_rows must be a positive number of rows, got {chunk_rows}")
-    readers = {".jsonl": _chunks_jsonl, ".json": _chunks_jsonl, ".ndjson": _chunks_jsonl, ".csv": _chunks_csv,
-               ".parquet": _chunks_parquet, ".npz": _chunks_npz}
-    for path in _expand(paths):
-        empty = True
-        try:
-            for table in readers[_format(path)[0]](path, tuple(columns), int(chunk_rows)):
-                empty = False
-                yield table
-        except UnicodeDecodeError as e:
-            raise DataError(f"{path}: not a text file ({e.reason})") from None
-        if empty:
-            raise DataError(f"{path}: no rows")
-
-
-# ----------------------------------------------------------------------------------------------
 # Out-of-core sweeps
 
 
@@ -799,7 +599,7 @@ def sweep_files(
     dtype = jnp.dtype(jnp.result_type(float) if dtype is None else dtype)
     names = [c for c in (prompt, reward, score, log_weight, count) if c is not None]
     weighted, has_scores = log_weight is not None, score is not None
-    files = [str(p) for p in _expand(paths)]
+    files = [str(p) for p in expand_paths(paths)]
     chunks = iter_chunks(paths, names, chunk_rows)
     first = next(chunks, None)
     if first is None:
@@ -1073,7 +873,7 @@ def summarize_files(
     dtype = np.dtype(jnp.result_type(float) if dtype is None else dtype)
     names = [c for c in (prompt, reward, score, log_weight, count, base_logprob, sampler_logprob) if c is not None]
     weighted = log_weight is not None or base_logprob is not None
-    files = [str(p) for p in _expand(paths)]
+    files = [str(p) for p in expand_paths(paths)]
     slot: dict[Any, int] = {}
     total = {k: np.zeros(0) for k in _SUM_FIELDS}
     where: list[str] = []  # the first line of each prompt, for the error naming it

@@ -47,6 +47,22 @@ def test_default_grid_spans_kl_near_zero_to_the_ceiling(gaussian):
     assert abs(per_octave - round(per_octave)) < 1e-9  # ... with a whole number of points per octave
 
 
+def test_default_grid_from_the_quickly_compiled_coarse_sweep(gaussian, monkeypatch):
+    """The coarse sweep is compiled with quick code generation up to _QUICK_WORK (CPU): same grid."""
+    import importlib
+
+    frontier = importlib.import_module("jaxlimits.frontier")
+    calls = []
+    quick = frontier._coarse_frontier
+    monkeypatch.setattr(frontier, "_coarse_frontier", lambda *a, **k: calls.append(1) or quick(*a, **k))
+    a = frontier.default_betas(gaussian, num=16)
+    assert calls == ([1] if jax.default_backend() == "cpu" else [])
+    monkeypatch.setattr(frontier, "_QUICK_WORK", 0)
+    b = frontier.default_betas(gaussian, num=16)
+    assert len(calls) <= 1
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
 def test_saturated_share_flags_the_low_beta_end(gaussian):
     f = jl.frontier(gaussian, np.array([20.0, 5.0, 0.5, 0.05]))
     np.testing.assert_array_equal(f.saturated, [False, False, True, True])

@@ -243,3 +243,150 @@ def test_jsonl_blocks_whose_number_types_differ(tmp_path, monkeypatch):
     fast, slow = _readers(monkeypatch, path)
     _same(fast, slow)
     assert float(np.asarray(fast.samples.rewards).max()) == n - 1 + 0.5
+
+
+# -- Held as the data, not as text: ids as codes block by block, numbers padded in float32 as read.
+
+
+@pytest.fixture(params=["float32", "float64"])
+def precision(request):
+    """JAX's default float (the suite runs with x64 on; float32 is what a CLI user gets)."""
+    import jax
+
+    jax.config.update("jax_enable_x64", request.param == "float64")
+    yield request.param
+    jax.config.update("jax_enable_x64", True)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_ids_are_read_as_codes_block_by_block(tmp_path, monkeypatch, suffix, precision):
+    """Ids coming back in later blocks keep their first code; the order is the first appearance."""
+    rng = np.random.default_rng(3)
+    ids = rng.integers(0, 40, 900)
+    r = np.round(rng.standard_normal(900), 6)
+    if suffix == ".csv":
+        text = "prompt_id,reward\n" + "".join(f"{i:03d},{x}\n" for i, x in zip(ids, r))  # text ids: '007'
+    else:
+        text = "".join(f'{{"prompt_id": {i}, "reward": {x}}}\n' for i, x in zip(ids, r))
+    path = tmp_path / f"s{suffix}"
+    path.write_text(text)
+    monkeypatch.setattr(io, "BLOCK_BYTES", 512)  # ~40 blocks
+    fast, slow = _readers(monkeypatch, path)
+    _same(fast, slow)
+    assert fast.samples.dtype == precision
+    assert fast.prompt_ids == list(dict.fromkeys(f"{i:03d}" if suffix == ".csv" else int(i) for i in ids))
+    monkeypatch.setattr(io, "ARROW_MIN_BYTES", 0)
+    t = io.read_table(path, columns=["prompt_id", "reward"], numeric=["reward"], keys=["prompt_id"],
+                      narrow=["reward"])
+    import pyarrow as pa
+
+    assert pa.types.is_dictionary(t.columns.raw("prompt_id").type)  # 4 bytes a row, not the text
+    assert t.columns.raw("reward").dtype == np.float32
+    fmt = (lambda i: f"{i:03d}") if suffix == ".csv" else int  # noqa: E731
+    assert list(t.columns["prompt_id"][:3]) == [fmt(i) for i in ids[:3]]  # cells read back as the values
+
+
+def test_jsonl_ids_of_two_kinds_in_different_blocks(tmp_path, monkeypatch):
+    """Whole-number ids in the first blocks, text later: read as the line reader reads them."""
+    path = tmp_path / "s.jsonl"
+    path.write_text("".join(f'{{"prompt_id": {i % 7 if i < 300 else json.dumps(f"p{i % 5}")}, "reward": {i}}}\n'
+                            for i in range(600)))
+    monkeypatch.setattr(io, "BLOCK_BYTES", 512)
+    fast, slow = _readers(monkeypatch, path)
+    _same(fast, slow)
+    assert fast.prompt_ids == list(range(7)) + [f"p{i}" for i in (0, 1, 2, 3, 4)]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_blank_id_or_float32_overflow_in_a_late_block(tmp_path, monkeypatch, suffix, precision):
+    """A blank id and a reward float32 cannot hold, far from the first block: the same error either way."""
+    rows = [(f"q{i % 9}", str(i * 0.25)) for i in range(800)]
+    for case in ("blank", "big"):
+        bad = list(rows)
+        bad[700] = ("  ", "1.0") if case == "blank" else ("q3", "1e39")
+        if suffix == ".csv":
+            text = "prompt_id,reward\n" + "".join(f"{p},{r}\n" for p, r in bad)
+        else:
+            text = "".join(f'{{"prompt_id": "{p}", "reward": {r}}}\n' for p, r in bad)
+        path = tmp_path / f"{case}{suffix}"
+        path.write_text(text)
+        monkeypatch.setattr(io, "BLOCK_BYTES", 512)
+        messages = []
+        for least in (0, float("inf")):
+            monkeypatch.setattr(io, "ARROW_MIN_BYTES", least)
+            if case == "big" and precision == "float64":  # held as it is, by both readers
+                messages.append(float(np.asarray(io.load(path).samples.rewards).max()))
+                continue
+            with pytest.raises(ValueError) as e:
+                io.load(path)
+            messages.append(str(e.value))
+        assert messages[0] == messages[1]
+        line = 702 if suffix == ".csv" else 701
+        expected = (f":line {line}: column 'prompt_id' is empty" if case == "blank" else
+                    "= np.float32(inf) is not finite" if precision == "float32" else 1e39)
+        assert expected == messages[0] if case == "big" and precision == "float64" else expected in messages[0]
+
+
+def test_parquet_batches_match_the_whole_table(tmp_path, monkeypatch, precision):
+    """Parquet read batch by batch (ids as codes, float32 where Samples stores it) gives the samples
+    the whole-table reader gives; a null sends the file to the whole-table reader and its error."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    rng = np.random.default_rng(4)
+    ids = rng.integers(0, 30, 700)
+    cols = {"prompt_id": pa.array([f"p{i}" for i in ids]), "reward": rng.standard_normal(700),
+            "gold": rng.standard_normal(700).astype(np.float32), "count": rng.integers(1, 4, 700), "x": ids}
+    path = tmp_path / "s.parquet"
+    pq.write_table(pa.table(cols), path, row_group_size=100)
+    monkeypatch.setattr(io, "_parquet_block_tables",
+                        lambda p, f, keep, rows=2**16, real=io._parquet_block_tables: real(p, f, keep, rows=64))
+    fast = io.load(path, score="gold", count="count")
+    slow = io.samples_from_table(io.read_table(path), score="gold", count="count")  # every column, as one table
+    _same(fast, slow)
+    assert fast.samples.dtype == precision and fast.lines[0][:2].tolist() == [1, 2 + list(ids[1:]).index(ids[0])]
+    assert fast.label(0, 0).endswith("s.parquet:row 1)")
+    cols["reward"] = pa.array([None] + list(cols["reward"][1:]), pa.float64())
+    pq.write_table(pa.table(cols), path, row_group_size=100)
+    with pytest.raises(io.DataError, match=r"s.parquet:row 1: column 'reward' is .*nan.*, not a finite number"):
+        io.load(path)
+
+
+def test_float32_columns_are_stored_in_the_samples_dtype(tmp_path, precision):
+    """A float32 column (.npz) gives float64 samples under x64, as before narrowing existed."""
+    path = tmp_path / "s.npz"
+    r = np.linspace(-1, 1, 12, dtype=np.float32)
+    np.savez(path, prompt_id=np.repeat(np.arange(3), 4), reward=r)
+    s = io.load(path).samples
+    assert s.dtype == precision
+    np.testing.assert_array_equal(np.asarray(s.rewards).reshape(-1), r.astype(precision))
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_prompts_of_equal_size_in_order_are_padded_without_a_copy(tmp_path, monkeypatch, suffix, precision):
+    """The samplers' layout (each prompt's rows together, all of one count): the column read is the
+    [P, N] array as it is; the same samples as line by line, and as the general scatter."""
+    rng = np.random.default_rng(5)
+    r = np.round(rng.standard_normal(600), 6)
+    path = tmp_path / f"s{suffix}"
+    if suffix == ".parquet":
+        pa = pytest.importorskip("pyarrow")
+        pq = pytest.importorskip("pyarrow.parquet")
+        pq.write_table(pa.table({"prompt_id": np.repeat(np.arange(12), 50), "reward": r}), path)
+    elif suffix == ".csv":
+        path.write_text("prompt_id,reward\n" + "".join(f"p{i // 50},{x}\n" for i, x in enumerate(r)))
+    else:
+        path.write_text("".join(f'{{"prompt_id": {i // 50}, "reward": {x}}}\n' for i, x in enumerate(r)))
+    monkeypatch.setattr(io, "BLOCK_BYTES", 1024)
+    monkeypatch.setattr(io, "ARROW_MIN_BYTES", 0)
+    seen = []
+    real = io._Groups.pad
+    monkeypatch.setattr(io._Groups, "pad", lambda self, v, reuse=False: seen.append(self.uniform and reuse) or
+                        real(self, v, reuse))
+    fast = io.load(path)
+    assert seen == [True]
+    np.testing.assert_array_equal(np.asarray(fast.samples.rewards), r.astype(precision).reshape(12, 50))
+    first = 152 if suffix == ".csv" else 151  # prompt 3's first line (row); a CSV has its header first
+    assert np.asarray(fast.samples.mask).all() and fast.lines[3].tolist() == list(range(first, first + 50))
+    table = io.read_table(path)  # every column: the scatter into new arrays
+    scattered = io.samples_from_table(table)
+    np.testing.assert_array_equal(np.asarray(fast.samples.rewards), np.asarray(scattered.samples.rewards))

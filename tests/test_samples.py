@@ -1,5 +1,7 @@
 """The data model: construction, promotion, ragged and count constructors, and clear errors."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -90,3 +92,43 @@ def test_masked_nan_is_allowed_and_ignored():
 def test_empty_ragged_prompt_rejected():
     with pytest.raises(ValueError, match="prompt 1 has no samples"):
         jl.Samples.from_ragged([[1.0], []])
+
+
+@pytest.mark.parametrize("field", ["rewards", "counts", "log_weights", "magnitude", "empty"])
+def test_checks_in_blocks_of_prompts_name_the_same_entry(monkeypatch, field):
+    # The eager checks read blocks of whole prompts (no [P, N] float64 temporary); blocks of
+    # 2 prompts must find the same first entry and total as one block.
+    from jaxlimits import samples as S
+
+    r = np.zeros((7, 3), np.float32)
+    kw = dict(counts=np.ones((7, 3), np.float32), log_weights=np.zeros((7, 3), np.float32),
+              mask=np.ones((7, 3), bool))
+    if field == "rewards":
+        r[4, 1] = r[6, 0] = np.nan
+        kw["mask"][3, 2] = False
+        r[3, 2] = np.inf  # masked: allowed
+    elif field == "counts":
+        kw["counts"][5, 2] = kw["counts"][2, 0] = -1.0
+    elif field == "log_weights":
+        kw["log_weights"][6, 2] = np.inf
+        kw["counts"][6, 1] = 0.0
+        kw["log_weights"][6, 1] = np.nan  # zero count: allowed
+    elif field == "magnitude":
+        r[5, 0] = 1e37
+    else:
+        kw["counts"][3] = 0.0
+        kw["log_weights"][5] = -np.inf
+    messages = []
+    for entries in (2**18, 6):
+        monkeypatch.setattr(S, "_CHECK_ENTRIES", entries)
+        assert len(S._blocks(7, 3)) == (1 if entries > 21 else 4)
+        with pytest.raises(ValueError) as e:
+            jl.Samples(r, **kw)
+        messages.append(str(e.value))
+    assert messages[0] == messages[1]
+    expected = {"rewards": r"rewards\[4, 1\] = .*nan.*prompt 4, sample 1\) \(1 more such entries\)",
+                "counts": r"counts\[2, 0\] = .*-1.0.*negative.*\(1 more such entries\)",
+                "log_weights": r"log_weights\[6, 2\] = .*inf.*prompt 6, sample 2\)$",
+                "magnitude": r"rewards of prompt 5 have a magnitude of 1e\+37",
+                "empty": r"prompt 3 has no valid sample .*\(1 more such prompts\)"}[field]
+    assert re.search(expected, messages[0]), messages[0]
