@@ -825,8 +825,22 @@ def _run(samples: Samples, targets, *, kind: str, pooled: bool, throw: bool, max
     out_shape = shape if pooled else (s.num_prompts,) + shape
     sol = jax.tree.map(lambda a: a.reshape(out_shape), sol)
     if throw:
-        _raise_for_status(name, kind, pooled, y, sol)
+        if _concrete(sol.status) is None or _concrete(y) is None:
+            _raise_when_run(name, kind, pooled, y, sol)
+        else:
+            _raise_for_status(name, kind, pooled, y, sol)
     return sol
+
+
+def _raise_when_run(name, kind, pooled, y, sol: Solution) -> None:
+    """Under a transformation (jit, vmap, grad): the same check when the program runs, as a host
+    callback (optimistix's ``error_if`` is the model); JAX raises it as a runtime error carrying this
+    message. Not exportable (``jax.export``): pass ``throw=False`` there."""
+    def check(status, targets, kl_ceiling, gain_max, iterations):
+        _raise_for_status(name, kind, pooled, targets, sol._replace(
+            status=status, kl_ceiling=kl_ceiling, gain_max=gain_max, iterations=iterations))
+
+    jax.debug.callback(check, sol.status, y, sol.kl_ceiling, sol.gain_max, sol.iterations)
 
 
 #: The correction stops early (eagerly; under a transformation every pass runs) once the target's
@@ -1006,9 +1020,10 @@ def min_kl_for_gain(
         False inverts each prompt's frontier.
       bias_correction: solve the bias-corrected frontier (default; the curve ``jaxlimits.frontier``
         reports), or the plug-in one (False). See :class:`Solution`.
-      throw: raise a ``ValueError`` for a target that is infeasible or not solved (checked
-        eagerly; skipped under ``jit``/``vmap``/``grad``, where ``Solution.status`` says it).
-        With False nothing is raised.
+      throw: raise a ``ValueError`` for a target that is infeasible or not solved (eagerly; under
+        ``jit``/``vmap``/``grad`` when the program runs, as a JAX runtime error with the same
+        message; ``Solution.status`` says it too). With False nothing is raised (needed for
+        ``jax.export``: the check is a host callback).
       max_iter: cap on Newton iterations (default ``MAX_ITER``).
       memory_budget: bytes of working memory per kernel pass (default 256 MiB).
       tail: None (default: only what the samples show) or ``"gpd"``: targets past what the
@@ -1067,8 +1082,9 @@ def max_gain_at_kl(
       pooled: invert the prompt set's frontier, one beta for all prompts (MATH.md §6);
         False inverts each prompt's frontier.
       bias_correction: solve the bias-corrected frontier (default) or the plug-in one (False).
-      throw: raise a ``ValueError`` for a budget that is infeasible or not solved (eagerly;
-        skipped under transformations, where ``Solution.status`` says it).
+      throw: raise a ``ValueError`` for a budget that is infeasible or not solved (eagerly; under
+        transformations when the program runs, as a JAX runtime error with the same message;
+        False for ``jax.export``).
       max_iter: cap on Newton iterations (default ``MAX_ITER``).
       memory_budget: bytes of working memory per kernel pass (default 256 MiB).
       tail: None (default: only what the samples show) or ``"gpd"``: targets past what the

@@ -413,6 +413,17 @@ def test_vmap_over_targets_equals_loop(gauss):
     np.testing.assert_allclose(np.asarray(arr.kl), np.asarray(batched.kl).T, rtol=1e-12)
 
 
+def test_throw_under_jit_raises_when_run(gauss):
+    """With ``throw=True`` under ``jit`` an infeasible target raises when the program runs, with the
+    eager message (a host callback; JAX wraps it in its runtime error); feasible ones run through."""
+    kmax = float(jl.max_gain_at_kl(gauss, 0.0).kl_ceiling)
+    fn = jax.jit(lambda k: jl.max_gain_at_kl(gauss, k).gain)
+    np.testing.assert_allclose(np.asarray(fn(jnp.array([0.1, 0.5]))),
+                               np.asarray(jl.max_gain_at_kl(gauss, np.array([0.1, 0.5])).gain), rtol=1e-12)
+    with pytest.raises(Exception, match=r"KL budget .* is at or above the KL ceiling"):
+        jax.block_until_ready(fn(jnp.array([0.1, kmax + 1.0])))
+
+
 def test_jit_compiles_once_for_a_batch_of_targets(gauss):
     """New target values of the same shape reuse the compiled solver (eager and under jit)."""
     fn = jax.jit(chex.assert_max_traces(lambda s, k: jl.max_gain_at_kl(s, k, throw=False), n=1))
