@@ -898,9 +898,8 @@ def _slice(t: Table, start: int, stop: int) -> Table:
 def _concat(tables: list[Table], strict: bool = False) -> Table | None:
     """Tables of one file, one after the other (their columns are taken from them, one column at a
     time: the pieces are spent). A column that is numbers in one piece and text in another (or
-    absent from one) becomes an object column, or with ``strict`` the result is None."""
-    import pyarrow as pa
-
+    absent from one) becomes an object column, or with ``strict`` the result is None. Needs pyarrow
+    only for pyarrow's own text columns (the line readers, used without it, give NumPy columns)."""
     if not tables:
         return None
     names = list(dict.fromkeys(k for t in tables for k in t.columns))
@@ -909,9 +908,12 @@ def _concat(tables: list[Table], strict: bool = False) -> Table | None:
         parts = [t.columns._data.pop(k, None) for t in tables]
         kinds = {None if x is None else "text" if _is_arrow(x) else "bool" if x.dtype.kind == "b" else
                  "number" if x.dtype.kind in "iuf" else "other" for x in parts}
-        if len(kinds) == 1 and kinds <= {"text", "number", "bool"}:
-            cols[k] = (pa.chunked_array([c for x in parts for c in getattr(x, "chunks", [x])], type=pa.string())
-                       if kinds == {"text"} else np.concatenate(parts))
+        if kinds == {"text"}:
+            import pyarrow as pa
+
+            cols[k] = pa.chunked_array([c for x in parts for c in getattr(x, "chunks", [x])], type=pa.string())
+        elif len(kinds) == 1 and kinds <= {"number", "bool"}:
+            cols[k] = np.concatenate(parts)
         elif strict:
             return None
         else:  # as the line readers have them: Python values, None where a piece lacks the column

@@ -146,3 +146,29 @@ def test_loader_does_not_modify_the_file(tmp_path):
     before = path.read_bytes()
     io.load(path, dedupe="h")
     assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_stream_without_pyarrow(tmp_path, monkeypatch, capsys, suffix):
+    """pyarrow is optional: without it ``--stream`` reads line by line and gives the same figures
+    (it crashed importing pyarrow to join chunks, found by a fresh install)."""
+    import sys
+
+    from jaxlimits import cli
+
+    rng = np.random.default_rng(3)
+    path = tmp_path / f"s{suffix}"
+    rows = enumerate(rng.standard_normal(400))
+    if suffix == ".jsonl":
+        path.write_text("".join(f'{{"prompt_id": "q{i // 40}", "reward": {x:.6f}}}\n' for i, x in rows))
+    else:
+        path.write_text("prompt_id,reward\n" + "".join(f"q{i // 40},{x:.6f}\n" for i, x in rows))
+    args = [str(path), "--stream", "--chunk-rows", "150"]
+    assert cli.main(["info", *args]) == 0
+    with_arrow = capsys.readouterr().out
+    for name in ("pyarrow", "pyarrow.csv", "pyarrow.json", "pyarrow.compute", "pyarrow.parquet"):
+        monkeypatch.setitem(sys.modules, name, None)  # `import pyarrow` now raises ImportError
+    assert cli.main(["info", *args]) == 0
+    assert capsys.readouterr().out == with_arrow
+    assert cli.main(["frontier", *args, "--betas", "2", "1"]) == 0
+    assert "beta" in capsys.readouterr().out
