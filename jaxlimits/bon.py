@@ -54,7 +54,7 @@ import numpy as np
 from . import pooling, tables
 from .bon_kl import analytic_kl as analytic_kl
 from .bon_kl import beirami_kl as beirami_kl
-from .samples import Samples
+from .samples import Samples, check_samples
 from .soft_bon import SoftBestOfN as SoftBestOfN
 from .soft_bon import soft_best_of_n as soft_best_of_n
 from .status import MESSAGES, Status
@@ -264,8 +264,7 @@ def best_of_n(
       >>> [round(float(g) + 0.5, 1) for g in res.gain]  # E[max of n U(0,1)] = n/(n+1)
       [0.5, 0.7, 0.8]
     """
-    if not isinstance(samples, Samples):
-        raise TypeError(f"best_of_n: samples must be a jaxlimits.Samples, got {type(samples).__name__}")
+    check_samples(samples, "best_of_n")
     if kl_method not in KL_METHODS:
         raise ValueError(f"kl_method must be one of {', '.join(KL_METHODS)}; got {kl_method!r}")
     samples = samples.neutralised()  # NaN under a mask must not reach the sums

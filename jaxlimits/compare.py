@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import pooling, tables
-from .samples import Samples
+from .samples import Samples, check_samples
 from .status import MESSAGES, Status
 
 Array = jax.Array
@@ -506,8 +506,7 @@ def compare(
     from .status import of_solution as status_of
     from .targets import solve_bucketed
 
-    if not isinstance(samples, Samples):
-        raise TypeError(f"compare: samples must be a jaxlimits.Samples, got {type(samples).__name__}")
+    check_samples(samples, "compare")
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level!r}")
     runs = [check_run(i, r) for i, r in enumerate(runs)]

@@ -63,7 +63,7 @@ import numpy as np
 
 from . import _sweep, estimators, moments, pooling, solver, tables
 from .frontier import SATURATED_SHARE_MAX, from_pool, pool_sweep
-from .samples import PromptError, Samples
+from .samples import PromptError, Samples, check_samples
 from .status import MESSAGES as MESSAGES
 from .status import NAMES as STATUS
 from .status import Status as Status
@@ -770,8 +770,7 @@ def correction_rtol(dtype) -> float:
 def _run(samples: Samples, targets, *, kind: str, pooled: bool, throw: bool, max_iter, memory_budget,
          bias_correction: bool = True):
     name = "min_kl_for_gain" if kind == "gain" else "max_gain_at_kl"
-    if not isinstance(samples, Samples):
-        raise TypeError(f"{name}: samples must be a jaxlimits.Samples, got {type(samples).__name__}")
+    check_samples(samples, name)
     max_iter = MAX_ITER if max_iter is None else _sweep.positive_int(max_iter, f"{name}: max_iter")
     s = _rewards_only(samples)
     dtype = s.dtype

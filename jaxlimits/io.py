@@ -1288,6 +1288,11 @@ class Loaded:
     lines: Sequence[np.ndarray] = field(default_factory=list)
     kind: str = "line"
 
+    def __repr__(self) -> str:
+        s = self.samples
+        return (f"Loaded({s.num_prompts} prompts x {s.num_samples} samples from {self.source.get('file', '?')!r}; "
+                f"{len(self.notes)} notes; .samples, .prompt_ids, .lines)")
+
     def label(self, prompt: int, sample: int | None = None) -> str:
         """How messages name a prompt (row ``prompt`` of the samples): its id and where it is in the file."""
         text = f"prompt {self.prompt_ids[prompt]!r}"

@@ -328,7 +328,9 @@ class Samples:
 def check_samples(x, where: str, name: str = "samples") -> Samples:
     """``x`` if it is a :class:`Samples`, else a TypeError naming the function and the argument."""
     if not isinstance(x, Samples):
-        hint = " (wrap arrays first: jaxlimits.Samples(rewards, ...))" if hasattr(x, "shape") else ""
+        loaded = isinstance(getattr(x, "samples", None), Samples)
+        hint = (" (wrap arrays first: jaxlimits.Samples(rewards, ...))" if hasattr(x, "shape") else
+                " (jaxlimits.io.load returns a Loaded: pass its .samples)" if loaded else "")
         raise TypeError(f"{where}: {name} must be a jaxlimits.Samples, got {type(x).__name__}{hint}")
     return x
 

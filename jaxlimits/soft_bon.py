@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _sweep, pooling, tables
-from .samples import Samples
+from .samples import Samples, check_samples
 from .ustatistics import check_iid, check_ns
 
 Array = jax.Array
@@ -133,8 +133,7 @@ def soft_best_of_n(
       >>> round(float(res.gain[0]), 1)  # one draw: no gain
       0.0
     """
-    if not isinstance(samples, Samples):
-        raise TypeError(f"soft_best_of_n: samples must be a jaxlimits.Samples, got {type(samples).__name__}")
+    check_samples(samples, "soft_best_of_n")
     samples = samples.neutralised()
     check_iid(samples, "soft_best_of_n")
     ns_arr = check_ns(ns, samples)

@@ -172,3 +172,15 @@ def test_stream_without_pyarrow(tmp_path, monkeypatch, capsys, suffix):
     assert capsys.readouterr().out == with_arrow
     assert cli.main(["frontier", *args, "--betas", "2", "1"]) == 0
     assert "beta" in capsys.readouterr().out
+
+
+def test_loaded_is_short_and_named_when_passed_as_samples(tmp_path):
+    """``io.load`` returns a ``Loaded``; its repr is one line, and passing it where Samples are
+    expected says to take ``.samples`` (a fresh user tried ``jl.frontier(io.load(path))``)."""
+    path = tmp_path / "s.csv"
+    path.write_text("prompt_id,reward\n" + "".join(f"q{i // 10},{np.sin(i)}\n" for i in range(100)))
+    loaded = io.load(path)
+    assert repr(loaded).startswith("Loaded(10 prompts x 10 samples") and "\n" not in repr(loaded)
+    for fn in (jl.frontier, jl.tilt, lambda s: jl.min_kl_for_gain(s, 0.1)):
+        with pytest.raises(TypeError, match=r"got Loaded \(jaxlimits.io.load returns a Loaded: pass its .samples\)"):
+            fn(loaded) if fn is not jl.tilt else fn(loaded, [1.0])
