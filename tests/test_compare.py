@@ -284,3 +284,9 @@ def test_cli_compare_writes_table_json_and_figure(tmp_path, capsys):
     bad = ["compare", str(samples), "--runs", str(runs), "--run-gain-col", "gain", "--kl-unit", "token"]
     assert main(bad) == 2
     assert "--length-col" in capsys.readouterr().err
+    # a table with columns kl and gain needs no options (it matches no trainer's log: said in a note)
+    out2 = tmp_path / "plain.json"
+    assert main(["compare", str(samples), "--runs", str(runs), "--out", str(out2)]) == 0
+    assert "read as a table of runs" in capsys.readouterr().out
+    plain = {r["name"]: r for r in json.loads(out2.read_text())["rows"]}
+    assert plain["ppo"]["gain"] == rows["ppo"]["gain"] and plain["grpo"]["kl"] == rows["grpo"]["kl"]

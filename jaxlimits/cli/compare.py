@@ -151,6 +151,20 @@ def _check_options(args) -> None:
         raise c.UsageError("--length-col/--completion-length only apply to --kl-unit token")
 
 
+def _plain_runs_table(args, error: ValueError, load_runs):
+    """A log that matches no trainer but is a table with columns ``kl`` and ``gain`` (as ``jaxlimits demo
+    --write-data`` writes): read as a table of runs, said in a note; else the trainer error stands."""
+    if "match no trainer" not in str(error) or len(args.runs) != 1 or args.runs_format not in ("auto", "table") \
+            or args.trainer != "auto":
+        raise error
+    try:
+        found, notes = load_runs(args.runs[0], kl="kl", gain="gain", where=_where(args.run_where))
+    except (ValueError, LookupError):
+        raise error from None
+    return found, [f"{args.runs[0]}: no trainer's keys, but columns 'kl' and 'gain': read as a table of runs "
+                   "(--run-kl-col/--run-gain-col name other columns)"] + notes
+
+
 def _base_mean(samples) -> float:
     base_r = np.asarray(samples.rewards, np.float64)
     valid = np.asarray(samples.valid())
@@ -188,9 +202,13 @@ def run(args) -> int:
                 unit=args.kl_unit or "sequence", length=args.length_col, completion_length=args.completion_length,
                 where=_where(args.run_where))
         else:
-            found, run_notes = runs_from_log(
-                args.runs, baseline=baseline, fmt=args.runs_format, trainer=args.trainer, where=_where(args.run_where),
-                negative_tolerance=args.negative_kl_tolerance)
+            try:
+                found, run_notes = runs_from_log(
+                    args.runs, baseline=baseline, fmt=args.runs_format, trainer=args.trainer,
+                    where=_where(args.run_where), negative_tolerance=args.negative_kl_tolerance)
+            except ValueError as e:
+                found, run_notes = _plain_runs_table(args, e, load_runs)
+                notes = [n for n in notes if not n.startswith("--run-baseline not given")]
         runs += found
         notes += run_notes
     if args.policy_samples is not None:
