@@ -24,6 +24,24 @@ print("frontier", f.gain.shape, float(f.gain[-1]), f"{time.perf_counter() - t:.1
 sol = jl.min_kl_for_gain(jl.Samples(r), 0.5); print("min_kl_for_gain(0.5)", float(sol.kl), int(sol.status))
 EOF
 rc=$?; cat "$OUT/smoke.txt"; echo "smoke exit $rc"; [ $rc = 0 ] || exit 1
+# 1b. float32 against float64 where the 2026-11-30 GPU calibration found pooled SEs at float32's rounding
+#     (Bernoulli(0.3), N = 4,096, P = 2,000, KL 0.32: gain coverage 0.44 on the GPU, flagged on the CPU)
+timeout 120 python3 - > "$OUT/precision.txt" 2>&1 <<'EOF2'
+import numpy as np, jax
+jax.config.update("jax_enable_x64", True)
+import jaxlimits as jl
+b = np.array([0.849, 0.606, 0.406]); lam = 1 / b; q = 0.3
+pt = q * np.exp(lam) / (q * np.exp(lam) + 1 - q); g_true = pt - q
+for rep in range(4):
+    r = (np.random.default_rng(rep).random((2000, 4096)) < q).astype(np.float64)
+    f64 = jl.frontier(jl.Samples(r), b, per_prompt=False)
+    f32 = jl.frontier(jl.Samples(r.astype(np.float32)), b.astype(np.float32), per_prompt=False)
+    se = np.asarray(f64.gain_se)
+    print("z float64", np.round((np.asarray(f64.gain) - g_true) / se, 2), "z float32",
+          np.round((np.asarray(f32.gain, np.float64) - g_true) / se, 2), "float32 se / float64 se",
+          np.round(np.asarray(f32.gain_se, np.float64) / se, 3), "reasons32", np.asarray(f32.reasons))
+EOF2
+echo "precision exit $?"; cat "$OUT/precision.txt" | tail -6
 # 2. frontier sweep: octave grid in float32 and float64, geomspace in float32 (default memory budget),
 #    then with a 4 GiB budget (fewer, larger tiles) at 10x the prompts
 timeout ${BENCH_SECONDS:-240} bash -c "
