@@ -123,11 +123,21 @@ def old_rule(st) -> np.ndarray:
 
 @functools.partial(jax.jit, static_argnames=("pool",))
 def _pooled(st, pool: int):
-    """Frontier statistics of consecutive blocks of ``pool`` prompts, as ``jl.frontier`` pools them."""
+    """Frontier statistics of consecutive blocks of ``pool`` prompts, as ``jl.frontier`` pools them
+    (k-hat included: before 2026-11-30 this script pooled every prompt's k-hat, jl.frontier 256)."""
     blocks = jax.tree.map(lambda a: a.reshape((-1, pool) + a.shape[1:]), st)
+
+    # k-hat as jl.frontier pools it: from at most KHAT_PROMPTS evenly spaced prompts, scaled to all
+    idx = np.linspace(0, pool - 1, min(pool, frontier_mod.KHAT_PROMPTS)).round().astype(int)
+    scale = pool / idx.size
 
     def one(b):
         p = frontier_mod.pool_of(b, jnp.ones(b.draws.shape, b.gain.dtype))
+        k = b.khat[idx]
+        has = jnp.isfinite(k)
+        p = p._replace(khat=scale * jnp.sum(jnp.where(has, k, 0), axis=0),
+                       khat_count=scale * jnp.sum(has, axis=0).astype(k.dtype),
+                       no_tilt=scale * jnp.sum(has & (k >= estimators.KHAT_NO_TILT), axis=0).astype(k.dtype))
         f = frontier_mod.from_pool(p, b.betas[0])
         return f.gain, f.kl, f.gain_se, f.kl_se, f.reasons, f.gain_bias, f.kl_bias
 
