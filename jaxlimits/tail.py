@@ -939,7 +939,8 @@ def extend_solution(sol, samples: Samples, targets, *, kind: str, pooled: bool, 
     Lanes whose empirical answer is unknown (``KL_AT_OR_ABOVE_CEILING``, ``GAIN_AT_OR_ABOVE_MAX``) or
     flagged by the trust rule (``saturated``) take the model's ``beta``, ``kl``, ``gain``; the inverted
     quantity's SE is the model interval's width / 2z (``inf`` where open), the target's 0; ``reasons``
-    are the model's, ``saturated`` True (a model, not a measurement), biases 0. Where the model has
+    are the model's, ``saturated`` True (a model, not a measurement), biases 0, status
+    ``EXTRAPOLATED`` (an answer, but the model's: never ``OK``). Where the model has
     no tilt the status is ``NO_TILT``, where the target is past what it reaches ``BEYOND_UPPER_END``
     (values NaN). Lanes the model does not apply to (a tail that could not be fitted) are unchanged.
     Every other lane is the empirical answer, unchanged. The result has ``extrapolated`` (bool, the
@@ -972,7 +973,7 @@ def extend_solution(sol, samples: Samples, targets, *, kind: str, pooled: bool, 
     width = lambda q: (np.asarray(getattr(ts, f"{q}_hi"), float) - np.asarray(getattr(ts, f"{q}_lo"), float)) / (2 * z)  # noqa: E731
     kl_se, gain_se = (width("kl"), zero) if kind == "gain" else (zero, width("gain"))
     code = np.where(no_tilt, int(Status.NO_TILT), np.where(beyond, int(Status.BEYOND_UPPER_END),
-                                                             np.where(solved, int(Status.OK), status)))
+                                                             np.where(solved, int(Status.EXTRAPOLATED), status)))
     mask = lambda v: np.where(ext, np.asarray(v), False)  # noqa: E731
     ts = ts._replace(no_tilt=jnp.asarray(no_tilt), beyond_end=jnp.asarray(beyond), fitted=jnp.asarray(mask(ts.fitted)),
                      reasons=jnp.where(jnp.asarray(ext), ts.reasons, 0))
