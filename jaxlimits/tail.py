@@ -322,10 +322,19 @@ def _tail_core(sorted_r, n, m, lam, key, chi_hi, replicates: int, k_slots: int, 
     pool = pooled(curve, gain, kl, fit.xi, fit.sigma_exp) + pooled(curve, gain_gpd, kl_gpd, fit.xi_gpd, fit.sigma_exp)
     # the profile-likelihood set of the tail: its extreme curves (NaN outside the set)
     xi_j, sig_j, in_set = _profile_set(exceed, m, level)
-    g_j, k_j = curve(xi_j, sig_j)  # [P, T, J, B]
-    inside = in_set[..., None] & ~failed[..., None, None]
-    prof = (jnp.min(jnp.where(inside, g_j, jnp.inf), -2), jnp.max(jnp.where(inside, g_j, -jnp.inf), -2),
-            jnp.min(jnp.where(inside, k_j, jnp.inf), -2), jnp.max(jnp.where(inside, k_j, -jnp.inf), -2))
+
+    def extremes(acc, tail_j):
+        """One tail of the set per prompt and threshold at a time: ``[P, T, B]``, never ``[P, T, J, B, nodes]``."""
+        x, s, ins = tail_j  # [P, T]
+        g, k = curve(x, s)  # [P, T, B]
+        ok = (ins & ~failed)[..., None]
+        lo_g, hi_g, lo_k, hi_k = acc
+        return (jnp.minimum(lo_g, jnp.where(ok, g, jnp.inf)), jnp.maximum(hi_g, jnp.where(ok, g, -jnp.inf)),
+                jnp.minimum(lo_k, jnp.where(ok, k, jnp.inf)), jnp.maximum(hi_k, jnp.where(ok, k, -jnp.inf))), None
+
+    inf = jnp.full(gain.shape, jnp.inf, dtype)
+    tails_j = tuple(jnp.moveaxis(v, -1, 0) for v in (xi_j, sig_j, in_set))  # [J, P, T]
+    prof = jax.lax.scan(extremes, (inf, -inf, inf, -inf), tails_j)[0]
     prof = tuple(jnp.where(failed[..., None], v, w) for v, w in zip((gain, gain, kl, kl), prof))
     prof_xi = (jnp.min(jnp.where(in_set, xi_j, jnp.inf), -1), jnp.max(jnp.where(in_set, xi_j, -jnp.inf), -1))
     end_j = jnp.where(xi_j < 0, sig_j / jnp.where(xi_j < 0, -xi_j, 1.0), jnp.inf)
@@ -500,7 +509,7 @@ def _quantiles(x, level, axis):
 
 
 def tail_curve(samples: Samples, betas, *, level: float = 0.95, replicates: int = 200,
-               thresholds=THRESHOLDS, key: Array | None = None) -> TailCurve:
+               thresholds=THRESHOLDS, key: Array | None = None, memory_budget: int | None = None) -> TailCurve:
     r"""The tail model's gain and KL at any betas, per prompt and pooled, with intervals.
 
     The function for every consumer of extrapolated points (``frontier(tail="gpd")``, inversions,
@@ -515,6 +524,10 @@ def tail_curve(samples: Samples, betas, *, level: float = 0.95, replicates: int 
       thresholds: multipliers of ``M = jaxlimits.psis.tail_size(N)`` refitted for threshold
         sensitivity; the point estimate uses the one nearest 1.
       key: ``jax.random`` key (default ``PRNGKey(0)``).
+      memory_budget: bytes of working memory (default ``jaxlimits._sweep.DEFAULT_MEMORY_BUDGET``):
+        the betas are evaluated in blocks of :func:`beta_block` (the same replicates for every
+        block, so the result does not depend on it); the profile-likelihood set's tails are
+        evaluated one at a time.
 
     Returns:
       A :class:`TailCurve`.
@@ -555,11 +568,43 @@ def tail_curve(samples: Samples, betas, *, level: float = 0.95, replicates: int 
     from scipy.stats import chi2
 
     chi = jnp.asarray(2 * m / chi2.ppf([[[(1 + level) / 2]], [[(1 - level) / 2]]], 2 * m), dtype)  # [2, P, T]
-    fit, curves, pool, reps, prof = _tail_core(srt_j, n_j, jnp.asarray(m, dtype), lam, key, chi[1], replicates,
-                                               k_slots, level)
     ties = np.sum(srt == srt[:, :1], axis=1)  # draws tied at the maximum: the ceiling is log(N / ties)
     ceiling = jnp.asarray(np.log(n / ties), dtype)
-    return _assemble(betas_np, fit, curves, pool, reps, prof, chi, ceiling, main, level, replicates)
+    size = min(betas_np.size, beta_block(*srt.shape, len(thresholds), replicates, jnp.dtype(dtype).itemsize,
+                                         memory_budget))
+    # blocks of betas, the last padded with its last beta (one program); every block draws the same replicates
+    pad = -betas_np.size % size
+    lam = jnp.concatenate([lam, jnp.broadcast_to(lam[-1:], (pad,))])
+    parts = []
+    for start in range(0, betas_np.size, size):
+        fit, curves, pool, reps, prof = _tail_core(srt_j, n_j, jnp.asarray(m, dtype), lam[start:start + size], key,
+                                                   chi[1], replicates, k_slots, level)
+        parts.append(_assemble(betas_np[start:start + size], fit, curves, pool, reps, prof, chi, ceiling, main,
+                               level, replicates))
+    if len(parts) == 1:
+        return parts[0]
+    betas_of = lambda f: f not in _PER_PROMPT + ("level", "replicates", "fit")  # noqa: E731
+    return parts[0]._replace(**{f: jnp.concatenate([getattr(c, f) for c in parts], axis=-1)[..., :betas_np.size]
+                                for f in TailCurve._fields if betas_of(f)})
+
+
+#: Bytes per element of a beta block's largest arrays (the body's ``[P, T, B, N]`` logits and softmax,
+#: the quadrature's ``[P, T, B, nodes]`` terms, the replicates' ``[R, P, T, B]`` curves), in itemsizes:
+#: measured about 1.3 (the peak resident set over the compiled programs' for 200 prompts x 512 draws,
+#: 200 replicates, float32: 180 MB at 49 betas, 90 MB at 1), so 2 is a safe estimate.
+_BLOCK_COPIES = 2
+
+
+def beta_block(prompts: int, samples: int, thresholds: int, replicates: int, itemsize: int,
+               memory_budget: int | None = None) -> int:
+    """Betas per block of :func:`tail_curve` so that a block's working memory fits ``memory_budget``
+    (bytes, default ``jaxlimits._sweep.DEFAULT_MEMORY_BUDGET``); at least 1 (then the memory is that
+    of one beta, ``O(P T (N + nodes + R))``)."""
+    from ._sweep import DEFAULT_MEMORY_BUDGET
+
+    budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
+    per_beta = _BLOCK_COPIES * itemsize * prompts * thresholds * (samples + 2 * QUAD_NODES + 2 * replicates)
+    return max(1, budget // per_beta)
 
 
 def _assemble(betas, fit, curves, pool, reps, prof, chi, ceiling, main, level, replicates) -> TailCurve:
