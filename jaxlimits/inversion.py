@@ -985,7 +985,8 @@ def _run_tail(samples: Samples, targets, *, kind: str, pooled: bool, throw: bool
         tail_model.check_tail_samples(_rewards_only(samples), f"{name}(tail='gpd')")
     sol = _run(samples, targets, kind=kind, pooled=pooled, throw=False, **kw)
     sol = tail_model.extend_solution(sol, _rewards_only(samples), targets, kind=kind, pooled=pooled,
-                                     level=tail_level, replicates=tail_replicates, where=f"{name}(tail='gpd')")
+                                     level=tail_level, replicates=tail_replicates, where=f"{name}(tail='gpd')",
+                                     memory_budget=kw.get("memory_budget"))
     if throw:
         _raise_for_status(name, kind, pooled, jnp.asarray(targets, sol.kl.dtype), sol)
     return sol

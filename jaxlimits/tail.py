@@ -680,7 +680,8 @@ def _assemble(betas, fit, curves, pool, reps, prof, chi, ceiling, main, level, r
         crit[:, main], jnp.min(crit_lo, -1), jnp.max(crit_hi, -1), ~failed, ceiling, level, replicates, tfit)
 
 
-def extrapolate(frontier, samples: Samples, *, level: float = 0.95, replicates: int = 200, key: Array | None = None):
+def extrapolate(frontier, samples: Samples, *, level: float = 0.95, replicates: int = 200, key: Array | None = None,
+                memory_budget: int | None = None):
     """A :class:`jaxlimits.Frontier` whose flagged points come from the tail model, marked ``extrapolated``.
 
     What ``jaxlimits.frontier(..., tail="gpd")`` returns: at every point the trust rule flags
@@ -696,9 +697,11 @@ def extrapolate(frontier, samples: Samples, *, level: float = 0.95, replicates: 
       frontier: the pooled frontier of ``samples``.
       samples: plain samples (see :func:`tail_curve`).
       level, replicates, key: of the tail model's intervals (``key``: folded from the given one).
+      memory_budget: bytes of working memory of :func:`tail_curve`.
     """
     key = jax.random.PRNGKey(0) if key is None else jax.random.fold_in(key, 16)
-    c = tail_curve(samples, np.asarray(frontier.betas), level=level, replicates=replicates, key=key)
+    c = tail_curve(samples, np.asarray(frontier.betas), level=level, replicates=replicates, key=key,
+                   memory_budget=memory_budget)
     ext = jnp.asarray(np.asarray(frontier.reasons) != 0)
     take = lambda measured, model: jnp.where(ext, jnp.asarray(model, measured.dtype), measured)  # noqa: E731
     reasons = jnp.where(ext, c.reasons, frontier.reasons)
@@ -869,7 +872,7 @@ def _project(y, grid, f_lo, f_hi, o_lo, o_hi):
 
 
 def invert(samples: Samples, targets, *, kind: str, pooled: bool, level: float = 0.95, replicates: int = 200,
-           key: Array | None = None, where: str = "invert") -> TailSolution:
+           key: Array | None = None, where: str = "invert", memory_budget: int | None = None) -> TailSolution:
     r"""The tail model's inversion: the beta where its curve meets each target, with an interval.
 
     The model (:func:`tail_curve`'s body + generalised Pareto tail at the main threshold) has
@@ -886,7 +889,7 @@ def invert(samples: Samples, targets, *, kind: str, pooled: bool, level: float =
         (``kind="gain"``) or KL budgets in nats (``kind="kl"``). Others give NaN.
       kind: ``"gain"`` or ``"kl"``.
       pooled: solve the mean over prompts at one beta (the targets ``[K]``) or each prompt.
-      level, replicates, key: of the band (:func:`tail_curve`).
+      level, replicates, key, memory_budget: of the band (:func:`tail_curve`).
       where: the caller's name, for errors.
 
     Returns:
@@ -957,7 +960,8 @@ def invert(samples: Samples, targets, *, kind: str, pooled: bool, level: float =
         lo_b, hi_b = float(np.min(b_ok)) / 20, max(float(np.max(b_ok)) * 20, 100 * sd)
         grid = np.geomspace(lo_b, hi_b, GRID_POINTS)
         key = jax.random.PRNGKey(0) if key is None else key
-        c = tail_curve(samples, grid, level=level, replicates=replicates, key=jax.random.fold_in(key, 17))
+        c = tail_curve(samples, grid, level=level, replicates=replicates, key=jax.random.fold_in(key, 17),
+                       memory_budget=memory_budget)
         pre = "" if pooled else "prompt_"
         band = {q: np.asarray(getattr(c, f"{pre}{q}"), float) for q in ("gain_lo", "gain_hi", "kl_lo", "kl_hi")}
         f, o = ("gain", "kl") if kind == "gain" else ("kl", "gain")
@@ -977,7 +981,8 @@ def invert(samples: Samples, targets, *, kind: str, pooled: bool, level: float =
 
 
 def extend_solution(sol, samples: Samples, targets, *, kind: str, pooled: bool, level: float = 0.95,
-                    replicates: int = 200, key: Array | None = None, where: str = "invert"):
+                    replicates: int = 200, key: Array | None = None, where: str = "invert",
+                    memory_budget: int | None = None):
     """An inversion's :class:`jaxlimits.inversion.Solution` with its targets past what the samples show
     solved on the tail model (:func:`invert`), marked ``extrapolated``.
 
@@ -990,6 +995,7 @@ def extend_solution(sol, samples: Samples, targets, *, kind: str, pooled: bool, 
     (values NaN). Lanes the model does not apply to (a tail that could not be fitted) are unchanged.
     Every other lane is the empirical answer, unchanged. The result has ``extrapolated`` (bool, the
     solution's shape) and ``tail`` (a :class:`TailSolution` of that shape with the intervals).
+    ``memory_budget``: of :func:`tail_curve`.
     """
     from .inversion import Status
 
@@ -1002,7 +1008,7 @@ def extend_solution(sol, samples: Samples, targets, *, kind: str, pooled: bool, 
             | ((status == Status.OK) & sat)) & np.isfinite(y) & (y > 0)
     flat = (lambda v: v.reshape(-1)) if pooled else (lambda v: v.reshape(shape[0], -1))  # noqa: E731
     ts = invert(samples, flat(np.where(need, y, np.nan)), kind=kind, pooled=pooled, level=level,
-                replicates=replicates, key=key, where=where)
+                replicates=replicates, key=key, where=where, memory_budget=memory_budget)
     ts = ts._replace(**{f: jnp.reshape(getattr(ts, f), shape) for f in ts._fields[:13]})
     ext = need & np.asarray(ts.fitted)
     no_tilt = ext & np.asarray(ts.no_tilt)
