@@ -103,8 +103,9 @@ def _num(x, se=None, bound: str = "") -> str:
 
 
 def _interval(x, lo, hi) -> str:
-    """A model's value with its interval in brackets (``inf`` for an open upper limit)."""
-    return f"{_num(x)} [{_num(lo)}, {_num(hi)}]"
+    """A model's value with its interval in brackets; an empty upper limit (``None``) is an open one: ``inf``
+    (the model's interval always holds its point, so it is never unknown where the point is known)."""
+    return f"{_num(x)} [{_num(lo)}, {'inf' if hi is None else _num(hi)}]"
 
 
 def print_table(rows: list[dict], unit: str = "reward units") -> None:
