@@ -570,8 +570,8 @@ def tail_curve(samples: Samples, betas, *, level: float = 0.95, replicates: int 
     chi = jnp.asarray(2 * m / chi2.ppf([[[(1 + level) / 2]], [[(1 - level) / 2]]], 2 * m), dtype)  # [2, P, T]
     ties = np.sum(srt == srt[:, :1], axis=1)  # draws tied at the maximum: the ceiling is log(N / ties)
     ceiling = jnp.asarray(np.log(n / ties), dtype)
-    size = min(betas_np.size, beta_block(*srt.shape, len(thresholds), replicates, jnp.dtype(dtype).itemsize,
-                                         memory_budget))
+    most = beta_block(*srt.shape, len(thresholds), replicates, jnp.dtype(dtype).itemsize, memory_budget)
+    size = -(-betas_np.size // -(-betas_np.size // most))  # as few blocks as the budget allows, of even sizes
     # blocks of betas, the last padded with its last beta (one program); every block draws the same replicates
     pad = -betas_np.size % size
     lam = jnp.concatenate([lam, jnp.broadcast_to(lam[-1:], (pad,))])

@@ -307,14 +307,14 @@ def test_table_is_the_pooled_curve_even_with_as_many_prompts_as_betas(frontiers)
 
 
 def test_beta_blocks_equal_one_block():
-    """A memory budget that splits the betas (blocks of 3 for 4 betas: the last one padded) changes nothing."""
+    """A memory budget that splits the betas (blocks of 2 for 3 betas: the last one padded) changes nothing."""
     r = np.random.default_rng(5).normal(size=(P, N))
-    betas = [0.05, 0.2, 1.0, 5.0]
+    betas = [0.05, 0.5, 5.0]
     whole = _curve(r, betas)
     per_beta = tail.beta_block(P, N, len(tail.THRESHOLDS), R, 8, 1)  # 1: one beta's bytes are over the budget
     assert per_beta == 1
-    budget = 3 * tail._BLOCK_COPIES * 8 * P * len(tail.THRESHOLDS) * (N + 2 * tail.QUAD_NODES + 2 * R)
-    assert tail.beta_block(P, N, len(tail.THRESHOLDS), R, 8, budget) == 3
+    budget = 2 * tail._BLOCK_COPIES * 8 * P * len(tail.THRESHOLDS) * (N + 2 * tail.QUAD_NODES + 2 * R)
+    assert tail.beta_block(P, N, len(tail.THRESHOLDS), R, 8, budget) == 2
     split = jl.tail_curve(jl.Samples(r), np.asarray(betas), replicates=R, memory_budget=budget)
     for f in whole._fields:
         if f not in ("level", "replicates", "fit"):
