@@ -34,7 +34,7 @@ import numpy as np
 
 from . import pooling, tables
 from .samples import Samples, check_samples
-from .status import MESSAGES, Status
+from .status import MESSAGES, Status, solved
 
 Array = jax.Array
 
@@ -547,7 +547,10 @@ def compare(
     status2 = np.asarray(sol2.status, np.int32)
     min_kl = np.where(gain <= 0, 0.0, np.asarray(sol2.kl, np.float64))
     status2 = np.where(gain <= 0, int(Status.OK), status2)
-    min_kl = np.where(status2 == Status.OK, min_kl, np.nan)
+    min_kl = np.where(solved(status2), min_kl, np.nan)  # OK, or EXTRAPOLATED: the tail model's answer
+    ext2 = status2 == Status.EXTRAPOLATED
+    kl2_lo = np.full(kl.shape, np.nan) if sol2.tail is None else np.asarray(sol2.tail.kl_lo, np.float64)
+    kl2_hi = np.full(kl.shape, np.nan) if sol2.tail is None else np.asarray(sol2.tail.kl_hi, np.float64)
 
     with np.errstate(divide="ignore", invalid="ignore"):
         left = f_gain - gain
@@ -586,12 +589,15 @@ def compare(
         elif f_sat[i]:
             why = reason_names(int(f_reasons[i])) or "too few effective samples"
             extra.append(f"the trust rule flags the frontier at its KL ({why}): take it with caution")
-        elif status[i] != Status.OK:
+        elif not solved(status[i]):
             extra.append(f"frontier: {MESSAGES[int(status[i])]}")
         if status2[i] == Status.GAIN_AT_OR_ABOVE_MAX:
             extra.append(f"its gain is at or above the largest the samples can show ({cap[i]:.4g}): no KL*(gain)")
         elif status2[i] in (Status.NO_TILT, Status.BEYOND_UPPER_END):
             extra.append(f"no KL*(gain) for its gain: {MESSAGES[int(status2[i])]}")
+        elif ext2[i]:
+            extra.append(f"its gain is past what the samples show: KL*(gain) {min_kl[i]:.4g} [{kl2_lo[i]:.3g}, "
+                         f"{kl2_hi[i]:.3g}] is the tail model's (extrapolated, not measured)")
         if above[i]:
             extra.append(
                 f"ABOVE the frontier by {excess[i]:.4g} ({excess_z[i]:.3g} standard errors): impossible up to "
@@ -604,10 +610,10 @@ def compare(
             words.append("unknown")
         elif above[i]:
             words.append("above_frontier")
-        elif status[i] != Status.OK and not beyond[i]:
+        elif not solved(status[i]) and not beyond[i]:
             words.append(status_of(int(status[i]), False, samples.exact)[0])
         else:
-            words.append("extrapolated" if ext[i] else "saturated" if f_sat[i] else "ok")
+            words.append("extrapolated" if ext[i] or ext2[i] else "saturated" if f_sat[i] else "ok")
 
     notices = [
         "the frontier is of the base samples' rewards; runs must report gains in the same reward, on the same "

@@ -376,7 +376,7 @@ def frontier(
     if tail is not None:
         from .tail import extrapolate
 
-        f = extrapolate(f, samples, level=level, replicates=tail_replicates, key=key)
+        f = extrapolate(f, samples, level=level, replicates=tail_replicates, key=key, memory_budget=memory_budget)
     return f
 
 

@@ -67,6 +67,7 @@ from .samples import PromptError, Samples, check_samples
 from .status import MESSAGES as MESSAGES
 from .status import NAMES as STATUS
 from .status import Status as Status
+from .status import solved
 
 Array = jax.Array
 
@@ -160,7 +161,9 @@ class Solution(NamedTuple):
         return tables.summary(self, shape_of="status", headline=[
             "status " + ", ".join(f"{int(n)} {s}" for s, n in zip(names, counts)), f"beta {tables.span(self.beta)}",
             f"KL {tables.span(self.kl)}", f"gain {tables.span(self.gain)}", tables.flagged(self.reasons),
-            f"{int(np.sum(np.asarray(self.saturated)))} saturated or not estimated"])
+            f"{int(np.sum(np.asarray(self.saturated)))} saturated or not estimated"]
+            + ([] if self.extrapolated is None else [
+                f"{int(np.sum(np.asarray(self.extrapolated)))} extrapolated (the tail model's, not measured)"]))
 
     rows, to_dict, to_pandas, __repr__, _repr_html_ = tables.METHODS
 
@@ -927,9 +930,9 @@ def _raise_for_status(name, kind, pooled, y, sol: Solution) -> None:
     """The eager check: a ValueError naming the target, the prompt and the limit."""
     status = _concrete(sol.status)
     targets = _concrete(y)
-    if status is None or targets is None or not np.any(status != Status.OK):
+    if status is None or targets is None or np.all(solved(status)):
         return
-    bad = np.argwhere(status != Status.OK)
+    bad = np.argwhere(~solved(status))
     first = tuple(int(i) for i in bad[0])
     code = int(status[first])
     tidx = first if pooled else first[1:]
@@ -981,7 +984,8 @@ def _run_tail(samples: Samples, targets, *, kind: str, pooled: bool, throw: bool
         tail_model.check_tail_samples(_rewards_only(samples), f"{name}(tail='gpd')")
     sol = _run(samples, targets, kind=kind, pooled=pooled, throw=False, **kw)
     sol = tail_model.extend_solution(sol, _rewards_only(samples), targets, kind=kind, pooled=pooled,
-                                     level=tail_level, replicates=tail_replicates, where=f"{name}(tail='gpd')")
+                                     level=tail_level, replicates=tail_replicates, where=f"{name}(tail='gpd')",
+                                     memory_budget=kw.get("memory_budget"))
     if throw:
         _raise_for_status(name, kind, pooled, jnp.asarray(targets, sol.kl.dtype), sol)
     return sol

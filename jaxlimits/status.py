@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import enum
 
+import numpy as np
+
 
 class Status(enum.IntEnum):
     """The one result code of every solve: the inversions, the over-optimisation peak, best-of-n's frontier.
@@ -23,7 +25,9 @@ class Status(enum.IntEnum):
     ``BestOfN.frontier_status``); :data:`NAMES` and :data:`MESSAGES` (or ``.message``) spell them.
     ``OK`` is a solved target or a found peak; ``NOT_COMPUTED`` a value that was not asked for
     (best-of-n with ``frontier=False``). The ``PEAK_*`` codes say why there is no peak; ``NO_TILT``
-    and ``BEYOND_UPPER_END`` why the tail model (``tail="gpd"``) gives no answer.
+    and ``BEYOND_UPPER_END`` why the tail model (``tail="gpd"``) gives no answer; ``EXTRAPOLATED``
+    a target solved on that model, past what the samples show (an answer, but a model's:
+    :func:`solved` counts it with ``OK``).
     """
 
     NOT_COMPUTED = -1
@@ -51,6 +55,9 @@ class Status(enum.IntEnum):
     NO_TILT = 10
     #: ``tail="gpd"``: the target is at or above the most the fitted tail model reaches (its upper end).
     BEYOND_UPPER_END = 11
+    #: ``tail="gpd"``: solved on the fitted tail model, past what the samples show (its interval is in
+    #: ``Solution.tail``): an answer, but a model's, not a measurement.
+    EXTRAPOLATED = 12
 
     @property
     def message(self) -> str:
@@ -81,7 +88,15 @@ MESSAGES: dict[int, str] = {
                      "xi > 0): the frontier there is degenerate, no answer"),
     Status.BEYOND_UPPER_END: ("the target is at or above the most the fitted tail model reaches (the gain "
                               "saturates at its fitted upper end of the reward): no answer"),
+    Status.EXTRAPOLATED: ("past what the samples show: solved on the fitted tail model; its interval is in "
+                          "Solution.tail, a model, not a measurement"),
 }
+
+
+def solved(status):
+    """True where a code is an answer: ``OK`` or ``EXTRAPOLATED`` (a NumPy bool array of its shape)."""
+    status = np.asarray(status)
+    return (status == Status.OK) | (status == Status.EXTRAPOLATED)
 
 #: Word -> what it means, for people (tables print the words that appear, with these meanings).
 VOCABULARY: dict[str, str] = {
@@ -139,6 +154,8 @@ def of_solution(code: int, saturated: bool, exact: bool = False) -> tuple[str, s
         return "ok", "no frontier"
     if code == Status.OK:
         return ("saturated", "") if saturated else ("ok", "")
+    if code == Status.EXTRAPOLATED:  # the tail model's answer: the word says all
+        return "extrapolated", ""
     if code == Status.KL_AT_OR_ABOVE_CEILING:
         return "unknown", MESSAGES[code]
     if code == Status.GAIN_AT_OR_ABOVE_MAX:

@@ -322,10 +322,19 @@ def _tail_core(sorted_r, n, m, lam, key, chi_hi, replicates: int, k_slots: int, 
     pool = pooled(curve, gain, kl, fit.xi, fit.sigma_exp) + pooled(curve, gain_gpd, kl_gpd, fit.xi_gpd, fit.sigma_exp)
     # the profile-likelihood set of the tail: its extreme curves (NaN outside the set)
     xi_j, sig_j, in_set = _profile_set(exceed, m, level)
-    g_j, k_j = curve(xi_j, sig_j)  # [P, T, J, B]
-    inside = in_set[..., None] & ~failed[..., None, None]
-    prof = (jnp.min(jnp.where(inside, g_j, jnp.inf), -2), jnp.max(jnp.where(inside, g_j, -jnp.inf), -2),
-            jnp.min(jnp.where(inside, k_j, jnp.inf), -2), jnp.max(jnp.where(inside, k_j, -jnp.inf), -2))
+
+    def extremes(acc, tail_j):
+        """One tail of the set per prompt and threshold at a time: ``[P, T, B]``, never ``[P, T, J, B, nodes]``."""
+        x, s, ins = tail_j  # [P, T]
+        g, k = curve(x, s)  # [P, T, B]
+        ok = (ins & ~failed)[..., None]
+        lo_g, hi_g, lo_k, hi_k = acc
+        return (jnp.minimum(lo_g, jnp.where(ok, g, jnp.inf)), jnp.maximum(hi_g, jnp.where(ok, g, -jnp.inf)),
+                jnp.minimum(lo_k, jnp.where(ok, k, jnp.inf)), jnp.maximum(hi_k, jnp.where(ok, k, -jnp.inf))), None
+
+    inf = jnp.full(gain.shape, jnp.inf, dtype)
+    tails_j = tuple(jnp.moveaxis(v, -1, 0) for v in (xi_j, sig_j, in_set))  # [J, P, T]
+    prof = jax.lax.scan(extremes, (inf, -inf, inf, -inf), tails_j)[0]
     prof = tuple(jnp.where(failed[..., None], v, w) for v, w in zip((gain, gain, kl, kl), prof))
     prof_xi = (jnp.min(jnp.where(in_set, xi_j, jnp.inf), -1), jnp.max(jnp.where(in_set, xi_j, -jnp.inf), -1))
     end_j = jnp.where(xi_j < 0, sig_j / jnp.where(xi_j < 0, -xi_j, 1.0), jnp.inf)
@@ -500,7 +509,7 @@ def _quantiles(x, level, axis):
 
 
 def tail_curve(samples: Samples, betas, *, level: float = 0.95, replicates: int = 200,
-               thresholds=THRESHOLDS, key: Array | None = None) -> TailCurve:
+               thresholds=THRESHOLDS, key: Array | None = None, memory_budget: int | None = None) -> TailCurve:
     r"""The tail model's gain and KL at any betas, per prompt and pooled, with intervals.
 
     The function for every consumer of extrapolated points (``frontier(tail="gpd")``, inversions,
@@ -515,6 +524,10 @@ def tail_curve(samples: Samples, betas, *, level: float = 0.95, replicates: int 
       thresholds: multipliers of ``M = jaxlimits.psis.tail_size(N)`` refitted for threshold
         sensitivity; the point estimate uses the one nearest 1.
       key: ``jax.random`` key (default ``PRNGKey(0)``).
+      memory_budget: bytes of working memory (default ``jaxlimits._sweep.DEFAULT_MEMORY_BUDGET``):
+        the betas are evaluated in blocks of :func:`beta_block` (the same replicates for every
+        block, so the result does not depend on it); the profile-likelihood set's tails are
+        evaluated one at a time.
 
     Returns:
       A :class:`TailCurve`.
@@ -555,11 +568,43 @@ def tail_curve(samples: Samples, betas, *, level: float = 0.95, replicates: int 
     from scipy.stats import chi2
 
     chi = jnp.asarray(2 * m / chi2.ppf([[[(1 + level) / 2]], [[(1 - level) / 2]]], 2 * m), dtype)  # [2, P, T]
-    fit, curves, pool, reps, prof = _tail_core(srt_j, n_j, jnp.asarray(m, dtype), lam, key, chi[1], replicates,
-                                               k_slots, level)
     ties = np.sum(srt == srt[:, :1], axis=1)  # draws tied at the maximum: the ceiling is log(N / ties)
     ceiling = jnp.asarray(np.log(n / ties), dtype)
-    return _assemble(betas_np, fit, curves, pool, reps, prof, chi, ceiling, main, level, replicates)
+    most = beta_block(*srt.shape, len(thresholds), replicates, jnp.dtype(dtype).itemsize, memory_budget)
+    size = -(-betas_np.size // -(-betas_np.size // most))  # as few blocks as the budget allows, of even sizes
+    # blocks of betas, the last padded with its last beta (one program); every block draws the same replicates
+    pad = -betas_np.size % size
+    lam = jnp.concatenate([lam, jnp.broadcast_to(lam[-1:], (pad,))])
+    parts = []
+    for start in range(0, betas_np.size, size):
+        fit, curves, pool, reps, prof = _tail_core(srt_j, n_j, jnp.asarray(m, dtype), lam[start:start + size], key,
+                                                   chi[1], replicates, k_slots, level)
+        parts.append(_assemble(betas_np[start:start + size], fit, curves, pool, reps, prof, chi, ceiling, main,
+                               level, replicates))
+    if len(parts) == 1:
+        return parts[0]
+    betas_of = lambda f: f not in _PER_PROMPT + ("level", "replicates", "fit")  # noqa: E731
+    return parts[0]._replace(**{f: jnp.concatenate([getattr(c, f) for c in parts], axis=-1)[..., :betas_np.size]
+                                for f in TailCurve._fields if betas_of(f)})
+
+
+#: Bytes per element of a beta block's largest arrays (the body's ``[P, T, B, N]`` logits and softmax,
+#: the quadrature's ``[P, T, B, nodes]`` terms, the replicates' ``[R, P, T, B]`` curves), in itemsizes:
+#: measured about 1.3 (the peak resident set over the compiled programs' for 200 prompts x 512 draws,
+#: 200 replicates, float32: 180 MB at 49 betas, 90 MB at 1), so 2 is a safe estimate.
+_BLOCK_COPIES = 2
+
+
+def beta_block(prompts: int, samples: int, thresholds: int, replicates: int, itemsize: int,
+               memory_budget: int | None = None) -> int:
+    """Betas per block of :func:`tail_curve` so that a block's working memory fits ``memory_budget``
+    (bytes, default ``jaxlimits._sweep.DEFAULT_MEMORY_BUDGET``); at least 1 (then the memory is that
+    of one beta, ``O(P T (N + nodes + R))``)."""
+    from ._sweep import DEFAULT_MEMORY_BUDGET
+
+    budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
+    per_beta = _BLOCK_COPIES * itemsize * prompts * thresholds * (samples + 2 * QUAD_NODES + 2 * replicates)
+    return max(1, budget // per_beta)
 
 
 def _assemble(betas, fit, curves, pool, reps, prof, chi, ceiling, main, level, replicates) -> TailCurve:
@@ -635,7 +680,8 @@ def _assemble(betas, fit, curves, pool, reps, prof, chi, ceiling, main, level, r
         crit[:, main], jnp.min(crit_lo, -1), jnp.max(crit_hi, -1), ~failed, ceiling, level, replicates, tfit)
 
 
-def extrapolate(frontier, samples: Samples, *, level: float = 0.95, replicates: int = 200, key: Array | None = None):
+def extrapolate(frontier, samples: Samples, *, level: float = 0.95, replicates: int = 200, key: Array | None = None,
+                memory_budget: int | None = None):
     """A :class:`jaxlimits.Frontier` whose flagged points come from the tail model, marked ``extrapolated``.
 
     What ``jaxlimits.frontier(..., tail="gpd")`` returns: at every point the trust rule flags
@@ -651,9 +697,11 @@ def extrapolate(frontier, samples: Samples, *, level: float = 0.95, replicates: 
       frontier: the pooled frontier of ``samples``.
       samples: plain samples (see :func:`tail_curve`).
       level, replicates, key: of the tail model's intervals (``key``: folded from the given one).
+      memory_budget: bytes of working memory of :func:`tail_curve`.
     """
     key = jax.random.PRNGKey(0) if key is None else jax.random.fold_in(key, 16)
-    c = tail_curve(samples, np.asarray(frontier.betas), level=level, replicates=replicates, key=key)
+    c = tail_curve(samples, np.asarray(frontier.betas), level=level, replicates=replicates, key=key,
+                   memory_budget=memory_budget)
     ext = jnp.asarray(np.asarray(frontier.reasons) != 0)
     take = lambda measured, model: jnp.where(ext, jnp.asarray(model, measured.dtype), measured)  # noqa: E731
     reasons = jnp.where(ext, c.reasons, frontier.reasons)
@@ -824,7 +872,7 @@ def _project(y, grid, f_lo, f_hi, o_lo, o_hi):
 
 
 def invert(samples: Samples, targets, *, kind: str, pooled: bool, level: float = 0.95, replicates: int = 200,
-           key: Array | None = None, where: str = "invert") -> TailSolution:
+           key: Array | None = None, where: str = "invert", memory_budget: int | None = None) -> TailSolution:
     r"""The tail model's inversion: the beta where its curve meets each target, with an interval.
 
     The model (:func:`tail_curve`'s body + generalised Pareto tail at the main threshold) has
@@ -841,7 +889,7 @@ def invert(samples: Samples, targets, *, kind: str, pooled: bool, level: float =
         (``kind="gain"``) or KL budgets in nats (``kind="kl"``). Others give NaN.
       kind: ``"gain"`` or ``"kl"``.
       pooled: solve the mean over prompts at one beta (the targets ``[K]``) or each prompt.
-      level, replicates, key: of the band (:func:`tail_curve`).
+      level, replicates, key, memory_budget: of the band (:func:`tail_curve`).
       where: the caller's name, for errors.
 
     Returns:
@@ -912,7 +960,8 @@ def invert(samples: Samples, targets, *, kind: str, pooled: bool, level: float =
         lo_b, hi_b = float(np.min(b_ok)) / 20, max(float(np.max(b_ok)) * 20, 100 * sd)
         grid = np.geomspace(lo_b, hi_b, GRID_POINTS)
         key = jax.random.PRNGKey(0) if key is None else key
-        c = tail_curve(samples, grid, level=level, replicates=replicates, key=jax.random.fold_in(key, 17))
+        c = tail_curve(samples, grid, level=level, replicates=replicates, key=jax.random.fold_in(key, 17),
+                       memory_budget=memory_budget)
         pre = "" if pooled else "prompt_"
         band = {q: np.asarray(getattr(c, f"{pre}{q}"), float) for q in ("gain_lo", "gain_hi", "kl_lo", "kl_hi")}
         f, o = ("gain", "kl") if kind == "gain" else ("kl", "gain")
@@ -932,18 +981,21 @@ def invert(samples: Samples, targets, *, kind: str, pooled: bool, level: float =
 
 
 def extend_solution(sol, samples: Samples, targets, *, kind: str, pooled: bool, level: float = 0.95,
-                    replicates: int = 200, key: Array | None = None, where: str = "invert"):
+                    replicates: int = 200, key: Array | None = None, where: str = "invert",
+                    memory_budget: int | None = None):
     """An inversion's :class:`jaxlimits.inversion.Solution` with its targets past what the samples show
     solved on the tail model (:func:`invert`), marked ``extrapolated``.
 
     Lanes whose empirical answer is unknown (``KL_AT_OR_ABOVE_CEILING``, ``GAIN_AT_OR_ABOVE_MAX``) or
     flagged by the trust rule (``saturated``) take the model's ``beta``, ``kl``, ``gain``; the inverted
     quantity's SE is the model interval's width / 2z (``inf`` where open), the target's 0; ``reasons``
-    are the model's, ``saturated`` True (a model, not a measurement), biases 0. Where the model has
+    are the model's, ``saturated`` True (a model, not a measurement), biases 0, status
+    ``EXTRAPOLATED`` (an answer, but the model's: never ``OK``). Where the model has
     no tilt the status is ``NO_TILT``, where the target is past what it reaches ``BEYOND_UPPER_END``
     (values NaN). Lanes the model does not apply to (a tail that could not be fitted) are unchanged.
     Every other lane is the empirical answer, unchanged. The result has ``extrapolated`` (bool, the
     solution's shape) and ``tail`` (a :class:`TailSolution` of that shape with the intervals).
+    ``memory_budget``: of :func:`tail_curve`.
     """
     from .inversion import Status
 
@@ -956,7 +1008,7 @@ def extend_solution(sol, samples: Samples, targets, *, kind: str, pooled: bool, 
             | ((status == Status.OK) & sat)) & np.isfinite(y) & (y > 0)
     flat = (lambda v: v.reshape(-1)) if pooled else (lambda v: v.reshape(shape[0], -1))  # noqa: E731
     ts = invert(samples, flat(np.where(need, y, np.nan)), kind=kind, pooled=pooled, level=level,
-                replicates=replicates, key=key, where=where)
+                replicates=replicates, key=key, where=where, memory_budget=memory_budget)
     ts = ts._replace(**{f: jnp.reshape(getattr(ts, f), shape) for f in ts._fields[:13]})
     ext = need & np.asarray(ts.fitted)
     no_tilt = ext & np.asarray(ts.no_tilt)
@@ -972,7 +1024,7 @@ def extend_solution(sol, samples: Samples, targets, *, kind: str, pooled: bool, 
     width = lambda q: (np.asarray(getattr(ts, f"{q}_hi"), float) - np.asarray(getattr(ts, f"{q}_lo"), float)) / (2 * z)  # noqa: E731
     kl_se, gain_se = (width("kl"), zero) if kind == "gain" else (zero, width("gain"))
     code = np.where(no_tilt, int(Status.NO_TILT), np.where(beyond, int(Status.BEYOND_UPPER_END),
-                                                             np.where(solved, int(Status.OK), status)))
+                                                             np.where(solved, int(Status.EXTRAPOLATED), status)))
     mask = lambda v: np.where(ext, np.asarray(v), False)  # noqa: E731
     ts = ts._replace(no_tilt=jnp.asarray(no_tilt), beyond_end=jnp.asarray(beyond), fitted=jnp.asarray(mask(ts.fitted)),
                      reasons=jnp.where(jnp.asarray(ext), ts.reasons, 0))

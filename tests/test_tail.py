@@ -304,3 +304,19 @@ def test_table_is_the_pooled_curve_even_with_as_many_prompts_as_betas(frontiers)
     assert {"betas", "gain", "gain_lo", "extrapolated", "reasons"} <= set(cols)
     assert not {"xi", "upper_end", "critical_beta", "fitted", "kl_ceiling"} & set(cols)
     assert repr(c).startswith(f"TailCurve[4](GPD tail model, {P} prompts")
+
+
+def test_beta_blocks_equal_one_block():
+    """A memory budget that splits the betas (blocks of 2 for 3 betas: the last one padded) changes nothing."""
+    r = np.random.default_rng(5).normal(size=(P, N))
+    betas = [0.05, 0.5, 5.0]
+    whole = _curve(r, betas)
+    per_beta = tail.beta_block(P, N, len(tail.THRESHOLDS), R, 8, 1)  # 1: one beta's bytes are over the budget
+    assert per_beta == 1
+    budget = 2 * tail._BLOCK_COPIES * 8 * P * len(tail.THRESHOLDS) * (N + 2 * tail.QUAD_NODES + 2 * R)
+    assert tail.beta_block(P, N, len(tail.THRESHOLDS), R, 8, budget) == 2
+    split = jl.tail_curve(jl.Samples(r), np.asarray(betas), replicates=R, memory_budget=budget)
+    for f in whole._fields:
+        if f not in ("level", "replicates", "fit"):
+            np.testing.assert_allclose(np.asarray(getattr(split, f)), np.asarray(getattr(whole, f)), rtol=1e-12,
+                                       err_msg=f)

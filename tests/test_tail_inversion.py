@@ -36,7 +36,10 @@ def test_min_kl_for_gain_past_the_max_exponential(exp_samples):
     assert int(plain.status[1]) == Status.GAIN_AT_OR_ABOVE_MAX
     sol = jl.min_kl_for_gain(exp_samples, gains, tail="gpd", tail_replicates=R)
     ext = np.asarray(sol.extrapolated)
-    assert not ext[0] and ext[1] and np.all(np.asarray(sol.status) == Status.OK)
+    assert not ext[0] and ext[1]
+    # an extrapolated answer has its own code, never OK: its name, message and the repr say so
+    assert list(sol.status_names()) == ["OK", "EXTRAPOLATED"]
+    assert "past what the samples show" in sol.messages()[1] and "1 extrapolated" in repr(sol)
     # inside: the existing answer, unchanged
     for f in ("beta", "kl", "gain", "kl_se", "reasons", "saturated"):
         assert np.asarray(getattr(sol, f))[0] == np.asarray(getattr(plain, f))[0], f
@@ -90,10 +93,11 @@ def test_uniform_gain_beyond_the_fitted_upper_end():
     sol = jl.min_kl_for_gain(s, [0.49, 0.7], tail="gpd", tail_replicates=R, throw=False)  # sup of the gain: 0.5
     assert int(sol.status[1]) == Status.BEYOND_UPPER_END and np.isnan(float(sol.kl[1]))
     assert bool(sol.tail.beyond_end[1]) and bool(sol.extrapolated[1])
-    assert int(sol.status[0]) == Status.OK and bool(sol.extrapolated[0])
+    assert int(sol.status[0]) == Status.EXTRAPOLATED and bool(sol.extrapolated[0])
     from jaxlimits.status import of_solution
 
     assert of_solution(int(sol.status[1]), True)[0] == "unknown"
+    assert of_solution(int(sol.status[0]), True) == ("extrapolated", "")
 
 
 def test_bad_inputs(exp_samples):
@@ -117,6 +121,11 @@ def test_compare_with_tail(exp_samples):
     row = res.rows()[0]
     assert row["status"] == "extrapolated" and row["extrapolated"] is True and "tail model" in row["note"]
     assert row["frontier_gain_lo"] <= row["frontier_gain"] and row["left_on_table"] > 0
+    # the solver codes say it too (not 'ok'), and KL*(gain) past the samples' largest gain is the model's
+    assert row["frontier_status"] == "extrapolated"
+    far = jl.compare(exp_samples, [jl.Run("big", kl=0.5, gain=4.0)], tail="gpd", tail_replicates=R).rows()[0]
+    assert far["min_kl_status"] == "extrapolated" and far["min_kl"] > 0 and far["status"] == "extrapolated"
+    assert "KL*(gain)" in far["note"] and "tail model" in far["note"]
 
 
 def _write(tmp_path, r):
@@ -146,4 +155,7 @@ def test_cli_invert_and_compare_tail(tmp_path, capsys):
     assert main(["compare", str(path), "--x64", "--runs", str(runs), "--run-gain-col", "gain", "--tail", "gpd",
                  "--tail-replicates", str(R), "--out", str(cmp_out)]) == 0
     rows = json.loads(cmp_out.read_text())["rows"]
-    assert rows[0]["status"] == "extrapolated"
+    assert rows[0]["status"] == "extrapolated" and rows[0]["frontier_status"] == "extrapolated"
+    # the table: the model's frontier with its interval in brackets, no plain left/eff. computed from it
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("far "))
+    assert f"[{rows[0]['frontier_gain_lo']:.4g}, " in line and f"{rows[0]['left_on_table']:.4g}" not in line

@@ -102,6 +102,12 @@ def _num(x, se=None, bound: str = "") -> str:
     return f"{bound}{x:.4g} ± {se:.2g}"
 
 
+def _interval(x, lo, hi) -> str:
+    """A model's value with its interval in brackets; an empty upper limit (``None``) is an open one: ``inf``
+    (the model's interval always holds its point, so it is never unknown where the point is known)."""
+    return f"{_num(x)} [{_num(lo)}, {'inf' if hi is None else _num(hi)}]"
+
+
 def print_table(rows: list[dict], unit: str = "reward units") -> None:
     """The rows as a table; where the frontier is unknown its bounds are printed as bounds (>=, <=)."""
     from ..status import legend
@@ -114,14 +120,22 @@ def print_table(rows: list[dict], unit: str = "reward units") -> None:
             front = _num(r["frontier_gain_lower_bound"], bound="≥ ")
             left = _num(r["left_on_table_lower_bound"], bound="≥ ")
             eff = _num(r["reward_efficiency_upper_bound"], bound="≤ ")
+        elif r.get("extrapolated"):  # the tail model's frontier: with its interval; no plain left/eff. from it
+            front, left, eff = _interval(r["frontier_gain"], r["frontier_gain_lo"], r["frontier_gain_hi"]), "-", "-"
         else:
             front = _num(r["frontier_gain"], r["frontier_gain_se"])
             left, eff = _num(r["left_on_table"]), _num(r["reward_efficiency"])
+        model_kl = r.get("min_kl_status") == "extrapolated"  # in the note, with its interval
+        min_kl, kl_eff = ("-", "-") if model_kl else (_num(r["min_kl"]), _num(r["kl_efficiency"]))
         c.say(f"{r['name']:<{width}} {_num(r['kl'], r['kl_se']):>16} {_num(r['gain'], r['gain_se']):>16} "
-              f"{front:>16} {left:>10} {eff:>7} {_num(r['min_kl']):>9} {_num(r['kl_efficiency']):>7}  {r['status']}"
+              f"{front:>16} {left:>10} {eff:>7} {min_kl:>9} {kl_eff:>7}  {r['status']}"
               + (f" ({r['frontier_reasons']})" if r.get("frontier_reasons") else ""))
     c.say(f"gain, frontier and left in {unit}; eff. = gain / frontier at the run's KL; KL eff. = KL*(gain) / KL; "
           "≥ and ≤ mark bounds where the frontier is unknown")
+    if any(r.get("extrapolated") or r.get("min_kl_status") == "extrapolated" for r in rows):
+        c.say("extrapolated: a tail model's frontier is printed with its interval in brackets; left, eff. (and "
+              "KL*(gain), KL eff. where that is the model's) are not printed for it: the note gives the model's "
+              "values with their interval, --out writes them with status extrapolated")
     for line in legend(r["status"] for r in rows):
         c.say(line)
 

@@ -67,6 +67,11 @@ def rows_of(f) -> list[dict]:
     return rows
 
 
+def _point(x) -> str:
+    """A point value; ``-`` where it is not known (NaN or None: e.g. no tilt), never the word nan."""
+    return "-" if x is None or not np.isfinite(x) else f"{x:.4g}"
+
+
 def print_table(rows, gain_label: str = "gain") -> None:
     from ..status import legend
 
@@ -75,8 +80,8 @@ def print_table(rows, gain_label: str = "gain") -> None:
         kl = f"{r['kl']:.4g} ± {r['kl_se']:.2g}"
         gain = f"{r['gain']:.4g} ± {r['gain_se']:.2g}"
         if r.get("extrapolated"):  # the model's interval, often asymmetric or open
-            kl = f"{r['kl']:.4g} [{r['tail_kl_lo']:.3g}, {r['tail_kl_hi']:.3g}]"
-            gain = f"{r['gain']:.4g} [{r['tail_gain_lo']:.3g}, {r['tail_gain_hi']:.3g}]"
+            kl = f"{_point(r['kl'])} [{r['tail_kl_lo']:.3g}, {r['tail_kl_hi']:.3g}]"
+            gain = f"{_point(r['gain'])} [{r['tail_gain_lo']:.3g}, {r['tail_gain_hi']:.3g}]"
         why = f" ({r['reasons']})" if r.get("reasons") else ""
         c.say(f"{r['beta']:10.4g} {kl:>20} {gain:>20} {r['ess_fraction']:6.2f}  {r['status']}{why}")
     for line in legend(r["status"] for r in rows):
@@ -123,7 +128,7 @@ def report(samples, args, source: dict, notes: list[str], default_plot=None, rew
     c.say(f"gain: {what_the_curve_is(reward, score)}")
     print_table(rows, gain_label="gain" if score in (None, reward) else f"{score} gain")
     if bool(np.any(np.asarray(f.saturated))):
-        c.say("(estimates are bias-corrected; a flagged point's reasons are in brackets: README 'Can I trust the "
+        c.say("(estimates are bias-corrected; a flagged point's reasons are in parentheses: README 'Can I trust the "
               "number?')")
     if f.extrapolated is not None and bool(np.any(np.asarray(f.extrapolated))):
         c.say("(extrapolated: not measured; the gain and KL of a model of each prompt's upper reward tail, with its "

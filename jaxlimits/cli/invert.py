@@ -74,13 +74,15 @@ def rows_of(question: str, targets, sol, prompt_ids=None) -> list[dict]:
         if sol.tail is not None:  # --tail gpd: the model's answer and interval where it gave the answer
             ext = bool(np.asarray(sol.extrapolated)[at])
             row["extrapolated"] = ext
-            if ext and row["solver_status"] == "OK":
-                row["status"] = "extrapolated"
             for k in ("beta_lo", "beta_hi", "kl_lo", "kl_hi", "gain_lo", "gain_hi"):
                 v = float(np.asarray(getattr(sol.tail, k))[at])
                 row[f"tail_{k}"] = v if ext and np.isfinite(v) else None
         rows.append(row)
     return rows
+
+
+#: Solver codes of an answer (EXTRAPOLATED: the tail model's, with its interval).
+_SOLVED = ("OK", "EXTRAPOLATED")
 
 
 def _num(x: float, se: float | None = None) -> str:
@@ -98,11 +100,11 @@ def print_table(rows: list[dict], per_prompt: bool) -> None:
     for r in shown:
         unit = "gain" if r["question"] == "min_kl_for_gain" else "KL"
         target = f"{unit} {r['target']:.5g}"
-        status = r["status"] if r["solver_status"] == "OK" else f"{r['status']}: {r['solver_status'].lower()}"
+        status = r["status"] if r["solver_status"] in _SOLVED else f"{r['status']}: {r['solver_status'].lower()}"
         status += f" ({r['reasons']})" if r.get("reasons") else ""
         pid = f"{str(r['prompt'])[:12]:>12} " if per_prompt else ""
         kl, gain = _num(r["kl"], r["kl_se"]), _num(r["gain"], r["gain_se"])
-        if r.get("extrapolated") and r["solver_status"] == "OK":  # the model's interval of the answer
+        if r["solver_status"] == "EXTRAPOLATED":  # the model's interval of the answer
             answer = "kl" if unit == "gain" else "gain"
             lim = [r[f"tail_{answer}_{e}"] for e in ("lo", "hi")]
             text = f"{r[answer]:.4g} [{lim[0]:.3g}, " + (
@@ -115,14 +117,14 @@ def print_table(rows: list[dict], per_prompt: bool) -> None:
 
 def _failures(question: str, targets, sol, prompt_ids, per_prompt: bool) -> list[str]:
     """One line per target that was not solved, saying why and for which prompts."""
-    from ..status import MESSAGES, Status
+    from ..status import MESSAGES, Status, solved
 
     option = "--gain" if question == "min_kl_for_gain" else "--kl"
     status = np.asarray(sol.status)
     out = []
     for j, t in enumerate(targets):
         st = status[..., j] if per_prompt else status[j]
-        bad = np.flatnonzero(np.atleast_1d(st) != Status.OK)
+        bad = np.flatnonzero(~solved(np.atleast_1d(st)))
         if bad.size == 0:
             continue
         first = int(bad[0])
@@ -177,7 +179,7 @@ def report(samples, args, source: dict, notes: list[str], prompt_ids) -> int:
         c.say(line)
     if out is not None:
         c.write_rows(out, rows, c.meta(args, source, notes))
-        unsolved = sum(r["solver_status"] != "OK" for r in rows)
+        unsolved = sum(r["solver_status"] not in _SOLVED for r in rows)
         c.say(f"wrote {out}" + (f" ({len(rows) - unsolved} rows solved, {unsolved} not: their values are empty "
                                 f"and their status says why)" if unsolved else ""))
     if failures:  # the solved targets are printed (and written); exit status 2 says some were not
