@@ -179,4 +179,6 @@ def run_stream(args) -> int:
                    log_weight=args.log_weight_col, count=args.count_col)
     source = {"file": ", ".join(map(str, sweep.files)), "rows": sweep.rows, "prompts": len(sweep.prompt_ids),
               "columns": {k: v for k, v in columns.items() if v is not None}, "stream": True}
-    return report(None, args, source, [], reward=args.reward_col, score=args.score_col, f=sweep.frontier)
+    notes = ["--stream keeps only mergeable sums: no PSIS k-hat, so the reasons 'tail' and 'no-tilt' are never "
+             "raised here (read without --stream for them)"]
+    return report(None, args, source, notes, reward=args.reward_col, score=args.score_col, f=sweep.frontier)
