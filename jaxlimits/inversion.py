@@ -158,10 +158,12 @@ class Solution(NamedTuple):
 
     def _summary(self):
         names, counts = np.unique(self.status_names(), return_counts=True)
+        # an extrapolated lane counts as extrapolated, not as saturated (its samples' point is flagged)
+        ext = False if self.extrapolated is None else np.asarray(self.extrapolated)
         return tables.summary(self, shape_of="status", headline=[
             "status " + ", ".join(f"{int(n)} {s}" for s, n in zip(names, counts)), f"beta {tables.span(self.beta)}",
             f"KL {tables.span(self.kl)}", f"gain {tables.span(self.gain)}", tables.flagged(self.reasons),
-            f"{int(np.sum(np.asarray(self.saturated)))} saturated or not estimated"]
+            f"{int(np.sum(np.asarray(self.saturated) & ~ext))} saturated or not estimated"]
             + ([] if self.extrapolated is None else [
                 f"{int(np.sum(np.asarray(self.extrapolated)))} extrapolated (the tail model's, not measured)"]))
 

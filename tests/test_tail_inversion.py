@@ -40,6 +40,7 @@ def test_min_kl_for_gain_past_the_max_exponential(exp_samples):
     # an extrapolated answer has its own code, never OK: its name, message and the repr say so
     assert list(sol.status_names()) == ["OK", "EXTRAPOLATED"]
     assert "past what the samples show" in sol.messages()[1] and "1 extrapolated" in repr(sol)
+    assert "0 saturated or not estimated" in repr(sol)  # the extrapolated lane is not counted twice
     # inside: the existing answer, unchanged
     for f in ("beta", "kl", "gain", "kl_se", "reasons", "saturated"):
         assert np.asarray(getattr(sol, f))[0] == np.asarray(getattr(plain, f))[0], f
