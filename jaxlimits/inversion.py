@@ -829,22 +829,15 @@ def _run(samples: Samples, targets, *, kind: str, pooled: bool, throw: bool, max
     out_shape = shape if pooled else (s.num_prompts,) + shape
     sol = jax.tree.map(lambda a: a.reshape(out_shape), sol)
     if throw:
-        if _concrete(sol.status) is None or _concrete(y) is None:
-            _raise_when_run(name, kind, pooled, y, sol)
+        checked = (y, sol.status, sol.kl_ceiling, sol.gain_max, sol.iterations)
+        if any(isinstance(a, jax.core.Tracer) for a in checked):
+            # under a transformation (jit, vmap, grad): the same check when the program runs, as a host
+            # callback (optimistix's ``error_if`` is the model); JAX raises it as a runtime error carrying
+            # this message. Not exportable (``jax.export``): pass ``throw=False`` there.
+            jax.debug.callback(functools.partial(_raise_for_status, name, kind, pooled), *checked)
         else:
-            _raise_for_status(name, kind, pooled, y, sol)
+            _raise_for_status(name, kind, pooled, *checked)
     return sol
-
-
-def _raise_when_run(name, kind, pooled, y, sol: Solution) -> None:
-    """Under a transformation (jit, vmap, grad): the same check when the program runs, as a host
-    callback (optimistix's ``error_if`` is the model); JAX raises it as a runtime error carrying this
-    message. Not exportable (``jax.export``): pass ``throw=False`` there."""
-    def check(status, targets, kl_ceiling, gain_max, iterations):
-        _raise_for_status(name, kind, pooled, targets, sol._replace(
-            status=status, kl_ceiling=kl_ceiling, gain_max=gain_max, iterations=iterations))
-
-    jax.debug.callback(check, sol.status, y, sol.kl_ceiling, sol.gain_max, sol.iterations)
 
 
 #: The correction stops early (eagerly; under a transformation every pass runs) once the target's
@@ -928,11 +921,11 @@ def _concrete(x):
     return np.asarray(x)
 
 
-def _raise_for_status(name, kind, pooled, y, sol: Solution) -> None:
-    """The eager check: a ValueError naming the target, the prompt and the limit."""
-    status = _concrete(sol.status)
-    targets = _concrete(y)
-    if status is None or targets is None or np.all(solved(status)):
+def _raise_for_status(name, kind, pooled, y, status, kl_ceiling, gain_max, iterations) -> None:
+    """The check of ``throw=True`` (the solution's fields, concrete): a ValueError naming the target,
+    the prompt and the limit."""
+    status, targets = np.asarray(status), np.asarray(y)
+    if np.all(solved(status)):
         return
     bad = np.argwhere(~solved(status))
     first = tuple(int(i) for i in bad[0])
@@ -942,8 +935,8 @@ def _raise_for_status(name, kind, pooled, y, sol: Solution) -> None:
     where = "" if not tidx else f" (targets{list(tidx)})"
     what = "target gain" if kind == "gain" else "KL budget"
     who = "the pooled frontier" if pooled else PromptError.PLACE
-    ceiling = float(np.asarray(sol.kl_ceiling)[first])
-    gmax = float(np.asarray(sol.gain_max)[first])
+    ceiling = float(np.asarray(kl_ceiling)[first])
+    gmax = float(np.asarray(gain_max)[first])
     more = f" ({len(bad) - 1} more unsolved targets)" if len(bad) > 1 else ""
     # below the limit but infeasible: the bias-corrected curve ends below it (the bias-shifted target is not)
     shifted = " (the bias-corrected curve cannot reach it: pass bias_correction=False for the plug-in curve)"
@@ -963,7 +956,7 @@ def _raise_for_status(name, kind, pooled, y, sol: Solution) -> None:
         msg = f"{what} {target:.6g}{where}: {MESSAGES[code]} ({who})"
     else:
         msg = (f"{what} {target:.6g}{where}: the solver did not converge for {who} within "
-               f"{int(np.asarray(sol.iterations)[first])} iterations; raise max_iter, or pass throw=False")
+               f"{int(np.asarray(iterations)[first])} iterations; raise max_iter, or pass throw=False")
     if pooled:
         raise ValueError(f"{name}: {msg}{more}")
     raise PromptError(f"{name}: {msg}{more}", first[0])
@@ -989,7 +982,7 @@ def _run_tail(samples: Samples, targets, *, kind: str, pooled: bool, throw: bool
                                      level=tail_level, replicates=tail_replicates, where=f"{name}(tail='gpd')",
                                      memory_budget=kw.get("memory_budget"))
     if throw:
-        _raise_for_status(name, kind, pooled, jnp.asarray(targets, sol.kl.dtype), sol)
+        _raise_for_status(name, kind, pooled, targets, sol.status, sol.kl_ceiling, sol.gain_max, sol.iterations)
     return sol
 
 
