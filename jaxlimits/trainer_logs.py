@@ -182,6 +182,10 @@ class LogRow:
     values: dict[str, Any]
 
 
+class UnknownTrainerError(ValueError):
+    """A log whose keys match no trainer this module knows (the message lists them)."""
+
+
 # ------------------------------------------------------------------------------------------------
 # Containers
 
@@ -393,7 +397,7 @@ def detect_trainer(rows: Sequence[LogRow], trainer: str = "auto") -> tuple[Schem
                 break
     if name is None:
         shown = ", ".join(sorted(keys)[:25]) + (", ..." if len(keys) > 25 else "")
-        raise ValueError(
+        raise UnknownTrainerError(
             f"the log's keys match no trainer this tool knows ({', '.join(SCHEMAS)}); name it with --trainer, or name "
             f"the columns with --run-kl-col and --run-reward-col/--run-gain-col. Keys: {shown}")
     schema = _with_prefix(SCHEMAS[name], prefix)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..trainer_logs import FORMATS, SCHEMAS
+from ..trainer_logs import FORMATS, SCHEMAS, UnknownTrainerError
 from . import _common as c
 
 #: Per-run notes printed to the terminal (all go to --out).
@@ -168,8 +168,7 @@ def _check_options(args) -> None:
 def _plain_runs_table(args, error: ValueError, load_runs):
     """A log that matches no trainer but is a table with columns ``kl`` and ``gain`` (as ``jaxlimits demo
     --write-data`` writes): read as a table of runs, said in a note; else the trainer error stands."""
-    if "match no trainer" not in str(error) or len(args.runs) != 1 or args.runs_format not in ("auto", "table") \
-            or args.trainer != "auto":
+    if len(args.runs) != 1 or args.runs_format not in ("auto", "table") or args.trainer != "auto":
         raise error
     try:
         found, notes = load_runs(args.runs[0], kl="kl", gain="gain", where=_where(args.run_where))
@@ -220,7 +219,7 @@ def run(args) -> int:
                 found, run_notes = runs_from_log(
                     args.runs, baseline=baseline, fmt=args.runs_format, trainer=args.trainer,
                     where=_where(args.run_where), negative_tolerance=args.negative_kl_tolerance)
-            except ValueError as e:
+            except UnknownTrainerError as e:
                 found, run_notes = _plain_runs_table(args, e, load_runs)
                 notes = [n for n in notes if not n.startswith("--run-baseline not given")]
         runs += found
