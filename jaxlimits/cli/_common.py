@@ -91,6 +91,26 @@ def check_new_file(path, force: bool, suffixes, option: str) -> Path | None:
     return out
 
 
+def add_tail(p: argparse.ArgumentParser, what: str) -> None:
+    """``--tail gpd`` (``what``: what the model does in this command) and ``--tail-replicates``."""
+    p.add_argument("--tail", choices=("gpd",), default=None, help=what)
+    p.add_argument("--tail-replicates", type=int, default=200, metavar="B",
+                   help="bootstrap replicates of the tail model per threshold (default 200)")
+
+
+def tail_options(args) -> dict:
+    """The library's ``tail=`` keywords from ``--tail``/``--tail-replicates`` (none without ``--tail``).
+
+    Raises:
+      UsageError: fewer than 2 replicates.
+    """
+    if getattr(args, "tail", None) is None:
+        return {}
+    if args.tail_replicates < 2:
+        raise UsageError(f"--tail-replicates {args.tail_replicates}: give at least 2 replicates")
+    return dict(tail=args.tail, tail_replicates=args.tail_replicates)
+
+
 def memory_budget(args) -> int | None:
     return None if args.memory_budget is None else int(args.memory_budget * 2**20)
 

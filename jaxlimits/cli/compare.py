@@ -69,12 +69,9 @@ def register(sub):
     p.add_argument("--bon", type=int, nargs="+", default=None, metavar="N",
                    help="also draw best-of-n points for these n on the --plot")
     p.add_argument("--level", type=float, default=0.95, help="two-sided level of the above-frontier flag")
-    p.add_argument("--tail", choices=("gpd",), default=None,
-                   help="runs past what the samples show held against a generalised Pareto model of each prompt's "
-                        "upper reward tail, marked 'extrapolated' with the model's interval (README 'Beyond log N'; "
-                        "off by default). Plain base samples")
-    p.add_argument("--tail-replicates", type=int, default=200, metavar="B",
-                   help="bootstrap replicates of the tail model per threshold (default 200)")
+    c.add_tail(p, "runs past what the samples show held against a generalised Pareto model of each prompt's "
+                  "upper reward tail, marked 'extrapolated' with the model's interval (README 'Beyond log N'; "
+                  "off by default). Plain base samples")
     p.add_argument("--title", default=None, help="title of the --plot figure")
     p.add_argument("--xscale", default="auto", choices=("auto", "linear", "symlog"), help="KL axis of the --plot")
     c.add_common(p, plot=True)
@@ -231,10 +228,7 @@ def run(args) -> int:
         m = measure_run(args.policy_name or Path(args.policy_samples).stem, pol, ratio, samples)
         runs.append(m.run)
         notes += list(m.notes)
-    if args.tail is not None and args.tail_replicates < 2:
-        raise c.UsageError(f"--tail-replicates {args.tail_replicates}: give at least 2 replicates")
-    res = compare(samples, runs, level=args.level, memory_budget=c.memory_budget(args), tail=args.tail,
-                  tail_replicates=args.tail_replicates)
+    res = compare(samples, runs, level=args.level, memory_budget=c.memory_budget(args), **c.tail_options(args))
     notes += list(res.notices)
     for note in notes:
         c.say(f"note: {note}")

@@ -25,12 +25,9 @@ def register(sub):
                         "be contiguous; not with --dedupe, --base-logprob-col/--sampler-logprob-col or --bootstrap; "
                         "the default grid is taken from the first chunk's prompts; PSIS k-hat is not computed, so "
                         "no point is flagged 'tail' or 'no-tilt'")
-    p.add_argument("--tail", choices=("gpd",), default=None,
-                   help="past what the samples show: flagged points from a generalised Pareto model of each prompt's "
-                        "upper reward tail, marked 'extrapolated' (README 'Beyond log N'; off by default). Plain "
-                        "samples only: not with --dedupe, log-weight, count or score columns, or --stream")
-    p.add_argument("--tail-replicates", type=int, default=200, metavar="B",
-                   help="bootstrap replicates of the tail model per threshold (default 200)")
+    c.add_tail(p, "past what the samples show: flagged points from a generalised Pareto model of each prompt's "
+                  "upper reward tail, marked 'extrapolated' (README 'Beyond log N'; off by default). Plain "
+                  "samples only: not with --dedupe, log-weight, count or score columns, or --stream")
     p.add_argument("--chunk-rows", type=int, default=100_000, metavar="ROWS",
                    help="rows read at a time with --stream (default 100000)")
     return p
@@ -109,13 +106,10 @@ def report(samples, args, source: dict, notes: list[str], default_plot=None, rew
         c.check_new_file(default_plot, True, (".png",), "the demo figure") if default_plot else None)
     if args.bootstrap < 0:
         raise c.UsageError(f"--bootstrap {args.bootstrap}: give a number of replicates >= 0")
-    tail = getattr(args, "tail", None)
-    if tail is not None and args.tail_replicates < 2:
-        raise c.UsageError(f"--tail-replicates {args.tail_replicates}: give at least 2 replicates")
+    tail = c.tail_options(args)  # checked before the sweep
     if f is None:
         f = jl.frontier(samples, args.betas, num_betas=args.num_betas, per_prompt=False, bootstrap=args.bootstrap,
-                        memory_budget=c.memory_budget(args), tail=tail,
-                        tail_replicates=getattr(args, "tail_replicates", 200))
+                        memory_budget=c.memory_budget(args), **tail)
     rows = rows_of(f)
     curve = "frontier" if score in (None, reward) else f"{score} gain of the policy tilted toward {reward}"
     for r in rows:

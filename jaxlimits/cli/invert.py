@@ -30,12 +30,9 @@ def register(sub):
     p.add_argument("--per-prompt", action="store_true",
                    help="invert each prompt's frontier (default: the pooled frontier, one beta for all prompts)")
     p.add_argument("--max-iter", type=int, default=None, help="cap on Newton iterations (default 40)")
-    p.add_argument("--tail", choices=("gpd",), default=None,
-                   help="targets past what the samples show (or flagged there) solved on a generalised Pareto model "
-                        "of each prompt's upper reward tail, marked 'extrapolated' with the model's interval "
-                        "(README 'Beyond log N'; off by default). Plain samples")
-    p.add_argument("--tail-replicates", type=int, default=200, metavar="B",
-                   help="bootstrap replicates of the tail model per threshold (default 200)")
+    c.add_tail(p, "targets past what the samples show (or flagged there) solved on a generalised Pareto model "
+                  "of each prompt's upper reward tail, marked 'extrapolated' with the model's interval "
+                  "(README 'Beyond log N'; off by default). Plain samples")
     c.add_common(p)
     return p
 
@@ -150,10 +147,7 @@ def report(samples, args, source: dict, notes: list[str], prompt_ids) -> int:
     out = c.check_new_file(args.out, args.force, (".csv", ".json"), "--out")
     per_prompt = bool(args.per_prompt)
     kw = dict(pooled=not per_prompt, throw=False, max_iter=args.max_iter, memory_budget=c.memory_budget(args))
-    if getattr(args, "tail", None):
-        if args.tail_replicates < 2:
-            raise c.UsageError(f"--tail-replicates {args.tail_replicates}: give at least 2 replicates")
-        kw.update(tail=args.tail, tail_replicates=args.tail_replicates)
+    kw.update(c.tail_options(args))
     ids = list(prompt_ids) if per_prompt else None
     rows, failures = [], []
     for question, targets, fn in (("min_kl_for_gain", args.gain, jl.min_kl_for_gain),
