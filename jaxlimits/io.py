@@ -1120,23 +1120,13 @@ def _tables_jsonl(path: Path, names, chunk_rows: int) -> Iterator[Table]:
             return
         except _NotExact as e:
             start = e.line
-    lines, rows = [], []
 
-    def table():
+    def table(lines, rows):
         cols = {k: _object_column([obj.get(k) for obj in rows]) for k in names
                 if any(k in obj for obj in rows)}
         return Table(path, cols, np.asarray(lines))
 
-    for n, obj in jsonl_records(path):
-        if n < start:
-            continue
-        lines.append(n)
-        rows.append(obj)
-        if len(rows) >= chunk_rows:
-            yield table()
-            lines, rows = [], []
-    if rows:
-        yield table()
+    yield from _line_tables(jsonl_records(path), start, chunk_rows, table)
 
 
 def _chunks_csv(path: Path, names, chunk_rows: int) -> Iterator[Table]:
@@ -1156,22 +1146,28 @@ def _tables_csv(path: Path, names, chunk_rows: int) -> Iterator[Table]:
             return
         except _NotExact as e:
             start = e.line
-    lines, rows = [], []
 
-    def table():
+    def table(lines, rows):
         cols = {h: np.array([r[i] for r in rows], dtype=object) for i, h in keep}
         return Table(path, cols, np.asarray(lines))
 
+    yield from _line_tables(records, start, chunk_rows, table)
+
+
+def _line_tables(records, start: int, chunk_rows: int, table) -> Iterator[Table]:
+    """``table(lines, rows)`` of each run of ``chunk_rows`` records ``(line, row)`` from line ``start`` on:
+    the line-by-line end of the chunk readers (the part pyarrow could not read exactly)."""
+    lines, rows = [], []
     for n, row in records:
         if n < start:
             continue
         lines.append(n)
         rows.append(row)
         if len(rows) >= chunk_rows:
-            yield table()
+            yield table(lines, rows)
             lines, rows = [], []
     if rows:
-        yield table()
+        yield table(lines, rows)
 
 
 def _chunks_parquet(path: Path, names, chunk_rows: int) -> Iterator[Table]:
