@@ -128,16 +128,12 @@ def _pooled(st, pool: int):
     blocks = jax.tree.map(lambda a: a.reshape((-1, pool) + a.shape[1:]), st)
 
     # k-hat as jl.frontier pools it: from at most KHAT_PROMPTS evenly spaced prompts, scaled to all
-    idx = np.linspace(0, pool - 1, min(pool, frontier_mod.KHAT_PROMPTS)).round().astype(int)
-    scale = pool / idx.size
+    idx = frontier_mod.khat_subset(pool)
 
     def one(b):
         p = frontier_mod.pool_of(b, jnp.ones(b.draws.shape, b.gain.dtype))
-        k = b.khat[idx]
-        has = jnp.isfinite(k)
-        p = p._replace(khat=scale * jnp.sum(jnp.where(has, k, 0), axis=0),
-                       khat_count=scale * jnp.sum(has, axis=0).astype(k.dtype),
-                       no_tilt=scale * jnp.sum(has & (k >= estimators.KHAT_NO_TILT), axis=0).astype(k.dtype))
+        khat, count, no_tilt = frontier_mod.subset_khat_sums(b.khat[idx], pool)
+        p = p._replace(khat=khat, khat_count=count, no_tilt=no_tilt)  # (pool_of counted every prompt's no-tilt)
         f = frontier_mod.from_pool(p, b.betas[0])
         return f.gain, f.kl, f.gain_se, f.kl_se, f.reasons, f.gain_bias, f.kl_bias
 

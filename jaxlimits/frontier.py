@@ -258,8 +258,8 @@ _KHAT_CHUNK_BYTES = 16 * 2**20
 def _pooled_khat(pool: Pool, samples: Samples, lam: Array) -> Pool:
     """The pool's k-hat sums (and no-tilt count) from the k-hat of a subset of prompts, scaled to all."""
     num_p, num_n = samples.rewards.shape
-    num_s = min(num_p, KHAT_PROMPTS)
-    idx = np.linspace(0, num_p - 1, num_s).round().astype(int)
+    idx = khat_subset(num_p)
+    num_s = idx.size
     pick = lambda a: None if a is None else a[idx]  # noqa: E731
     arrays = [pick(a) for a in (samples.rewards, samples.log_weights, samples.counts, samples.mask, lam)]
     per_prompt = psis.fit_bytes(num_n, lam.shape[1], samples.counts is not None, lam.dtype.itemsize)
@@ -273,12 +273,23 @@ def _pooled_khat(pool: Pool, samples: Samples, lam: Array) -> Pool:
         return psis.tilted_khat(r, lam_c, log_weights=lw, counts=counts, mask=mask)
 
     k = jax.lax.map(one, chunks).reshape((-1, lam.shape[1]))[:num_s]  # [S, B]
+    khat, count, no_tilt = subset_khat_sums(k, num_p)
+    return pool._replace(khat=khat, khat_count=count, no_tilt=pool.no_tilt + no_tilt)
+
+
+def khat_subset(num_prompts: int) -> np.ndarray:
+    """The prompts whose k-hat the pooled rule uses: at most ``KHAT_PROMPTS``, evenly spaced."""
+    return np.linspace(0, num_prompts - 1, min(num_prompts, KHAT_PROMPTS)).round().astype(int)
+
+
+def subset_khat_sums(k: Array, num_prompts: int):
+    """``(khat, khat_count, no_tilt)`` pool sums ``[B]`` from the k-hat ``k`` ``[S, B]`` of
+    :func:`khat_subset`'s prompts, scaled to all ``num_prompts``."""
     has = jnp.isfinite(k)
-    scale = num_p / num_s
-    no_tilt = jnp.sum(has & (k >= estimators.KHAT_NO_TILT), axis=0).astype(lam.dtype)
-    return pool._replace(khat=scale * jnp.sum(jnp.where(has, k, 0), axis=0),
-                         khat_count=scale * jnp.sum(has, axis=0).astype(lam.dtype),
-                         no_tilt=pool.no_tilt + scale * no_tilt)
+    scale = num_prompts / k.shape[0]
+    count = lambda x: scale * jnp.sum(x, axis=0).astype(k.dtype)  # noqa: E731
+    return (scale * jnp.sum(jnp.where(has, k, 0), axis=0), count(has),
+            count(has & (k >= estimators.KHAT_NO_TILT)))
 
 
 def _plan_for(samples, betas, memory_budget):

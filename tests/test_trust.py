@@ -269,6 +269,29 @@ def test_pooled_khat_from_a_subset_of_prompts():
     np.testing.assert_allclose(np.asarray(a.khat), np.asarray(b.khat), rtol=1e-5)
 
 
+def test_calibration_pools_as_the_frontier_does():
+    """The calibration judges what users get: its pooled point (k-hat from at most KHAT_PROMPTS of the
+    prompts) has jl.frontier's reasons and estimates (it once pooled every prompt's k-hat)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        cal = importlib.import_module("calibrate_trust")
+    finally:
+        sys.path.pop(0)
+    fr = importlib.import_module("jaxlimits.frontier")
+    rng = np.random.default_rng(0)
+    r = rng.random((600, 128))  # bounded rewards (k-hat < 0), but exponential ones in the k-hat subset:
+    r[fr.khat_subset(600)] = rng.exponential(size=(fr.KHAT_PROMPTS, 128))  # the subset's mean k-hat says tail,
+    betas = jnp.asarray([8.0, 4.0, 2.5])  # every prompt's would not (-0.2 .. -0.1)
+    gain, kl, _, _, reasons, _, _ = cal._pooled(jl.tilt(jl.Samples(r), betas), 600)
+    f = jl.frontier(jl.Samples(r), betas, per_prompt=False)
+    assert np.all(np.asarray(f.reasons)[1:] & estimators.TAIL)
+    np.testing.assert_array_equal(np.asarray(reasons)[0], np.asarray(f.reasons))
+    np.testing.assert_allclose(np.asarray(gain)[0], np.asarray(f.gain), rtol=1e-5)
+
+
 def test_pooled_point_with_an_unresolved_se_is_flagged():
     """Binary rewards in float32 at the gain's stationary point: the prompts' SEs cannot be resolved
     (NaN, each flagged ``few``), and so the pooled SE is NaN: the pooled point is flagged too, never
