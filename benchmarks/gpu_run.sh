@@ -7,9 +7,9 @@ set -u
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"
 if [ "${SMALL:-0}" = 1 ]; then
-  S1=1000x128x16; S2=2000x128x32; INV="--quick"; CAL="--quick"; R=1
+  S1=1000x128x16; S2=2000x128x32; INV="--quick"; CAL="--quick"; R=1; PREC="200 512"
 else
-  S1=10000x1024x64; S2=100000x1024x128; INV="--prompts 10000 --samples 256 --targets 100"
+  PREC="2000 4096"; S1=10000x1024x64; S2=100000x1024x128; INV="--prompts 10000 --samples 256 --targets 100"
   CAL="--pools 2000 --prompts ${CAL_PROMPTS:-2000000} --sizes 64 256 1024 --chunk 100000 --tile-bytes 268435456"; R=3
 fi
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; nproc; python3 --version
@@ -26,14 +26,14 @@ EOF
 rc=$?; cat "$OUT/smoke.txt"; echo "smoke exit $rc"; [ $rc = 0 ] || exit 1
 # 1b. float32 against float64 where the 2026-11-30 GPU calibration found pooled SEs at float32's rounding
 #     (Bernoulli(0.3), N = 4,096, P = 2,000, KL 0.32: gain coverage 0.44 on the GPU, flagged on the CPU)
-timeout 120 python3 - > "$OUT/precision.txt" 2>&1 <<'EOF2'
-import numpy as np, jax
+timeout 120 python3 - $PREC > "$OUT/precision.txt" 2>&1 <<'EOF2'
+import sys, numpy as np, jax
 jax.config.update("jax_enable_x64", True)
 import jaxlimits as jl
 b = np.array([0.849, 0.606, 0.406]); lam = 1 / b; q = 0.3
 pt = q * np.exp(lam) / (q * np.exp(lam) + 1 - q); g_true = pt - q
 for rep in range(4):
-    r = (np.random.default_rng(rep).random((2000, 4096)) < q).astype(np.float64)
+    r = (np.random.default_rng(rep).random((int(sys.argv[1]), int(sys.argv[2]))) < q).astype(np.float64)
     f64 = jl.frontier(jl.Samples(r), b, per_prompt=False)
     f32 = jl.frontier(jl.Samples(r.astype(np.float32)), b.astype(np.float32), per_prompt=False)
     se = np.asarray(f64.gain_se)

@@ -162,9 +162,11 @@ def _check_options(args) -> None:
         raise c.UsageError("--length-col/--completion-length only apply to --kl-unit token")
 
 
-def _plain_runs_table(args, error: ValueError, load_runs):
+def _plain_runs_table(args, error: ValueError):
     """A log that matches no trainer but is a table with columns ``kl`` and ``gain`` (as ``jaxlimits demo
     --write-data`` writes): read as a table of runs, said in a note; else the trainer error stands."""
+    from ..compare import load_runs
+
     if len(args.runs) != 1 or args.runs_format not in ("auto", "table") or args.trainer != "auto":
         raise error
     try:
@@ -217,7 +219,7 @@ def run(args) -> int:
                     args.runs, baseline=baseline, fmt=args.runs_format, trainer=args.trainer,
                     where=_where(args.run_where), negative_tolerance=args.negative_kl_tolerance)
             except UnknownTrainerError as e:
-                found, run_notes = _plain_runs_table(args, e, load_runs)
+                found, run_notes = _plain_runs_table(args, e)
                 notes = [n for n in notes if not n.startswith("--run-baseline not given")]
         runs += found
         notes += run_notes
