@@ -306,3 +306,23 @@ def test_pooled_point_with_an_unresolved_se_is_flagged():
     zero = jnp.array([0.0])
     code = estimators.pooled_reasons(zero, nan, zero, one, zero, one * 256, zero, zero, zero, zero, zero, zero, zero)
     assert int(code[0]) & estimators.FEW
+
+
+def test_interval_variants_influence_gives_the_library_se():
+    """benchmarks/interval_variants.py's influence values are centred and give jl.tilt's SEs (sqrt(sum psi^2) / N)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        iv = importlib.import_module("interval_variants")
+    finally:
+        sys.path.pop(0)
+    r = np.random.default_rng(1).exponential(size=(5, 64)).astype(np.float32)
+    st = jl.tilt(jl.Samples(r), [4.0, 1.5])
+    for b, beta in enumerate([4.0, 1.5]):
+        psi_g, psi_k = iv.influence(r.astype(np.float64), 1 / beta)
+        np.testing.assert_allclose(psi_g.sum(1), 0, atol=1e-12)
+        np.testing.assert_allclose(psi_k.sum(1), 0, atol=1e-12)
+        np.testing.assert_allclose(np.sqrt((psi_g**2).sum(1)) / 64, np.asarray(st.gain_se)[:, b], rtol=1e-4)
+        np.testing.assert_allclose(np.sqrt((psi_k**2).sum(1)) / 64, np.asarray(st.kl_se)[:, b], rtol=1e-4)
