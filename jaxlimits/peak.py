@@ -370,7 +370,7 @@ def overoptimization_peak(samples: Samples, betas, *, max_iter: int = 64, bias_c
       memory_budget: bytes of working memory for the kernel sweep of the trust rule at the peak.
 
     Returns:
-      :class:`Peak` (status as data, so it runs under ``jit``).
+      :class:`Peak` (status as data, so it runs under ``jit`` and ``vmap``).
 
     Examples:
       >>> import numpy as np, jaxlimits as jl
