@@ -308,7 +308,8 @@ def _peak_core(samples: Samples, betas: Array, max_iter: int, grid_gain=None, bi
     beta = jnp.exp(t_out)
     nan = jnp.full((), jnp.nan, dt)
     at = direct(beta)  # differentiable: at the peak dG*/dtheta is the partial at fixed beta* (envelope)
-    why = _reasons_at(samples, beta, memory_budget) if reasons else jnp.int32(0)
+    # an exact law has nothing to distrust (zero SE and bias: jaxlimits.frontier.from_pool)
+    why = _reasons_at(samples, beta, memory_budget) if reasons and not samples.exact else jnp.int32(0)
     return Peak(beta, at["kl"], at["gain"], at["gain_se"], at["proxy_gain"], status, found & (done | (f_mid == 0)),
                 jnp.where(found, iters, 0), why != 0, nan, nan, jnp.zeros((), dt), why)
 

@@ -433,14 +433,14 @@ def test_corrected_peak_moves_toward_the_truth():
             got[correct].append([float(pk.beta), float(pk.kl), float(pk.gold_gain)])
     mean = {c: np.mean(got[c], axis=0) for c in got}
     mc_se = {c: np.std(got[c], axis=0, ddof=1) / np.sqrt(6) for c in got}
-    assert mean[False][0] < truth[0] - 3 * mc_se[False][0]  # the plug-in is biased here (measured: 1.81)
-    assert mean[False][1] > truth[1] + 3 * mc_se[False][1]  # (KL 0.146)
-    assert np.all(np.abs(mean[True] - truth) <= 3 * mc_se[True])  # (measured: beta 1.95, KL 0.131)
+    assert mean[False][0] < truth[0] - 3 * mc_se[False][0]  # the plug-in is biased here (measured: 1.80 +- 0.05)
+    assert mean[False][1] > truth[1] + 3 * mc_se[False][1]  # (KL 0.147 +- 0.007)
+    assert np.all(np.abs(mean[True] - truth) <= 3 * mc_se[True])  # (measured: beta 1.95 +- 0.06, KL 0.132)
     assert np.all(np.abs(mean[True] - truth) < np.abs(mean[False] - truth))
     # the trust rule at the peak is the one kernel's, pooled (jl.frontier's at that beta)
     beta = float(pk.beta)
     assert int(pk.reasons) == int(jl.frontier(smp, [beta]).reasons[0])
-    assert bool(pk.saturated) == (int(pk.reasons) != 0)
+    assert int(pk.reasons) & jl.estimators.TAIL and bool(pk.saturated)  # normal rewards, N = 32: k-hat flags it
 
 
 def test_corrected_peak_on_an_exact_law_is_the_plugin():
