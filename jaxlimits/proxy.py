@@ -30,12 +30,14 @@ different rewards and scores:
 The gap compares the two policies at the same beta, so it depends on the proxy's scale; at the
 same KL instead, the gold frontier (:func:`jaxlimits.max_gain_at_kl` of gold) bounds the proxy's
 gold gain from above, and the difference, the *shortfall*, is never negative
-(:func:`overoptimization` with ``same_kl=True``).
+(:func:`overoptimization` with ``same_kl=True``; exactly so on the plug-in estimates, by the
+frontier's projection onto that bound on the bias-corrected ones, :func:`jaxlimits.peak.frontier_at_least`).
 
 Over-optimisation (Gao et al.) is the gold gain of the proxy-aligned policy as a function of its
-KL; its peak is where ``d gain / d beta = -Cov_beta(s, r) / beta^2`` (MATH.md §4) vanishes, found
-by a bracketed safeguarded Newton solve in ``log beta`` on a one-beta softmax of the draws, and
-differentiable by the implicit function theorem (:func:`overoptimization_peak`). The Bradley-Terry
+KL; its peak is where ``d gain / d beta = -Cov_beta(s, r) / beta^2`` (MATH.md §4) vanishes (by
+default the slope of the bias-corrected gain, MATH.md §3b), found by a bracketed safeguarded
+Newton solve in ``log beta`` on a one-beta softmax of the draws, and differentiable by the
+implicit function theorem (:func:`overoptimization_peak`). The Bradley-Terry
 blind spot of App. C is :func:`bt_blind_spot`; ensembles of proxies are in
 :mod:`jaxlimits.ensembles`.
 

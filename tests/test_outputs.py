@@ -173,10 +173,19 @@ def test_gsm8k_gold_frontier_at_equal_kl_is_above_the_proxy_tilted_curve(capsys)
     argv = ["proxy", str(path), "--proxy", "rm_logit", "--gold", "correct", "--betas", "4", "2.172", "1", "--x64"]
     assert main(argv) == 0
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.split()[:1] == ["2.172"])
-    cells = line.split()
-    # the over-optimisation curve is the plug-in one (like its peak search): the values
-    assert float(cells[1]) == pytest.approx(0.4188, abs=2e-3) and float(cells[3]) == pytest.approx(0.0928, abs=2e-3)
     assert "0.2375" in line  # the gold frontier at the same KL (a lower bound where marked ≥)
+    # the command prints the bias-corrected curve; the values are the plug-in curve's
+    from jaxlimits.ensembles import load_ensemble
+
+    samples = load_ensemble(path, ["rm_logit"], "correct").ensemble.member(0)
+    res = jl.overoptimization(samples, [4.0, 2.172, 1.0], same_kl=True, bias_correction=False)
+    kl, gain = float(res.curve.kl_proxy_aligned[1]), float(res.curve.gold_gain_proxy_aligned[1])
+    assert kl == pytest.approx(0.4188, abs=2e-3) and gain == pytest.approx(0.0928, abs=2e-3)
+    assert float(res.gold_frontier[1]) == pytest.approx(0.2375, abs=1e-4)
+    cells = line.split()
+    corrected = jl.overoptimization(samples, [4.0, 2.172, 1.0])
+    assert float(cells[1]) == pytest.approx(float(corrected.curve.kl_proxy_aligned[1]), abs=1e-4)
+    assert float(cells[3]) == pytest.approx(float(corrected.curve.gold_gain_proxy_aligned[1]), abs=1e-4)
 
 
 # -- item 4: summaries honour counts and weights ------------------------------------------------

@@ -113,13 +113,15 @@ def _print_curve(rows, compare: str = "kl", gold: str = "gold", proxy: str = "pr
 
 
 def peak_dict(peak) -> dict:
+    from ..estimators import reason_names
     from ..proxy import PEAK_MESSAGES
 
     status = int(np.asarray(peak.status))
     out = {k: _f(getattr(peak, k)) for k in ("beta", "kl", "gold_gain", "gold_gain_se", "proxy_gain",
                                                "beta_se", "kl_se", "found_share")}
     out.update(status=status, message=PEAK_MESSAGES[status], converged=bool(np.asarray(peak.converged)),
-               iterations=int(np.asarray(peak.iterations)), saturated=bool(np.asarray(peak.saturated)))
+               iterations=int(np.asarray(peak.iterations)), saturated=bool(np.asarray(peak.saturated)),
+               reasons=reason_names(int(np.asarray(peak.reasons))))
     return out
 
 
@@ -135,7 +137,8 @@ def _print_peak(pk: dict, bootstrap: int) -> None:
     c.say(f"over-optimisation peak: beta {pk['beta']:.4g}, KL {pk['kl']:.4g} nats, gold gain "
           f"{pk['gold_gain']:.4g} ± {pk['gold_gain_se']:.2g}, proxy gain {pk['proxy_gain']:.4g}{se}")
     if pk["saturated"]:
-        c.say("  (saturated: too few effective samples at the peak; the location is not reliable)")
+        c.say(f"  (saturated ({pk['reasons']}): the trust rule flags the estimate at the peak; the location is not "
+              "reliable: README 'Can I trust the number?')")
 
 
 def _members(ens, beta_ref, args, budget) -> dict:
