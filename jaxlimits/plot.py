@@ -20,6 +20,8 @@ from .samples import Samples
 MAX_LABELLED_RUNS = 8
 
 _MARKERS = ("s", "^", "D", "v", "P", "X", "<", ">")
+#: Not blue (the band), orange (best-of-n) or purple (a tail model).
+_RUN_COLOURS = ("C3", "C2", "C5", "C6", "C7", "C8", "C9", "C0")
 
 
 def _matplotlib():
@@ -56,27 +58,51 @@ def _runs_xy(runs) -> dict[str, Any]:
     }
 
 
-def tail_band(tail, kl, beta_max: float = np.inf) -> tuple[np.ndarray, np.ndarray]:
-    """The tail model's band at each KL: ``(lo, hi)``, each ``[K]``, the union of its betas' boxes.
+def tail_band(tail, kl, *, frontier=None, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """The frontier's gain at each KL as the tail model allows it: ``(lo, hi)``, each ``[K]``.
 
-    At each of the model's betas the tilted policy lies in the box ``[kl_lo, kl_hi] x [gain_lo,
-    gain_hi]`` (:class:`jaxlimits.TailCurve`'s intervals); at a KL the band spans the gain intervals
-    of the boxes that reach it. ``hi`` is ``inf`` where a box is open above; both are NaN where no
-    box reaches the KL.
+    At each beta the tilted policy lies in a box ``[kl_lo, kl_hi] x [gain_lo, gain_hi]``: the
+    model's intervals (:class:`jaxlimits.TailCurve`), or, given the measured ``frontier``, its own
+    at its trusted betas (``+- z SE`` at ``level``, or its bootstrap band) and the model's only at
+    the betas below them. KL and gain grow as beta falls, so the policy whose KL is ``x`` lies
+    between two neighbouring betas ``b1 > b2``: where their boxes reach ``x`` (``kl_lo(b1) <= x <=
+    kl_hi(b2)``) its gain is in ``[gain_lo(b1), gain_hi(b2)]``; the band is the union of these over
+    the neighbouring pairs (and single boxes). ``hi`` is ``inf`` where a box is open above; both
+    are NaN where nothing reaches ``x``. NaN limits count as open.
 
     Args:
-      tail: a :class:`jaxlimits.TailCurve` (pooled fields ``[B]``).
+      tail: a :class:`jaxlimits.TailCurve` (pooled fields ``[B]``, any order of betas).
       kl: ``[K]`` KLs in nats per sequence.
-      beta_max: only the model's betas below this one count (the figure: those past the trusted
-        frontier; the measured frontier answers above its smallest trusted beta).
+      frontier: optional measured :class:`jaxlimits.Frontier` whose trusted points stand for
+        themselves (the figure's case).
+      level: of the measured boxes without a bootstrap band.
     """
     q = {f: np.asarray(getattr(tail, f), float) for f in ("betas", "kl_lo", "kl_hi", "gain_lo", "gain_hi")}
+    if frontier is not None:
+        trusted = ~np.asarray(frontier.saturated, bool)
+        fb = np.asarray(frontier.betas, float)[trusted]
+        keep = q["betas"] < fb.min(initial=np.inf)
+        z = statistics.NormalDist().inv_cdf(0.5 + level / 2)
+        own = {}
+        for v in ("kl", "gain"):
+            mid, se = np.asarray(getattr(frontier, v), float), np.asarray(getattr(frontier, f"{v}_se"), float)
+            lo_hi = ((np.asarray(getattr(frontier.bands, f"{v}_lo"), float), np.asarray(getattr(frontier.bands,
+                      f"{v}_hi"), float)) if frontier.bands is not None else (mid - z * se, mid + z * se))
+            own[f"{v}_lo"], own[f"{v}_hi"] = (w[trusted] for w in lo_hi)
+        q = {f: np.concatenate([fb if f == "betas" else own[f], q[f][keep]]) for f in q}
+    by = np.argsort(-q["betas"])  # KL increasing
+    k_lo, k_hi = np.where(np.isnan(q["kl_lo"]), -np.inf, q["kl_lo"])[by], np.where(np.isnan(q["kl_hi"]), np.inf,
+                                                                                   q["kl_hi"])[by]
+    g_lo, g_hi = np.where(np.isnan(q["gain_lo"]), -np.inf, q["gain_lo"])[by], np.where(np.isnan(q["gain_hi"]),
+                                                                                       np.inf, q["gain_hi"])[by]
+    # single boxes, then neighbouring pairs (the larger beta's lower limits, the smaller's upper ones)
+    reach = (np.concatenate([k_lo, k_lo[:-1]]), np.concatenate([k_hi, k_hi[1:]]))
+    gain = (np.concatenate([g_lo, g_lo[:-1]]), np.concatenate([g_hi, g_hi[1:]]))
     x = np.asarray(kl, float)[:, None]
-    hits = (q["betas"] < beta_max) & ~(q["kl_lo"] > x) & ~(q["kl_hi"] < x)  # [K, B]; NaN limits count as open
-    g_lo, g_hi = (np.where(np.isnan(q[f]), v, q[f]) for f, v in (("gain_lo", -np.inf), ("gain_hi", np.inf)))
-    lo = np.min(np.where(hits, g_lo, np.inf), axis=1)
-    hi = np.max(np.where(hits, g_hi, -np.inf), axis=1)
+    hits = (reach[0] <= x) & (x <= reach[1])  # [K, boxes]
     none = ~hits.any(axis=1)
+    lo = np.min(np.where(hits, gain[0], np.inf), axis=1)
+    hi = np.max(np.where(hits, gain[1], -np.inf), axis=1)
     return np.where(none, np.nan, lo), np.where(none, np.nan, hi)
 
 
@@ -249,6 +275,11 @@ def frontier_figure(
     px = px[np.isfinite(px)]
     # the tail model, past the trusted frontier: its point curve, and the KLs its band reaches at its betas
     x_from = float(kl[~sat].max(initial=0.0))
+    # the model's band from where the trusted points' KL intervals end (before that they answer)
+    f_ok = ~np.asarray(frontier.saturated, bool)
+    f_kl_hi = (np.asarray(frontier.bands.kl_hi, float)[f_ok] if frontier.bands is not None else
+               np.asarray(frontier.kl, float)[f_ok] + z * np.asarray(frontier.kl_se, float)[f_ok])
+    band_from = max(x_from, float(np.max(f_kl_hi[np.isfinite(f_kl_hi)], initial=0.0)))
     betas_all = np.asarray(frontier.betas, float)
     trusted_beta = float(betas_all[~np.asarray(frontier.saturated, bool)].min(initial=np.inf))
     model = None if tail is None else _model_points(tail, trusted_beta)
@@ -265,10 +296,11 @@ def frontier_figure(
     # the frontier up to the right end (and its next point, which the line runs to)
     shown = np.arange(len(kl)) <= np.searchsorted(kl, x_max)
     band_xy = None
-    if tail is not None and x_max > x_from:
-        x_band = np.unique(np.concatenate([np.linspace(x_from, x_max, 200),
-                                           np.geomspace(max(x_from, x_max * 1e-4), x_max, 200)]))
-        band_xy = (x_band, *tail_band(tail, x_band, trusted_beta))
+    if tail is not None and x_max > band_from:
+        start = np.nextafter(band_from, np.inf)  # past the trusted points' KL intervals, not on their edge
+        x_band = np.unique(np.concatenate([np.linspace(start, x_max, 200),
+                                           np.geomspace(max(start, x_max * 1e-4), x_max, 200)]))
+        band_xy = (x_band, *tail_band(tail, x_band, frontier=frontier, level=level))
         if not np.isfinite(band_xy[1]).any():
             band_xy = None
     tail_y = [] if model is None else [model[1][model[0] <= x_max]]
@@ -320,7 +352,7 @@ def frontier_figure(
                               + ("; no upper limit: hatched to the top)" if open_above else ")"))
         ax.plot(bx, blo, color="tab:purple", lw=0.9, zorder=3)
     if model is not None:
-        ax.plot(*model, color="tab:purple", ls="-.", marker="o", ms=3, lw=1.4, zorder=4,
+        ax.plot(*model, color="tab:purple", ls="-.", marker="o", ms=3, lw=1.4, zorder=5,
                 label="extrapolated from a GPD tail model (not measured)"
                       + ("" if np.isfinite(np.asarray(tail.kl, float)).all() else "; none where it has no tilt"))
 
@@ -346,7 +378,7 @@ def frontier_figure(
             for i, name in enumerate(names):
                 face = "none" if run_xy["lower"][i] else None
                 ax.errorbar(rk[i], rg[i], xerr=xerr[i], yerr=yerr[i], fmt=_MARKERS[i % len(_MARKERS)], ms=7,
-                            color=f"C{(i + 3) % 10}", mfc=face, capsize=2, zorder=6, label=name,
+                            color=_RUN_COLOURS[i % len(_RUN_COLOURS)], mfc=face, capsize=2, zorder=6, label=name,
                             markeredgecolor="black", markeredgewidth=0.6)
 
     if xscale == "symlog":
@@ -365,6 +397,9 @@ def frontier_figure(
             ticks += [m * decade for m in (1, 2, 5) if linthresh < m * decade <= x_max]
             decade *= 10
         ax.xaxis.set_major_locator(FixedLocator(ticks))
+        if decades:  # unlabelled ticks at 2..9 times each decade
+            minor = [m * linthresh * 10.0**k for k in range(len(ticks) - 1) for m in range(2, 10)]
+            ax.xaxis.set_minor_locator(FixedLocator([t for t in minor if t <= x_max]))
         ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
     ax.set_xlim(0, x_max)
     ax.set_ylim(y_min, y_max)
