@@ -273,19 +273,17 @@ def frontier_figure(
         pts_y.append(run_xy["gain"] + run_xy["gain_se"])
     px = np.concatenate([np.ravel(x) for x in pts_x]) if pts_x else np.zeros(0)
     px = px[np.isfinite(px)]
-    # the tail model, past the trusted frontier: its point curve, and the KLs its band reaches at its betas
-    x_from = float(kl[~sat].max(initial=0.0))
-    # the model's band from where the trusted points' KL intervals end (before that they answer)
+    # The tail model past the trusted frontier (at betas below its smallest): its point curve, and its
+    # band from where the trusted points' KL intervals end (up to there they answer for themselves).
     f_ok = ~np.asarray(frontier.saturated, bool)
     f_kl_hi = (np.asarray(frontier.bands.kl_hi, float)[f_ok] if frontier.bands is not None else
                np.asarray(frontier.kl, float)[f_ok] + z * np.asarray(frontier.kl_se, float)[f_ok])
-    band_from = max(x_from, float(np.max(f_kl_hi[np.isfinite(f_kl_hi)], initial=0.0)))
-    betas_all = np.asarray(frontier.betas, float)
-    trusted_beta = float(betas_all[~np.asarray(frontier.saturated, bool)].min(initial=np.inf))
+    band_from = max(float(kl[~sat].max(initial=0.0)), float(np.max(f_kl_hi[np.isfinite(f_kl_hi)], initial=0.0)))
+    trusted_beta = float(np.asarray(frontier.betas, float)[f_ok].min(initial=np.inf))
     model = None if tail is None else _model_points(tail, trusted_beta)
+    # the KLs it reaches: its points, and its boxes' lower KL limits
     tail_x = [] if tail is None else [np.asarray(tail.kl_lo, float)[np.asarray(tail.betas, float) < trusted_beta]]
-    tail_x += [model[0]] if model else []
-    tail_x = [x[np.isfinite(x)] for x in tail_x]
+    tail_x = [x[np.isfinite(x)] for x in tail_x + ([model[0]] if model else [])]
     full = float(np.nanmax(np.concatenate([kl, [ceiling], px, *tail_x]))) * 1.06
     if xmax == "full" or (xmax is None and not (px > 0).any()):
         x_max = full
@@ -313,7 +311,7 @@ def frontier_figure(
     y_max = y_top + 0.12 * max(y_top - y_lo, 1e-12)
     y_min = y_lo - 0.07 * max(y_top - y_lo, 1e-12)
     kl_pos = kl[(kl > 0) & shown]
-    decades = tail is not None and len(kl_pos) and x_max > 100 * float(kl_pos.min())
+    decades = tail is not None and len(kl_pos) > 0 and x_max > 100 * float(kl_pos.min())
     if xscale == "auto":
         xscale = "symlog" if decades or x_max > 4 * max(float(kl.max(initial=0.0)), ceiling) else "linear"
 
