@@ -252,10 +252,10 @@ def run(args) -> int:
     once = [p for p in shared if not any(n.startswith(p.split(" (")[0]) for n in notes)]
     if once:
         c.say(f"every run: {'; '.join(once)}")
-    own = {r["name"]: "; ".join(p for p in r["note"].split("; ") if p not in shared) for r in rows}
-    flagged = [r for r in rows if own[r["name"]] and (r["status"] != "ok" or r["note"].startswith("KL given"))]
-    for r in flagged[:MAX_NOTES]:
-        c.say(f"{r['name']}: {own[r['name']]}")
+    own = ["; ".join(p for p in r["note"].split("; ") if p not in shared) for r in rows]  # the rest, per run
+    flagged = [(r, o) for r, o in zip(rows, own) if o and (r["status"] != "ok" or r["note"].startswith("KL given"))]
+    for r, o in flagged[:MAX_NOTES]:
+        c.say(f"{r['name']}: {o}")
     if len(flagged) > MAX_NOTES:
         c.say(f"... and {len(flagged) - MAX_NOTES} more runs with notes (all of them in --out)")
     if out is not None:
