@@ -20,6 +20,8 @@ from .samples import Samples
 MAX_LABELLED_RUNS = 8
 
 _MARKERS = ("s", "^", "D", "v", "P", "X", "<", ">")
+#: Not blue (the band), orange (best-of-n) or purple (a tail model).
+_RUN_COLOURS = ("C3", "C2", "C5", "C6", "C7", "C8", "C9", "C0")
 
 
 def _matplotlib():
@@ -56,19 +58,64 @@ def _runs_xy(runs) -> dict[str, Any]:
     }
 
 
-def _tail_points(frontier, ext):
-    """``(kl, gain, gain_lo, gain_hi)`` of the extrapolated points with a finite model KL, by KL; or None."""
-    if not ext.any() or frontier.tail is None:
-        return None
-    t = frontier.tail
-    kl = np.asarray(frontier.kl, float)[ext]
-    vals = [kl, np.asarray(frontier.gain, float)[ext], np.asarray(t.gain_lo, float)[ext],
-            np.asarray(t.gain_hi, float)[ext]]
-    ok = np.isfinite(kl) & np.isfinite(vals[1])  # no-tilt points have no model value to draw
+def tail_band(tail, kl, *, frontier=None, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """The frontier's gain at each KL as the tail model allows it: ``(lo, hi)``, each ``[K]``.
+
+    At each beta the tilted policy lies in a box ``[kl_lo, kl_hi] x [gain_lo, gain_hi]``: the
+    model's intervals (:class:`jaxlimits.TailCurve`), or, given the measured ``frontier``, its own
+    at its trusted betas (``+- z SE`` at ``level``, or its bootstrap band) and the model's only at
+    the betas below them. KL and gain grow as beta falls, so the policy whose KL is ``x`` lies
+    between two neighbouring betas ``b1 > b2``: where their boxes reach ``x`` (``kl_lo(b1) <= x <=
+    kl_hi(b2)``) its gain is in ``[gain_lo(b1), gain_hi(b2)]``; the band is the union of these over
+    the neighbouring pairs (and single boxes). ``hi`` is ``inf`` where a box is open above; both
+    are NaN where nothing reaches ``x``. NaN limits count as open.
+
+    Args:
+      tail: a :class:`jaxlimits.TailCurve` (pooled fields ``[B]``, any order of betas).
+      kl: ``[K]`` KLs in nats per sequence.
+      frontier: optional measured :class:`jaxlimits.Frontier` whose trusted points stand for
+        themselves (the figure's case).
+      level: of the measured boxes without a bootstrap band.
+    """
+    q = {f: np.asarray(getattr(tail, f), float) for f in ("betas", "kl_lo", "kl_hi", "gain_lo", "gain_hi")}
+    if frontier is not None:
+        trusted = ~np.asarray(frontier.saturated, bool)
+        fb = np.asarray(frontier.betas, float)[trusted]
+        keep = q["betas"] < fb.min(initial=np.inf)
+        z = statistics.NormalDist().inv_cdf(0.5 + level / 2)
+        own = {}
+        for v in ("kl", "gain"):
+            mid, se = np.asarray(getattr(frontier, v), float), np.asarray(getattr(frontier, f"{v}_se"), float)
+            lo_hi = ((np.asarray(getattr(frontier.bands, f"{v}_lo"), float), np.asarray(getattr(frontier.bands,
+                      f"{v}_hi"), float)) if frontier.bands is not None else (mid - z * se, mid + z * se))
+            own[f"{v}_lo"], own[f"{v}_hi"] = (w[trusted] for w in lo_hi)
+        q = {f: np.concatenate([fb if f == "betas" else own[f], q[f][keep]]) for f in q}
+    by = np.argsort(-q["betas"])  # KL increasing
+    k_lo, k_hi = np.where(np.isnan(q["kl_lo"]), -np.inf, q["kl_lo"])[by], np.where(np.isnan(q["kl_hi"]), np.inf,
+                                                                                   q["kl_hi"])[by]
+    g_lo, g_hi = np.where(np.isnan(q["gain_lo"]), -np.inf, q["gain_lo"])[by], np.where(np.isnan(q["gain_hi"]),
+                                                                                       np.inf, q["gain_hi"])[by]
+    # single boxes, then neighbouring pairs (the larger beta's lower limits, the smaller's upper ones)
+    reach = (np.concatenate([k_lo, k_lo[:-1]]), np.concatenate([k_hi, k_hi[1:]]))
+    gain = (np.concatenate([g_lo, g_lo[:-1]]), np.concatenate([g_hi, g_hi[1:]]))
+    x = np.asarray(kl, float)[:, None]
+    hits = (reach[0] <= x) & (x <= reach[1])  # [K, boxes]
+    none = ~hits.any(axis=1)
+    lo = np.min(np.where(hits, gain[0], np.inf), axis=1)
+    hi = np.max(np.where(hits, gain[1], -np.inf), axis=1)
+    return np.where(none, np.nan, lo), np.where(none, np.nan, hi)
+
+
+def _model_points(tail, beta_max: float):
+    """The tail model's point curve ``(kl, gain)`` at its betas below ``beta_max``, by KL; or None.
+
+    Betas where the model has no tilt (NaN) are left out."""
+    kl, gain = np.asarray(tail.kl, float), np.asarray(tail.gain, float)
+    ok = np.isfinite(kl) & np.isfinite(gain) & (np.asarray(tail.betas, float) < beta_max)
     if not ok.any():
         return None
     srt = np.argsort(kl[ok])
-    return tuple(v[ok][srt] for v in vals)
+    return kl[ok][srt], gain[ok][srt]
 
 
 def frontier_figure(
@@ -76,6 +123,7 @@ def frontier_figure(
     *,
     bon=None,
     runs=None,
+    tail=None,
     path: str | Path | None = None,
     ax=None,
     title: str | None = None,
@@ -86,18 +134,26 @@ def frontier_figure(
     xmax: float | str | None = None,
     use_scores: bool = False,
     num_betas: int = 64,
-    figsize: tuple[float, float] = (7.5, 5.0),
+    figsize: tuple[float, float] | None = None,
     dpi: int = 150,
 ):
     """The KL-reward frontier with best-of-n and alignment runs against it (the paper's Figure 1).
 
-    Drawn: the frontier (the optimal KL-regularised policies) from ``(0, 0)``: solid where the
-    trust rule passes, dashed where it does not (the legend names the reasons: ``Frontier.reasons``);
-    points extrapolated by a tail model (``frontier(tail="gpd")``) apart, dotted purple with their
-    interval hatched (open intervals hatched to the top), never like the measured curve;
-    its uncertainty band; the unreachable region (grey) above the upper confidence limit of the
-    trusted points only; the sample ceiling ``mean_x log(N/m)`` (dotted); best-of-n points labelled
-    by ``n``; and run points with error bars. KL in nats per sequence, gain in reward units.
+    Drawn: the measured frontier (the optimal KL-regularised policies) from ``(0, 0)``: solid where
+    the trust rule passes, dashed where it does not (the legend names the reasons:
+    ``Frontier.reasons``); its uncertainty band; the unreachable region (grey) above the upper
+    confidence limit of the trusted points only; the sample ceiling ``mean_x log(N/m)`` (dotted);
+    best-of-n points labelled by ``n``; and run points with error bars. KL in nats per sequence,
+    gain in reward units.
+
+    With a tail model (``tail``, or the frontier's own from ``frontier(tail="gpd")``), past the
+    trusted frontier: the model's interval of the frontier's gain at each KL as a hatched purple
+    band (:func:`tail_band`, what ``max_gain_at_kl(..., tail="gpd")`` answers; hatched to the top
+    where it is open above), and its point curve dash-dotted purple (none where its fitted tail
+    has no tilt): a model, never drawn like the measured curve. A frontier from
+    ``frontier(tail="gpd")`` no longer holds the measured values of its extrapolated points, so
+    they are not drawn; pass the frontier without a tail model and ``tail=`` to draw both.
+    Where the KLs shown span decades, ``xscale="auto"`` takes a symlog axis.
 
     When the curve's gain is measured with a score other than the reward (``score_label``), it is
     the score of the policies tilted toward the reward, not a frontier of the score: it is
@@ -110,6 +166,8 @@ def frontier_figure(
         ``gain`` with ``use_scores``).
       runs: optional :class:`jaxlimits.Comparison` or list of :class:`jaxlimits.Run` (per-token
         KL converted as the run says).
+      tail: optional :class:`jaxlimits.TailCurve` (``jaxlimits.tail_curve`` of the same samples,
+        at any betas) drawn past the trusted frontier; default: ``frontier.tail``.
       path: save the figure there (PNG, PDF or SVG by suffix).
       ax: draw into this matplotlib Axes instead of a new figure.
       title: the axes' title.
@@ -120,14 +178,17 @@ def frontier_figure(
       level: coverage of the band (bootstrap bands when the frontier has them, else
         ``+- z SE``).
       xscale: ``"linear"``, ``"symlog"`` or ``"auto"`` (symlog when points lie far beyond the
-        frontier's KL range, e.g. a run whose KL is many times the sample ceiling).
+        frontier's KL range, e.g. a run whose KL is many times the sample ceiling, or, with a
+        tail model, when the KLs shown span more than two decades). Symlog is linear up to the
+        sample ceiling, or, with a tail model, up to the smallest KL's decade.
       xmax: right end of the KL axis: nats, ``"full"`` (the frontier to the sample ceiling), or
         None (default): the extent of the runs and best-of-n points when there are any, else
         ``"full"``.
       use_scores: with samples that carry separate scores, draw the gain measured with them
         (the default draws the frontier of the rewards, what the runs are compared with).
       num_betas: points of the frontier computed from samples.
-      figsize, dpi: of a new figure.
+      figsize, dpi: of a new figure (default size 7.5 x 5 inches; 7.5 x 6.4 with a tail model, whose
+        legend goes below the axes).
 
     Returns:
       The matplotlib ``Figure``.
@@ -156,11 +217,17 @@ def frontier_figure(
         raise ValueError(f"level must be in (0, 1), got {level!r}")
     if xscale not in ("auto", "linear", "symlog"):
         raise ValueError(f"xscale must be 'auto', 'linear' or 'symlog', got {xscale!r}")
+    from .tail import TailCurve
+
+    tail = frontier.tail if tail is None else tail
+    if tail is not None and not isinstance(tail, TailCurve):
+        raise TypeError(f"frontier_figure: tail must be a jaxlimits.TailCurve, got {type(tail).__name__}")
     if not (xmax is None or xmax == "full" or (isinstance(xmax, (int, float)) and np.isfinite(xmax) and xmax > 0)):
         raise ValueError(f"xmax must be a positive number of nats, 'full' or None, got {xmax!r}")
 
     if ax is None:
-        fig = Figure(figsize=figsize, dpi=dpi, layout="constrained")
+        size = figsize or ((7.5, 5.0) if tail is None else (7.5, 6.4))
+        fig = Figure(figsize=size, dpi=dpi, layout="constrained")
         FigureCanvasAgg(fig)
         ax = fig.add_subplot()
     else:
@@ -169,9 +236,8 @@ def frontier_figure(
     kl = np.asarray(frontier.kl, float)
     gain = np.asarray(frontier.gain, float)
     sat = np.asarray(frontier.saturated, bool)
-    # points from the tail model (frontier(tail="gpd")) are drawn apart, never like measured ones
+    # points from the tail model (frontier(tail="gpd")) are not measured: drawn apart (the model's band)
     ext = np.zeros(len(kl), bool) if frontier.extrapolated is None else np.asarray(frontier.extrapolated, bool)
-    tail_xy = _tail_points(frontier, ext)
     measured = np.flatnonzero(~ext)
     order = measured[np.argsort(kl[measured])]
     kl, gain, sat = kl[order], gain[order], sat[order]
@@ -207,7 +273,18 @@ def frontier_figure(
         pts_y.append(run_xy["gain"] + run_xy["gain_se"])
     px = np.concatenate([np.ravel(x) for x in pts_x]) if pts_x else np.zeros(0)
     px = px[np.isfinite(px)]
-    full = float(np.nanmax(np.concatenate([kl, [ceiling], px, tail_xy[0] if tail_xy else []]))) * 1.06
+    # The tail model past the trusted frontier (at betas below its smallest): its point curve, and its
+    # band from where the trusted points' KL intervals end (up to there they answer for themselves).
+    f_ok = ~np.asarray(frontier.saturated, bool)
+    f_kl_hi = (np.asarray(frontier.bands.kl_hi, float)[f_ok] if frontier.bands is not None else
+               np.asarray(frontier.kl, float)[f_ok] + z * np.asarray(frontier.kl_se, float)[f_ok])
+    band_from = max(float(kl[~sat].max(initial=0.0)), float(np.max(f_kl_hi[np.isfinite(f_kl_hi)], initial=0.0)))
+    trusted_beta = float(np.asarray(frontier.betas, float)[f_ok].min(initial=np.inf))
+    model = None if tail is None else _model_points(tail, trusted_beta)
+    # the KLs it reaches: its points, and its boxes' lower KL limits
+    tail_x = [] if tail is None else [np.asarray(tail.kl_lo, float)[np.asarray(tail.betas, float) < trusted_beta]]
+    tail_x = [x[np.isfinite(x)] for x in tail_x + ([model[0]] if model else [])]
+    full = float(np.nanmax(np.concatenate([kl, [ceiling], px, *tail_x]))) * 1.06
     if xmax == "full" or (xmax is None and not (px > 0).any()):
         x_max = full
     elif xmax is None:  # default to the data: the points, with a margin
@@ -216,15 +293,27 @@ def frontier_figure(
         x_max = float(xmax)
     # the frontier up to the right end (and its next point, which the line runs to)
     shown = np.arange(len(kl)) <= np.searchsorted(kl, x_max)
-    tail_y = [] if not tail_xy else [v[tail_xy[0] <= x_max] for v in tail_xy[1:]]
+    band_xy = None
+    if tail is not None and x_max > band_from:
+        start = np.nextafter(band_from, np.inf)  # past the trusted points' KL intervals, not on their edge
+        x_band = np.unique(np.concatenate([np.linspace(start, x_max, 200),
+                                           np.geomspace(max(start, x_max * 1e-4), x_max, 200)]))
+        band_xy = (x_band, *tail_band(tail, x_band, frontier=frontier, level=level))
+        if not np.isfinite(band_xy[1]).any():
+            band_xy = None
+    tail_y = [] if model is None else [model[1][model[0] <= x_max]]
+    tail_y += [] if band_xy is None else [band_xy[1], band_xy[2]]
     y_all = np.concatenate([hi[shown], [0.0]] + [np.ravel(y) for y in pts_y] + tail_y)
     y_all = y_all[np.isfinite(y_all)]
-    y_lo = min(0.0, float(np.nanmin(np.concatenate([lo[shown], y_all])))) if len(lo) else 0.0
+    lo_shown = lo[shown][np.isfinite(lo[shown])]
+    y_lo = min(0.0, float(np.min(np.concatenate([lo_shown, y_all]))))
     y_top = float(np.nanmax(y_all))
     y_max = y_top + 0.12 * max(y_top - y_lo, 1e-12)
     y_min = y_lo - 0.07 * max(y_top - y_lo, 1e-12)
+    kl_pos = kl[(kl > 0) & shown]
+    decades = tail is not None and len(kl_pos) > 0 and x_max > 100 * float(kl_pos.min())
     if xscale == "auto":
-        xscale = "symlog" if x_max > 4 * max(float(kl.max(initial=0.0)), ceiling) else "linear"
+        xscale = "symlog" if decades or x_max > 4 * max(float(kl.max(initial=0.0)), ceiling) else "linear"
 
     # The band, the curve (trusted / saturated), the unreachable region.
     ax.fill_between(kl, lo, hi, color="tab:blue", alpha=0.25, linewidth=0, label=band_label, zorder=2)
@@ -252,15 +341,18 @@ def frontier_figure(
                         zorder=1)
     ax.axvline(ceiling, color="0.3", ls=":", lw=1.2, label=f"sample ceiling mean log(N/m) = {ceiling:.3g} nats",
                zorder=3)
-    if tail_xy:
-        tk, tg, tlo, thi = tail_xy
-        level_t = frontier.tail.level
-        ax.fill_between(tk, tlo, np.minimum(thi, y_max), facecolor="none", edgecolor="tab:purple", hatch="//",
-                        linewidth=0, zorder=2, label=f"extrapolated: tail model's {level_t:.0%} interval (to the top: "
-                                                     "unbounded)" if np.any(~np.isfinite(thi)) else
-                        f"extrapolated: tail model's {level_t:.0%} interval")
-        ax.plot(tk, tg, color="tab:purple", ls=":", marker="o", ms=3, lw=1.4, zorder=4,
-                label="extrapolated from a GPD tail model (not measured)")
+    if band_xy is not None:  # a model, not a measurement: hatched, never like the measured band
+        bx, blo, bhi = band_xy
+        open_above = bool(np.any(np.isposinf(bhi) & np.isfinite(blo)))
+        ax.fill_between(bx, blo, np.minimum(bhi, y_max), facecolor=(0.58, 0.4, 0.74, 0.12), edgecolor="tab:purple",
+                        hatch="//", linewidth=0, zorder=2,
+                        label=f"extrapolated: tail model's {tail.level:.0%} interval (GPD"
+                              + ("; no upper limit: hatched to the top)" if open_above else ")"))
+        ax.plot(bx, blo, color="tab:purple", lw=0.9, zorder=3)
+    if model is not None:
+        ax.plot(*model, color="tab:purple", ls="-.", marker="o", ms=3, lw=1.4, zorder=5,
+                label="extrapolated from a GPD tail model (not measured)"
+                      + ("" if np.isfinite(np.asarray(tail.kl, float)).all() else "; none where it has no tilt"))
 
     if bon_xy is not None:
         bk, bg, bse, bn = bon_xy
@@ -284,21 +376,28 @@ def frontier_figure(
             for i, name in enumerate(names):
                 face = "none" if run_xy["lower"][i] else None
                 ax.errorbar(rk[i], rg[i], xerr=xerr[i], yerr=yerr[i], fmt=_MARKERS[i % len(_MARKERS)], ms=7,
-                            color=f"C{(i + 3) % 10}", mfc=face, capsize=2, zorder=6, label=name,
+                            color=_RUN_COLOURS[i % len(_RUN_COLOURS)], mfc=face, capsize=2, zorder=6, label=name,
                             markeredgecolor="black", markeredgewidth=0.6)
 
     if xscale == "symlog":
         from matplotlib.ticker import FixedLocator, FormatStrFormatter
 
-        linthresh = max(ceiling, 1e-3)
+        if decades:  # linear only up to the smallest KL's decade, logarithmic above: a tick a decade
+            linthresh = 10.0 ** np.floor(np.log10(float(kl_pos.min())))
+            ticks = [0.0] + [linthresh * 10.0**k for k in range(int(np.log10(x_max / linthresh)) + 1)]
+        else:
+            linthresh = max(ceiling, 1e-3)
+            step = 10.0 ** np.floor(np.log10(linthresh / 2))
+            ticks = list(np.arange(0, linthresh + 1e-12, step * (1 if linthresh / step <= 5 else 2)))
         ax.set_xscale("symlog", linthresh=linthresh)
-        step = 10.0 ** np.floor(np.log10(linthresh / 2))
-        ticks = list(np.arange(0, linthresh + 1e-12, step * (1 if linthresh / step <= 5 else 2)))
         decade = 10.0 ** np.floor(np.log10(linthresh))
-        while decade <= x_max:
+        while decade <= x_max and not decades:
             ticks += [m * decade for m in (1, 2, 5) if linthresh < m * decade <= x_max]
             decade *= 10
         ax.xaxis.set_major_locator(FixedLocator(ticks))
+        if decades:  # unlabelled ticks at 2..9 times each decade
+            minor = [m * linthresh * 10.0**k for k in range(len(ticks) - 1) for m in range(2, 10)]
+            ax.xaxis.set_minor_locator(FixedLocator([t for t in minor if t <= x_max]))
         ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
     ax.set_xlim(0, x_max)
     ax.set_ylim(y_min, y_max)
@@ -308,7 +407,10 @@ def frontier_figure(
     if title:
         ax.set_title(title)
     ax.grid(True, color="0.9", lw=0.6, zorder=0)
-    ax.legend(loc="best", fontsize=7.5, framealpha=0.9)
+    if band_xy is not None or model is not None:  # many entries: below the axes, off the curves
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize=7.5, framealpha=0.9)
+    else:
+        ax.legend(loc="best", fontsize=7.5, framealpha=0.9)
     if path is not None:
         fig.savefig(path, dpi=dpi)
     return fig

@@ -9,6 +9,8 @@ from . import _common as c
 
 #: Per-run notes printed to the terminal (all go to --out).
 MAX_NOTES = 5
+#: Betas of the --plot figure's frontier with --tail (the tail model evaluated at the same betas).
+FIGURE_BETAS = 32
 
 EXAMPLES = (
     "jaxlimits compare samples.jsonl --runs runs.csv --run-kl-col kl --run-gain-col gain --plot fig1.png",
@@ -177,6 +179,13 @@ def _plain_runs_table(args, error: ValueError):
                    "(--run-kl-col/--run-gain-col name other columns)"] + notes
 
 
+def _shared_parts(notes: list[str]) -> list[str]:
+    """The parts (``; ``-separated) that every run's note has when there are several runs (e.g. "KL
+    taken as sequence-level, as given"): said once, not once per run."""
+    parts = [n.split("; ") for n in notes]
+    return [p for p in parts[0] if all(p in q for q in parts[1:])] if len(parts) > 1 else []
+
+
 def _base_mean(samples) -> float:
     base_r = np.asarray(samples.rewards, np.float64)
     valid = np.asarray(samples.valid())
@@ -186,6 +195,8 @@ def _base_mean(samples) -> float:
 
 def run(args) -> int:
     from pathlib import Path
+
+    import jaxlimits as jl
 
     from .. import plot as jplot
     from ..bon import best_of_n
@@ -236,9 +247,15 @@ def run(args) -> int:
         c.say(f"note: {note}")
     rows = res.rows()
     print_table(rows, unit=f"{args.reward_col!r} units")
-    flagged = [r for r in rows if r["status"] != "ok" or r["note"].startswith("KL given")]
-    for r in flagged[:MAX_NOTES]:
-        c.say(f"{r['name']}: {r['note']}")
+    shared = _shared_parts([r["note"] for r in rows])
+    # once, unless a note above already says it (the runs' loader says how it took the KL)
+    once = [p for p in shared if not any(n.startswith(p.split(" (")[0]) for n in notes)]
+    if once:
+        c.say(f"every run: {'; '.join(once)}")
+    own = ["; ".join(p for p in r["note"].split("; ") if p not in shared) for r in rows]  # the rest, per run
+    flagged = [(r, o) for r, o in zip(rows, own) if o and (r["status"] != "ok" or r["note"].startswith("KL given"))]
+    for r, o in flagged[:MAX_NOTES]:
+        c.say(f"{r['name']}: {o}")
     if len(flagged) > MAX_NOTES:
         c.say(f"... and {len(flagged) - MAX_NOTES} more runs with notes (all of them in --out)")
     if out is not None:
@@ -250,7 +267,12 @@ def run(args) -> int:
         b = None
         if args.bon:
             b = best_of_n(samples, args.bon, memory_budget=c.memory_budget(args))
-        jplot.frontier_figure(samples, bon=b, runs=res, path=png, title=args.title, xscale=args.xscale,
+        drawn, model = samples, None
+        if args.tail:  # the runs past the ceiling against the tail model's band (the model of the table)
+            drawn = jl.frontier(samples, num_betas=FIGURE_BETAS, per_prompt=False, memory_budget=c.memory_budget(args))
+            model = jl.tail_curve(samples, np.asarray(drawn.betas), replicates=args.tail_replicates,
+                                  memory_budget=c.memory_budget(args))
+        jplot.frontier_figure(drawn, bon=b, runs=res, tail=model, path=png, title=args.title, xscale=args.xscale,
                               reward_label=args.reward_col, xmax=args.xmax)
         c.say(f"wrote {png}")
     return 0

@@ -107,9 +107,16 @@ def report(samples, args, source: dict, notes: list[str], default_plot=None, rew
     if args.bootstrap < 0:
         raise c.UsageError(f"--bootstrap {args.bootstrap}: give a number of replicates >= 0")
     tail = c.tail_options(args)  # checked before the sweep
+    measured = f
     if f is None:
-        f = jl.frontier(samples, args.betas, num_betas=args.num_betas, per_prompt=False, bootstrap=args.bootstrap,
-                        memory_budget=c.memory_budget(args), **tail)
+        # what jl.frontier(..., tail="gpd") does, in two steps: the figure draws the measured flagged points too
+        measured = jl.frontier(samples, args.betas, num_betas=args.num_betas, per_prompt=False,
+                               bootstrap=args.bootstrap, memory_budget=c.memory_budget(args))
+        f = measured
+        if tail:
+            from ..tail import extrapolate
+
+            f = extrapolate(measured, samples, replicates=tail["tail_replicates"], memory_budget=c.memory_budget(args))
     rows = rows_of(f)
     curve = "frontier" if score in (None, reward) else f"{score} gain of the policy tilted toward {reward}"
     for r in rows:
@@ -135,7 +142,7 @@ def report(samples, args, source: dict, notes: list[str], default_plot=None, rew
     if png is not None:
         from .. import plot
 
-        plot.frontier_figure(f, path=png, title=source.get("title"), reward_label=reward,
+        plot.frontier_figure(measured, tail=f.tail, path=png, title=source.get("title"), reward_label=reward,
                              score_label=None if score in (None, reward) else score, xmax=getattr(args, "xmax", None))
         c.say(f"drew {png}")
     return 0
