@@ -49,6 +49,7 @@ from scipy import optimize
 
 import jaxlimits as jl
 from jaxlimits import estimators, tail
+from jaxlimits.status import Status
 
 _spec = importlib.util.spec_from_file_location("calibrate_trust", Path(__file__).with_name("calibrate_trust.py"))
 _trust = importlib.util.module_from_spec(_spec)
@@ -134,7 +135,7 @@ def run_inversions(law, n, prompts, pool, replicates, key, dtype):
                                                                                     k_true)):
                 sol = fn(s, y, pooled=scope == "pooled", tail="gpd", tail_replicates=replicates, throw=False)
                 ext = np.asarray(sol.extrapolated)
-                ok = ext & (np.asarray(sol.status) == 0)
+                ok = ext & (np.asarray(sol.status) == int(Status.EXTRAPOLATED))  # the model's answers
                 lo, hi = (np.asarray(getattr(sol.tail, f"{q}_{e}"), float) for e in ("lo", "hi"))
                 c = cells[(scope, q)]
                 c["lanes"] += int(ext.size)

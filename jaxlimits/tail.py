@@ -591,8 +591,8 @@ def _blocks(samples, betas, level, replicates, thresholds, key, memory_budget, w
     chi = jnp.asarray(2 * m / chi2.ppf([[[(1 + level) / 2]], [[(1 - level) / 2]]], 2 * m), dtype)  # [2, P, T]
     ties = np.sum(srt == srt[:, :1], axis=1)  # draws tied at the maximum: the ceiling is log(N / ties)
     ceiling = jnp.asarray(np.log(n / ties), dtype)
-    # with the profile set's members (2 curves each) the block holds about as many more curves per beta
-    copies = replicates + (len(_PROFILE_C) if members else 0)
+    # with the profile set's members the block holds 4 more curves per tail of the set (as fitted, made exponential)
+    copies = replicates + (2 * len(_PROFILE_C) if members else 0)
     most = beta_block(*srt.shape, len(thresholds), copies, jnp.dtype(dtype).itemsize, memory_budget)
     size = -(-betas_np.size // -(-betas_np.size // most))  # as few blocks as the budget allows, of even sizes
     # blocks of betas, the last padded with its last beta (one program); every block draws the same replicates
@@ -740,12 +740,17 @@ class TailSolution(NamedTuple):
     Attributes:
       beta, kl, gain: where the model's point curve meets the target (``gain(beta) = G`` or
         ``KL(beta) = K``, one beta for all prompts when pooled); NaN where there is no answer.
-      beta_lo, beta_hi, kl_lo, kl_hi, gain_lo, gain_hi: the answer's interval: the betas at which
-        the target lies inside the model's band (:func:`tail_curve`'s intervals on a grid, one grid
-        step wider on each side) and the range of the other quantity's band over them (the target's
-        own limits are the target). ``kl_hi``/``gain_hi`` ``inf`` (``beta_lo`` 0) where the band
-        reaches the grid's smallest beta; ``kl_lo``/``gain_lo`` 0 (``beta_hi`` inf) where it reaches
-        the largest. The point is always inside.
+      beta_lo, beta_hi, kl_lo, kl_hi, gain_lo, gain_hi: the answer's interval (the target's own
+        limits are the target): every member of the model's uncertainty (each bootstrap replicate,
+        each tail of the profile-likelihood set, the fits, at each threshold; :func:`_member_bands`)
+        is a whole curve, inverted for the target; the interval is the envelope over the
+        thresholds of the replicates' percentile limits and the set's extreme answers. A member with
+        ``xi > 0`` has no tilt (any gain at a vanishing KL): it counts as an infinite gain and a KL of
+        0 where the frontier is high (the upper limit of a gain, the lower limit of a KL) and with
+        its exponential tail on the other side. So ``gain_hi`` is ``inf`` (``kl_lo`` 0) only where
+        more than ``(1 - level)/2`` of the replicates (or a fit, or a tail of the set) have no tilt
+        or no finite answer, e.g. a gain past their upper end (then ``kl_hi`` is ``inf``). Beta: of
+        the replicates with ``xi > 0`` made exponential. The point is always inside.
       no_tilt: the fitted tail has no tilt at any beta (``xi > 0``; pooled: more than
         ``jaxlimits.estimators.SHARE_MAX`` of the prompts): the frontier is degenerate (any gain at
         a vanishing KL), so no answer.
@@ -800,7 +805,8 @@ class TailSolution(NamedTuple):
 #: Bisection steps in ``log beta`` of :func:`invert` (the bracket spans at most ``log 1e12``).
 BISECTION_STEPS = 64
 #: Betas of the grid (log-spaced from the smallest solution / 20 to the largest x 20 or 100 reward spreads) on
-#: which the model's band is projected onto the answer: one size, so one program serves every call of a shape.
+#: which every member's curve is inverted (linear interpolation between grid points 5-10% apart): one size,
+#: so one program serves every call of a shape.
 GRID_POINTS = 97
 
 
@@ -964,9 +970,11 @@ def _member_bands(samples, grid, y, *, kind: str, pooled: bool, level: float, re
     upper limit of a gain, the lower limit of a KL) and with its exponential tail on the other (a
     lower frontier: conservative). Per threshold: the bootstrap's percentile limits of the answers
     and the profile set's extreme answers (plus the body's percentile deviations) and the point
-    fits' answers; the interval is their envelope over the thresholds. Pooled, the profile set
-    enters through its pointwise extremes averaged over prompts, paired pessimistically (least gain
-    with most KL) and optimistically, each inverted as a curve (conservative).
+    fits' answers; the interval is their envelope over the thresholds. Pooled (one beta for all
+    prompts, so the prompts' sets cannot be inverted one by one), the profile set enters as two
+    curves: the mean over prompts of each set's lowest-frontier tail (its nearest upper end, ``xi > 0``
+    made exponential) and of its highest (the farthest end), with the body's pointwise percentile
+    deviations on the conservative side.
 
     Returns ``lo, hi, beta_lo, beta_hi`` of the answer (KL for ``kind="gain"``, gain for
     ``kind="kl"``), ``y``'s shape (``[K]`` pooled, ``[P, K]`` per prompt).
@@ -999,8 +1007,8 @@ def _families(out, opened, level, pooled):
     the body resampled, the tail as fitted; ``sel``/``gpd``: the selected and unrestricted fits;
     ``exphi``: the exponential tail at its scale's upper limit (pooled: where the prompt's shape
     interval is open, else its selected fit); per prompt ``prof``/``prof_low``: the profile set's tails
-    as fitted / with ``xi > 0`` made exponential; pooled ``pess``/``opt``: the set's pointwise extremes
-    averaged over prompts, paired (least gain, most KL) / (most gain, least KL), with the body's deviations.
+    as fitted / with ``xi > 0`` made exponential; pooled ``pess``/``opt``: the mean over prompts of each
+    set's nearest-end / farthest-end tail, with the body's pointwise percentile deviations.
     """
     (tfit, raw), (gain, kl, gain_gpd, kl_gpd, g_exp, k_exp), pool, reps, _, mem = out
     g_rep, k_rep, gl_rep, kl_rep = reps[:4]
@@ -1097,9 +1105,12 @@ def invert(samples: Samples, targets, *, kind: str, pooled: bool, level: float =
     monotone gain and KL curves in ``beta``; each target is solved by bisection in ``log beta``
     (:data:`BISECTION_STEPS`) between the critical beta (or ``1e-6`` times the tail's scale for a
     finite end) and ``1e6`` times it, pooled on the mean over prompts at one shared beta. The
-    interval projects the model's band (:func:`tail_curve` at ``level`` on a grid of
-    :data:`GRID_POINTS` betas around the solutions) onto the answer: the KL budget
-    interval of a gain target, the reachable gain interval of a KL budget.
+    interval comes from inverting every member of the model's uncertainty for the target (the
+    bootstrap's replicates, the profile-likelihood set's tails and the fits, at every threshold, on
+    a grid of :data:`GRID_POINTS` betas around the solutions; :func:`_member_bands`): quantiles of
+    the replicates' answers, combined with the set's and the fits' as :func:`tail_curve` combines
+    them. An upper limit is infinite only where more than ``(1 - level)/2`` of the replicates (or a
+    fit or a tail of the set) have no finite answer (no tilt, a gain past their upper end).
 
     Args:
       samples: plain samples ``[P, N]`` (see :func:`tail_curve`).
