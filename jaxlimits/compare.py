@@ -608,8 +608,10 @@ def compare(
                 + (f" and the reward efficiency at most {eff_bound[i]:.3g}" if np.isfinite(eff_bound[i]) else "")
             )
         elif ext[i]:
+            measured_f = (f"; measured {m_gain[i]:.4g} ({reason_names(int(m_reasons[i]))})"
+                          if np.isfinite(m_gain[i]) else "")
             extra.append(f"at its KL {kl[i]:.4g} the samples' frontier is unknown or flagged: the tail model's is "
-                         f"{f_gain[i]:.4g} [{f_lo[i]:.3g}, {f_hi[i]:.3g}] (extrapolated, not measured)")
+                         f"{f_gain[i]:.4g} [{f_lo[i]:.3g}, {f_hi[i]:.3g}] (extrapolated, not measured){measured_f}")
         elif f_sat[i]:
             why = reason_names(int(f_reasons[i])) or "too few effective samples"
             extra.append(f"the trust rule flags the frontier at its KL ({why}): take it with caution")
@@ -620,8 +622,12 @@ def compare(
         elif status2[i] in (Status.NO_TILT, Status.BEYOND_UPPER_END):
             extra.append(f"no KL*(gain) for its gain: {MESSAGES[int(status2[i])]}")
         elif ext2[i]:
-            extra.append(f"its gain is past what the samples show: KL*(gain) {min_kl[i]:.4g} [{kl2_lo[i]:.3g}, "
-                         f"{kl2_hi[i]:.3g}] is the tail model's (extrapolated, not measured)")
+            where = ("past what the samples show" if m_kl_status[i] == Status.GAIN_AT_OR_ABOVE_MAX
+                     else "where the samples' KL*(gain) is flagged")
+            measured_kl = (f"; measured {m_kl[i]:.4g} ({reason_names(int(m_kl_reasons[i]))})"
+                           if np.isfinite(m_kl[i]) else "")
+            extra.append(f"its gain is {where}: KL*(gain) {min_kl[i]:.4g} [{kl2_lo[i]:.3g}, {kl2_hi[i]:.3g}] is the "
+                         f"tail model's (extrapolated, not measured){measured_kl}")
         if above[i]:
             extra.append(
                 f"ABOVE the frontier by {excess[i]:.4g} ({excess_z[i]:.3g} standard errors): impossible up to "
