@@ -805,9 +805,11 @@ class TailSolution(NamedTuple):
 #: Bisection steps in ``log beta`` of :func:`invert` (the bracket spans at most ``log 1e12``).
 BISECTION_STEPS = 64
 #: Betas of the grid (log-spaced from the smallest solution / 20 to the largest x 20 or 100 reward spreads) on
-#: which every member's curve is inverted (linear interpolation between grid points 5-10% apart): one size,
-#: so one program serves every call of a shape.
-GRID_POINTS = 97
+#: which every member's curve is inverted (linear interpolation between grid points): one size, so one
+#: program serves every call of a shape.
+GRID_POINTS = 64
+#: Betas of the second grid, over the brackets the first left open next to a beta without a tilt.
+REFINE_POINTS = 33
 
 
 class _PointModel(NamedTuple):
@@ -913,13 +915,14 @@ def _brackets(f, o, beta, y):
 
 
 def _merge(state, block):
-    """Brackets of consecutive blocks of the grid (ascending): the last point above, the first below."""
+    """Brackets of two sets of grid points (blocks of one grid, or another grid): the point above with the
+    largest beta, the point below with the smallest (the curves are monotone)."""
     if state is None:
         return block
-    above = block[2] > 0
-    below = np.isfinite(state[5])
+    above = block[2] > state[2]
+    below = block[5] < state[5]
     return tuple(np.where(above, b, s) for s, b in zip(state[:3], block[:3])) + tuple(
-        np.where(below, s, b) for s, b in zip(state[3:], block[3:]))
+        np.where(below, b, s) for s, b in zip(state[3:], block[3:]))
 
 
 def _answers(br, y, no_tilt_answer: float):
@@ -982,17 +985,29 @@ def _member_bands(samples, grid, y, *, kind: str, pooled: bool, level: float, re
     is_kl = kind == "kl"
     yk = np.asarray(y, float).T  # [K] or [K, P]
     state, extra = {}, None
-    for betas, out, ctx in _blocks(samples, grid, level, replicates, THRESHOLDS, key, memory_budget, where,
-                                   members=True):
-        if extra is None:  # the shape's interval and the profile set's membership do not depend on beta
-            opened = ~(np.asarray(_assemble(betas, *out[:5], *ctx).xi_hi, float) < XI_PENULTIMATE)  # [P]
-            extra = (np.asarray(out[5][3]), opened)
-        beta = np.concatenate([betas, np.full(np.shape(out[1][0])[-1] - betas.size, betas[-1])])
-        for name, (g, k) in _families(out, extra[1], level, pooled).items():
-            f, o = (k, g) if is_kl else (g, k)
-            shape = (yk.shape[0],) + (1,) * _LEAD[name] + (() if pooled else (yk.shape[1],)) + (1,)
-            br = _brackets(f, o, jnp.asarray(beta, f.dtype), jnp.asarray(yk.reshape(shape), f.dtype))
-            state[name] = _merge(state.get(name), tuple(np.asarray(v, float) for v in br))
+
+    def run(grid_):
+        nonlocal extra
+        for betas, out, ctx in _blocks(samples, grid_, level, replicates, THRESHOLDS, key, memory_budget, where,
+                                       members=True):
+            if extra is None:  # the shape's interval and the profile set's membership do not depend on beta
+                opened = ~(np.asarray(_assemble(betas, *out[:5], *ctx).xi_hi, float) < XI_PENULTIMATE)  # [P]
+                extra = (np.asarray(out[5][3]), opened)
+            beta = np.concatenate([betas, np.full(np.shape(out[1][0])[-1] - betas.size, betas[-1])])
+            for name, (g, k) in _families(out, extra[1], level, pooled).items():
+                f, o = (k, g) if is_kl else (g, k)
+                shape = (yk.shape[0],) + (1,) * _LEAD[name] + (() if pooled else (yk.shape[1],)) + (1,)
+                br = _brackets(f, o, jnp.asarray(beta, f.dtype), jnp.asarray(yk.reshape(shape), f.dtype))
+                state[name] = _merge(state.get(name), tuple(np.asarray(v, float) for v in br))
+
+    run(grid)
+    # crossings next to a beta without a tilt (an exponential-type tail near its critical beta, where gain and KL
+    # rise steeply) are only bounded by the grid points: a second grid over the betas of those brackets
+    open_ = [(br[2][m], br[5][m]) for br in state.values()
+             for m in [np.isposinf(br[0]) & (br[2] > 0) & np.isfinite(br[5])] if m.any()]
+    if open_ and REFINE_POINTS:
+        lo, hi = min(float(np.min(a)) for a, _ in open_), max(float(np.max(b)) for _, b in open_)
+        run(np.geomspace(lo, hi, REFINE_POINTS))
     return _combine(state, yk, *extra, is_kl=is_kl, pooled=pooled, level=level)
 
 
