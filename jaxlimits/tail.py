@@ -965,7 +965,9 @@ def _member_bands(samples, grid, y, *, kind: str, pooled: bool, level: float, re
     the body's bootstrap deviations of the answer), the selected and unrestricted fits, and, where
     the shape's upper limit is not below :data:`XI_PENULTIMATE`, the exponential tail at its
     scale's upper limit. Each member's curve on ``grid [G]`` is inverted for each target
-    (:func:`_brackets`, :func:`_answers`); pooled members are curves of the mean over prompts.
+    (:func:`_brackets`, :func:`_answers`), then again on a second grid of :data:`REFINE_POINTS`
+    betas over the brackets left open next to a beta without a tilt (the same replicates: the
+    brackets merge); pooled members are curves of the mean over prompts.
 
     The frontier of a member with ``xi > 0`` is degenerate (no tilt: any gain at a vanishing KL),
     so its answer is ``inf`` for a KL budget's gain and ``0`` for a gain's KL. As in
@@ -1122,7 +1124,8 @@ def invert(samples: Samples, targets, *, kind: str, pooled: bool, level: float =
     finite end) and ``1e6`` times it, pooled on the mean over prompts at one shared beta. The
     interval comes from inverting every member of the model's uncertainty for the target (the
     bootstrap's replicates, the profile-likelihood set's tails and the fits, at every threshold, on
-    a grid of :data:`GRID_POINTS` betas around the solutions; :func:`_member_bands`): quantiles of
+    a grid of :data:`GRID_POINTS` betas around the solutions, refined where needed;
+    :func:`_member_bands`): quantiles of
     the replicates' answers, combined with the set's and the fits' as :func:`tail_curve` combines
     them. An upper limit is infinite only where more than ``(1 - level)/2`` of the replicates (or a
     fit or a tail of the set) have no finite answer (no tilt, a gain past their upper end).
