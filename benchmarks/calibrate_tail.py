@@ -49,6 +49,7 @@ from scipy import optimize
 
 import jaxlimits as jl
 from jaxlimits import estimators, tail
+from jaxlimits.status import Status
 
 _spec = importlib.util.spec_from_file_location("calibrate_trust", Path(__file__).with_name("calibrate_trust.py"))
 _trust = importlib.util.module_from_spec(_spec)
@@ -125,7 +126,7 @@ def run_inversions(law, n, prompts, pool, replicates, key, dtype):
     g_true, k_true = truth(law, betas)
     budgets, gains = (np.asarray(v, dtype) for v in (np.array(KL_MULTIPLES) * math.log(n), g_true))
     cells = {(scope, q): {"lanes": 0, "extrapolated": 0, "covered": 0, "open": 0, "no_answer": 0, "band_reaches": 0,
-                          "lo_ratio": []} for scope in ("prompt", "pooled") for q in ("gain", "kl")}
+                          "lo_ratio": [], "hi_ratio": []} for scope in ("prompt", "pooled") for q in ("gain", "kl")}
     for _ in range(prompts // pool):
         key, k_draw = jax.random.split(key)
         s = jl.Samples(np.asarray(draw(law, k_draw, (pool, n), dtype)))
@@ -134,7 +135,7 @@ def run_inversions(law, n, prompts, pool, replicates, key, dtype):
                                                                                     k_true)):
                 sol = fn(s, y, pooled=scope == "pooled", tail="gpd", tail_replicates=replicates, throw=False)
                 ext = np.asarray(sol.extrapolated)
-                ok = ext & (np.asarray(sol.status) == 0)
+                ok = ext & (np.asarray(sol.status) == int(Status.EXTRAPOLATED))  # the model's answers
                 lo, hi = (np.asarray(getattr(sol.tail, f"{q}_{e}"), float) for e in ("lo", "hi"))
                 c = cells[(scope, q)]
                 c["lanes"] += int(ext.size)
@@ -145,8 +146,11 @@ def run_inversions(law, n, prompts, pool, replicates, key, dtype):
                 # no answer from the point, but the band's interval holds the truth (the fitted end is uncertain)
                 c["band_reaches"] += int((ext & ~ok & (lo <= true) & (true <= hi)).sum())
                 c["lo_ratio"] += list(np.broadcast_to(lo / true, ok.shape)[ok])
+                c["hi_ratio"] += list(np.broadcast_to(hi / true, ok.shape)[ok])
     for v in cells.values():
-        v["median_lo_over_truth"] = float(np.median(v.pop("lo_ratio"))) if v["lo_ratio"] else float("nan")
+        for end in ("lo", "hi"):
+            ratios = v.pop(f"{end}_ratio")
+            v[f"median_{end}_over_truth"] = float(np.median(ratios)) if ratios else float("nan")
     return [{"law": law, "n": n, "scope": sc, "answer": q, **v} for (sc, q), v in cells.items()]
 
 
@@ -263,13 +267,14 @@ def main(argv=None):
                 out += run_inversions(law, n, args.prompts, args.pool, args.replicates, k, dtype)
                 print(f"{law} N={n} done ({time.time() - t0:.0f} s)", flush=True)
         print("| law | N | scope | answer | extrapolated of lanes | no answer (band holds the truth) | coverage of "
-              "answered | open | median lower limit / truth |")
-        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+              "answered | open | median lower limit / truth | median upper limit / truth |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for r in out:
             a = r["extrapolated"] - r["no_answer"]
             cov = f"{r['covered'] / a:.2f} of {a}" if a else "-"
             print(f"| {r['law']} | {r['n']} | {r['scope']} | {r['answer']} | {r['extrapolated']}/{r['lanes']} | "
-                  f"{r['no_answer']} ({r['band_reaches']}) | {cov} | {r['open']} | {r['median_lo_over_truth']:.2f} |")
+                  f"{r['no_answer']} ({r['band_reaches']}) | {cov} | {r['open']} | {r['median_lo_over_truth']:.2f} | "
+                  f"{r['median_hi_over_truth']:.2f} |")
         print(f"\n{args.prompts} prompts per cell in blocks of {args.pool}, {args.replicates} replicates, "
               f"{np.dtype(dtype).name}, {time.time() - t0:.0f} s")
         if args.out:

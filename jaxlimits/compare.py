@@ -338,7 +338,8 @@ def load_policy_samples(
         "left_on_table", "reward_efficiency", "min_kl", "kl_efficiency", "excess_z", "above_frontier",
         "lower_bound", "frontier_saturated", "frontier_status", "min_kl_status", "frontier_gain_lower_bound",
         "left_on_table_lower_bound", "reward_efficiency_upper_bound", "frontier_reasons", "extrapolated",
-        "frontier_gain_lo", "frontier_gain_hi",
+        "frontier_gain_lo", "frontier_gain_hi", "measured_frontier_gain", "measured_frontier_status",
+        "measured_frontier_reasons", "measured_min_kl", "measured_min_kl_status", "measured_min_kl_reasons",
     ],
     meta_fields=["names", "notes", "notices", "level", "status"],
 )
@@ -378,6 +379,11 @@ class Comparison:
         the model interval's width / 2z; False without a tail model.
       frontier_gain_lo, frontier_gain_hi: the model's interval of the frontier's gain there (NaN
         where not extrapolated; ``inf`` upper limit where the data cannot bound it).
+      measured_frontier_gain, measured_frontier_status, measured_frontier_reasons: where the tail
+        model answers ``gain*(KL_run)``, what the samples alone answered there (the empirical
+        solution's gain, status code and trust-rule reasons: flagged, or no answer past the
+        ceiling); NaN / ``NOT_COMPUTED`` / 0 elsewhere and without a tail model.
+      measured_min_kl, measured_min_kl_status, measured_min_kl_reasons: the same for ``KL*(gain)``.
       status: per run, one word of :data:`jaxlimits.status.VOCABULARY` (``ok``, ``saturated``,
         ``unknown``, ``above_frontier``, ...), the same in tables, CSV and JSON.
       names: the runs' names. notes: one sentence per run (unit assumed, status).
@@ -408,6 +414,12 @@ class Comparison:
     extrapolated: Array
     frontier_gain_lo: Array
     frontier_gain_hi: Array
+    measured_frontier_gain: Array
+    measured_frontier_status: Array
+    measured_frontier_reasons: Array
+    measured_min_kl: Array
+    measured_min_kl_status: Array
+    measured_min_kl_reasons: Array
     names: tuple[str, ...]
     notes: tuple[str, ...]
     notices: tuple[str, ...]
@@ -432,9 +444,9 @@ class Comparison:
             unknown = bool(cols["lower_bound"][i])
             for k, v in cols.items():
                 x = v[i]
-                if k in ("frontier_status", "min_kl_status"):  # the solver's code, in lower case like `status`
+                if k.endswith("_status"):  # the solver's code, in lower case like `status`
                     row[k] = NAMES[int(x)].lower()
-                elif k == "frontier_reasons":  # spelled out: 'tail+few' ('' where trusted)
+                elif k.endswith("_reasons"):  # spelled out: 'tail+few' ('' where trusted)
                     row[k] = reason_names(int(x))
                 elif v.dtype == bool:
                     row[k] = None if unknown and k in ("above_frontier", "frontier_saturated") else bool(x)
@@ -552,6 +564,18 @@ def compare(
     kl2_lo = np.full(kl.shape, np.nan) if sol2.tail is None else np.asarray(sol2.tail.kl_lo, np.float64)
     kl2_hi = np.full(kl.shape, np.nan) if sol2.tail is None else np.asarray(sol2.tail.kl_hi, np.float64)
 
+    def measured(s, field):  # what the samples alone answered where the tail model answers (beside the model's)
+        if s.tail is None:
+            return nan_kl, np.full(kl.shape, int(Status.NOT_COMPUTED)), np.zeros(kl.shape, np.int32)
+        return (np.asarray(getattr(s.tail, f"measured_{field}"), np.float64), np.asarray(s.tail.measured_status),
+                np.asarray(s.tail.measured_reasons, np.int32))
+
+    m_gain, m_status, m_reasons = measured(sol, "gain")
+    m_kl, m_kl_status, m_kl_reasons = measured(sol2, "kl")
+    gain_le0 = gain <= 0  # KL*(gain) is 0 there, not solved
+    m_kl, m_kl_reasons = np.where(gain_le0, np.nan, m_kl), np.where(gain_le0, 0, m_kl_reasons)
+    m_kl_status = np.where(gain_le0, int(Status.NOT_COMPUTED), m_kl_status)
+
     with np.errstate(divide="ignore", invalid="ignore"):
         left = f_gain - gain
         eff = np.where(f_gain > 0, gain / f_gain, np.nan)
@@ -584,8 +608,10 @@ def compare(
                 + (f" and the reward efficiency at most {eff_bound[i]:.3g}" if np.isfinite(eff_bound[i]) else "")
             )
         elif ext[i]:
+            measured_f = (f"; measured {m_gain[i]:.4g} ({reason_names(int(m_reasons[i]))})"
+                          if np.isfinite(m_gain[i]) else "")
             extra.append(f"at its KL {kl[i]:.4g} the samples' frontier is unknown or flagged: the tail model's is "
-                         f"{f_gain[i]:.4g} [{f_lo[i]:.3g}, {f_hi[i]:.3g}] (extrapolated, not measured)")
+                         f"{f_gain[i]:.4g} [{f_lo[i]:.3g}, {f_hi[i]:.3g}] (extrapolated, not measured){measured_f}")
         elif f_sat[i]:
             why = reason_names(int(f_reasons[i])) or "too few effective samples"
             extra.append(f"the trust rule flags the frontier at its KL ({why}): take it with caution")
@@ -596,8 +622,12 @@ def compare(
         elif status2[i] in (Status.NO_TILT, Status.BEYOND_UPPER_END):
             extra.append(f"no KL*(gain) for its gain: {MESSAGES[int(status2[i])]}")
         elif ext2[i]:
-            extra.append(f"its gain is past what the samples show: KL*(gain) {min_kl[i]:.4g} [{kl2_lo[i]:.3g}, "
-                         f"{kl2_hi[i]:.3g}] is the tail model's (extrapolated, not measured)")
+            where = ("past what the samples show" if m_kl_status[i] == Status.GAIN_AT_OR_ABOVE_MAX
+                     else "where the samples' KL*(gain) is flagged")
+            measured_kl = (f"; measured {m_kl[i]:.4g} ({reason_names(int(m_kl_reasons[i]))})"
+                           if np.isfinite(m_kl[i]) else "")
+            extra.append(f"its gain is {where}: KL*(gain) {min_kl[i]:.4g} [{kl2_lo[i]:.3g}, {kl2_hi[i]:.3g}] is the "
+                         f"tail model's (extrapolated, not measured){measured_kl}")
         if above[i]:
             extra.append(
                 f"ABOVE the frontier by {excess[i]:.4g} ({excess_z[i]:.3g} standard errors): impossible up to "
@@ -632,7 +662,10 @@ def compare(
         min_kl_status=jnp.asarray(status2), frontier_gain_lower_bound=as_dt(f_bound),
         left_on_table_lower_bound=as_dt(left_bound), reward_efficiency_upper_bound=as_dt(eff_bound),
         frontier_reasons=jnp.asarray(f_reasons), extrapolated=jnp.asarray(ext), frontier_gain_lo=as_dt(f_lo),
-        frontier_gain_hi=as_dt(f_hi), names=tuple(r.name for r in runs), notes=tuple(notes),
+        frontier_gain_hi=as_dt(f_hi), measured_frontier_gain=as_dt(m_gain),
+        measured_frontier_status=jnp.asarray(m_status, jnp.int32), measured_frontier_reasons=jnp.asarray(m_reasons),
+        measured_min_kl=as_dt(m_kl), measured_min_kl_status=jnp.asarray(m_kl_status, jnp.int32),
+        measured_min_kl_reasons=jnp.asarray(m_kl_reasons), names=tuple(r.name for r in runs), notes=tuple(notes),
         notices=tuple(notices), level=float(level),
         status=tuple(words),
     )

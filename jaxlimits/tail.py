@@ -281,9 +281,11 @@ def _draw_exceedances(key, xi, sigma, k_slots):
     return -jnp.sort(-y, axis=-1)
 
 
-@functools.partial(jax.jit, static_argnames=("replicates", "k_slots", "level"))
-def _tail_core(sorted_r, n, m, lam, key, chi_hi, replicates: int, k_slots: int, level: float):
-    """Fits, point curves and bootstrap curves; see :func:`tail_curve`."""
+@functools.partial(jax.jit, static_argnames=("replicates", "k_slots", "level", "members"))
+def _tail_core(sorted_r, n, m, lam, key, chi_hi, replicates: int, k_slots: int, level: float, members: bool = False):
+    """Fits, point curves and bootstrap curves; see :func:`tail_curve`. ``members``: also the profile set's
+    curves ``[J, P, T, B]`` (gain, KL), its shapes and membership ``[J, P, T]`` and the exponential tail's
+    curves at the data's exceedance mean ``[P, T, B]`` (the inversion's members, :func:`_member_bands`)."""
     dtype = sorted_r.dtype
     top = jnp.where(jnp.isfinite(sorted_r[:, :k_slots + 1]), sorted_r[:, :k_slots + 1], -jnp.inf)
     u_top = jnp.take_along_axis(top, m.astype(jnp.int32), axis=1)  # [P, T]
@@ -362,8 +364,13 @@ def _tail_core(sorted_r, n, m, lam, key, chi_hi, replicates: int, k_slots: int, 
     reps = jax.lax.map(one, jax.random.split(key, replicates))
     # the exponential tail at its scale's upper limit: the unbounded alternative to a mildly negative shape
     g_exp, k_exp = curve(jnp.zeros_like(fit.sigma_exp), chi_hi * fit.sigma_exp)
-    return ((TailFit(u, m, fit.xi, fit.sigma), fit), (gain, kl, gain_gpd, kl_gpd, g_exp, k_exp), pool, reps,
-            (prof, prof_xi, prof_end))
+    out = ((TailFit(u, m, fit.xi, fit.sigma), fit), (gain, kl, gain_gpd, kl_gpd, g_exp, k_exp), pool, reps,
+           (prof, prof_xi, prof_end))
+    if not members:
+        return out
+    g_j, k_j = jax.lax.map(lambda t: curve(t[0], t[1]), tails_j[:2])  # [J, P, T, B]
+    g_e, k_e = curve(jnp.zeros_like(fit.sigma_exp), fit.sigma_exp)
+    return out + ((g_j, k_j, tails_j[0], tails_j[2] & ~failed[None], g_e, k_e),)
 
 
 #: TailCurve fields over prompts (``[prompts]``), not betas.
@@ -543,19 +550,33 @@ def tail_curve(samples: Samples, betas, *, level: float = 0.95, replicates: int 
       >>> bool(c.gain[1] < 0.5 + 1e-6)  # uniform rewards: the gain saturates at 1 - 1/2
       True
     """
-    srt, n = _sorted_plain(samples, "tail_curve")
+    parts = [_assemble(b, *out, *ctx) for b, out, ctx in _blocks(samples, betas, level, replicates, thresholds, key,
+                                                                   memory_budget, "tail_curve")]
+    if len(parts) == 1:
+        return parts[0]
+    nb = sum(int(np.size(c.betas)) for c in parts)
+    betas_of = lambda f: f not in _PER_PROMPT + ("level", "replicates", "fit")  # noqa: E731
+    return parts[0]._replace(**{f: jnp.concatenate([getattr(c, f) for c in parts], axis=-1)[..., :nb]
+                                for f in TailCurve._fields if betas_of(f)})
+
+
+def _blocks(samples, betas, level, replicates, thresholds, key, memory_budget, where, members=False):
+    """Checks the arguments, then yields, block of betas by block, ``(betas, core, context)``: the block's
+    betas (the last block without its padding), :func:`_tail_core`'s outputs (``members``: with the
+    profile set's curves) and :func:`_assemble`'s remaining arguments ``(chi, ceiling, main, level, replicates)``."""
+    srt, n = _sorted_plain(samples, where)
     betas_np = np.asarray(betas, dtype=srt.dtype)
     if betas_np.ndim != 1 or betas_np.size == 0 or not np.all(np.isfinite(betas_np)) or np.any(betas_np <= 0):
-        raise ValueError(f"tail_curve: betas must be a non-empty 1-d array of positive finite numbers, got {betas!r}")
+        raise ValueError(f"{where}: betas must be a non-empty 1-d array of positive finite numbers, got {betas!r}")
     level = float(level)
     if not 0 < level < 1:
-        raise ValueError(f"tail_curve: level must be strictly between 0 and 1, got {level!r}")
+        raise ValueError(f"{where}: level must be strictly between 0 and 1, got {level!r}")
     replicates = int(replicates)
     if replicates < 2:
-        raise ValueError(f"tail_curve: replicates must be at least 2, got {replicates}")
+        raise ValueError(f"{where}: replicates must be at least 2, got {replicates}")
     thresholds = tuple(float(t) for t in thresholds)
     if not thresholds or min(thresholds) <= 0:
-        raise ValueError(f"tail_curve: thresholds must be positive multipliers of the tail size, got {thresholds!r}")
+        raise ValueError(f"{where}: thresholds must be positive multipliers of the tail size, got {thresholds!r}")
     m = tail_sizes(n, thresholds)
     main = int(np.argmin(np.abs(np.log(thresholds))))
     k_slots = int(m.max())
@@ -570,22 +591,17 @@ def tail_curve(samples: Samples, betas, *, level: float = 0.95, replicates: int 
     chi = jnp.asarray(2 * m / chi2.ppf([[[(1 + level) / 2]], [[(1 - level) / 2]]], 2 * m), dtype)  # [2, P, T]
     ties = np.sum(srt == srt[:, :1], axis=1)  # draws tied at the maximum: the ceiling is log(N / ties)
     ceiling = jnp.asarray(np.log(n / ties), dtype)
-    most = beta_block(*srt.shape, len(thresholds), replicates, jnp.dtype(dtype).itemsize, memory_budget)
+    # with the profile set's members the block holds 4 more curves per tail of the set (as fitted, made exponential)
+    copies = replicates + (2 * len(_PROFILE_C) if members else 0)
+    most = beta_block(*srt.shape, len(thresholds), copies, jnp.dtype(dtype).itemsize, memory_budget)
     size = -(-betas_np.size // -(-betas_np.size // most))  # as few blocks as the budget allows, of even sizes
     # blocks of betas, the last padded with its last beta (one program); every block draws the same replicates
     pad = -betas_np.size % size
     lam = jnp.concatenate([lam, jnp.broadcast_to(lam[-1:], (pad,))])
-    parts = []
     for start in range(0, betas_np.size, size):
-        fit, curves, pool, reps, prof = _tail_core(srt_j, n_j, jnp.asarray(m, dtype), lam[start:start + size], key,
-                                                   chi[1], replicates, k_slots, level)
-        parts.append(_assemble(betas_np[start:start + size], fit, curves, pool, reps, prof, chi, ceiling, main,
-                               level, replicates))
-    if len(parts) == 1:
-        return parts[0]
-    betas_of = lambda f: f not in _PER_PROMPT + ("level", "replicates", "fit")  # noqa: E731
-    return parts[0]._replace(**{f: jnp.concatenate([getattr(c, f) for c in parts], axis=-1)[..., :betas_np.size]
-                                for f in TailCurve._fields if betas_of(f)})
+        out = _tail_core(srt_j, n_j, jnp.asarray(m, dtype), lam[start:start + size], key, chi[1], replicates, k_slots,
+                         level, members)
+        yield betas_np[start:start + size], out, (chi, ceiling, main, level, replicates)
 
 
 #: Bytes per element of a beta block's largest arrays (the body's ``[P, T, B, N]`` logits and softmax,
@@ -607,7 +623,7 @@ def beta_block(prompts: int, samples: int, thresholds: int, replicates: int, ite
     return max(1, budget // per_beta)
 
 
-def _assemble(betas, fit, curves, pool, reps, prof, chi, ceiling, main, level, replicates) -> TailCurve:
+def _assemble(betas, fit, curves, pool, reps, prof, chi, ceiling, main, level, replicates, *_members) -> TailCurve:
     tfit, raw = fit
     gain, kl, gain_gpd, kl_gpd, g_exp, k_exp = curves  # [P, T, B]
     # [R, P, T, B] (as fitted, then xi > 0 made exponential), [R, P, T], then pooled [R, T, B], then the
@@ -724,12 +740,17 @@ class TailSolution(NamedTuple):
     Attributes:
       beta, kl, gain: where the model's point curve meets the target (``gain(beta) = G`` or
         ``KL(beta) = K``, one beta for all prompts when pooled); NaN where there is no answer.
-      beta_lo, beta_hi, kl_lo, kl_hi, gain_lo, gain_hi: the answer's interval: the betas at which
-        the target lies inside the model's band (:func:`tail_curve`'s intervals on a grid, one grid
-        step wider on each side) and the range of the other quantity's band over them (the target's
-        own limits are the target). ``kl_hi``/``gain_hi`` ``inf`` (``beta_lo`` 0) where the band
-        reaches the grid's smallest beta; ``kl_lo``/``gain_lo`` 0 (``beta_hi`` inf) where it reaches
-        the largest. The point is always inside.
+      beta_lo, beta_hi, kl_lo, kl_hi, gain_lo, gain_hi: the answer's interval (the target's own
+        limits are the target): every member of the model's uncertainty (each bootstrap replicate,
+        each tail of the profile-likelihood set, the fits, at each threshold; :func:`_member_bands`)
+        is a whole curve, inverted for the target; the interval is the envelope over the
+        thresholds of the replicates' percentile limits and the set's extreme answers. A member with
+        ``xi > 0`` has no tilt (any gain at a vanishing KL): it counts as an infinite gain and a KL of
+        0 where the frontier is high (the upper limit of a gain, the lower limit of a KL) and with
+        its exponential tail on the other side. So ``gain_hi`` is ``inf`` (``kl_lo`` 0) only where
+        more than ``(1 - level)/2`` of the replicates (or a fit, or a tail of the set) have no tilt
+        or no finite answer, e.g. a gain past their upper end (then ``kl_hi`` is ``inf``). Beta: of
+        the replicates with ``xi > 0`` made exponential. The point is always inside.
       no_tilt: the fitted tail has no tilt at any beta (``xi > 0``; pooled: more than
         ``jaxlimits.estimators.SHARE_MAX`` of the prompts): the frontier is degenerate (any gain at
         a vanishing KL), so no answer.
@@ -740,6 +761,11 @@ class TailSolution(NamedTuple):
       fitted: the model applies (per prompt: the tail could be fitted; pooled: at most
         ``SHARE_MAX`` of the prompts could not).
       reasons: ``int32`` bitmask: ``NO_TILT`` where ``no_tilt``.
+      measured_beta, measured_kl, measured_gain, measured_status, measured_reasons: from
+        :func:`extend_solution`, what the samples alone answered on the lanes the model answers
+        (the empirical solution's values, its status code and trust-rule reasons: flagged, or
+        ``KL_AT_OR_ABOVE_CEILING`` / ``GAIN_AT_OR_ABOVE_MAX`` with NaN values), to show beside the
+        model's; NaN (status ``NOT_COMPUTED``, reasons 0) on the other lanes. None from :func:`invert`.
     Scalars: level, replicates.
     """
 
@@ -758,6 +784,11 @@ class TailSolution(NamedTuple):
     reasons: Array
     level: float
     replicates: int
+    measured_beta: Array | None = None
+    measured_kl: Array | None = None
+    measured_gain: Array | None = None
+    measured_status: Array | None = None
+    measured_reasons: Array | None = None
 
     def _columns(self):
         return tables.columns(self, shape_of="beta", index=("prompt", "target") if np.ndim(self.beta) > 1 else ())
@@ -774,8 +805,11 @@ class TailSolution(NamedTuple):
 #: Bisection steps in ``log beta`` of :func:`invert` (the bracket spans at most ``log 1e12``).
 BISECTION_STEPS = 64
 #: Betas of the grid (log-spaced from the smallest solution / 20 to the largest x 20 or 100 reward spreads) on
-#: which the model's band is projected onto the answer: one size, so one program serves every call of a shape.
-GRID_POINTS = 49
+#: which every member's curve is inverted (linear interpolation between grid points): one size, so one
+#: program serves every call of a shape.
+GRID_POINTS = 64
+#: Betas of the second grid, over the brackets the first left open next to a beta without a tilt.
+REFINE_POINTS = 33
 
 
 class _PointModel(NamedTuple):
@@ -853,22 +887,231 @@ def _bisect(srt, n, m, xi, sigma, y, t_lo, t_hi, *, is_kl: bool, pooled: bool):
     return (t, jnp.mean(g, 0), jnp.mean(k, 0)) if pooled else (t, g, k)
 
 
-def _project(y, grid, f_lo, f_hi, o_lo, o_hi):
-    """The band's projection: the betas of ``grid [B]`` (ascending) where ``y [..., 1]`` is inside
-    ``[f_lo, f_hi] [..., B]`` (one step wider each side), and the other quantity's ``[o_lo, o_hi]`` over
-    them. NaN limits count as open. Returns ``beta_lo, beta_hi, other_lo, other_hi [...]``."""
-    inside = ~(f_lo > y) & ~(f_hi < y)
-    wide = inside.copy()
-    wide[..., 1:] |= inside[..., :-1]
-    wide[..., :-1] |= inside[..., 1:]
-    any_ = wide.any(-1)
-    b_lo = np.where(inside[..., 0], 0.0, np.min(np.where(wide, grid, np.inf), -1))
-    b_hi = np.where(inside[..., -1], np.inf, np.max(np.where(wide, grid, -np.inf), -1))
-    o_lo, o_hi = np.where(np.isnan(o_lo), 0.0, o_lo), np.where(np.isnan(o_hi), np.inf, o_hi)
-    lo = np.where(inside[..., -1], 0.0, np.min(np.where(wide, o_lo, np.inf), -1))
-    hi = np.where(inside[..., 0], np.inf, np.max(np.where(wide, o_hi, -np.inf), -1))
-    nan = lambda v: np.where(any_, v, np.nan)  # noqa: E731
-    return nan(b_lo), nan(b_hi), nan(lo), nan(hi)
+@jax.jit
+def _brackets(f, o, beta, y):
+    """Where each member curve crosses each target, on a grid.
+
+    ``f, o [..., B]``: a family of curves on the ascending grid ``beta [B]`` (``f`` decreasing: the
+    inverted quantity; ``o`` the answer, also decreasing), ``y [K, ...]`` the targets (broadcast
+    against ``f``'s leading axes). Returns ``(f, o, beta)`` at the last grid point with ``f >= y``
+    (``(inf, inf, 0)`` where none) and at the first with ``f < y`` (``(0, 0, inf)`` where none),
+    each ``[K, ...]``; one target at a time (memory of one family).
+    """
+    size = beta.shape[0]
+    idx = jnp.arange(size)
+
+    def one(yk):
+        above = f >= yk[..., None]
+        i_a = jnp.max(jnp.where(above, idx, -1), -1)
+        i_b = jnp.min(jnp.where(above, size, idx), -1)
+        take = lambda v, i: jnp.take_along_axis(v, jnp.clip(i, 0, size - 1)[..., None], -1)[..., 0]  # noqa: E731
+        has_a, has_b = i_a >= 0, i_b < size
+        inf = jnp.asarray(jnp.inf, f.dtype)
+        return (jnp.where(has_a, take(f, i_a), inf), jnp.where(has_a, take(o, i_a), inf),
+                jnp.where(has_a, beta[jnp.clip(i_a, 0, size - 1)], 0), jnp.where(has_b, take(f, i_b), 0),
+                jnp.where(has_b, take(o, i_b), 0), jnp.where(has_b, beta[jnp.clip(i_b, 0, size - 1)], inf))
+
+    return jax.lax.map(one, y)
+
+
+def _merge(state, block):
+    """Brackets of two sets of grid points (blocks of one grid, or another grid): the point above with the
+    largest beta, the point below with the smallest (the curves are monotone)."""
+    if state is None:
+        return block
+    above = block[2] > state[2]
+    below = block[5] < state[5]
+    return tuple(np.where(above, b, s) for s, b in zip(state[:3], block[:3])) + tuple(
+        np.where(below, b, s) for s, b in zip(state[3:], block[3:]))
+
+
+def _answers(br, y, no_tilt_answer: float):
+    """A member's answer from its bracket: ``(lo, hi, beta_lo, beta_hi)``, each ``[K, ...]``.
+
+    Between two grid points the answer is interpolated linearly in the inverted quantity (``lo = hi``
+    there); where the bracket is open (the crossing outside the grid, or next to a beta without a
+    tilt) the answer is only bounded by its ends (``0`` or ``inf`` outside the grid). A member with no
+    tilt even at the grid's largest beta (``xi > 0``) has a degenerate frontier, any gain at a
+    vanishing KL: its answer is ``no_tilt_answer`` (``inf`` for a gain, ``0`` for a KL), beta ``[0, inf]``.
+    """
+    f_a, o_a, b_a, f_b, o_b, b_b = br
+    degenerate = np.isposinf(f_a) & np.isposinf(b_b)
+    o_a, o_b = np.where(degenerate, no_tilt_answer, o_a), np.where(degenerate, no_tilt_answer, o_b)
+    b_a = np.where(degenerate, 0.0, b_a)
+    ok = np.isfinite(f_a) & np.isfinite(o_a) & np.isfinite(b_b) & (f_a > f_b)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        w = np.where(ok, (f_a - y) / np.where(ok, f_a - f_b, 1.0), 0.0)
+        mid = o_a + w * (o_b - o_a)
+        b_mid = np.exp(np.log(np.where(ok, b_a, 1.0)) + w * np.log(np.where(ok, b_b / b_a, 1.0)))
+    return np.where(ok, mid, o_b), np.where(ok, mid, o_a), np.where(ok, b_mid, b_a), np.where(ok, b_mid, b_b)
+
+
+def _quantile(x, q, axis, low: bool):
+    """A conservative order statistic of ``x`` along ``axis`` (``inf`` kept, NaN ignored)."""
+    with np.errstate(invalid="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nanquantile(x, q, axis=axis, method="lower" if low else "higher")
+
+
+def _member_bands(samples, grid, y, *, kind: str, pooled: bool, level: float, replicates: int, key, where: str,
+                  memory_budget):
+    r"""The answer's interval from inverting every member of the tail model's uncertainty.
+
+    The members are those of :func:`tail_curve`'s band, each a whole curve (a tail and a body): the
+    parametric bootstrap's replicates at each threshold, the profile-likelihood set's tails (with
+    the body's bootstrap deviations of the answer), the selected and unrestricted fits, and, where
+    the shape's upper limit is not below :data:`XI_PENULTIMATE`, the exponential tail at its
+    scale's upper limit. Each member's curve on ``grid [G]`` is inverted for each target
+    (:func:`_brackets`, :func:`_answers`), then again on a second grid of :data:`REFINE_POINTS`
+    betas over the brackets left open next to a beta without a tilt (the same replicates: the
+    brackets merge); pooled members are curves of the mean over prompts.
+
+    The frontier of a member with ``xi > 0`` is degenerate (no tilt: any gain at a vanishing KL),
+    so its answer is ``inf`` for a KL budget's gain and ``0`` for a gain's KL. As in
+    :func:`tail_curve`, such a member counts as fitted on the side where the frontier is high (the
+    upper limit of a gain, the lower limit of a KL) and with its exponential tail on the other (a
+    lower frontier: conservative). Per threshold: the bootstrap's percentile limits of the answers
+    and the profile set's extreme answers (plus the body's percentile deviations) and the point
+    fits' answers; the interval is their envelope over the thresholds. Pooled (one beta for all
+    prompts, so the prompts' sets cannot be inverted one by one), the profile set enters as two
+    curves: the mean over prompts of each set's lowest-frontier tail (its nearest upper end, ``xi > 0``
+    made exponential) and of its highest (the farthest end), with the body's pointwise percentile
+    deviations on the conservative side.
+
+    Returns ``lo, hi, beta_lo, beta_hi`` of the answer (KL for ``kind="gain"``, gain for
+    ``kind="kl"``), ``y``'s shape (``[K]`` pooled, ``[P, K]`` per prompt).
+    """
+    is_kl = kind == "kl"
+    yk = np.asarray(y, float).T  # [K] or [K, P]
+    state, extra = {}, None
+
+    def run(grid_):
+        nonlocal extra
+        for betas, out, ctx in _blocks(samples, grid_, level, replicates, THRESHOLDS, key, memory_budget, where,
+                                       members=True):
+            if extra is None:  # the shape's interval and the profile set's membership do not depend on beta
+                opened = ~(np.asarray(_assemble(betas, *out[:5], *ctx).xi_hi, float) < XI_PENULTIMATE)  # [P]
+                extra = (np.asarray(out[5][3]), opened)
+            beta = np.concatenate([betas, np.full(np.shape(out[1][0])[-1] - betas.size, betas[-1])])
+            for name, (g, k) in _families(out, extra[1], level, pooled).items():
+                f, o = (k, g) if is_kl else (g, k)
+                shape = (yk.shape[0],) + (1,) * _LEAD[name] + (() if pooled else (yk.shape[1],)) + (1,)
+                br = _brackets(f, o, jnp.asarray(beta, f.dtype), jnp.asarray(yk.reshape(shape), f.dtype))
+                state[name] = _merge(state.get(name), tuple(np.asarray(v, float) for v in br))
+
+    run(grid)
+    # crossings next to a beta without a tilt (an exponential-type tail near its critical beta, where gain and KL
+    # rise steeply) are only bounded by the grid points: a second grid over the betas of those brackets
+    open_ = [(br[2][m], br[5][m]) for br in state.values()
+             for m in [np.isposinf(br[0]) & (br[2] > 0) & np.isfinite(br[5])] if m.any()]
+    if open_ and REFINE_POINTS:
+        lo, hi = min(float(np.min(a)) for a, _ in open_), max(float(np.max(b)) for _, b in open_)
+        run(np.geomspace(lo, hi, REFINE_POINTS))
+    return _combine(state, yk, *extra, is_kl=is_kl, pooled=pooled, level=level)
+
+
+#: Member axes of each family of curves (replicates, the profile set's tails) before ``[P,] T, B``.
+_LEAD = {"fit": 1, "exp": 1, "body": 1, "prof": 1, "prof_low": 1, "sel": 0, "gpd": 0, "exphi": 0, "pess": 0, "opt": 0}
+
+
+def _families(out, opened, level, pooled):
+    """The member curves ``(gain, kl)`` of one block of betas, by family (see :func:`_member_bands`).
+
+    ``fit``/``exp``: the bootstrap's replicates as fitted / with ``xi > 0`` made exponential; ``body``:
+    the body resampled, the tail as fitted; ``sel``/``gpd``: the selected and unrestricted fits;
+    ``exphi``: the exponential tail at its scale's upper limit (pooled: where the prompt's shape
+    interval is open, else its selected fit); per prompt ``prof``/``prof_low``: the profile set's tails
+    as fitted / with ``xi > 0`` made exponential; pooled ``pess``/``opt``: the mean over prompts of each
+    set's nearest-end / farthest-end tail, with the body's pointwise percentile deviations.
+    """
+    (tfit, raw), (gain, kl, gain_gpd, kl_gpd, g_exp, k_exp), pool, reps, _, mem = out
+    g_rep, k_rep, gl_rep, kl_rep = reps[:4]
+    g_j, k_j, xi_j, in_set, g_e, k_e = mem
+    heavy_j = (xi_j > 0)[..., None]
+    # the body's replicates from their deviations (no deviation where the tail has no tilt: inf there)
+    body = lambda dev, v: jnp.where(jnp.isinf(v), v, dev + v)  # noqa: E731
+    if not pooled:
+        return {"fit": (g_rep, k_rep), "exp": (gl_rep, kl_rep), "body": (body(reps[10], gain), body(reps[11], kl)),
+                "sel": (gain, kl), "gpd": (gain_gpd, kl_gpd), "exphi": (g_exp, k_exp), "prof": (g_j, k_j),
+                "prof_low": (jnp.where(heavy_j, g_e, g_j), jnp.where(heavy_j, k_e, k_j))}
+    pg_sel, pk_sel, pg_gpd, pk_gpd = pool
+    any_in = jnp.any(in_set, 0)[..., None]
+
+    # the set's tails are ordered by their upper end (_PROFILE_C): the first member in the set has the lowest
+    # frontier (the nearest end), the last the highest; per prompt those, the selected fit where the set is empty
+    j_lo = jnp.argmax(in_set, 0)[None, ..., None]
+    j_hi = (in_set.shape[0] - 1 - jnp.argmax(in_set[::-1], 0))[None, ..., None]
+
+    def ext(v, lo, fallback):
+        return jnp.where(any_in, jnp.take_along_axis(v, j_lo if lo else j_hi, 0)[0], fallback)
+
+    def dev(v, lo):  # the body's pointwise percentile deviation (0 where there is none)
+        q = jnp.nanquantile(v, (1 - level) / 2 if lo else (1 + level) / 2, axis=0, method="lower" if lo else "higher")
+        return jnp.nan_to_num(q, nan=0.0, posinf=0.0, neginf=0.0)
+
+    g_low, k_low = jnp.where(heavy_j, g_e, g_j), jnp.where(heavy_j, k_e, k_j)
+    sel_low = (jnp.where((tfit.xi > 0)[..., None], g_e, gain), jnp.where((tfit.xi > 0)[..., None], k_e, kl))
+    op = jnp.asarray(opened)[:, None, None]
+    return {"fit": reps[6:8], "exp": reps[8:10], "body": (body(reps[12], pg_sel), body(reps[13], pk_sel)),
+            "sel": (pg_sel, pk_sel), "gpd": (pg_gpd, pk_gpd),
+            "exphi": tuple(jnp.mean(jnp.where(op, e, v), 0) for e, v in zip((g_exp, k_exp), sel_low)),
+            "pess": (jnp.mean(ext(g_low, True, gain), 0) + dev(reps[12], True),
+                     jnp.mean(ext(k_low, True, kl), 0) + dev(reps[13], False)),
+            "opt": (jnp.mean(ext(g_j, False, gain), 0) + dev(reps[12], False),
+                    jnp.mean(ext(k_j, False, kl), 0) + dev(reps[13], True))}
+
+
+def _combine(state, yk, in_set, opened, *, is_kl: bool, pooled: bool, level: float):
+    """The interval from the members' brackets (see :func:`_member_bands`): ``lo, hi, beta_lo, beta_hi``."""
+    import functools as ft
+
+    def ans(name):
+        lead = _LEAD[name]
+        shape = (yk.shape[0],) + (1,) * lead + (() if pooled else (yk.shape[1],)) + (1,)
+        return _answers(state[name], yk.reshape(shape), np.inf if is_kl else 0.0)
+
+    a = {name: ans(name) for name in state}
+    lo_q, hi_q = (1 - level) / 2, (1 + level) / 2
+    # which members bound which side: a high frontier (xi > 0 as fitted) gives a large gain and a small KL
+    high, low = ("fit", "prof", "opt"), ("exp", "prof_low", "pess")
+    lo_f, hi_f = (low, high) if is_kl else (high, low)
+    fmin, fmax = (lambda v: ft.reduce(np.fmin, v)), (lambda v: ft.reduce(np.fmax, v))  # noqa: E731
+
+    def body(i, low_):  # the body's percentile deviation of the answer (0 where there is none)
+        with np.errstate(invalid="ignore"):
+            d = a["body"][i] - a["sel"][i][:, None]
+        return np.nan_to_num(_quantile(d, lo_q if low_ else hi_q, 1, low_), nan=0.0, posinf=0.0, neginf=0.0)
+
+    lo = [_quantile(a[lo_f[0]][0], lo_q, 1, True), a["sel"][0], a["gpd"][0]]
+    hi = [_quantile(a[hi_f[0]][1], hi_q, 1, False), a["sel"][1], a["gpd"][1]]
+    b_lo = [_quantile(a["exp"][2], lo_q, 1, True), a["sel"][2]]
+    b_hi = [_quantile(a["exp"][3], hi_q, 1, False), a["sel"][3]]
+    if pooled:
+        lo.append(a[lo_f[2]][0])
+        hi.append(a[hi_f[2]][1])
+        b_lo.append(a["pess"][2])
+        b_hi.append(a["pess"][3])
+        op = bool(np.any(opened))
+    else:
+        ins = in_set[None]
+        lo.append(np.min(np.where(ins, a[lo_f[1]][0], np.inf), 1) + body(0, True))
+        hi.append(np.max(np.where(ins, a[hi_f[1]][1], -np.inf), 1) + body(1, False))
+        b_lo.append(np.min(np.where(ins, a["prof_low"][2], np.inf), 1))
+        b_hi.append(np.max(np.where(ins, a["prof_low"][3], -np.inf), 1))
+        op = opened[None, :, None]
+    lo, hi, b_lo, b_hi = fmin(lo), fmax(hi), fmin(b_lo), fmax(b_hi)
+    # where the shape's interval is open above: the exponential tail at its scale's upper limit too
+    e_lo, e_hi, eb_lo, eb_hi = a["exphi"]
+    if is_kl:
+        hi = np.where(op, np.fmax(hi, e_hi), hi)
+    else:
+        lo = np.where(op, np.fmin(lo, e_lo), lo)
+    b_lo, b_hi = np.where(op, np.fmin(b_lo, eb_lo), b_lo), np.where(op, np.fmax(b_hi, eb_hi), b_hi)
+    env = [np.fmin.reduce(lo, -1), np.fmax.reduce(hi, -1), np.fmin.reduce(b_lo, -1), np.fmax.reduce(b_hi, -1)]
+    return [np.maximum(v, 0).T for v in env]
 
 
 def invert(samples: Samples, targets, *, kind: str, pooled: bool, level: float = 0.95, replicates: int = 200,
@@ -879,9 +1122,13 @@ def invert(samples: Samples, targets, *, kind: str, pooled: bool, level: float =
     monotone gain and KL curves in ``beta``; each target is solved by bisection in ``log beta``
     (:data:`BISECTION_STEPS`) between the critical beta (or ``1e-6`` times the tail's scale for a
     finite end) and ``1e6`` times it, pooled on the mean over prompts at one shared beta. The
-    interval projects the model's band (:func:`tail_curve` at ``level`` on a grid of
-    :data:`GRID_POINTS` betas around the solutions) onto the answer: the KL budget
-    interval of a gain target, the reachable gain interval of a KL budget.
+    interval comes from inverting every member of the model's uncertainty for the target (the
+    bootstrap's replicates, the profile-likelihood set's tails and the fits, at every threshold, on
+    a grid of :data:`GRID_POINTS` betas around the solutions, refined where needed;
+    :func:`_member_bands`): quantiles of
+    the replicates' answers, combined with the set's and the fits' as :func:`tail_curve` combines
+    them. An upper limit is infinite only where more than ``(1 - level)/2`` of the replicates (or a
+    fit or a tail of the set) have no finite answer (no tilt, a gain past their upper end).
 
     Args:
       samples: plain samples ``[P, N]`` (see :func:`tail_curve`).
@@ -960,14 +1207,11 @@ def invert(samples: Samples, targets, *, kind: str, pooled: bool, level: float =
         lo_b, hi_b = float(np.min(b_ok)) / 20, max(float(np.max(b_ok)) * 20, 100 * sd)
         grid = np.geomspace(lo_b, hi_b, GRID_POINTS)
         key = jax.random.PRNGKey(0) if key is None else key
-        c = tail_curve(samples, grid, level=level, replicates=replicates, key=jax.random.fold_in(key, 17),
-                       memory_budget=memory_budget)
-        pre = "" if pooled else "prompt_"
-        band = {q: np.asarray(getattr(c, f"{pre}{q}"), float) for q in ("gain_lo", "gain_hi", "kl_lo", "kl_hi")}
-        f, o = ("gain", "kl") if kind == "gain" else ("kl", "gain")
-        ex = (lambda v: v[None, :]) if pooled else (lambda v: v[:, None, :])  # noqa: E731
-        b_lo, b_hi, o_lo, o_hi = _project(y[..., None], grid, ex(band[f"{f}_lo"]), ex(band[f"{f}_hi"]),
-                                          ex(band[f"{o}_lo"]), ex(band[f"{o}_hi"]))
+        a_lo, a_hi, b_lo, b_hi = _member_bands(samples, grid, np.where(solved | beyond, y, y_in), kind=kind,
+                                               pooled=pooled, level=level, replicates=replicates,
+                                               key=jax.random.fold_in(key, 17), where=where,
+                                               memory_budget=memory_budget)
+        o_lo, o_hi = a_lo, a_hi
         other = k if kind == "gain" else g
         lims = [np.fmin(b_lo, beta), np.fmax(b_hi, beta), np.fmin(o_lo, other), np.fmax(o_hi, other)]
         # beyond the point curve's reach the band may still reach the target: its interval is kept there
@@ -994,7 +1238,8 @@ def extend_solution(sol, samples: Samples, targets, *, kind: str, pooled: bool, 
     no tilt the status is ``NO_TILT``, where the target is past what it reaches ``BEYOND_UPPER_END``
     (values NaN). Lanes the model does not apply to (a tail that could not be fitted) are unchanged.
     Every other lane is the empirical answer, unchanged. The result has ``extrapolated`` (bool, the
-    solution's shape) and ``tail`` (a :class:`TailSolution` of that shape with the intervals).
+    solution's shape) and ``tail`` (a :class:`TailSolution` of that shape with the intervals and, on
+    the extrapolated lanes, the measured answer it replaced: ``tail.measured_*``).
     ``memory_budget``: of :func:`tail_curve`.
     """
     from .inversion import Status
@@ -1026,8 +1271,12 @@ def extend_solution(sol, samples: Samples, targets, *, kind: str, pooled: bool, 
     code = np.where(no_tilt, int(Status.NO_TILT), np.where(beyond, int(Status.BEYOND_UPPER_END),
                                                              np.where(solved, int(Status.EXTRAPOLATED), status)))
     mask = lambda v: np.where(ext, np.asarray(v), False)  # noqa: E731
+    measured = {f"measured_{f}": jnp.asarray(np.where(ext, np.asarray(getattr(sol, f), float), np.nan), dt)
+                for f in ("beta", "kl", "gain")}
     ts = ts._replace(no_tilt=jnp.asarray(no_tilt), beyond_end=jnp.asarray(beyond), fitted=jnp.asarray(mask(ts.fitted)),
-                     reasons=jnp.where(jnp.asarray(ext), ts.reasons, 0))
+                     reasons=jnp.where(jnp.asarray(ext), ts.reasons, 0), **measured,
+                     measured_status=jnp.asarray(np.where(ext, status, int(Status.NOT_COMPUTED)).astype(status.dtype)),
+                     measured_reasons=jnp.asarray(np.where(ext, np.asarray(sol.reasons), 0).astype(np.int32)))
     return sol._replace(
         beta=take(sol.beta, ts.beta), kl=take(sol.kl, ts.kl), gain=take(sol.gain, ts.gain),
         kl_se=take(sol.kl_se, np.where(solved, kl_se, np.nan)),

@@ -75,6 +75,66 @@ def test_max_gain_at_kl_past_the_ceiling_per_prompt(exp_samples):
     assert np.median(np.abs(np.asarray(sol.gain) / g_true - 1)) < 0.2
 
 
+def test_intervals_from_replicates_hold_the_exponential_truth(exp_samples):
+    """Each bootstrap replicate's (and profile member's) curve inverted, the interval from their answers:
+    informative (a real lower limit of the gain at a KL inside the ceiling, where the projected band gave
+    [0, inf]) and holding the exact tilt (gain 1/(A - 1/beta) - 1/A) on most prompts of a fixed seed."""
+    from scipy import optimize
+
+    budget = 1.0  # inside the ceiling log N = 5.5, but flagged: the model answers
+    beta_true = optimize.brentq(lambda b: _exp_truth(b)[1] - budget, 1 / A * (1 + 1e-12), 100)
+    g_true = _exp_truth(beta_true)[0]
+    sol = jl.max_gain_at_kl(exp_samples, [budget], pooled=False, tail="gpd", tail_replicates=R)
+    ext = np.asarray(sol.extrapolated)[:, 0]
+    assert ext.sum() >= P - 1
+    lo, hi = (np.asarray(getattr(sol.tail, f"gain_{e}"))[ext, 0] for e in ("lo", "hi"))
+    assert np.all(lo > 0.4 * g_true) and np.all(lo <= np.asarray(sol.gain)[ext, 0])  # finite below, under the point
+    assert ((lo <= g_true) & (g_true <= hi)).sum() >= ext.sum() - 1, (lo, hi, g_true)
+    # the measured (flagged) answer is kept beside the model's
+    t = sol.tail
+    assert np.all(np.isfinite(np.asarray(t.measured_gain)[ext, 0]))
+    assert np.all(np.asarray(t.measured_status)[ext, 0] == Status.OK)
+    assert np.all(np.asarray(t.measured_reasons)[ext, 0] != 0)
+    # pooled: one beta for all prompts, a real lower limit too
+    pooled = jl.max_gain_at_kl(exp_samples, [budget], tail="gpd", tail_replicates=R)
+    assert bool(pooled.extrapolated[0])
+    assert 0.5 * g_true < float(pooled.tail.gain_lo[0]) <= g_true <= float(pooled.tail.gain_hi[0])
+    # the least KL for the true gain: the interval holds the true KL; with xi > 0 plausible (exponential
+    # rewards: about half the replicates) the lower limit is 0 (such a tail needs no KL), the upper finite
+    sk = jl.min_kl_for_gain(exp_samples, [g_true], pooled=False, tail="gpd", tail_replicates=R)
+    ext = np.asarray(sk.extrapolated)[:, 0]
+    klo, khi = (np.asarray(getattr(sk.tail, f"kl_{e}"))[ext, 0] for e in ("lo", "hi"))
+    assert ((klo <= budget) & (budget <= khi)).sum() >= ext.sum() - 1, (klo, khi)
+    assert np.isfinite(khi).sum() >= ext.sum() // 2
+
+
+def test_member_brackets_on_a_known_curve():
+    """The per-member inversion on a grid: a member curve f = 1/beta, o = 2/beta crossed at y = 1/b*."""
+    import jax.numpy as jnp
+
+    from jaxlimits import tail as tail_model
+
+    grid = np.geomspace(0.1, 10, 41)
+    f = np.stack([1 / grid, 3 / grid, np.full_like(grid, np.inf)])  # the last: no tilt anywhere (xi > 0)
+    y = np.array([[0.5], [2.0]])  # [K, 1]: each target against every member
+    br = tuple(np.asarray(v) for v in tail_model._brackets(jnp.asarray(f), jnp.asarray(2 * f), jnp.asarray(grid),
+                                                           jnp.asarray(y)))
+    lo, hi, b_lo, b_hi = tail_model._answers(br, y, np.inf)
+    np.testing.assert_allclose(lo[:, :2], [[1.0, 1.0], [4.0, 4.0]], rtol=1e-12)  # o = 2 y on the curve
+    np.testing.assert_allclose(hi[:, :2], lo[:, :2])
+    b_true = np.array([[2.0, 6.0], [0.5, 1.5]])  # f = y
+    # beta: log beta interpolated linearly in f between grid points 12% apart (second order in the step)
+    np.testing.assert_allclose(b_lo[:, :2], b_true, rtol=3e-3)
+    assert np.array_equal(b_lo[:, :2], b_hi[:, :2]) and np.all(b_lo[:, 2] == 0) and np.all(np.isposinf(b_hi[:, 2]))
+    assert np.all(np.isposinf(lo[:, 2])) and np.all(np.isposinf(hi[:, 2]))  # a degenerate frontier: any gain
+    assert np.all(tail_model._answers(br, y, 0.0)[0][:, 2] == 0)  # ... at a vanishing KL
+    # a crossing beyond the grid's large end is only bounded: [0, o at the largest beta]
+    br2 = tuple(np.asarray(v) for v in tail_model._brackets(jnp.asarray(f[:1]), jnp.asarray(2 * f[:1]),
+                                                            jnp.asarray(grid), jnp.asarray([[0.01]])))
+    lo2, hi2 = tail_model._answers(br2, np.array([[0.01]]), np.inf)[:2]
+    assert lo2[0, 0] == 0 and hi2[0, 0] == 2 / grid[-1]
+
+
 def test_student_t_reports_no_tilt():
     s = jl.Samples(np.random.default_rng(0).standard_t(3, size=(P, N)))
     sol = jl.max_gain_at_kl(s, [8.0], pooled=False, tail="gpd", tail_replicates=R, throw=False)
@@ -148,6 +208,23 @@ def test_cli_invert_and_compare_tail(tmp_path, capsys):
     rows = json.loads(out.read_text())["rows"]
     assert rows[0]["status"] != "extrapolated" and rows[0]["tail_kl_lo"] is None
     assert rows[1]["status"] == "extrapolated" and rows[1]["tail_kl_lo"] <= rows[1]["kl"]
+    # the measured answer beside the model's: past the samples' largest gain there is none, and it says why
+    assert rows[0]["measured_kl"] is None and rows[0]["measured_status"] is None
+    assert rows[1]["measured_kl"] is None and rows[1]["measured_solver_status"] == "GAIN_AT_OR_ABOVE_MAX"
+    assert "measured (flag)" in text and "- (gain_at_or_above_max)" in text
+    # a flagged gain inside the samples' range: the measured (flagged) KL beside the model's, in the table and --out
+    out2 = tmp_path / "inv2.csv"
+    assert main(["invert", str(path), "--x64", "--kl", "1", "--tail", "gpd", "--tail-replicates", str(R),
+                 "--out", str(out2)]) == 0
+    text = capsys.readouterr().out
+    import csv
+
+    with out2.open() as fh:
+        row = next(csv.DictReader(fh))
+    assert row["status"] == "extrapolated" and float(row["measured_gain"]) > 0 and row["measured_reasons"]
+    line = next(x for x in text.splitlines() if x.strip().startswith("KL 1 "))
+    assert f"{float(row['measured_gain']):.4g} ({row['measured_reasons']})" in line
+    assert f"{float(row['gain']):.4g} [" in line
     assert main(["invert", str(path), "--gain", "4", "--tail", "gpd", "--tail-replicates", "1"]) == 2
     assert "--tail-replicates 1" in capsys.readouterr().err
     runs = tmp_path / "runs.csv"
@@ -157,6 +234,21 @@ def test_cli_invert_and_compare_tail(tmp_path, capsys):
                  "--tail-replicates", str(R), "--out", str(cmp_out)]) == 0
     rows = json.loads(cmp_out.read_text())["rows"]
     assert rows[0]["status"] == "extrapolated" and rows[0]["frontier_status"] == "extrapolated"
+    # past the ceiling the samples give no frontier: the measured column says why
+    assert rows[0]["measured_frontier_gain"] is None
+    assert rows[0]["measured_frontier_status"] == "kl_at_or_above_ceiling"
     # the table: the model's frontier with its interval in brackets, no plain left/eff. computed from it
-    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("far "))
+    table = capsys.readouterr().out
+    line = next(x for x in table.splitlines() if x.startswith("far "))
     assert f"[{rows[0]['frontier_gain_lo']:.4g}, " in line and f"{rows[0]['left_on_table']:.4g}" not in line
+    assert "measured (flag)" in table and "- (kl_at_or_above_ceiling)" in line
+
+
+def test_compare_shows_the_measured_frontier_beside_the_model(exp_samples):
+    """At a KL inside the ceiling where the samples' frontier is flagged: both numbers, the flag's reasons."""
+    res = jl.compare(exp_samples, [jl.Run("mid", kl=1.0, gain=0.5)], tail="gpd", tail_replicates=R)
+    row = res.rows()[0]
+    assert row["extrapolated"] and row["measured_frontier_status"] == "ok" and row["measured_frontier_reasons"]
+    plain = jl.compare(exp_samples, [jl.Run("mid", kl=1.0, gain=0.5)]).rows()[0]
+    assert row["measured_frontier_gain"] == pytest.approx(plain["frontier_gain"], rel=1e-12)
+    assert row["measured_frontier_gain"] != row["frontier_gain"]

@@ -107,14 +107,31 @@ def _interval(x, lo, hi) -> str:
     return f"{_num(x)} [{_num(lo)}, {'inf' if hi is None else _num(hi)}]"
 
 
+def _measured(r: dict) -> str:
+    """Beside an extrapolated row: what the samples alone say there (the frontier's gain, and KL*(gain) where
+    that is the model's), with why it is flagged (``tail+ess``) or why there is no value."""
+    parts = []
+    for value, solve, what, show in (("frontier_gain", "frontier", "", r.get("extrapolated")),
+                                     ("min_kl", "min_kl", "KL* ", r.get("min_kl_status") == "extrapolated")):
+        if not show:
+            continue
+        v, st, why = (r[f"measured_{k}"] for k in (value, f"{solve}_status", f"{solve}_reasons"))
+        parts.append(f"{what}{_num(v)} ({why or st})" if v is not None else f"{what}- ({st})")
+    return "; ".join(parts)
+
+
 def print_table(rows: list[dict], unit: str = "reward units") -> None:
-    """The rows as a table; where the frontier is unknown its bounds are printed as bounds (>=, <=)."""
+    """The rows as a table; where the frontier is unknown its bounds are printed as bounds (>=, <=); with a tail
+    model, extrapolated rows also show the measured (flagged) values beside the model's."""
     from ..status import legend
 
     width = max(12, *(len(r["name"]) for r in rows))
-    c.say(f"{'run':<{width}} {'KL (nats)':>16} {'gain':>16} {'frontier':>16} {'left':>10} {'eff.':>7} "
+    ext = [_measured(r) for r in rows]
+    m_width = max((len(m) for m in ext), default=0)
+    m_head = f" {'measured (flag)':>{max(m_width, 15)}}" if m_width else ""
+    c.say(f"{'run':<{width}} {'KL (nats)':>16} {'gain':>16} {'frontier':>16}{m_head} {'left':>10} {'eff.':>7} "
           f"{'KL*(gain)':>9} {'KL eff.':>7}  status")
-    for r in rows:
+    for r, m in zip(rows, ext):
         if r["lower_bound"]:
             front = _num(r["frontier_gain_lower_bound"], bound="≥ ")
             left = _num(r["left_on_table_lower_bound"], bound="≥ ")
@@ -126,15 +143,17 @@ def print_table(rows: list[dict], unit: str = "reward units") -> None:
             left, eff = _num(r["left_on_table"]), _num(r["reward_efficiency"])
         model_kl = r.get("min_kl_status") == "extrapolated"  # in the note, with its interval
         min_kl, kl_eff = ("-", "-") if model_kl else (_num(r["min_kl"]), _num(r["kl_efficiency"]))
+        m_col = f" {m:>{max(m_width, 15)}}" if m_width else ""
         c.say(f"{r['name']:<{width}} {_num(r['kl'], r['kl_se']):>16} {_num(r['gain'], r['gain_se']):>16} "
-              f"{front:>16} {left:>10} {eff:>7} {min_kl:>9} {kl_eff:>7}  {r['status']}"
+              f"{front:>16}{m_col} {left:>10} {eff:>7} {min_kl:>9} {kl_eff:>7}  {r['status']}"
               + (f" ({r['frontier_reasons']})" if r.get("frontier_reasons") else ""))
     c.say(f"gain, frontier and left in {unit}; eff. = gain / frontier at the run's KL; KL eff. = KL*(gain) / KL; "
           "≥ and ≤ mark bounds where the frontier is unknown")
     if any(r.get("extrapolated") or r.get("min_kl_status") == "extrapolated" for r in rows):
         c.say("extrapolated: a tail model's frontier is printed with its interval in brackets; left, eff. (and "
               "KL*(gain), KL eff. where that is the model's) are not printed for it: the note gives the model's "
-              "values with their interval, --out writes them with status extrapolated")
+              "values with their interval, --out writes them with status extrapolated; 'measured (flag)' is what "
+              "the samples alone say there and why it is flagged, or why they say nothing (--out: measured_*)")
     for line in legend(r["status"] for r in rows):
         c.say(line)
 

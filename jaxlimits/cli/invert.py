@@ -41,7 +41,11 @@ def rows_of(question: str, targets, sol, prompt_ids=None) -> list[dict]:
     """Table rows of a :class:`jaxlimits.inversion.Solution` (one per target, or per prompt and target).
 
     ``status`` is a word of ``jaxlimits.status.VOCABULARY``, ``reason`` says why (empty when
-    solved), ``solver_status`` is the solver's code name (``jaxlimits.status.NAMES``).
+    solved), ``solver_status`` is the solver's code name (``jaxlimits.status.NAMES``). With a tail
+    model: ``extrapolated``, the model's interval ``tail_*`` and, on extrapolated rows, the measured
+    answer it replaced, ``measured_beta``, ``measured_kl``, ``measured_gain`` (empty where the samples
+    gave none), ``measured_status``, ``measured_solver_status`` and ``measured_reasons`` (why it is
+    flagged).
     """
     from ..estimators import reason_names
     from ..status import NAMES, of_solution
@@ -74,6 +78,14 @@ def rows_of(question: str, targets, sol, prompt_ids=None) -> list[dict]:
             for k in ("beta_lo", "beta_hi", "kl_lo", "kl_hi", "gain_lo", "gain_hi"):
                 v = float(np.asarray(getattr(sol.tail, k))[at])
                 row[f"tail_{k}"] = v if ext and np.isfinite(v) else None
+            # what the samples alone said there (flagged, or no answer), beside the model's
+            for k in ("beta", "kl", "gain"):
+                v = float(np.asarray(getattr(sol.tail, f"measured_{k}"))[at])
+                row[f"measured_{k}"] = v if ext and np.isfinite(v) else None
+            m_code = int(np.asarray(sol.tail.measured_status)[at])
+            row["measured_status"] = of_solution(m_code, True)[0] if ext else None
+            row["measured_solver_status"] = NAMES[m_code] if ext else None
+            row["measured_reasons"] = reason_names(int(np.asarray(sol.tail.measured_reasons)[at])) if ext else None
         rows.append(row)
     return rows
 
@@ -90,9 +102,20 @@ def _num(x: float, se: float | None = None) -> str:
     return f"{x:.5g} ± {se:.2g}"
 
 
+def _measured(r: dict) -> str:
+    """The measured answer beside an extrapolated row's model answer: its value and why it is flagged
+    (``tail+ess``), or why the samples gave none."""
+    answer = "kl" if r["question"] == "min_kl_for_gain" else "gain"
+    if r[f"measured_{answer}"] is None:
+        return f"- ({r['measured_solver_status'].lower()})"
+    return f"{r[f'measured_{answer}']:.4g}" + (f" ({r['measured_reasons']})" if r["measured_reasons"] else "")
+
+
 def print_table(rows: list[dict], per_prompt: bool) -> None:
     head = f"{'prompt':>12} " if per_prompt else ""
-    c.say(f"{head}{'target':>14} {'beta':>11} {'KL (nats)':>20} {'gain':>20}  status")
+    ext = any(r.get("extrapolated") for r in rows)
+    c.say(f"{head}{'target':>14} {'beta':>11} {'KL (nats)':>20} {'gain':>20}  "
+          + (f"{'measured (flag)':>26}  " if ext else "") + "status")
     shown = rows[:MAX_PRINTED_ROWS] if per_prompt else rows
     for r in shown:
         unit = "gain" if r["question"] == "min_kl_for_gain" else "KL"
@@ -107,7 +130,8 @@ def print_table(rows: list[dict], per_prompt: bool) -> None:
             text = f"{r[answer]:.4g} [{lim[0]:.3g}, " + (
                 f"{lim[1]:.3g}]" if lim[1] is not None else "inf]")
             kl, gain = (text, gain) if answer == "kl" else (kl, text)
-        c.say(f"{pid}{target:>14} {_num(r['beta']):>11} {kl:>20} {gain:>20}  {status}")
+        measured = (f"{_measured(r) if r.get('extrapolated') else '':>26}  " if ext else "")
+        c.say(f"{pid}{target:>14} {_num(r['beta']):>11} {kl:>20} {gain:>20}  {measured}{status}")
     if len(rows) > len(shown):
         c.say(f"... {len(rows) - len(shown)} more rows (write them all with --out)")
 
@@ -168,7 +192,9 @@ def report(samples, args, source: dict, notes: list[str], prompt_ids) -> int:
 
     if any(r.get("extrapolated") for r in rows):
         c.say("(extrapolated: not measured; solved on a model of each prompt's upper reward tail, with its interval in "
-              "brackets (the tail_* columns of --out, empty where the data cannot bound it): README 'Beyond log N')")
+              "brackets (the tail_* columns of --out, empty where the data cannot bound it); 'measured (flag)' is "
+              "what the samples alone answer there and why it is flagged, or why they give none (the measured_* "
+              "columns of --out): README 'Beyond log N')")
     for line in legend(r["status"] for r in rows):
         c.say(line)
     if out is not None:
