@@ -224,6 +224,98 @@ def _body(sorted_r, n, m, lam, weights=None):
     return u, a0, a1, s0
 
 
+#: Body draws per (prompt, threshold) nearest the threshold whose bootstrap terms :func:`_body_replicates`
+#: sums in the log domain; the rest are contracted with the weights. Only a replicate that drops all of
+#: them (probability ``e^-16`` per prompt and threshold) can need the exact path.
+_HEAD = 16
+
+
+class _BodyTiles(NamedTuple):
+    """The replicate-independent part of the bootstrap's body sums (:func:`_body_tiles`)."""
+
+    x: Array  # [P, T, N] x = r - u in the body, 0 elsewhere
+    valid: Array  # [P, N] the prompt's valid draws
+    head: Array  # [P, T, H] ranks of the first H body draws (clipped to N - 1)
+    head_in: Array  # [P, T, H] which of them are in the body
+    shift: Array  # [P, T, B] lam x of the first draw after the head (the body's last draw if none)
+    e0: Array  # [P, T, B, N] exp(lam x - shift) on the body past the head, 0 elsewhere
+    e1: Array  # [P, T, B, N] e0 * x
+
+
+def _body_tiles(sorted_r, n, m, lam) -> _BodyTiles:
+    """The exponentials of :func:`_body` computed once for every replicate (arguments as there).
+
+    Past the head (the :data:`_HEAD` body draws nearest the threshold) the terms are shifted by the
+    largest of them, so ``e0 <= 1`` (``x <= 0`` in the body: no overflow) and a term that underflows
+    is below ``tiny`` times the largest term of any head draw a replicate keeps.
+    """
+    rank = jnp.arange(sorted_r.shape[1])
+    valid = rank[None, :] < n[:, None]
+    u = jnp.take_along_axis(sorted_r, m.astype(jnp.int32), axis=1)  # [P, T]
+    body = (rank[None, None, :] >= m[..., None]) & valid[:, None, :]  # [P, T, N]
+    x = jnp.where(body, sorted_r[:, None, :] - u[..., None], 0)
+    head = m.astype(jnp.int32)[..., None] + jnp.arange(_HEAD)  # [P, T, H]
+    head_in = head < n[:, None, None]
+    head = jnp.minimum(head, sorted_r.shape[1] - 1)
+    first = jnp.minimum(m + _HEAD, n[:, None] - 1).astype(jnp.int32)  # [P, T]
+    shift = lam * jnp.take_along_axis(x, first[..., None], axis=-1)  # [P, T, B]
+    rest = body & (rank[None, None, :] >= m[..., None] + _HEAD)
+    arg = jnp.where(rest[..., None, :], lam[:, None] * x[..., None, :] - shift[..., None], -jnp.inf)
+    e0 = jnp.exp(arg)
+    return _BodyTiles(x, valid, head, head_in, shift, e0, e0 * x[..., None, :])
+
+
+def _body_replicates(tiles: _BodyTiles, n, lam, weights):
+    """:func:`_body`'s ``A0, A1 [R, P, T, B]``, ``S0 [R, P, T]`` for weights ``[R, P, N]``, and ``bad [R, P, T, B]``.
+
+    Per replicate ``sum_i w_i e^{lam x_i}`` and ``sum_i w_i e^{lam x_i} x_i``: over the head, a
+    log-sum-exp of ``lam x_i + log w_i``; past it, contractions of the weights with the tiles,
+    scaled by ``e^{shift - max}``. Equal to :func:`_body` to rounding except where ``bad``: a
+    replicate that keeps no head draw and whose kept rest terms underflow (their sum below
+    ``tiny / eps`` times the replicate's total weight); recompute those exactly.
+    """
+    dtype = tiles.e0.dtype
+    dot = functools.partial(jnp.einsum, precision=jax.lax.Precision.HIGHEST)  # no TF32 on GPUs
+    r0 = dot("rpn,ptbn->rptb", weights, tiles.e0)
+    r1 = dot("rpn,ptbn->rptb", weights, tiles.e1)
+    s0 = dot("rpn,ptn->rpt", weights, tiles.x) / n[:, None]
+    p_idx = jnp.arange(weights.shape[1])[:, None, None]
+    w_h = weights[:, p_idx, tiles.head]  # [R, P, T, H]
+    kept = tiles.head_in & (w_h > 0)
+    x_h = jnp.take_along_axis(tiles.x, tiles.head, axis=-1)  # [P, T, H]
+    logits = jnp.where(kept[..., None, :], lam[:, None] * x_h[..., None, :]
+                       + jnp.log(jnp.where(kept, w_h, 1))[..., None, :], -jnp.inf)  # [R, P, T, B, H]
+    top = jnp.max(logits, axis=-1)
+    empty = jnp.isneginf(top)
+    top = jnp.where(empty, tiles.shift, top)  # >= shift: the rest's terms are at most e^shift
+    e = jnp.exp(logits - top[..., None])
+    scale = jnp.exp(tiles.shift - top)
+    tot0 = jnp.sum(e, axis=-1) + r0 * scale
+    tot1 = jnp.sum(e * x_h[..., None, :], axis=-1) + r1 * scale
+    a0 = top + jnp.log(tot0) - jnp.log(n)[:, None, None]
+    a1 = tot1 / tot0
+    w_sum = jnp.sum(jnp.where(tiles.valid, weights, 0), axis=-1)[:, :, None, None]  # [R, P, 1, 1]
+    fin = jnp.finfo(dtype)
+    bad = empty & (r0 * fin.eps <= w_sum * fin.tiny)  # also no kept draw at all: A0 = -inf, A1 = 0
+    return a0, a1, s0, bad
+
+
+def _body_resampled(sorted_r, n, m, lam, tiles: _BodyTiles, weights):
+    """:func:`_body`'s ``A0, A1 [R, P, T, B]`` and ``S0 [R, P, T]`` for each of the weights ``[R, P, N]``.
+
+    :func:`_body_replicates`, with the lanes it cannot do exactly recomputed by :func:`_body` (a
+    branch taken only when some lane needs it: not under ``vmap``).
+    """
+    a0, a1, s0, bad = _body_replicates(tiles, n, lam, weights)
+
+    def exact():
+        e0, e1 = jax.lax.map(lambda w: _body(sorted_r, n, m, lam, w)[1:3], weights)
+        return jnp.where(bad, e0, a0), jnp.where(bad, e1, a1)
+
+    a0, a1 = jax.lax.cond(jnp.any(bad), exact, lambda: (a0, a1))
+    return a0, a1, s0
+
+
 def _curve(a0, a1, s0, frac, xi, sigma, lam):
     """Gain, KL and ``log Z_u`` of body + tail; all broadcast to ``[..., B]`` (``frac = M / N``)."""
     log_mgf, t1 = tail_mgf(xi[..., None], sigma[..., None], lam)
@@ -295,10 +387,14 @@ def _tail_core(sorted_r, n, m, lam, key, chi_hi, replicates: int, k_slots: int, 
     frac = m.astype(dtype) / n[:, None]
     zero = jnp.zeros(m.shape[:1] + (1,), dtype)
 
-    def curves(w=None):
-        """``curve(xi, sigma)``: body (resampled with weights ``w``) + tail, the empirical law where failed."""
-        u, a0, a1, s0 = _body(sorted_r, n, m, lam, w)
-        e0, e1, es = _body(sorted_r, n, zero, lam, w)[1:]
+    def curves(rep=None):
+        """``curve(xi, sigma)``: body + tail, the empirical law where failed; ``rep``: a replicate's resampled
+        body sums ``((A0, A1, S0), (E0, E1, ES))`` (at the thresholds, then of the whole sample)."""
+        if rep is None:
+            u, a0, a1, s0 = _body(sorted_r, n, m, lam)
+            e0, e1, es = _body(sorted_r, n, zero, lam)[1:]
+        else:
+            u, ((a0, a1, s0), (e0, e1, es)) = None, rep
         emp = _curve(e0, e1, es, zero, zero - 1, zero + 1, lam)[:2]  # frac 0: no tail
 
         def curve(x, s):  # x, s: [P, T] or [P, T, J] (a set of tails per prompt and threshold)
@@ -340,17 +436,18 @@ def _tail_core(sorted_r, n, m, lam, key, chi_hi, replicates: int, k_slots: int, 
     end_j = jnp.where(xi_j < 0, sig_j / jnp.where(xi_j < 0, -xi_j, 1.0), jnp.inf)
     prof_end = (jnp.min(jnp.where(in_set, end_j, jnp.inf), -1), jnp.max(jnp.where(in_set, end_j, -jnp.inf), -1))
 
-    def one(k):
+    def one(k, rep):
         """One replicate: the tail drawn from the unrestricted fit and refitted unrestricted (model
-        uncertainty included), the body resampled (Poisson weights: its sampling error, which
-        decides the base mean). Two versions of its curve: as fitted (``+inf`` where its tilt does
-        not exist: the upper limits) and with ``xi > 0`` replaced by the exponential tail, which
-        lowers every value (the lower limits: conservative)."""
-        k_tail, k_body = jax.random.split(k)
+        uncertainty included), the body resampled (``rep``: its sums under the Poisson weights drawn
+        from ``k``, :func:`bodies`; the body's sampling error decides the base mean). Two versions of
+        its curve: as fitted (``+inf`` where its tilt does not exist: the upper limits) and with
+        ``xi > 0`` replaced by the exponential tail, which lowers every value (the lower limits:
+        conservative)."""
+        k_tail = jax.random.split(k)[0]
         y = _draw_exceedances(k_tail, jnp.nan_to_num(fit.xi_gpd), jnp.nan_to_num(fit.sigma_gpd, nan=1.0), k_slots)
         f = _fit(jnp.where(valid, y, 0), m)
         xb, sb, eb = (jnp.where(failed, jnp.nan, v) for v in (f.xi_gpd, f.sigma_gpd, f.sigma_exp))
-        _, curve_b = curves(jax.random.poisson(k_body, 1.0, sorted_r.shape).astype(dtype))
+        _, curve_b = curves(rep)
         g, k_ = curve_b(xb, sb)
         heavy = xb > 0
         gl, kl_ = curve_b(jnp.where(heavy, 0.0, xb), jnp.where(heavy, eb, sb))
@@ -359,7 +456,26 @@ def _tail_core(sorted_r, n, m, lam, key, chi_hi, replicates: int, k_slots: int, 
         return (g, k_, gl, kl_, xb, sb, jnp.mean(g, 0), jnp.mean(k_, 0), jnp.mean(gl, 0), jnp.mean(kl_, 0),
                 *body, *(jnp.mean(v, 0) for v in body))
 
-    reps = jax.lax.map(one, jax.random.split(key, replicates))
+    # the bodies' exponentials once; each chunk of replicates contracts them with its Poisson weights
+    tiles = [(mm, _body_tiles(sorted_r, n, mm, lam)) for mm in (m, zero)]
+
+    def bodies(w):
+        """A chunk's resampled body sums ``((A0, A1, S0), (E0, E1, ES))`` for weights ``[C, P, N]``."""
+        return [_body_resampled(sorted_r, n, mm, lam, t, w) for mm, t in tiles]
+
+    def chunk(ks):
+        """Replicates of keys ``ks [C, 2]``: the Poisson weights as :func:`one`'s key splits draw them."""
+        w = jax.vmap(lambda k: jax.random.poisson(jax.random.split(k)[1], 1.0, sorted_r.shape))(ks).astype(dtype)
+        return jax.lax.map(lambda a: one(*a), (ks, bodies(w)))
+
+    # chunks of at most N / _HEAD replicates (their head terms [C, P, T, B, H] no larger than a tile);
+    # the last chunk padded with copies of the last key, dropped after
+    keys = jax.random.split(key, replicates)
+    n_chunks = -(-replicates // max(1, sorted_r.shape[1] // _HEAD))
+    size = -(-replicates // n_chunks)
+    keys = jnp.concatenate([keys, jnp.broadcast_to(keys[-1:], (n_chunks * size - replicates,) + keys.shape[1:])])
+    reps = jax.lax.map(chunk, keys.reshape((n_chunks, size) + keys.shape[1:]))
+    reps = jax.tree_util.tree_map(lambda v: v.reshape((-1,) + v.shape[2:])[:replicates], reps)
     # the exponential tail at its scale's upper limit: the unbounded alternative to a mildly negative shape
     g_exp, k_exp = curve(jnp.zeros_like(fit.sigma_exp), chi_hi * fit.sigma_exp)
     return ((TailFit(u, m, fit.xi, fit.sigma), fit), (gain, kl, gain_gpd, kl_gpd, g_exp, k_exp), pool, reps,
