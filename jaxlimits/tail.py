@@ -316,9 +316,20 @@ def _body_resampled(sorted_r, n, m, lam, tiles: _BodyTiles, weights):
     return a0, a1, s0
 
 
-def _curve(a0, a1, s0, frac, xi, sigma, lam):
-    """Gain, KL and ``log Z_u`` of body + tail; all broadcast to ``[..., B]`` (``frac = M / N``)."""
-    log_mgf, t1 = tail_mgf(xi[..., None], sigma[..., None], lam)
+def _exp_mgf(sigma, lam):
+    """:func:`tail_mgf` of the exponential tail (``xi = 0``) alone: its closed form, no quadrature."""
+    a = lam * sigma
+    ok, nan = a < 1, jnp.isnan(a)
+    a = jnp.where(ok, a, 0)
+    inf = jnp.asarray(jnp.inf, a.dtype)
+    return (jnp.where(nan, jnp.nan, jnp.where(ok, -jnp.log1p(-a), inf)),
+            jnp.where(nan, jnp.nan, jnp.where(ok, sigma / (1 - a), inf)))
+
+
+def _curve(a0, a1, s0, frac, xi, sigma, lam, mgf=None):
+    """Gain, KL and ``log Z_u`` of body + tail; all broadcast to ``[..., B]`` (``frac = M / N``); ``mgf``:
+    the tail's :func:`tail_mgf` if already computed."""
+    log_mgf, t1 = tail_mgf(xi[..., None], sigma[..., None], lam) if mgf is None else mgf
     exists = jnp.isfinite(log_mgf)
     lt = jnp.log(frac)[..., None] + jnp.where(exists, log_mgf, 0)
     log_z = jnp.logaddexp(a0, lt)
@@ -397,9 +408,9 @@ def _tail_core(sorted_r, n, m, lam, key, chi_hi, replicates: int, k_slots: int, 
             u, ((a0, a1, s0), (e0, e1, es)) = None, rep
         emp = _curve(e0, e1, es, zero, zero - 1, zero + 1, lam)[:2]  # frac 0: no tail
 
-        def curve(x, s):  # x, s: [P, T] or [P, T, J] (a set of tails per prompt and threshold)
+        def curve(x, s, mgf=None):  # x, s: [P, T] or [P, T, J] (a set of tails per prompt and threshold)
             ex = lambda v: v.reshape(v.shape[:2] + (1,) * (x.ndim - 2) + v.shape[2:])  # noqa: E731
-            g, k = _curve(ex(a0), ex(a1), ex(s0), ex(frac), x, s, lam)[:2]
+            g, k = _curve(ex(a0), ex(a1), ex(s0), ex(frac), x, s, lam, mgf)[:2]
             return tuple(jnp.where(ex(failed)[..., None], ex(e), v) for v, e in zip((g, k), emp))
 
         return u, curve
@@ -448,15 +459,18 @@ def _tail_core(sorted_r, n, m, lam, key, chi_hi, replicates: int, k_slots: int, 
         f = _fit(jnp.where(valid, y, 0), m)
         xb, sb, eb = (jnp.where(failed, jnp.nan, v) for v in (f.xi_gpd, f.sigma_gpd, f.sigma_exp))
         _, curve_b = curves(rep)
-        g, k_ = curve_b(xb, sb)
+        mgf = tail_mgf(xb[..., None], sb[..., None], lam)  # one quadrature: the lower version differs where xi > 0
+        g, k_ = curve_b(xb, sb, mgf)
         heavy = xb > 0
-        gl, kl_ = curve_b(jnp.where(heavy, 0.0, xb), jnp.where(heavy, eb, sb))
-        gb, kb = curve_b(fit.xi, fit.sigma)  # the body's sampling error alone, the tail as fitted
+        mgf_l = tuple(jnp.where(heavy[..., None], e, v) for e, v in zip(_exp_mgf(eb[..., None], lam), mgf))
+        gl, kl_ = curve_b(jnp.where(heavy, 0.0, xb), jnp.where(heavy, eb, sb), mgf_l)
+        gb, kb = curve_b(fit.xi, fit.sigma, mgf_fit)  # the body's sampling error alone, the tail as fitted
         body = (gb - gain, kb - kl)
         return (g, k_, gl, kl_, xb, sb, jnp.mean(g, 0), jnp.mean(k_, 0), jnp.mean(gl, 0), jnp.mean(kl_, 0),
                 *body, *(jnp.mean(v, 0) for v in body))
 
     # the bodies' exponentials once; each chunk of replicates contracts them with its Poisson weights
+    mgf_fit = tail_mgf(fit.xi[..., None], fit.sigma[..., None], lam)  # the same in every replicate
     tiles = [(mm, _body_tiles(sorted_r, n, mm, lam)) for mm in (m, zero)]
 
     def bodies(w):
@@ -724,6 +738,13 @@ def beta_block(prompts: int, samples: int, thresholds: int, replicates: int, ite
 
 
 def _assemble(betas, fit, curves, pool, reps, prof, chi, ceiling, main, level, replicates) -> TailCurve:
+    """The :class:`TailCurve` of :func:`_tail_core`'s outputs: percentile limits, envelopes (one compiled program)."""
+    return _assembled(betas, fit, curves, pool, reps, prof, chi, ceiling, main, level)._replace(
+        level=level, replicates=replicates)
+
+
+@functools.partial(jax.jit, static_argnames=("main", "level"))
+def _assembled(betas, fit, curves, pool, reps, prof, chi, ceiling, main, level) -> TailCurve:
     tfit, raw = fit
     gain, kl, gain_gpd, kl_gpd, g_exp, k_exp = curves  # [P, T, B]
     # [R, P, T, B] (as fitted, then xi > 0 made exponential), [R, P, T], then pooled [R, T, B], then the
@@ -793,7 +814,7 @@ def _assemble(betas, fit, curves, pool, reps, prof, chi, ceiling, main, level, r
         half(pk_lo, pk_hi), pool_ext, pool_reasons,
         point(p_gain), point(p_kl), g_lo, g_hi, k_lo, k_hi, p_ext, p_reasons,
         tfit.xi[:, main], x_lo, x_hi, end_of(tfit.xi, tfit.sigma)[:, main], e_lo, e_hi,
-        crit[:, main], jnp.min(crit_lo, -1), jnp.max(crit_hi, -1), ~failed, ceiling, level, replicates, tfit)
+        crit[:, main], jnp.min(crit_lo, -1), jnp.max(crit_hi, -1), ~failed, ceiling, None, None, tfit)
 
 
 def extrapolate(frontier, samples: Samples, *, level: float = 0.95, replicates: int = 200, key: Array | None = None,

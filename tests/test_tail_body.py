@@ -64,3 +64,35 @@ def test_resampled_body_equals_direct_formula(dtype):
             naive = np.einsum("pn,ptbn->ptb", np.asarray(w[1]), np.asarray(jnp.where(
                 (jnp.arange(N) >= mm[..., None])[..., None, :], jnp.exp(lam[:, None] * tiles.x[..., None, :]), 0)))
             assert (naive[..., 0] == 0).any() and np.isfinite(np.asarray(got[0])[1, ..., 0]).all()
+
+
+def test_replicates_draw_the_same_weights():
+    """``_tail_core``'s chunked replicates (50 in chunks of 13, the last padded) resample the body with the
+    Poisson weights each replicate's key drew before: its body-only deviations equal the direct formula's.
+    The shapes of tests/test_tail.py (8 prompts x 256 draws, 4 betas, 50 replicates): one compiled program."""
+    p, n_draws, reps = 8, 256, 50
+    r = np.random.default_rng(11).normal(size=(p, n_draws))
+    r[1] = np.round(r[1] * 2) / 2  # tied top rewards: no fit, the empirical law
+    srt = jnp.asarray(-np.sort(-r, axis=1))
+    n = jnp.full(p, float(n_draws))
+    m = tail.tail_sizes(np.full(p, n_draws))
+    lam = jnp.asarray(1 / np.array([0.01, 0.1, 1.0, 10.0]))
+    key = jax.random.PRNGKey(4)
+    chi = jnp.ones(m.shape)
+    (_, fit), (gain, kl, *_), _, out, _ = tail._tail_core(srt, n, jnp.asarray(m, float), lam, key, chi, reps,
+                                                           int(m.max()), 0.95)
+    failed = jnp.isnan(fit.xi)[..., None]
+    mm, zero = jnp.asarray(m, float), jnp.zeros((p, 1))
+
+    def direct(k):
+        w = jax.random.poisson(jax.random.split(k)[1], 1.0, srt.shape).astype(float)
+        _, a0, a1, s0 = tail._body(srt, n, mm, lam, w)
+        _, e0, e1, es = tail._body(srt, n, zero, lam, w)
+        g, kk = tail._curve(a0, a1, s0, mm / n[:, None], fit.xi, fit.sigma, lam)[:2]
+        ge, ke = tail._curve(e0, e1, es, zero, zero - 1, zero + 1, lam)[:2]
+        return jnp.where(failed, ge, g) - gain, jnp.where(failed, ke, kk) - kl
+
+    want = jax.jit(jax.vmap(direct))(jax.random.split(key, reps))
+    assert np.asarray(failed).any()
+    for got, exp in zip(out[10:12], want):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(exp), rtol=1e-9, atol=1e-11)
