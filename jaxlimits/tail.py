@@ -239,7 +239,6 @@ class _BodyTiles(NamedTuple):
     head_in: Array  # [P, T, H] which of them are in the body
     shift: Array  # [P, T, B] lam x of the first draw after the head (the body's last draw if none)
     e0: Array  # [P, T, B, N] exp(lam x - shift) on the body past the head, 0 elsewhere
-    e1: Array  # [P, T, B, N] e0 * x
 
 
 def _body_tiles(sorted_r, n, m, lam) -> _BodyTiles:
@@ -261,8 +260,7 @@ def _body_tiles(sorted_r, n, m, lam) -> _BodyTiles:
     shift = lam * jnp.take_along_axis(x, first[..., None], axis=-1)  # [P, T, B]
     rest = body & (rank[None, None, :] >= m[..., None] + _HEAD)
     arg = jnp.where(rest[..., None, :], lam[:, None] * x[..., None, :] - shift[..., None], -jnp.inf)
-    e0 = jnp.exp(arg)
-    return _BodyTiles(x, valid, head, head_in, shift, e0, e0 * x[..., None, :])
+    return _BodyTiles(x, valid, head, head_in, shift, jnp.exp(arg))
 
 
 def _body_replicates(tiles: _BodyTiles, n, lam, weights):
@@ -277,7 +275,7 @@ def _body_replicates(tiles: _BodyTiles, n, lam, weights):
     dtype = tiles.e0.dtype
     dot = functools.partial(jnp.einsum, precision=jax.lax.Precision.HIGHEST)  # no TF32 on GPUs
     r0 = dot("rpn,ptbn->rptb", weights, tiles.e0)
-    r1 = dot("rpn,ptbn->rptb", weights, tiles.e1)
+    r1 = dot("rptn,ptbn->rptb", weights[:, :, None, :] * tiles.x, tiles.e0)
     s0 = dot("rpn,ptn->rpt", weights, tiles.x) / n[:, None]
     p_idx = jnp.arange(weights.shape[1])[:, None, None]
     w_h = weights[:, p_idx, tiles.head]  # [R, P, T, H]
@@ -308,8 +306,10 @@ def _body_resampled(sorted_r, n, m, lam, tiles: _BodyTiles, weights):
     """
     a0, a1, s0, bad = _body_replicates(tiles, n, lam, weights)
 
-    def exact():
-        e0, e1 = jax.lax.map(lambda w: _body(sorted_r, n, m, lam, w)[1:3], weights)
+    def exact():  # one replicate and beta at a time: [P, T, N] (a tile's memory is taken)
+        one = lambda w, lam_b: _body(sorted_r, n, m, lam_b[None], w)[1:3]  # noqa: E731
+        e0, e1 = (jnp.moveaxis(v[..., 0], 1, -1) for v in jax.lax.map(
+            lambda w: jax.lax.map(lambda lam_b: one(w, lam_b), lam), weights))
         return jnp.where(bad, e0, a0), jnp.where(bad, e1, a1)
 
     a0, a1 = jax.lax.cond(jnp.any(bad), exact, lambda: (a0, a1))
@@ -482,11 +482,14 @@ def _tail_core(sorted_r, n, m, lam, key, chi_hi, replicates: int, k_slots: int, 
         w = jax.vmap(lambda k: jax.random.poisson(jax.random.split(k)[1], 1.0, sorted_r.shape))(ks).astype(dtype)
         return jax.lax.map(lambda a: one(*a), (ks, bodies(w)))
 
-    # chunks of at most N / _HEAD replicates (their head terms [C, P, T, B, H] no larger than a tile);
-    # the last chunk padded with copies of the last key, dropped after
+    # chunks of at most N / (4 _HEAD) replicates (their head terms [C, P, T, B, H] a quarter of a tile): a
+    # divisor of the replicates if one is at least half that, else the last chunk padded with copies of
+    # the last key, dropped after
     keys = jax.random.split(key, replicates)
-    n_chunks = -(-replicates // max(1, sorted_r.shape[1] // _HEAD))
-    size = -(-replicates // n_chunks)
+    most = min(replicates, max(1, sorted_r.shape[1] // (4 * _HEAD)))
+    size = max([c for c in range(-(-most // 2), most + 1) if replicates % c == 0], default=None)
+    n_chunks = -(-replicates // most) if size is None else replicates // size
+    size = -(-replicates // n_chunks) if size is None else size
     keys = jnp.concatenate([keys, jnp.broadcast_to(keys[-1:], (n_chunks * size - replicates,) + keys.shape[1:])])
     reps = jax.lax.map(chunk, keys.reshape((n_chunks, size) + keys.shape[1:]))
     reps = jax.tree_util.tree_map(lambda v: v.reshape((-1,) + v.shape[2:])[:replicates], reps)

@@ -66,11 +66,12 @@ def test_resampled_body_equals_direct_formula(dtype):
             assert (naive[..., 0] == 0).any() and np.isfinite(np.asarray(got[0])[1, ..., 0]).all()
 
 
-def test_replicates_draw_the_same_weights():
-    """``_tail_core``'s chunked replicates (50 in chunks of 13, the last padded) resample the body with the
-    Poisson weights each replicate's key drew before: its body-only deviations equal the direct formula's.
-    The shapes of tests/test_tail.py (8 prompts x 256 draws, 4 betas, 50 replicates): one compiled program."""
-    p, n_draws, reps = 8, 256, 50
+@pytest.mark.parametrize("reps", [50, 23])
+def test_replicates_draw_the_same_weights(reps):
+    """``_tail_core``'s chunked replicates (50: 25 chunks of 2; 23: 6 of 4, the last padded) resample the body
+    with the Poisson weights each replicate's key drew before: its body-only deviations equal the direct
+    formula's. The shapes of tests/test_tail.py (8 prompts x 256 draws, 4 betas, 50 replicates)."""
+    p, n_draws = 8, 256
     r = np.random.default_rng(11).normal(size=(p, n_draws))
     r[1] = np.round(r[1] * 2) / 2  # tied top rewards: no fit, the empirical law
     srt = jnp.asarray(-np.sort(-r, axis=1))
