@@ -224,9 +224,112 @@ def _body(sorted_r, n, m, lam, weights=None):
     return u, a0, a1, s0
 
 
-def _curve(a0, a1, s0, frac, xi, sigma, lam):
-    """Gain, KL and ``log Z_u`` of body + tail; all broadcast to ``[..., B]`` (``frac = M / N``)."""
-    log_mgf, t1 = tail_mgf(xi[..., None], sigma[..., None], lam)
+#: Body draws per (prompt, threshold) nearest the threshold whose bootstrap terms :func:`_body_replicates`
+#: sums in the log domain; the rest are contracted with the weights. Only a replicate that drops all of
+#: them (probability ``e^-16`` per prompt and threshold) can need the exact path.
+_HEAD = 16
+
+
+class _BodyTiles(NamedTuple):
+    """The replicate-independent part of the bootstrap's body sums (:func:`_body_tiles`)."""
+
+    x: Array  # [P, T, N] x = r - u in the body, 0 elsewhere
+    valid: Array  # [P, N] the prompt's valid draws
+    head: Array  # [P, T, H] ranks of the first H body draws (clipped to N - 1)
+    head_in: Array  # [P, T, H] which of them are in the body
+    shift: Array  # [P, T, B] lam x of the first draw after the head (the body's last draw if none)
+    e0: Array  # [P, T, B, N] exp(lam x - shift) on the body past the head, 0 elsewhere
+
+
+def _body_tiles(sorted_r, n, m, lam) -> _BodyTiles:
+    """The exponentials of :func:`_body` computed once for every replicate (arguments as there).
+
+    Past the head (the :data:`_HEAD` body draws nearest the threshold) the terms are shifted by the
+    largest of them, so ``e0 <= 1`` (``x <= 0`` in the body: no overflow) and a term that underflows
+    is below ``tiny`` times the largest term of any head draw a replicate keeps.
+    """
+    rank = jnp.arange(sorted_r.shape[1])
+    valid = rank[None, :] < n[:, None]
+    u = jnp.take_along_axis(sorted_r, m.astype(jnp.int32), axis=1)  # [P, T]
+    body = (rank[None, None, :] >= m[..., None]) & valid[:, None, :]  # [P, T, N]
+    x = jnp.where(body, sorted_r[:, None, :] - u[..., None], 0)
+    head = m.astype(jnp.int32)[..., None] + jnp.arange(_HEAD)  # [P, T, H]
+    head_in = head < n[:, None, None]
+    head = jnp.minimum(head, sorted_r.shape[1] - 1)
+    first = jnp.minimum(m + _HEAD, n[:, None] - 1).astype(jnp.int32)  # [P, T]
+    shift = lam * jnp.take_along_axis(x, first[..., None], axis=-1)  # [P, T, B]
+    rest = body & (rank[None, None, :] >= m[..., None] + _HEAD)
+    arg = jnp.where(rest[..., None, :], lam[:, None] * x[..., None, :] - shift[..., None], -jnp.inf)
+    return _BodyTiles(x, valid, head, head_in, shift, jnp.exp(arg))
+
+
+def _body_replicates(tiles: _BodyTiles, n, lam, weights):
+    """:func:`_body`'s ``A0, A1 [R, P, T, B]``, ``S0 [R, P, T]`` for weights ``[R, P, N]``, and ``bad [R, P, T, B]``.
+
+    Per replicate ``sum_i w_i e^{lam x_i}`` and ``sum_i w_i e^{lam x_i} x_i``: over the head, a
+    log-sum-exp of ``lam x_i + log w_i``; past it, contractions of the weights with the tiles,
+    scaled by ``e^{shift - max}``. Equal to :func:`_body` to rounding except where ``bad``: a
+    replicate that keeps no head draw and whose kept rest terms underflow (their sum below
+    ``tiny / eps`` times the replicate's total weight); recompute those exactly.
+    """
+    dtype = tiles.e0.dtype
+    dot = functools.partial(jnp.einsum, precision=jax.lax.Precision.HIGHEST)  # no TF32 on GPUs
+    r0 = dot("rpn,ptbn->rptb", weights, tiles.e0)
+    r1 = dot("rptn,ptbn->rptb", weights[:, :, None, :] * tiles.x, tiles.e0)
+    s0 = dot("rpn,ptn->rpt", weights, tiles.x) / n[:, None]
+    p_idx = jnp.arange(weights.shape[1])[:, None, None]
+    w_h = weights[:, p_idx, tiles.head]  # [R, P, T, H]
+    kept = tiles.head_in & (w_h > 0)
+    x_h = jnp.take_along_axis(tiles.x, tiles.head, axis=-1)  # [P, T, H]
+    logits = jnp.where(kept[..., None, :], lam[:, None] * x_h[..., None, :]
+                       + jnp.log(jnp.where(kept, w_h, 1))[..., None, :], -jnp.inf)  # [R, P, T, B, H]
+    top = jnp.max(logits, axis=-1)
+    empty = jnp.isneginf(top)
+    top = jnp.where(empty, tiles.shift, top)  # >= shift: the rest's terms are at most e^shift
+    e = jnp.exp(logits - top[..., None])
+    scale = jnp.exp(tiles.shift - top)
+    tot0 = jnp.sum(e, axis=-1) + r0 * scale
+    tot1 = jnp.sum(e * x_h[..., None, :], axis=-1) + r1 * scale
+    a0 = top + jnp.log(tot0) - jnp.log(n)[:, None, None]
+    a1 = tot1 / tot0
+    w_sum = jnp.sum(jnp.where(tiles.valid, weights, 0), axis=-1)[:, :, None, None]  # [R, P, 1, 1]
+    fin = jnp.finfo(dtype)
+    bad = empty & (r0 * fin.eps <= w_sum * fin.tiny)  # also no kept draw at all: A0 = -inf, A1 = 0
+    return a0, a1, s0, bad
+
+
+def _body_resampled(sorted_r, n, m, lam, tiles: _BodyTiles, weights):
+    """:func:`_body`'s ``A0, A1 [R, P, T, B]`` and ``S0 [R, P, T]`` for each of the weights ``[R, P, N]``.
+
+    :func:`_body_replicates`, with the lanes it cannot do exactly recomputed by :func:`_body` (a
+    branch taken only when some lane needs it: not under ``vmap``).
+    """
+    a0, a1, s0, bad = _body_replicates(tiles, n, lam, weights)
+
+    def exact():  # one replicate and beta at a time: [P, T, N] (a tile's memory is taken)
+        one = lambda w, lam_b: _body(sorted_r, n, m, lam_b[None], w)[1:3]  # noqa: E731
+        e0, e1 = (jnp.moveaxis(v[..., 0], 1, -1) for v in jax.lax.map(
+            lambda w: jax.lax.map(lambda lam_b: one(w, lam_b), lam), weights))
+        return jnp.where(bad, e0, a0), jnp.where(bad, e1, a1)
+
+    a0, a1 = jax.lax.cond(jnp.any(bad), exact, lambda: (a0, a1))
+    return a0, a1, s0
+
+
+def _exp_mgf(sigma, lam):
+    """:func:`tail_mgf` of the exponential tail (``xi = 0``) alone: its closed form, no quadrature."""
+    a = lam * sigma
+    ok, nan = a < 1, jnp.isnan(a)
+    a = jnp.where(ok, a, 0)
+    inf = jnp.asarray(jnp.inf, a.dtype)
+    return (jnp.where(nan, jnp.nan, jnp.where(ok, -jnp.log1p(-a), inf)),
+            jnp.where(nan, jnp.nan, jnp.where(ok, sigma / (1 - a), inf)))
+
+
+def _curve(a0, a1, s0, frac, xi, sigma, lam, mgf=None):
+    """Gain, KL and ``log Z_u`` of body + tail; all broadcast to ``[..., B]`` (``frac = M / N``); ``mgf``:
+    the tail's :func:`tail_mgf` if already computed."""
+    log_mgf, t1 = tail_mgf(xi[..., None], sigma[..., None], lam) if mgf is None else mgf
     exists = jnp.isfinite(log_mgf)
     lt = jnp.log(frac)[..., None] + jnp.where(exists, log_mgf, 0)
     log_z = jnp.logaddexp(a0, lt)
@@ -297,15 +400,19 @@ def _tail_core(sorted_r, n, m, lam, key, chi_hi, replicates: int, k_slots: int, 
     frac = m.astype(dtype) / n[:, None]
     zero = jnp.zeros(m.shape[:1] + (1,), dtype)
 
-    def curves(w=None):
-        """``curve(xi, sigma)``: body (resampled with weights ``w``) + tail, the empirical law where failed."""
-        u, a0, a1, s0 = _body(sorted_r, n, m, lam, w)
-        e0, e1, es = _body(sorted_r, n, zero, lam, w)[1:]
+    def curves(rep=None):
+        """``curve(xi, sigma)``: body + tail, the empirical law where failed; ``rep``: a replicate's resampled
+        body sums ``((A0, A1, S0), (E0, E1, ES))`` (at the thresholds, then of the whole sample)."""
+        if rep is None:
+            u, a0, a1, s0 = _body(sorted_r, n, m, lam)
+            e0, e1, es = _body(sorted_r, n, zero, lam)[1:]
+        else:
+            u, ((a0, a1, s0), (e0, e1, es)) = None, rep
         emp = _curve(e0, e1, es, zero, zero - 1, zero + 1, lam)[:2]  # frac 0: no tail
 
-        def curve(x, s):  # x, s: [P, T] or [P, T, J] (a set of tails per prompt and threshold)
+        def curve(x, s, mgf=None):  # x, s: [P, T] or [P, T, J] (a set of tails per prompt and threshold)
             ex = lambda v: v.reshape(v.shape[:2] + (1,) * (x.ndim - 2) + v.shape[2:])  # noqa: E731
-            g, k = _curve(ex(a0), ex(a1), ex(s0), ex(frac), x, s, lam)[:2]
+            g, k = _curve(ex(a0), ex(a1), ex(s0), ex(frac), x, s, lam, mgf)[:2]
             return tuple(jnp.where(ex(failed)[..., None], ex(e), v) for v, e in zip((g, k), emp))
 
         return u, curve
@@ -342,26 +449,52 @@ def _tail_core(sorted_r, n, m, lam, key, chi_hi, replicates: int, k_slots: int, 
     end_j = jnp.where(xi_j < 0, sig_j / jnp.where(xi_j < 0, -xi_j, 1.0), jnp.inf)
     prof_end = (jnp.min(jnp.where(in_set, end_j, jnp.inf), -1), jnp.max(jnp.where(in_set, end_j, -jnp.inf), -1))
 
-    def one(k):
+    def one(k, rep):
         """One replicate: the tail drawn from the unrestricted fit and refitted unrestricted (model
-        uncertainty included), the body resampled (Poisson weights: its sampling error, which
-        decides the base mean). Two versions of its curve: as fitted (``+inf`` where its tilt does
-        not exist: the upper limits) and with ``xi > 0`` replaced by the exponential tail, which
-        lowers every value (the lower limits: conservative)."""
-        k_tail, k_body = jax.random.split(k)
+        uncertainty included), the body resampled (``rep``: its sums under the Poisson weights drawn
+        from ``k``, :func:`bodies`; the body's sampling error decides the base mean). Two versions of
+        its curve: as fitted (``+inf`` where its tilt does not exist: the upper limits) and with
+        ``xi > 0`` replaced by the exponential tail, which lowers every value (the lower limits:
+        conservative)."""
+        k_tail = jax.random.split(k)[0]
         y = _draw_exceedances(k_tail, jnp.nan_to_num(fit.xi_gpd), jnp.nan_to_num(fit.sigma_gpd, nan=1.0), k_slots)
         f = _fit(jnp.where(valid, y, 0), m)
         xb, sb, eb = (jnp.where(failed, jnp.nan, v) for v in (f.xi_gpd, f.sigma_gpd, f.sigma_exp))
-        _, curve_b = curves(jax.random.poisson(k_body, 1.0, sorted_r.shape).astype(dtype))
-        g, k_ = curve_b(xb, sb)
+        _, curve_b = curves(rep)
+        mgf = tail_mgf(xb[..., None], sb[..., None], lam)  # one quadrature: the lower version differs where xi > 0
+        g, k_ = curve_b(xb, sb, mgf)
         heavy = xb > 0
-        gl, kl_ = curve_b(jnp.where(heavy, 0.0, xb), jnp.where(heavy, eb, sb))
-        gb, kb = curve_b(fit.xi, fit.sigma)  # the body's sampling error alone, the tail as fitted
+        mgf_l = tuple(jnp.where(heavy[..., None], e, v) for e, v in zip(_exp_mgf(eb[..., None], lam), mgf))
+        gl, kl_ = curve_b(jnp.where(heavy, 0.0, xb), jnp.where(heavy, eb, sb), mgf_l)
+        gb, kb = curve_b(fit.xi, fit.sigma, mgf_fit)  # the body's sampling error alone, the tail as fitted
         body = (gb - gain, kb - kl)
         return (g, k_, gl, kl_, xb, sb, jnp.mean(g, 0), jnp.mean(k_, 0), jnp.mean(gl, 0), jnp.mean(kl_, 0),
                 *body, *(jnp.mean(v, 0) for v in body))
 
-    reps = jax.lax.map(one, jax.random.split(key, replicates))
+    # the bodies' exponentials once; each chunk of replicates contracts them with its Poisson weights
+    mgf_fit = tail_mgf(fit.xi[..., None], fit.sigma[..., None], lam)  # the same in every replicate
+    tiles = [(mm, _body_tiles(sorted_r, n, mm, lam)) for mm in (m, zero)]
+
+    def bodies(w):
+        """A chunk's resampled body sums ``((A0, A1, S0), (E0, E1, ES))`` for weights ``[C, P, N]``."""
+        return [_body_resampled(sorted_r, n, mm, lam, t, w) for mm, t in tiles]
+
+    def chunk(ks):
+        """Replicates of keys ``ks [C, 2]``: the Poisson weights as :func:`one`'s key splits draw them."""
+        w = jax.vmap(lambda k: jax.random.poisson(jax.random.split(k)[1], 1.0, sorted_r.shape))(ks).astype(dtype)
+        return jax.lax.map(lambda a: one(*a), (ks, bodies(w)))
+
+    # chunks of at most N / (4 _HEAD) replicates (their head terms [C, P, T, B, H] a quarter of a tile): a
+    # divisor of the replicates if one is at least half that, else the last chunk padded with copies of
+    # the last key, dropped after
+    keys = jax.random.split(key, replicates)
+    most = min(replicates, max(1, sorted_r.shape[1] // (4 * _HEAD)))
+    size = max([c for c in range(-(-most // 2), most + 1) if replicates % c == 0], default=None)
+    n_chunks = -(-replicates // most) if size is None else replicates // size
+    size = -(-replicates // n_chunks) if size is None else size
+    keys = jnp.concatenate([keys, jnp.broadcast_to(keys[-1:], (n_chunks * size - replicates,) + keys.shape[1:])])
+    reps = jax.lax.map(chunk, keys.reshape((n_chunks, size) + keys.shape[1:]))
+    reps = jax.tree_util.tree_map(lambda v: v.reshape((-1,) + v.shape[2:])[:replicates], reps)
     # the exponential tail at its scale's upper limit: the unbounded alternative to a mildly negative shape
     g_exp, k_exp = curve(jnp.zeros_like(fit.sigma_exp), chi_hi * fit.sigma_exp)
     out = ((TailFit(u, m, fit.xi, fit.sigma), fit), (gain, kl, gain_gpd, kl_gpd, g_exp, k_exp), pool, reps,
@@ -510,8 +643,9 @@ def tail_sizes(n, thresholds=THRESHOLDS) -> np.ndarray:
 
 def _quantiles(x, level, axis):
     """Lower and upper percentile limits, conservative order statistics (``+inf`` kept, NaN ignored)."""
-    lo = jnp.nanquantile(x, (1 - level) / 2, axis=axis, method="lower")
-    hi = jnp.nanquantile(x, (1 + level) / 2, axis=axis, method="higher")
+    x = jnp.moveaxis(x, axis, -1)  # sorted along the minor axis: contiguous rows (a strided sort is slow)
+    lo = jnp.nanquantile(x, (1 - level) / 2, axis=-1, method="lower")
+    hi = jnp.nanquantile(x, (1 + level) / 2, axis=-1, method="higher")
     return lo, hi
 
 
@@ -624,6 +758,14 @@ def beta_block(prompts: int, samples: int, thresholds: int, replicates: int, ite
 
 
 def _assemble(betas, fit, curves, pool, reps, prof, chi, ceiling, main, level, replicates, *_members) -> TailCurve:
+    """The :class:`TailCurve` of :func:`_tail_core`'s outputs: percentile limits, envelopes (one compiled
+    program; ``_members``, the profile set's curves that the inversions use, are not needed here)."""
+    return _assembled(betas, fit, curves, pool, reps, prof, chi, ceiling, main, level)._replace(
+        level=level, replicates=replicates)
+
+
+@functools.partial(jax.jit, static_argnames=("main", "level"))
+def _assembled(betas, fit, curves, pool, reps, prof, chi, ceiling, main, level) -> TailCurve:
     tfit, raw = fit
     gain, kl, gain_gpd, kl_gpd, g_exp, k_exp = curves  # [P, T, B]
     # [R, P, T, B] (as fitted, then xi > 0 made exponential), [R, P, T], then pooled [R, T, B], then the
@@ -693,7 +835,7 @@ def _assemble(betas, fit, curves, pool, reps, prof, chi, ceiling, main, level, r
         half(pk_lo, pk_hi), pool_ext, pool_reasons,
         point(p_gain), point(p_kl), g_lo, g_hi, k_lo, k_hi, p_ext, p_reasons,
         tfit.xi[:, main], x_lo, x_hi, end_of(tfit.xi, tfit.sigma)[:, main], e_lo, e_hi,
-        crit[:, main], jnp.min(crit_lo, -1), jnp.max(crit_hi, -1), ~failed, ceiling, level, replicates, tfit)
+        crit[:, main], jnp.min(crit_lo, -1), jnp.max(crit_hi, -1), ~failed, ceiling, None, None, tfit)
 
 
 def extrapolate(frontier, samples: Samples, *, level: float = 0.95, replicates: int = 200, key: Array | None = None,
