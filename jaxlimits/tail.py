@@ -908,6 +908,11 @@ class TailSolution(NamedTuple):
         (the empirical solution's values, its status code and trust-rule reasons: flagged, or
         ``KL_AT_OR_ABOVE_CEILING`` / ``GAIN_AT_OR_ABOVE_MAX`` with NaN values), to show beside the
         model's; NaN (status ``NOT_COMPUTED``, reasons 0) on the other lanes. None from :func:`invert`.
+      not_applied: from :func:`extend_solution`, True where the target needed the model (past what
+        the samples show, or flagged there) but the model does not apply (``fitted`` False: this
+        prompt's top rewards tie, or pooled more than ``SHARE_MAX`` of the prompts' do, e.g. rewards
+        rounded to bfloat16): those lanes keep the samples' (flagged or unknown) answer. None from
+        :func:`invert`.
     Scalars: level, replicates.
     """
 
@@ -931,15 +936,19 @@ class TailSolution(NamedTuple):
     measured_gain: Array | None = None
     measured_status: Array | None = None
     measured_reasons: Array | None = None
+    not_applied: Array | None = None
 
     def _columns(self):
         return tables.columns(self, shape_of="beta", index=("prompt", "target") if np.ndim(self.beta) > 1 else ())
 
     def _summary(self):
-        return tables.summary(self, shape_of="beta", headline=[
-            f"tail model's inversion, beta {tables.span(self.beta)}", f"KL {tables.span(self.kl)}",
-            f"gain {tables.span(self.gain)}", f"{int(np.sum(np.asarray(self.no_tilt)))} no tilt",
-            f"{int(np.sum(np.asarray(self.beyond_end)))} beyond the fitted upper end"])
+        headline = [f"tail model's inversion, beta {tables.span(self.beta)}", f"KL {tables.span(self.kl)}",
+                    f"gain {tables.span(self.gain)}", f"{int(np.sum(np.asarray(self.no_tilt)))} no tilt",
+                    f"{int(np.sum(np.asarray(self.beyond_end)))} beyond the fitted upper end"]
+        if self.not_applied is not None and np.any(np.asarray(self.not_applied)):
+            headline.append(f"{int(np.sum(np.asarray(self.not_applied)))} needed the model but it does not apply "
+                            f"(tied top rewards: no tail fitted)")
+        return tables.summary(self, shape_of="beta", headline=headline)
 
     rows, to_dict, to_pandas, __repr__, _repr_html_ = tables.METHODS
 
@@ -1378,7 +1387,8 @@ def extend_solution(sol, samples: Samples, targets, *, kind: str, pooled: bool, 
     are the model's, ``saturated`` True (a model, not a measurement), biases 0, status
     ``EXTRAPOLATED`` (an answer, but the model's: never ``OK``). Where the model has
     no tilt the status is ``NO_TILT``, where the target is past what it reaches ``BEYOND_UPPER_END``
-    (values NaN). Lanes the model does not apply to (a tail that could not be fitted) are unchanged.
+    (values NaN). Lanes the model does not apply to (a tail that could not be fitted) are unchanged
+    and counted in ``tail.not_applied``.
     Every other lane is the empirical answer, unchanged. The result has ``extrapolated`` (bool, the
     solution's shape) and ``tail`` (a :class:`TailSolution` of that shape with the intervals and, on
     the extrapolated lanes, the measured answer it replaced: ``tail.measured_*``).
@@ -1418,7 +1428,8 @@ def extend_solution(sol, samples: Samples, targets, *, kind: str, pooled: bool, 
     ts = ts._replace(no_tilt=jnp.asarray(no_tilt), beyond_end=jnp.asarray(beyond), fitted=jnp.asarray(mask(ts.fitted)),
                      reasons=jnp.where(jnp.asarray(ext), ts.reasons, 0), **measured,
                      measured_status=jnp.asarray(np.where(ext, status, int(Status.NOT_COMPUTED)).astype(status.dtype)),
-                     measured_reasons=jnp.asarray(np.where(ext, np.asarray(sol.reasons), 0).astype(np.int32)))
+                     measured_reasons=jnp.asarray(np.where(ext, np.asarray(sol.reasons), 0).astype(np.int32)),
+                     not_applied=jnp.asarray(need & ~np.asarray(ts.fitted)))
     return sol._replace(
         beta=take(sol.beta, ts.beta), kl=take(sol.kl, ts.kl), gain=take(sol.gain, ts.gain),
         kl_se=take(sol.kl_se, np.where(solved, kl_se, np.nan)),

@@ -252,3 +252,26 @@ def test_compare_shows_the_measured_frontier_beside_the_model(exp_samples):
     plain = jl.compare(exp_samples, [jl.Run("mid", kl=1.0, gain=0.5)]).rows()[0]
     assert row["measured_frontier_gain"] == pytest.approx(plain["frontier_gain"], rel=1e-12)
     assert row["measured_frontier_gain"] != row["frontier_gain"]
+
+
+def test_tail_not_applied_is_said(tmp_path, capsys):
+    """Pooled, with more than 5% of the prompts' top rewards tied (no tail can be fitted) the model does not
+    apply: the flagged or unknown lanes keep the samples' answer, ``tail.not_applied`` marks them and the CLI
+    says why (it used to keep them silently)."""
+    from jaxlimits.cli import main
+    from jaxlimits.status import Status
+
+    r = np.random.default_rng(3).exponential(1 / A, size=(P, N))
+    top = np.argsort(-r, axis=1)[:, :130]
+    for i in (0, 1):  # 2 of 8 prompts: their top half ties (rounding that coarse leaves no tail to fit)
+        r[i, top[i]] = r[i, top[i, 0]]
+    s = jl.Samples(r)
+    sol = jl.max_gain_at_kl(s, [0.01, 10.0], tail="gpd", tail_replicates=R, throw=False)
+    assert not np.asarray(sol.extrapolated).any()
+    assert np.asarray(sol.tail.not_applied).tolist() == [False, True]
+    assert np.asarray(sol.status)[1] == int(Status.KL_AT_OR_ABOVE_CEILING)
+    assert "1 needed the model but it does not apply" in repr(sol.tail)
+    path = _write(tmp_path, r)
+    # an unanswered target exits 2, as without --tail; the note says why the model gave no answer
+    assert main(["invert", str(path), "--kl", "10", "--tail", "gpd", "--tail-replicates", str(R)]) == 2
+    assert "--tail gpd did not apply to 1 target(s)" in capsys.readouterr().out

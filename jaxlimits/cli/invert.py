@@ -173,7 +173,7 @@ def report(samples, args, source: dict, notes: list[str], prompt_ids) -> int:
     kw = dict(pooled=not per_prompt, throw=False, max_iter=args.max_iter, memory_budget=c.memory_budget(args))
     kw.update(c.tail_options(args))
     ids = list(prompt_ids) if per_prompt else None
-    rows, failures = [], []
+    rows, failures, not_applied = [], [], 0
     for question, targets, fn in (("min_kl_for_gain", args.gain, jl.min_kl_for_gain),
                                   ("max_gain_at_kl", args.kl, jl.max_gain_at_kl)):
         if not targets:
@@ -181,6 +181,15 @@ def report(samples, args, source: dict, notes: list[str], prompt_ids) -> int:
         sol = fn(samples, np.asarray(targets, dtype=np.float64), **kw)
         rows += rows_of(question, targets, sol, ids)
         failures += _failures(question, targets, sol, ids, per_prompt)
+        if sol.tail is not None and sol.tail.not_applied is not None:
+            not_applied += int(np.sum(np.asarray(sol.tail.not_applied)))
+    if not_applied:
+        why = ("their prompts' top rewards tie" if per_prompt else
+               "more than 5% of the prompts have tied top rewards (e.g. rewards rounded to bfloat16)")
+        notes.append(f"--tail gpd did not apply to {not_applied} target(s) past what the samples show or flagged "
+                     f"there: {why}, so no tail can be fitted; those rows keep the samples' answer "
+                     "(`jaxlimits frontier --tail gpd` draws such prompts with their empirical law and flags "
+                     "the points `few`)")
     for note in notes:
         c.say(f"note: {note}")
     scope = "each prompt's frontier" if per_prompt else "the pooled frontier (one beta for all prompts)"
