@@ -575,7 +575,7 @@ def test_gsm8k_base_samples_end_to_end(tmp_path, capsys):
     print(text)
     doc = json.loads(out.read_text())
     rows, peak = doc["rows"], doc["meta"]["peak"]
-    assert peak["status"] in proxy.PEAK_MESSAGES
+    assert peak["status"] in proxy.PEAK_NAMES.values()  # the name, not the code
     kl = np.array([r["kl_proxy_aligned"] for r in rows])
     assert np.all(np.diff(kl) > 0) and kl[-1] < np.log(4)  # 4 samples: KL cannot exceed log 4
     gap = np.array([r["gap"] for r in rows])
@@ -604,3 +604,32 @@ def test_alpacafarm_gold_versus_four_proxies_end_to_end(tmp_path, capsys):
     assert rates["noise_var"] > 0
     kl = np.array([r["kl_proxy_aligned"] for r in doc["rows"]])
     assert kl[-1] < np.log(2)  # two samples per prompt
+
+
+def _peak(status, reasons=0):
+    from jaxlimits.peak import Peak
+
+    return Peak(beta=np.float64(0.5), kl=np.float64(1.2), gold_gain=np.float64(0.3), gold_gain_se=np.float64(0.01),
+                proxy_gain=np.float64(0.9), status=np.int32(status), converged=np.bool_(status == 0),
+                iterations=np.int32(4 if status == 0 else 0), saturated=np.bool_(reasons != 0),
+                beta_se=np.float64(np.nan), kl_se=np.float64(np.nan), found_share=np.float64(0.0),
+                reasons=np.int32(reasons))
+
+
+def test_peak_dict_names_the_status_and_withholds_a_peak_not_found():
+    from jaxlimits.cli._common import plain
+    from jaxlimits.cli.proxy import peak_dict
+    from jaxlimits.estimators import TAIL, reason_names
+
+    found = plain(peak_dict(_peak(int(proxy.PEAK_FOUND), TAIL)))
+    assert found["status"] == "PEAK_FOUND" and found["message"] == "peak found"
+    assert found["beta"] == 0.5 and found["kl"] == 1.2 and found["gold_gain"] == 0.3 and "grid_end" not in found
+    assert found["reasons"] == reason_names(TAIL) == "tail" and found["saturated"] is True
+    assert found["beta_se"] is None  # no bootstrap: NaN is null, not a number
+    for code in (proxy.PEAK_BEYOND_GRID, proxy.PEAK_AT_START, proxy.PEAK_FLAT, proxy.PEAK_NOT_BRACKETED):
+        none = plain(peak_dict(_peak(int(code))))
+        assert none["status"] == code.name and none["message"] == code.message
+        for k in ("beta", "kl", "gold_gain", "gold_gain_se", "proxy_gain", "beta_se", "kl_se"):
+            assert none[k] is None, (code.name, k)
+        assert none["grid_end"] == {"beta": 0.5, "kl": 1.2, "gold_gain": 0.3} and none["reasons"] == ""
+        json.dumps(none, allow_nan=False)
