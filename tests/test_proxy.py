@@ -633,3 +633,50 @@ def test_peak_dict_names_the_status_and_withholds_a_peak_not_found():
             assert none[k] is None, (code.name, k)
         assert none["grid_end"] == {"beta": 0.5, "kl": 1.2, "gold_gain": 0.3} and none["reasons"] == ""
         json.dumps(none, allow_nan=False)
+
+
+def _tiny_result(reasons, se, peak_reasons):
+    """A five-point over-optimisation result built by hand (no solve): gold rises then falls with KL."""
+    from jaxlimits.gap import ProxyGap
+    from jaxlimits.peak import Overoptimization
+
+    n = len(reasons)
+    kl = np.linspace(0.1, 2.0, n)
+    g = kl * (2.0 - kl)
+    z = np.zeros(n)
+    reasons = np.asarray(reasons, np.int32)
+    curve = ProxyGap(betas=np.geomspace(4, 0.25, n), gold_gain_gold_aligned=g + 0.1, gold_gain_gold_aligned_se=z + 0.01,
+                     gold_gain_proxy_aligned=g, gold_gain_proxy_aligned_se=np.asarray(se, float), proxy_gain=2 * kl,
+                     gap=z + 0.1, gap_se=z + 0.01, kl_proxy_aligned=kl, kl_proxy_aligned_se=z + 0.01,
+                     kl_gold_aligned=kl, ratio=z, saturated_share=z, saturated=reasons != 0,
+                     residual_norm=np.float64(1.0), centred_residual_norm=np.float64(1.0), prompts=None,
+                     reasons=reasons)
+    return Overoptimization(curve, _peak(int(proxy.PEAK_FOUND), peak_reasons))
+
+
+def _legend(fig):
+    return [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+
+
+def test_overoptimization_figure_names_what_is_flagged():
+    from jaxlimits.estimators import BIAS, FEW, TAIL
+
+    se = [0.01, 0.01, np.nan, 0.02, 0.02]
+    fig = proxy.overoptimization_figure(_tiny_result([0, 0, 0, TAIL, TAIL | BIAS], se, TAIL | FEW))
+    labels = _legend(fig)
+    assert not any("saturated" in lab for lab in labels)  # the old fixed label, whatever the reasons
+    # the flagged points' actual reasons, and the point without an SE (no band), on the dashed curve
+    assert "gold gain, aligned to proxy: not trustworthy (bias, tail, no SE)" in labels
+    assert "no SE: precision unknown (no band)" in labels
+    lines = {ln.get_label(): ln for ln in fig.axes[0].get_lines()}
+    solid = np.asarray(lines["gold gain, aligned to proxy"].get_ydata(), float)
+    assert np.isfinite(solid).tolist() == [True, True, False, False, False]
+    # a flagged peak: a hollow star with its reasons
+    star = lines["peak: KL 1.2, beta 0.5, not trustworthy (tail, few)"]
+    assert star.get_marker() == "*" and star.get_markerfacecolor() == "none"
+    # a trusted curve and peak: one solid curve, a filled star, nothing flagged
+    fig = proxy.overoptimization_figure(_tiny_result([0] * 5, [0.01] * 5, 0))
+    labels = _legend(fig)
+    assert not any("trustworthy" in lab or "SE" in lab for lab in labels)
+    star = {ln.get_label(): ln for ln in fig.axes[0].get_lines()}["peak: KL 1.2, beta 0.5"]
+    assert star.get_markerfacecolor() != "none"
