@@ -680,3 +680,19 @@ def test_overoptimization_figure_names_what_is_flagged():
     assert not any("trustworthy" in lab or "SE" in lab for lab in labels)
     star = {ln.get_label(): ln for ln in fig.axes[0].get_lines()}["peak: KL 1.2, beta 0.5"]
     assert star.get_markerfacecolor() != "none"
+
+
+def test_peak_repr_names_its_reasons_and_a_grid_end():
+    from jaxlimits.estimators import CEILING, TAIL
+    from jaxlimits.peak import Peak
+
+    assert repr(_peak(int(proxy.PEAK_FOUND), TAIL | CEILING)) == \
+        "Peak(PEAK_FOUND; beta 0.5; KL 1.2; gold gain 0.3; flagged (tail, ceiling))"
+    assert repr(_peak(int(proxy.PEAK_FOUND))) == "Peak(PEAK_FOUND; beta 0.5; KL 1.2; gold gain 0.3)"
+    # no peak: the values are the grid end that bounds it
+    assert repr(_peak(int(proxy.PEAK_AT_START))) == "Peak(PEAK_AT_START; grid end beta 0.5; KL 1.2; gold gain 0.3)"
+    # a batch of peaks (vmap) names every status and the union of the reasons
+    batch = Peak(*[np.stack([a, b]) for a, b in zip(_peak(int(proxy.PEAK_FOUND), TAIL),
+                                                      _peak(int(proxy.PEAK_FLAT), CEILING))])
+    assert repr(batch).startswith("Peak[2](PEAK_FLAT/PEAK_FOUND; beta ")
+    assert repr(batch).endswith("; flagged (tail, ceiling))")
