@@ -627,11 +627,12 @@ def test_peak_dict_names_the_status_and_withholds_a_peak_not_found():
     assert found["reasons"] == reason_names(TAIL) == "tail" and found["saturated"] is True
     assert found["beta_se"] is None  # no bootstrap: NaN is null, not a number
     for code in (proxy.PEAK_BEYOND_GRID, proxy.PEAK_AT_START, proxy.PEAK_FLAT, proxy.PEAK_NOT_BRACKETED):
-        none = plain(peak_dict(_peak(int(code))))
+        none = plain(peak_dict(_peak(int(code), TAIL)))
         assert none["status"] == code.name and none["message"] == code.message
         for k in ("beta", "kl", "gold_gain", "gold_gain_se", "proxy_gain", "beta_se", "kl_se"):
             assert none[k] is None, (code.name, k)
-        assert none["grid_end"] == {"beta": 0.5, "kl": 1.2, "gold_gain": 0.3} and none["reasons"] == ""
+        assert none["saturated"] is None and none["reasons"] is None  # no peak, no trust rule of one
+        assert none["grid_end"] == {"beta": 0.5, "kl": 1.2, "gold_gain": 0.3, "saturated": True, "reasons": "tail"}
         json.dumps(none, allow_nan=False)
 
 

@@ -114,8 +114,9 @@ def _print_curve(rows, compare: str = "kl", gold: str = "gold", proxy: str = "pr
 def peak_dict(peak) -> dict:
     """The peak as plain values: ``status`` by name (``jaxlimits.proxy.PEAK_NAMES``), ``reasons`` by name.
 
-    Without a peak (any status but ``PEAK_FOUND``) there is no peak's beta, KL or gain: those are
-    None (``null`` in JSON), and ``grid_end`` holds the grid end that bounds it (beta, kl, gold_gain).
+    Without a peak (any status but ``PEAK_FOUND``) there is no peak's beta, KL, gain or trust rule:
+    those are None (``null`` in JSON), and ``grid_end`` holds the grid end that bounds it (beta,
+    kl, gold_gain, and its trust rule's saturated and reasons).
     """
     from ..estimators import reason_names
     from ..proxy import PEAK_FOUND, PEAK_MESSAGES, PEAK_NAMES
@@ -125,11 +126,12 @@ def peak_dict(peak) -> dict:
     values = {k: _f(getattr(peak, k)) for k in ("beta", "kl", "gold_gain", "gold_gain_se", "proxy_gain",
                                                   "beta_se", "kl_se")}
     out = {k: v if found else None for k, v in values.items()}
+    trust = {"saturated": bool(np.asarray(peak.saturated)), "reasons": reason_names(int(np.asarray(peak.reasons)))}
     out.update(found_share=_f(peak.found_share), status=PEAK_NAMES[code], message=PEAK_MESSAGES[code],
-               converged=bool(np.asarray(peak.converged)), iterations=int(np.asarray(peak.iterations)),
-               saturated=bool(np.asarray(peak.saturated)), reasons=reason_names(int(np.asarray(peak.reasons))))
+               converged=bool(np.asarray(peak.converged)), iterations=int(np.asarray(peak.iterations)))
+    out.update(trust if found else dict.fromkeys(trust))
     if not found:
-        out["grid_end"] = {k: values[k] for k in ("beta", "kl", "gold_gain")}
+        out["grid_end"] = {**{k: values[k] for k in ("beta", "kl", "gold_gain")}, **trust}
     return out
 
 
