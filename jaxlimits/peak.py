@@ -100,10 +100,16 @@ class Peak(NamedTuple):
         return tables.columns(self, shape_of="beta", status=PEAK_NAMES)
 
     def _summary(self):
+        from .estimators import reason_names
+
+        codes = np.ravel(np.asarray(self.status))
+        names = sorted({PEAK_NAMES.get(int(c), str(int(c))) for c in codes})
+        # without a peak the values are the grid end that bounds it, not a peak's
+        end = "grid end " if not (codes == int(PEAK_FOUND)).any() else ""
+        why = reason_names(np.bitwise_or.reduce(np.ravel(np.asarray(self.reasons)).astype(np.int64), initial=0))
         return tables.summary(self, shape_of="beta", headline=[
-            PEAK_NAMES.get(int(self.status), str(int(self.status))), f"beta {tables.span(self.beta)}",
-            f"KL {tables.span(self.kl)}", f"gold gain {tables.span(self.gold_gain)}",
-            "flagged" if bool(np.any(np.asarray(self.saturated))) else ""])
+            "/".join(names), f"{end}beta {tables.span(self.beta)}", f"KL {tables.span(self.kl)}",
+            f"gold gain {tables.span(self.gold_gain)}", f"flagged ({why.replace('+', ', ')})" if why else ""])
 
     rows, to_dict, to_pandas, __repr__, _repr_html_ = tables.METHODS
 

@@ -422,9 +422,12 @@ def overoptimization_figure(result, path=None, *, ax=None, title: str | None = N
 
     Gold gain of the proxy-aligned policy with a ±1.96 SE band, the gold-aligned frontier (dashed,
     against its own KL; dotted: its cap where the samples cannot show gold's KL, with
-    ``same_kl=True``), the proxy's promised gain on a second axis, the peak marked, and saturated
-    points (too few effective samples) drawn hollow. Built on matplotlib's Agg canvas (no
-    ``pyplot``; the global backend is untouched), like the other figures here.
+    ``same_kl=True``), the proxy's promised gain on a second axis and the peak marked. Trust is
+    drawn as in :func:`frontier_figure`: the curve is solid through trusted points and dashed
+    through points the trust rule flags (``curve.reasons``, named in the legend), which are drawn
+    hollow; points whose standard error is not known (NaN: no band) are crossed and dashed too; a
+    flagged peak is a hollow star with its reasons in its label. Built on matplotlib's Agg canvas
+    (no ``pyplot``; the global backend is untouched), like the other figures here.
 
     Args:
       result: :class:`jaxlimits.proxy.Overoptimization`.
@@ -456,10 +459,22 @@ def overoptimization_figure(result, path=None, *, ax=None, title: str | None = N
     else:
         fig = ax.figure
     ax.fill_between(kl, g - 1.96 * se, g + 1.96 * se, color="C0", alpha=0.2, lw=0)
-    ax.plot(kl, g, color="C0", label="gold gain, aligned to proxy")
-    ax.plot(kl[~sat], g[~sat], "o", color="C0", ms=3)
-    if sat.any():
-        ax.plot(kl[sat], g[sat], "o", mfc="none", color="C0", ms=3, label="saturated (few effective samples)")
+    # one encoding for trust (as frontier_figure): solid through trusted points, dashed through the
+    # others (flagged by the trust rule: hollow; without a standard error, so without a band: crossed)
+    no_se = ~np.isfinite(se)
+    bad = sat | no_se
+    near = bad | np.concatenate([bad[1:], [False]]) | np.concatenate([[False], bad[:-1]])
+    if (~bad).any():
+        ax.plot(kl, np.where(bad, np.nan, g), "-o", color="C0", ms=3, label="gold gain, aligned to proxy")
+    if bad.any():
+        codes = np.asarray(c.reasons, int)[sat]
+        why = [n for n in estimators.reason_names(np.bitwise_or.reduce(codes, initial=0)).split("+") if n]
+        why += ["no SE"] if no_se.any() else []
+        ax.plot(kl, np.where(near, g, np.nan), "--o", color="C0", ms=3, mfc="none",
+                markevery=[int(i) for i in np.flatnonzero(sat)],
+                label=f"gold gain, aligned to proxy: not trustworthy ({', '.join(why)})")
+    if no_se.any():
+        ax.plot(kl[no_se], g[no_se], "x", color="C0", ms=5, label="no SE: precision unknown (no band)")
     ax.plot(np.asarray(c.kl_gold_aligned), np.asarray(c.gold_gain_gold_aligned), "--", color="C2",
             label="gold gain, aligned to gold (the gold frontier)")
     if result.gold_frontier is not None:
@@ -470,8 +485,10 @@ def overoptimization_figure(result, path=None, *, ax=None, title: str | None = N
     status = int(pk.status)
     if status == Status.OK:  # the peak was found
         ax.axvline(float(pk.kl), color="C3", lw=0.8, ls=":")
-        ax.plot([float(pk.kl)], [float(pk.gold_gain)], "*", color="C3", ms=12,
-                label=f"peak: KL {float(pk.kl):.3g}, beta {float(pk.beta):.3g}")
+        why = estimators.reason_names(int(np.asarray(pk.reasons)))
+        ax.plot([float(pk.kl)], [float(pk.gold_gain)], "*", color="C3", ms=12, mfc="none" if why else "C3",
+                label=f"peak: KL {float(pk.kl):.3g}, beta {float(pk.beta):.3g}"
+                + (f", not trustworthy ({why.replace('+', ', ')})" if why else ""))
     ax.set_xlabel("KL(pi || pi0) of the policy aligned to the proxy  [nats per sequence]")
     ax.set_ylabel(f"{gold_label} gain  [{gold_label} units]")
     ax2 = ax.twinx()

@@ -575,7 +575,7 @@ def test_gsm8k_base_samples_end_to_end(tmp_path, capsys):
     print(text)
     doc = json.loads(out.read_text())
     rows, peak = doc["rows"], doc["meta"]["peak"]
-    assert peak["status"] in proxy.PEAK_MESSAGES
+    assert peak["status"] in proxy.PEAK_NAMES.values()  # the name, not the code
     kl = np.array([r["kl_proxy_aligned"] for r in rows])
     assert np.all(np.diff(kl) > 0) and kl[-1] < np.log(4)  # 4 samples: KL cannot exceed log 4
     gap = np.array([r["gap"] for r in rows])
@@ -604,3 +604,96 @@ def test_alpacafarm_gold_versus_four_proxies_end_to_end(tmp_path, capsys):
     assert rates["noise_var"] > 0
     kl = np.array([r["kl_proxy_aligned"] for r in doc["rows"]])
     assert kl[-1] < np.log(2)  # two samples per prompt
+
+
+def _peak(status, reasons=0):
+    from jaxlimits.peak import Peak
+
+    return Peak(beta=np.float64(0.5), kl=np.float64(1.2), gold_gain=np.float64(0.3), gold_gain_se=np.float64(0.01),
+                proxy_gain=np.float64(0.9), status=np.int32(status), converged=np.bool_(status == 0),
+                iterations=np.int32(4 if status == 0 else 0), saturated=np.bool_(reasons != 0),
+                beta_se=np.float64(np.nan), kl_se=np.float64(np.nan), found_share=np.float64(0.0),
+                reasons=np.int32(reasons))
+
+
+def test_peak_dict_names_the_status_and_withholds_a_peak_not_found():
+    from jaxlimits.cli._common import plain
+    from jaxlimits.cli.proxy import peak_dict
+    from jaxlimits.estimators import TAIL, reason_names
+
+    found = plain(peak_dict(_peak(int(proxy.PEAK_FOUND), TAIL)))
+    assert found["status"] == "PEAK_FOUND" and found["message"] == "peak found"
+    assert found["beta"] == 0.5 and found["kl"] == 1.2 and found["gold_gain"] == 0.3 and "grid_end" not in found
+    assert found["reasons"] == reason_names(TAIL) == "tail" and found["saturated"] is True
+    assert found["beta_se"] is None  # no bootstrap: NaN is null, not a number
+    for code in (proxy.PEAK_BEYOND_GRID, proxy.PEAK_AT_START, proxy.PEAK_FLAT, proxy.PEAK_NOT_BRACKETED):
+        none = plain(peak_dict(_peak(int(code), TAIL)))
+        assert none["status"] == code.name and none["message"] == code.message
+        for k in ("beta", "kl", "gold_gain", "gold_gain_se", "proxy_gain", "beta_se", "kl_se"):
+            assert none[k] is None, (code.name, k)
+        assert none["saturated"] is None and none["reasons"] is None  # no peak, no trust rule of one
+        assert none["grid_end"] == {"beta": 0.5, "kl": 1.2, "gold_gain": 0.3, "saturated": True, "reasons": "tail"}
+        json.dumps(none, allow_nan=False)
+
+
+def _tiny_result(reasons, se, peak_reasons):
+    """A five-point over-optimisation result built by hand (no solve): gold rises then falls with KL."""
+    from jaxlimits.gap import ProxyGap
+    from jaxlimits.peak import Overoptimization
+
+    n = len(reasons)
+    kl = np.linspace(0.1, 2.0, n)
+    g = kl * (2.0 - kl)
+    z = np.zeros(n)
+    reasons = np.asarray(reasons, np.int32)
+    curve = ProxyGap(betas=np.geomspace(4, 0.25, n), gold_gain_gold_aligned=g + 0.1, gold_gain_gold_aligned_se=z + 0.01,
+                     gold_gain_proxy_aligned=g, gold_gain_proxy_aligned_se=np.asarray(se, float), proxy_gain=2 * kl,
+                     gap=z + 0.1, gap_se=z + 0.01, kl_proxy_aligned=kl, kl_proxy_aligned_se=z + 0.01,
+                     kl_gold_aligned=kl, ratio=z, saturated_share=z, saturated=reasons != 0,
+                     residual_norm=np.float64(1.0), centred_residual_norm=np.float64(1.0), prompts=None,
+                     reasons=reasons)
+    return Overoptimization(curve, _peak(int(proxy.PEAK_FOUND), peak_reasons))
+
+
+def _legend(fig):
+    return [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+
+
+def test_overoptimization_figure_names_what_is_flagged():
+    from jaxlimits.estimators import BIAS, FEW, TAIL
+
+    se = [0.01, 0.01, np.nan, 0.02, 0.02]
+    fig = proxy.overoptimization_figure(_tiny_result([0, 0, 0, TAIL, TAIL | BIAS], se, TAIL | FEW))
+    labels = _legend(fig)
+    assert not any("saturated" in lab for lab in labels)  # the old fixed label, whatever the reasons
+    # the flagged points' actual reasons, and the point without an SE (no band), on the dashed curve
+    assert "gold gain, aligned to proxy: not trustworthy (bias, tail, no SE)" in labels
+    assert "no SE: precision unknown (no band)" in labels
+    lines = {ln.get_label(): ln for ln in fig.axes[0].get_lines()}
+    solid = np.asarray(lines["gold gain, aligned to proxy"].get_ydata(), float)
+    assert np.isfinite(solid).tolist() == [True, True, False, False, False]
+    # a flagged peak: a hollow star with its reasons
+    star = lines["peak: KL 1.2, beta 0.5, not trustworthy (tail, few)"]
+    assert star.get_marker() == "*" and star.get_markerfacecolor() == "none"
+    # a trusted curve and peak: one solid curve, a filled star, nothing flagged
+    fig = proxy.overoptimization_figure(_tiny_result([0] * 5, [0.01] * 5, 0))
+    labels = _legend(fig)
+    assert not any("trustworthy" in lab or "SE" in lab for lab in labels)
+    star = {ln.get_label(): ln for ln in fig.axes[0].get_lines()}["peak: KL 1.2, beta 0.5"]
+    assert star.get_markerfacecolor() != "none"
+
+
+def test_peak_repr_names_its_reasons_and_a_grid_end():
+    from jaxlimits.estimators import CEILING, TAIL
+    from jaxlimits.peak import Peak
+
+    assert repr(_peak(int(proxy.PEAK_FOUND), TAIL | CEILING)) == \
+        "Peak(PEAK_FOUND; beta 0.5; KL 1.2; gold gain 0.3; flagged (tail, ceiling))"
+    assert repr(_peak(int(proxy.PEAK_FOUND))) == "Peak(PEAK_FOUND; beta 0.5; KL 1.2; gold gain 0.3)"
+    # no peak: the values are the grid end that bounds it
+    assert repr(_peak(int(proxy.PEAK_AT_START))) == "Peak(PEAK_AT_START; grid end beta 0.5; KL 1.2; gold gain 0.3)"
+    # a batch of peaks (vmap) names every status and the union of the reasons
+    batch = Peak(*[np.stack([a, b]) for a, b in zip(_peak(int(proxy.PEAK_FOUND), TAIL),
+                                                      _peak(int(proxy.PEAK_FLAT), CEILING))])
+    assert repr(batch).startswith("Peak[2](PEAK_FLAT/PEAK_FOUND; beta ")
+    assert repr(batch).endswith("; flagged (tail, ceiling))")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..status import Status
 from . import _common as c
 
 EXAMPLES = (
@@ -113,22 +112,34 @@ def _print_curve(rows, compare: str = "kl", gold: str = "gold", proxy: str = "pr
 
 
 def peak_dict(peak) -> dict:
-    from ..estimators import reason_names
-    from ..proxy import PEAK_MESSAGES
+    """The peak as plain values: ``status`` by name (``jaxlimits.proxy.PEAK_NAMES``), ``reasons`` by name.
 
-    status = int(np.asarray(peak.status))
-    out = {k: _f(getattr(peak, k)) for k in ("beta", "kl", "gold_gain", "gold_gain_se", "proxy_gain",
-                                               "beta_se", "kl_se", "found_share")}
-    out.update(status=status, message=PEAK_MESSAGES[status], converged=bool(np.asarray(peak.converged)),
-               iterations=int(np.asarray(peak.iterations)), saturated=bool(np.asarray(peak.saturated)),
-               reasons=reason_names(int(np.asarray(peak.reasons))))
+    Without a peak (any status but ``PEAK_FOUND``) there is no peak's beta, KL, gain or trust rule:
+    those are None (``null`` in JSON), and ``grid_end`` holds the grid end that bounds it (beta,
+    kl, gold_gain, and its trust rule's saturated and reasons).
+    """
+    from ..estimators import reason_names
+    from ..proxy import PEAK_FOUND, PEAK_MESSAGES, PEAK_NAMES
+
+    code = int(np.asarray(peak.status))
+    found = code == int(PEAK_FOUND)
+    values = {k: _f(getattr(peak, k)) for k in ("beta", "kl", "gold_gain", "gold_gain_se", "proxy_gain",
+                                                  "beta_se", "kl_se")}
+    out = {k: v if found else None for k, v in values.items()}
+    trust = {"saturated": bool(np.asarray(peak.saturated)), "reasons": reason_names(int(np.asarray(peak.reasons)))}
+    out.update(found_share=_f(peak.found_share), status=PEAK_NAMES[code], message=PEAK_MESSAGES[code],
+               converged=bool(np.asarray(peak.converged)), iterations=int(np.asarray(peak.iterations)))
+    out.update(trust if found else dict.fromkeys(trust))
+    if not found:
+        out["grid_end"] = {**{k: values[k] for k in ("beta", "kl", "gold_gain")}, **trust}
     return out
 
 
 def _print_peak(pk: dict, bootstrap: int) -> None:
-    if pk["status"] != Status.OK:  # no peak: the message says why
-        c.say(f"over-optimisation: {pk['message']} (grid end: beta {pk['beta']:.4g}, KL {pk['kl']:.4g}, "
-              f"gold gain {pk['gold_gain']:.4g})")
+    if pk["status"] != "PEAK_FOUND":  # no peak: the message says why
+        end = pk["grid_end"]
+        c.say(f"over-optimisation: {pk['message']} (grid end: beta {end['beta']:.4g}, KL {end['kl']:.4g}, "
+              f"gold gain {end['gold_gain']:.4g})")
         return
     se = ""
     if bootstrap and np.isfinite(pk["kl_se"]):
@@ -228,7 +239,7 @@ def run(args) -> int:
     _print_peak(pk, args.bootstrap)
     extra = {"peak": pk}
     if m > 1:
-        beta_ref = pk["beta"] if pk["status"] == proxy.PEAK_FOUND else float(np.median(np.asarray(curve.betas)))
+        beta_ref = pk["beta"] if pk["status"] == "PEAK_FOUND" else float(np.median(np.asarray(curve.betas)))
         extra["ensemble"] = _members(ens, beta_ref, args, budget)
     if out is not None:
         meta = c.meta(args, loaded.source, loaded.notes)
