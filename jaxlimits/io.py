@@ -139,7 +139,8 @@ class Table:
                 try:
                     out[i] = _to_float(v)
                 except (TypeError, ValueError):
-                    raise DataError(f"{self.where(i)}: column {name!r} has a non-numeric value {_short(v)}") from None
+                    what = "no value (the key is missing or null)" if v is None else f"a non-numeric value {_short(v)}"
+                    raise DataError(f"{self.where(i)}: column {name!r} has {what}") from None
                 except OverflowError:
                     raise DataError(f"{self.where(i)}: column {name!r} has a number too large for a float "
                                     f"({_short(v)})") from None

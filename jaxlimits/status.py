@@ -72,7 +72,8 @@ NAMES: dict[int, str] = {s.value: s.name for s in Status}
 MESSAGES: dict[int, str] = {
     Status.NOT_COMPUTED: "not computed",
     Status.OK: "solved",
-    Status.GAIN_AT_OR_ABOVE_MAX: "the target gain is at or above the largest possible gain, max r - E_0[r]",
+    Status.GAIN_AT_OR_ABOVE_MAX: ("the target gain is at or above the largest gain the samples can show, "
+                                  "max r - E_0[r] (all mass on the best sample seen)"),
     Status.KL_AT_OR_ABOVE_CEILING: (
         "the KL budget is at or above what the samples can show (K_max = -log of the base mass tied at "
         "the maximal reward, log(N/m) for m of N plain samples): saturated, no estimate"

@@ -94,7 +94,7 @@ def test_sampler_log_probabilities_become_log_weights(tmp_path):
         ('{"prompt_id": 0, "reward": 1.0}\n{"prompt_id": 0, "reward": NaN}\n', {},
          r"line 2: column 'reward' is nan, not a finite number"),
         ('{"prompt_id": 0, "reward": 1.0}\n{"prompt_id": 0}\n', {},
-         r"line 2: column 'reward' has a non-numeric value None"),
+         r"line 2: column 'reward' has no value \(the key is missing or null\)"),
         ('{"prompt_id": 0, "score": 1.0}\n', {},
          r"no column 'reward' \(set it with --reward-col\); the columns are prompt_id, score"),
         ('{"prompt_id": 0, "reward": 1.0}\n{"prompt_id": 0, "reward": 1.0\n', {}, r"line 2: not valid JSON"),

@@ -269,9 +269,10 @@ def test_vectorised_jsonl_reader_matches_the_line_reader(tmp_path, monkeypatch, 
 
 @pytest.mark.parametrize("text, message", [
     # a blank line: the line numbers must stay the file's
-    ('{"p": 0, "r": 1}\n\n{"p": 0, "r": 2}\n{"p": 0, "r": null}\n', ":line 4: column 'r' has a non-numeric value None"),
+    ('{"p": 0, "r": 1}\n\n{"p": 0, "r": 2}\n{"p": 0, "r": null}\n',
+     ":line 4: column 'r' has no value (the key is missing or null)"),
     ('{"p": 0, "r": 1}\n{"p": 0, "r": 1, "r": 2}\n', ":line 2: the key 'r' appears twice"),
-    ('{"p": 0, "r": 1}\n{"p": 0}\n', ":line 2: column 'r' has a non-numeric value None"),
+    ('{"p": 0, "r": 1}\n{"p": 0}\n', ":line 2: column 'r' has no value (the key is missing or null)"),
     ('{"p": 0, "r": 1}\n{"p": "0", "r": 2}\n', ":line 2: column 'p' is '0' (a str)"),
 ])
 def test_vectorised_jsonl_reader_leaves_what_it_cannot_read_exactly(tmp_path, monkeypatch, text, message):

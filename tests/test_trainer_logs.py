@@ -248,7 +248,7 @@ def test_table_runs_are_filtered_before_conversion(tmp_path):
     path = _jsonl(tmp_path / "log.jsonl", rows)
     runs, _ = load_runs(path, gain="gain", name="step", where={"step": [10]})
     assert [r.name for r in runs] == ["step 10"]
-    with pytest.raises(DataError, match="line 2: column 'kl' has a non-numeric value None"):
+    with pytest.raises(DataError, match="line 2: column 'kl' has no value"):
         load_runs(path, gain="gain")
 
 
