@@ -106,7 +106,7 @@ VOCABULARY: dict[str, str] = {
                  "beside the SE), tail (heavy-tailed weights, PSIS k-hat), no-tilt (k-hat >= 1: the tilt may not "
                  "exist), ceiling (KL near what the samples show), few (too few or too uneven effective draws)",
     "unknown": "not computable from these samples (e.g. a KL at or beyond what they can show): the value is "
-               "left empty; a bound, where one is known, is in its own column",
+               "left empty; where a bound is known it is printed as one (≥, ≤)",
     "above_frontier": "above the frontier by more than its uncertainty: impossible up to estimation error (check "
                       "the KL's unit, the prompts and the reward)",
     "infeasible": "the target cannot be reached by any policy (a gain at or above max r - E_0[r] of an exact law, "
@@ -114,7 +114,7 @@ VOCABULARY: dict[str, str] = {
     "not_converged": "the solver reached its iteration cap (or its correction passes) before its tolerance",
     "extrapolated": "past what the samples show: from a generalised Pareto model of each prompt's upper reward "
                     "tail (--tail gpd), with that model's interval; a model, not a measurement (reasons: no-tilt = "
-                    "the fitted tail has no tilt there)",
+                    "the fitted tail has no tilt there; few = too many prompts' top rewards tie to fit a tail)",
 }
 
 

@@ -80,7 +80,8 @@ def print_table(rows, gain_label: str = "gain") -> None:
             kl = f"{_point(r['kl'])} [{r['tail_kl_lo']:.3g}, {r['tail_kl_hi']:.3g}]"
             gain = f"{_point(r['gain'])} [{r['tail_gain_lo']:.3g}, {r['tail_gain_hi']:.3g}]"
         why = f" ({r['reasons']})" if r.get("reasons") else ""
-        c.say(f"{r['beta']:10.4g} {kl:>20} {gain:>20} {r['ess_fraction']:6.2f}  {r['status']}{why}")
+        ess = "-" if r.get("extrapolated") else f"{r['ess_fraction']:.2f}"  # the samples' ESS says nothing of a model
+        c.say(f"{r['beta']:10.4g} {kl:>20} {gain:>20} {ess:>6}  {r['status']}{why}")
     for line in legend(r["status"] for r in rows):
         c.say(line)
 
@@ -132,8 +133,8 @@ def report(samples, args, source: dict, notes: list[str], default_plot=None, rew
         c.say("(estimates are bias-corrected; a flagged point's reasons are in parentheses: README 'Can I trust the "
               "number?')")
     if f.extrapolated is not None and bool(np.any(np.asarray(f.extrapolated))):
-        c.say("(extrapolated: not measured; the gain and KL of a model of each prompt's upper reward tail, with its "
-              f"{f.tail.level:.0%} interval in brackets, inf where the data cannot bound it: README 'Beyond log N')")
+        c.say(f"(the model's {f.tail.level:.0%} interval in brackets, inf where the data cannot bound it; '-': no "
+              "number (no tilt there) or, for ESS/N, nothing the samples measure: README 'Beyond log N')")
     if out is not None:
         meta = c.meta(args, source, notes)
         meta["gain"] = what_the_curve_is(reward, score)
