@@ -64,7 +64,14 @@ class Run(NamedTuple):
     completion_length: float | None = None
 
 
-def check_run(i: int, run) -> Run:
+def check_run(i: int, run, columns: Mapping[str, str] | None = None) -> Run:
+    """``run`` (a :class:`Run`, a dict or a tuple of its fields) as a checked :class:`Run`.
+
+    ``columns`` names the table column a field was read from (``{"kl": "KL_seq"}``), for the message.
+
+    Raises:
+      ValueError: a non-finite KL or gain, a negative KL or SE, a bad unit or completion length.
+    """
     if isinstance(run, Mapping):
         run = Run(**run)
     elif not isinstance(run, Run):
@@ -72,14 +79,15 @@ def check_run(i: int, run) -> Run:
     where = f"run {i} ({run.name!r})"
     for field in ("kl", "gain", "kl_se", "gain_se"):
         v = getattr(run, field)
+        what = f"{field} (column {columns[field]!r})" if columns and columns.get(field) else field
         try:
             v = float(v)
         except (TypeError, ValueError):
-            raise ValueError(f"{where}: {field} = {v!r} is not a number") from None
+            raise ValueError(f"{where}: {what} = {v!r} is not a number") from None
         if not math.isfinite(v):
-            raise ValueError(f"{where}: {field} = {v!r} is not finite")
+            raise ValueError(f"{where}: {what} = {v!r} is not finite")
         if field != "gain" and v < 0:
-            raise ValueError(f"{where}: {field} = {v!r} is negative")
+            raise ValueError(f"{where}: {what} = {v!r} is negative")
     if run.unit not in UNITS:
         raise ValueError(f"{where}: unit must be one of {', '.join(UNITS)}, got {run.unit!r}")
     if run.unit == "token":
@@ -775,7 +783,8 @@ def load_runs(
         label = _run_label(name, labels[j]) if name else f"{Path(str(table.path)).stem}:{table.kind} {table.lines[i]}"
         L = None if unit == "sequence" else float(lens[j]) if lens is not None else float(completion_length)
         try:
-            runs.append(check_run(j, Run(label, float(k[j]), float(g[j]), float(kse[j]), float(gse[j]), unit, L)))
+            runs.append(check_run(j, Run(label, float(k[j]), float(g[j]), float(kse[j]), float(gse[j]), unit, L),
+                                  columns={"kl": kl, "gain": gain or reward, "kl_se": kl_se, "gain_se": gain_se}))
         except ValueError as e:
             raise io.DataError(f"{table.where(i)}: {e}") from None
     notes = [f"{len(runs)} runs from {table.path} (KL column {kl!r}, unit {unit!r}"

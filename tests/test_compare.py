@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -290,3 +291,24 @@ def test_cli_compare_writes_table_json_and_figure(tmp_path, capsys):
     assert "read as a table of runs" in capsys.readouterr().out
     plain = {r["name"]: r for r in json.loads(out2.read_text())["rows"]}
     assert plain["ppo"]["gain"] == rows["ppo"]["gain"] and plain["grpo"]["kl"] == rows["grpo"]["kl"]
+
+
+@pytest.mark.parametrize("kl, gain, error", [
+    ("-1.0", "0.3", r"r\.csv:line 2: run 0 \('bad'\): kl \(column 'kl'\) = -1\.0 is negative"),
+    ("0.5", "nan", r"r\.csv:line 2: column 'gain' is 'nan', not a finite number"),
+    ("abc", "0.3", r"r\.csv:line 2: column 'kl' has a non-numeric value 'abc'"),
+])
+def test_cli_plain_runs_table_reports_its_own_errors(tmp_path, capsys, kl, gain, error):
+    """A table with columns kl and gain is read as a table of runs: a bad value in it is the error
+    (file, line, column), not 'the log's keys match no trainer'."""
+    samples = _synthetic_file(tmp_path, prompts=2, samples=4)
+    runs = tmp_path / "r.csv"
+    runs.write_text(f"name,kl,gain\nbad,{kl},{gain}\n")
+    assert main(["compare", str(samples), "--runs", str(runs)]) == 2
+    err = capsys.readouterr().err
+    assert "match no trainer" not in err
+    assert re.search(error + r" \(read as a table of runs", err), err
+    # a table without both columns is not a table of runs: the trainer error stands
+    runs.write_text("name,kl,reward\nbad,0.5,0.2\n")
+    assert main(["compare", str(samples), "--runs", str(runs)]) == 2
+    assert "match no trainer" in capsys.readouterr().err
