@@ -102,6 +102,23 @@ def test_beyond_the_ceiling_and_negative_gains(on_below_above):
     json.dumps(rows)  # plain Python values
 
 
+def test_standard_errors_not_given_are_missing_not_zero(on_below_above):
+    """A run without SEs: the flag counts only the frontier's uncertainty (as for 0), and the SE is
+    reported as missing (None in rows(): null in JSON, an empty CSV cell), not as an exact 0.0."""
+    _, _, res = on_below_above
+    np.testing.assert_array_equal(np.asarray(res.kl_se_given), False)
+    np.testing.assert_array_equal(np.asarray(res.gain_se_given), [False] * 4 + [True, False, False])
+    np.testing.assert_array_equal(np.asarray(res.gain_se)[[0, 1, 2]], 0.0)  # what the flag uses
+    rows = res.rows()
+    assert [(r["kl_se"], r["gain_se"]) for r in rows[3:5]] == [(None, None), (None, 0.05)]
+    assert "kl_se_given" not in rows[0]
+    assert "of the frontier's uncertainty only: the run gave no KL or gain SE" in rows[2]["note"]
+    assert any(n.startswith("runs without standard errors (on, below, above, on, per token ...)")
+               for n in res.notices)
+    assert Run("x", 0.1, 0.2).kl_se is None and run_from_samples(
+        "x", jl.Samples([[1.0, 2.0]]), jl.Samples([[0.0, 1.0]]), kl=0.3).kl_se is None
+
+
 def test_bad_runs_raise_clear_errors(law):
     with pytest.raises(ValueError, match="completion_length"):
         jl.compare(law, [Run("r", 0.01, 0.1, unit="token")])
@@ -178,6 +195,7 @@ def test_load_runs_takes_names_from_a_name_column(tmp_path):
     g = _write_csv(tmp_path / "plain.csv", ["kl", "gain"], [[0.5, 0.4]])
     runs, notes = load_runs(g, gain="gain")
     assert runs[0].name == "plain:line 2" and "names from" not in notes[0]
+    assert runs[0].kl_se is None and runs[0].gain_se is None  # not given: not 0.0 (an exact value)
 
 
 def test_flagged_frontier_says_why():
@@ -277,6 +295,7 @@ def test_cli_compare_writes_table_json_and_figure(tmp_path, capsys):
     rows = {r["name"]: r for r in doc["rows"]}
     assert rows["liar"]["above_frontier"] and not rows["ppo"]["above_frontier"]
     assert 0 < rows["ppo"]["reward_efficiency"] < 1
+    assert rows["ppo"]["gain_se"] == 0.02 and rows["ppo"]["kl_se"] is None  # no --run-kl-se-col: null, not 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # never overwrite without --force
     assert main(argv) == 2
@@ -291,6 +310,7 @@ def test_cli_compare_writes_table_json_and_figure(tmp_path, capsys):
     assert "read as a table of runs" in capsys.readouterr().out
     plain = {r["name"]: r for r in json.loads(out2.read_text())["rows"]}
     assert plain["ppo"]["gain"] == rows["ppo"]["gain"] and plain["grpo"]["kl"] == rows["grpo"]["kl"]
+    assert plain["ppo"]["kl_se"] is None and plain["ppo"]["gain_se"] is None
 
 
 @pytest.mark.parametrize("kl, gain, error", [
