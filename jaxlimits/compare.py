@@ -363,7 +363,8 @@ def load_policy_samples(
         "lower_bound", "frontier_saturated", "frontier_status", "min_kl_status", "frontier_gain_lower_bound",
         "left_on_table_lower_bound", "reward_efficiency_upper_bound", "frontier_reasons", "extrapolated",
         "frontier_gain_lo", "frontier_gain_hi", "measured_frontier_gain", "measured_frontier_status",
-        "measured_frontier_reasons", "measured_min_kl", "measured_min_kl_status", "measured_min_kl_reasons",
+        "measured_frontier_reasons", "measured_frontier_saturated", "measured_min_kl", "measured_min_kl_status",
+        "measured_min_kl_reasons", "measured_min_kl_saturated",
         "kl_se_given", "gain_se_given",
     ],
     meta_fields=["names", "notes", "notices", "level", "status"],
@@ -401,7 +402,9 @@ class Comparison:
         (``frontier_reasons`` says why); False where it is not computed (``lower_bound``).
       frontier_reasons: the pooled trust rule's reasons there (``int32`` bitmask,
         ``jaxlimits.estimators.reason_names`` spells it; 0 where trusted or not computed).
-      frontier_status, min_kl_status: ``jaxlimits.status.Status`` codes of the two solves.
+      frontier_status, min_kl_status: ``jaxlimits.status.Status`` codes of the two solves: whether
+        the solve found an answer (``ok`` where it did, flagged or not); whether the trust rule flags
+        it is ``frontier_saturated`` / ``frontier_reasons``, and ``status`` is the one word for both.
       frontier_gain_lower_bound, left_on_table_lower_bound, reward_efficiency_upper_bound: where
         the frontier is unknown, the samples' cap ``mean_x (max r - E_0 r)`` (best-of-N reaches it
         within that KL, so the frontier is at least that) and the bounds it gives; NaN elsewhere.
@@ -413,8 +416,11 @@ class Comparison:
       measured_frontier_gain, measured_frontier_status, measured_frontier_reasons: where the tail
         model answers ``gain*(KL_run)``, what the samples alone answered there (the empirical
         solution's gain, status code and trust-rule reasons: flagged, or no answer past the
-        ceiling); NaN / ``NOT_COMPUTED`` / 0 elsewhere and without a tail model.
-      measured_min_kl, measured_min_kl_status, measured_min_kl_reasons: the same for ``KL*(gain)``.
+        ceiling); NaN / ``NOT_COMPUTED`` / 0 elsewhere and without a tail model. As for the frontier,
+        the status is the solve's code (``ok``: it answered) and the trust rule's verdict is apart:
+      measured_frontier_saturated: that answer is flagged (its reasons are not empty).
+      measured_min_kl, measured_min_kl_status, measured_min_kl_reasons, measured_min_kl_saturated: the
+        same for ``KL*(gain)``.
       status: per run, one word of :data:`jaxlimits.status.VOCABULARY` (``ok``, ``saturated``,
         ``unknown``, ``above_frontier``, ...), the same in tables, CSV and JSON.
       names: the runs' names. notes: one sentence per run (unit assumed, status).
@@ -448,9 +454,11 @@ class Comparison:
     measured_frontier_gain: Array
     measured_frontier_status: Array
     measured_frontier_reasons: Array
+    measured_frontier_saturated: Array
     measured_min_kl: Array
     measured_min_kl_status: Array
     measured_min_kl_reasons: Array
+    measured_min_kl_saturated: Array
     kl_se_given: Array
     gain_se_given: Array
     names: tuple[str, ...]
@@ -708,8 +716,10 @@ def compare(
         frontier_reasons=jnp.asarray(f_reasons), extrapolated=jnp.asarray(ext), frontier_gain_lo=as_dt(f_lo),
         frontier_gain_hi=as_dt(f_hi), measured_frontier_gain=as_dt(m_gain),
         measured_frontier_status=jnp.asarray(m_status, jnp.int32), measured_frontier_reasons=jnp.asarray(m_reasons),
+        measured_frontier_saturated=jnp.asarray(m_reasons != 0),
         measured_min_kl=as_dt(m_kl), measured_min_kl_status=jnp.asarray(m_kl_status, jnp.int32),
-        measured_min_kl_reasons=jnp.asarray(m_kl_reasons), kl_se_given=jnp.asarray(given[:, 0]),
+        measured_min_kl_reasons=jnp.asarray(m_kl_reasons), measured_min_kl_saturated=jnp.asarray(m_kl_reasons != 0),
+        kl_se_given=jnp.asarray(given[:, 0]),
         gain_se_given=jnp.asarray(given[:, 1]), names=tuple(r.name for r in runs), notes=tuple(notes),
         notices=tuple(notices), level=float(level),
         status=tuple(words),

@@ -112,6 +112,7 @@ def test_standard_errors_not_given_are_missing_not_zero(on_below_above):
     rows = res.rows()
     assert [(r["kl_se"], r["gain_se"]) for r in rows[3:5]] == [(None, None), (None, 0.05)]
     assert "kl_se_given" not in rows[0]
+    assert rows[0]["measured_frontier_saturated"] is False and rows[0]["measured_min_kl_saturated"] is False
     assert "of the frontier's uncertainty only: the run gave no KL or gain SE" in rows[2]["note"]
     assert any(n.startswith("runs without standard errors (on, below, above, on, per token ...)")
                for n in res.notices)
