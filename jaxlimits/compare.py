@@ -49,7 +49,9 @@ class Run(NamedTuple):
       name: a label.
       kl: measured ``KL(pi || pi0)``, in nats per sequence or per token (``unit``).
       gain: measured gain ``E_pi[r] - E_0[r]`` in the reward the frontier is of.
-      kl_se, gain_se: their standard errors (0 if unknown; the flag is then less cautious).
+      kl_se, gain_se: their standard errors; None (the default) where not given: the above-frontier
+        flag then counts only the frontier's uncertainty (as for 0, an exact value), and
+        :class:`Comparison` reports the SE as missing.
       unit: ``"sequence"`` (default) or ``"token"``.
       completion_length: the mean completion length in tokens, needed when ``unit == "token"``
         (sequence KL = per-token KL x length).
@@ -58,28 +60,47 @@ class Run(NamedTuple):
     name: str
     kl: float
     gain: float
-    kl_se: float = 0.0
-    gain_se: float = 0.0
+    kl_se: float | None = None
+    gain_se: float | None = None
     unit: str = "sequence"
     completion_length: float | None = None
 
 
-def check_run(i: int, run) -> Run:
+def _as_run(run) -> Run:
+    """A :class:`Run`, a dict or a tuple of its fields, as a :class:`Run` (unchecked)."""
     if isinstance(run, Mapping):
-        run = Run(**run)
-    elif not isinstance(run, Run):
-        run = Run(*run)
+        return Run(**run)
+    return run if isinstance(run, Run) else Run(*run)
+
+
+def _se_given(run: Run) -> tuple[bool, bool]:
+    """Whether the run gave its KL's and its gain's standard errors (not None)."""
+    return run.kl_se is not None, run.gain_se is not None
+
+
+def check_run(i: int, run, columns: Mapping[str, str] | None = None) -> Run:
+    """``run`` (a :class:`Run`, a dict or a tuple of its fields) as a checked :class:`Run`; a standard
+    error not given (None) becomes 0.0 (what the flag uses; :func:`compare` reports it as missing).
+
+    ``columns`` names the table column a field was read from (``{"kl": "KL_seq"}``), for the message.
+
+    Raises:
+      ValueError: a non-finite KL or gain, a negative KL or SE, a bad unit or completion length.
+    """
+    run = _as_run(run)
+    run = run._replace(**{f: 0.0 for f in ("kl_se", "gain_se") if getattr(run, f) is None})
     where = f"run {i} ({run.name!r})"
     for field in ("kl", "gain", "kl_se", "gain_se"):
         v = getattr(run, field)
+        what = f"{field} (column {columns[field]!r})" if columns and columns.get(field) else field
         try:
             v = float(v)
         except (TypeError, ValueError):
-            raise ValueError(f"{where}: {field} = {v!r} is not a number") from None
+            raise ValueError(f"{where}: {what} = {v!r} is not a number") from None
         if not math.isfinite(v):
-            raise ValueError(f"{where}: {field} = {v!r} is not finite")
+            raise ValueError(f"{where}: {what} = {v!r} is not finite")
         if field != "gain" and v < 0:
-            raise ValueError(f"{where}: {field} = {v!r} is negative")
+            raise ValueError(f"{where}: {what} = {v!r} is negative")
     if run.unit not in UNITS:
         raise ValueError(f"{where}: unit must be one of {', '.join(UNITS)}, got {run.unit!r}")
     if run.unit == "token":
@@ -99,7 +120,8 @@ def check_run(i: int, run) -> Run:
 
 
 def sequence_kl(run: Run) -> tuple[float, float, str]:
-    """A run's sequence-level KL and its SE, with a note saying what was assumed."""
+    """A run's sequence-level KL and its SE (NaN where not given), with a note saying what was assumed."""
+    se = math.nan if run.kl_se is None else float(run.kl_se)
     if run.unit == "token":
         L = float(run.completion_length)
         kl = float(run.kl) * L
@@ -108,8 +130,8 @@ def sequence_kl(run: Run) -> tuple[float, float, str]:
             f"(assumes the logged value is the mean over completion tokens and {L:.4g} the mean completion "
             f"length of the same batch)"
         )
-        return kl, float(run.kl_se) * L, note
-    return float(run.kl), float(run.kl_se), "KL taken as sequence-level, as given (unit='sequence')"
+        return kl, se * L, note
+    return float(run.kl), se, "KL taken as sequence-level, as given (unit='sequence')"
 
 
 def run_from_samples(
@@ -118,7 +140,7 @@ def run_from_samples(
     base: Samples,
     kl: float,
     *,
-    kl_se: float = 0.0,
+    kl_se: float | None = None,
     unit: str = "sequence",
     completion_length: float | None = None,
 ) -> Run:
@@ -161,7 +183,9 @@ def run_from_samples(
     var = (0.0 if policy.exact else vp / np_) + (0.0 if base.exact else vb / nb)
     gain = float(np.mean(d))
     gain_se = float(pooling.pooled_se_of_variances(np.broadcast_to(var, d.shape)))
-    return check_run(0, Run(name, float(kl), gain, float(kl_se), gain_se, unit, completion_length))
+    run = Run(name, float(kl), gain, None if kl_se is None else float(kl_se), gain_se, unit, completion_length)
+    check_run(0, run)
+    return run  # kl_se None where not given (check_run's copy has 0.0)
 
 
 def _mean_var(s: Samples):
@@ -339,7 +363,9 @@ def load_policy_samples(
         "lower_bound", "frontier_saturated", "frontier_status", "min_kl_status", "frontier_gain_lower_bound",
         "left_on_table_lower_bound", "reward_efficiency_upper_bound", "frontier_reasons", "extrapolated",
         "frontier_gain_lo", "frontier_gain_hi", "measured_frontier_gain", "measured_frontier_status",
-        "measured_frontier_reasons", "measured_min_kl", "measured_min_kl_status", "measured_min_kl_reasons",
+        "measured_frontier_reasons", "measured_frontier_saturated", "measured_min_kl", "measured_min_kl_status",
+        "measured_min_kl_reasons", "measured_min_kl_saturated",
+        "kl_se_given", "gain_se_given",
     ],
     meta_fields=["names", "notes", "notices", "level", "status"],
 )
@@ -350,6 +376,10 @@ class Comparison:
     Attributes:
       kl, kl_se: the runs' sequence-level KL (converted from per-token where the run said so).
       gain, gain_se: the runs' measured gains.
+      kl_se_given, gain_se_given: whether the run gave that standard error; where it did not, the
+        SE field holds 0.0 (what the flag and ``excess_z`` use: only the frontier's uncertainty, and
+        the other SE if given) and :meth:`rows` writes it as missing (None: null in JSON, an empty
+        CSV cell).
       frontier_gain, frontier_gain_se, frontier_beta: ``gain*(KL_run)`` on the pooled frontier
         (``jaxlimits.max_gain_at_kl``). NaN where the run's KL is at or beyond what the samples can
         show (``lower_bound``): the frontier there is unknown, only bounded below by
@@ -362,6 +392,8 @@ class Comparison:
       kl_efficiency: ``min_kl / kl`` (how much of the spent KL was needed).
       excess_z: ``(gain - frontier_gain) / se``, ``se = sqrt(gain_se^2 + frontier_gain_se^2 +
         (frontier_beta kl_se)^2)`` (``d gain*/dK = beta*`` carries the KL's error); NaN where unknown.
+        An SE the run did not give counts as 0: then ``se`` is only the frontier's uncertainty (the
+        notices and the run's note say so).
       above_frontier: the run is above the frontier by more than ``z_level * se`` (impossible up
         to estimation error: check units, prompts and reward). False where the frontier is unknown.
       lower_bound: the frontier at the run's KL is unknown (the KL is at or beyond what the samples
@@ -370,7 +402,9 @@ class Comparison:
         (``frontier_reasons`` says why); False where it is not computed (``lower_bound``).
       frontier_reasons: the pooled trust rule's reasons there (``int32`` bitmask,
         ``jaxlimits.estimators.reason_names`` spells it; 0 where trusted or not computed).
-      frontier_status, min_kl_status: ``jaxlimits.status.Status`` codes of the two solves.
+      frontier_status, min_kl_status: ``jaxlimits.status.Status`` codes of the two solves: whether
+        the solve found an answer (``ok`` where it did, flagged or not); whether the trust rule flags
+        it is ``frontier_saturated`` / ``frontier_reasons``, and ``status`` is the one word for both.
       frontier_gain_lower_bound, left_on_table_lower_bound, reward_efficiency_upper_bound: where
         the frontier is unknown, the samples' cap ``mean_x (max r - E_0 r)`` (best-of-N reaches it
         within that KL, so the frontier is at least that) and the bounds it gives; NaN elsewhere.
@@ -382,8 +416,11 @@ class Comparison:
       measured_frontier_gain, measured_frontier_status, measured_frontier_reasons: where the tail
         model answers ``gain*(KL_run)``, what the samples alone answered there (the empirical
         solution's gain, status code and trust-rule reasons: flagged, or no answer past the
-        ceiling); NaN / ``NOT_COMPUTED`` / 0 elsewhere and without a tail model.
-      measured_min_kl, measured_min_kl_status, measured_min_kl_reasons: the same for ``KL*(gain)``.
+        ceiling); NaN / ``NOT_COMPUTED`` / 0 elsewhere and without a tail model. As for the frontier,
+        the status is the solve's code (``ok``: it answered) and the trust rule's verdict is apart:
+      measured_frontier_saturated: that answer is flagged (its reasons are not empty).
+      measured_min_kl, measured_min_kl_status, measured_min_kl_reasons, measured_min_kl_saturated: the
+        same for ``KL*(gain)``.
       status: per run, one word of :data:`jaxlimits.status.VOCABULARY` (``ok``, ``saturated``,
         ``unknown``, ``above_frontier``, ...), the same in tables, CSV and JSON.
       names: the runs' names. notes: one sentence per run (unit assumed, status).
@@ -417,9 +454,13 @@ class Comparison:
     measured_frontier_gain: Array
     measured_frontier_status: Array
     measured_frontier_reasons: Array
+    measured_frontier_saturated: Array
     measured_min_kl: Array
     measured_min_kl_status: Array
     measured_min_kl_reasons: Array
+    measured_min_kl_saturated: Array
+    kl_se_given: Array
+    gain_se_given: Array
     names: tuple[str, ...]
     notes: tuple[str, ...]
     notices: tuple[str, ...]
@@ -430,12 +471,13 @@ class Comparison:
         """One dict per run (for tables, CSV and JSON): unknown values and flags are ``None``.
 
         ``status`` is a word of :data:`jaxlimits.status.VOCABULARY`; ``note`` says why, per run;
-        the two solver codes appear as their names (``jaxlimits.status.NAMES``).
+        the two solver codes appear as their names (``jaxlimits.status.NAMES``); a standard error
+        the run did not give is None (``kl_se_given``, ``gain_se_given`` are not columns).
         """
         from .estimators import reason_names
         from .status import NAMES
 
-        skip = ("names", "notes", "notices", "level", "status")
+        skip = ("names", "notes", "notices", "level", "status", "kl_se_given", "gain_se_given")
         keys = [f.name for f in dataclasses.fields(self) if f.name not in skip]
         cols = {k: np.asarray(getattr(self, k)) for k in keys}
         out = []
@@ -452,6 +494,9 @@ class Comparison:
                     row[k] = None if unknown and k in ("above_frontier", "frontier_saturated") else bool(x)
                 else:
                     row[k] = float(x) if np.isfinite(x) else None
+            for k in ("kl_se", "gain_se"):
+                if not bool(np.asarray(getattr(self, f"{k}_given"))[i]):
+                    row[k] = None
             row["note"] = self.notes[i]
             out.append(row)
         return out
@@ -521,6 +566,7 @@ def compare(
     check_samples(samples, "compare")
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level!r}")
+    given = np.array([_se_given(_as_run(r)) for r in runs], bool).reshape(-1, 2)  # [runs, (kl, gain)]
     runs = [check_run(i, r) for i, r in enumerate(runs)]
     if not runs:
         raise ValueError("compare: no runs given")
@@ -630,8 +676,8 @@ def compare(
                          f"tail model's (extrapolated, not measured){measured_kl}")
         if above[i]:
             extra.append(
-                f"ABOVE the frontier by {excess[i]:.4g} ({excess_z[i]:.3g} standard errors): impossible up to "
-                f"estimation error; check the KL's unit, the prompts and the reward"
+                f"ABOVE the frontier by {excess[i]:.4g} ({excess_z[i]:.3g} standard errors{_se_counted(given[i])}): "
+                f"impossible up to estimation error; check the KL's unit, the prompts and the reward"
             )
         notes[i] = "; ".join([notes[i]] + extra)
     words = []
@@ -650,8 +696,14 @@ def compare(
         "prompts, as E_pi[r] - E_0[r]",
         f"above_frontier: excess > {z_level:.3g} standard errors (two-sided level {level})",
     ]
+    lacking = [r.name for r, g in zip(runs, given) if not g.all()]
     if np.all(gain_se == 0) and np.all(kl_se == 0):
-        notices.append("no standard errors were given for the runs: the flag counts only the frontier's uncertainty")
+        notices.append("no standard errors were given for the runs: the flag and excess_z count only the frontier's "
+                       "uncertainty" + (" (kl_se, gain_se are left empty)" if not given.any() else ""))
+    elif lacking:
+        notices.append(f"runs without standard errors ({', '.join(lacking[:4])}{' ...' if len(lacking) > 4 else ''}): "
+                       "their flag and excess_z count only the frontier's uncertainty (and any SE they gave); the SEs "
+                       "they did not give are left empty")
     as_dt = lambda x: jnp.asarray(x, dt)  # noqa: E731
     return Comparison(
         kl=as_dt(kl), kl_se=as_dt(kl_se), gain=as_dt(gain), gain_se=as_dt(gain_se),
@@ -664,11 +716,23 @@ def compare(
         frontier_reasons=jnp.asarray(f_reasons), extrapolated=jnp.asarray(ext), frontier_gain_lo=as_dt(f_lo),
         frontier_gain_hi=as_dt(f_hi), measured_frontier_gain=as_dt(m_gain),
         measured_frontier_status=jnp.asarray(m_status, jnp.int32), measured_frontier_reasons=jnp.asarray(m_reasons),
+        measured_frontier_saturated=jnp.asarray(m_reasons != 0),
         measured_min_kl=as_dt(m_kl), measured_min_kl_status=jnp.asarray(m_kl_status, jnp.int32),
-        measured_min_kl_reasons=jnp.asarray(m_kl_reasons), names=tuple(r.name for r in runs), notes=tuple(notes),
+        measured_min_kl_reasons=jnp.asarray(m_kl_reasons), measured_min_kl_saturated=jnp.asarray(m_kl_reasons != 0),
+        kl_se_given=jnp.asarray(given[:, 0]),
+        gain_se_given=jnp.asarray(given[:, 1]), names=tuple(r.name for r in runs), notes=tuple(notes),
         notices=tuple(notices), level=float(level),
         status=tuple(words),
     )
+
+
+def _se_counted(given) -> str:
+    """What a run's ``excess_z`` counts where the run did not give both SEs (``given``: KL's, gain's)."""
+    if given.all():
+        return ""
+    missing = " or ".join(w for w, g in zip(("KL", "gain"), given) if not g)
+    gave = " and the run's gain SE" if given[1] else " and the run's KL SE" if given[0] else ""
+    return f", of the frontier's uncertainty{gave} only: the run gave no {missing} SE"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -763,8 +827,8 @@ def load_runs(
         g = kept.column(gain, option="--run-gain-col")
     else:
         g = kept.column(reward, option="--run-reward-col") - float(baseline)
-    kse = kept.column(kl_se) if kl_se else np.zeros(len(idx))
-    gse = kept.column(gain_se) if gain_se else np.zeros(len(idx))
+    kse = kept.column(kl_se) if kl_se else [None] * len(idx)  # None: not given (reported as missing)
+    gse = kept.column(gain_se) if gain_se else [None] * len(idx)
     lens = kept.column(length, option="--length-col") if length else None
     guessed = None
     if name is None:  # a table that names its runs is read with those names
@@ -775,7 +839,10 @@ def load_runs(
         label = _run_label(name, labels[j]) if name else f"{Path(str(table.path)).stem}:{table.kind} {table.lines[i]}"
         L = None if unit == "sequence" else float(lens[j]) if lens is not None else float(completion_length)
         try:
-            runs.append(check_run(j, Run(label, float(k[j]), float(g[j]), float(kse[j]), float(gse[j]), unit, L)))
+            run = Run(label, float(k[j]), float(g[j]), None if kse[j] is None else float(kse[j]),
+                      None if gse[j] is None else float(gse[j]), unit, L)
+            check_run(j, run, columns={"kl": kl, "gain": gain or reward, "kl_se": kl_se, "gain_se": gain_se})
+            runs.append(run)  # an SE not given stays None (check_run's copy has 0.0)
         except ValueError as e:
             raise io.DataError(f"{table.where(i)}: {e}") from None
     notes = [f"{len(runs)} runs from {table.path} (KL column {kl!r}, unit {unit!r}"

@@ -597,11 +597,12 @@ def runs_from_log(
         label = f"step {_label(step)}" if step is not None else r.where
         name = f"{r.run} {label}" if r.run else label
         L = v["length"] if length_key else None
-        run = Run(name, v["kl"], v["reward"] - float(baseline), 0.0, 0.0, schema.kl_unit, L)
+        run = Run(name, v["kl"], v["reward"] - float(baseline), None, None, schema.kl_unit, L)  # no SEs in a log
         try:
-            runs.append(check_run(i, run))
+            check_run(i, run)
         except ValueError as e:
             raise DataError(f"{r.where}: {e}") from None
+        runs.append(run)  # its SEs stay None: not given (check_run's copy has 0.0)
 
     unit = ("per-token mean" if schema.kl_unit == "token" else "per-sequence sum") + f" ({schema.kl_reduction})"
     notes.append(f"KL: {kl_key!r}, {unit}; estimator {schema.kl_estimator}")

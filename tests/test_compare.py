@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -101,6 +102,24 @@ def test_beyond_the_ceiling_and_negative_gains(on_below_above):
     json.dumps(rows)  # plain Python values
 
 
+def test_standard_errors_not_given_are_missing_not_zero(on_below_above):
+    """A run without SEs: the flag counts only the frontier's uncertainty (as for 0), and the SE is
+    reported as missing (None in rows(): null in JSON, an empty CSV cell), not as an exact 0.0."""
+    _, _, res = on_below_above
+    np.testing.assert_array_equal(np.asarray(res.kl_se_given), False)
+    np.testing.assert_array_equal(np.asarray(res.gain_se_given), [False] * 4 + [True, False, False])
+    np.testing.assert_array_equal(np.asarray(res.gain_se)[[0, 1, 2]], 0.0)  # what the flag uses
+    rows = res.rows()
+    assert [(r["kl_se"], r["gain_se"]) for r in rows[3:5]] == [(None, None), (None, 0.05)]
+    assert "kl_se_given" not in rows[0]
+    assert rows[0]["measured_frontier_saturated"] is False and rows[0]["measured_min_kl_saturated"] is False
+    assert "of the frontier's uncertainty only: the run gave no KL or gain SE" in rows[2]["note"]
+    assert any(n.startswith("runs without standard errors (on, below, above, on, per token ...)")
+               for n in res.notices)
+    assert Run("x", 0.1, 0.2).kl_se is None and run_from_samples(
+        "x", jl.Samples([[1.0, 2.0]]), jl.Samples([[0.0, 1.0]]), kl=0.3).kl_se is None
+
+
 def test_bad_runs_raise_clear_errors(law):
     with pytest.raises(ValueError, match="completion_length"):
         jl.compare(law, [Run("r", 0.01, 0.1, unit="token")])
@@ -177,6 +196,7 @@ def test_load_runs_takes_names_from_a_name_column(tmp_path):
     g = _write_csv(tmp_path / "plain.csv", ["kl", "gain"], [[0.5, 0.4]])
     runs, notes = load_runs(g, gain="gain")
     assert runs[0].name == "plain:line 2" and "names from" not in notes[0]
+    assert runs[0].kl_se is None and runs[0].gain_se is None  # not given: not 0.0 (an exact value)
 
 
 def test_flagged_frontier_says_why():
@@ -276,6 +296,7 @@ def test_cli_compare_writes_table_json_and_figure(tmp_path, capsys):
     rows = {r["name"]: r for r in doc["rows"]}
     assert rows["liar"]["above_frontier"] and not rows["ppo"]["above_frontier"]
     assert 0 < rows["ppo"]["reward_efficiency"] < 1
+    assert rows["ppo"]["gain_se"] == 0.02 and rows["ppo"]["kl_se"] is None  # no --run-kl-se-col: null, not 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # never overwrite without --force
     assert main(argv) == 2
@@ -290,3 +311,25 @@ def test_cli_compare_writes_table_json_and_figure(tmp_path, capsys):
     assert "read as a table of runs" in capsys.readouterr().out
     plain = {r["name"]: r for r in json.loads(out2.read_text())["rows"]}
     assert plain["ppo"]["gain"] == rows["ppo"]["gain"] and plain["grpo"]["kl"] == rows["grpo"]["kl"]
+    assert plain["ppo"]["kl_se"] is None and plain["ppo"]["gain_se"] is None
+
+
+@pytest.mark.parametrize("kl, gain, error", [
+    ("-1.0", "0.3", r"r\.csv:line 2: run 0 \('bad'\): kl \(column 'kl'\) = -1\.0 is negative"),
+    ("0.5", "nan", r"r\.csv:line 2: column 'gain' is 'nan', not a finite number"),
+    ("abc", "0.3", r"r\.csv:line 2: column 'kl' has a non-numeric value 'abc'"),
+])
+def test_cli_plain_runs_table_reports_its_own_errors(tmp_path, capsys, kl, gain, error):
+    """A table with columns kl and gain is read as a table of runs: a bad value in it is the error
+    (file, line, column), not 'the log's keys match no trainer'."""
+    samples = _synthetic_file(tmp_path, prompts=2, samples=4)
+    runs = tmp_path / "r.csv"
+    runs.write_text(f"name,kl,gain\nbad,{kl},{gain}\n")
+    assert main(["compare", str(samples), "--runs", str(runs)]) == 2
+    err = capsys.readouterr().err
+    assert "match no trainer" not in err
+    assert re.search(error + r" \(read as a table of runs", err), err
+    # a table without both columns is not a table of runs: the trainer error stands
+    runs.write_text("name,kl,reward\nbad,0.5,0.2\n")
+    assert main(["compare", str(samples), "--runs", str(runs)]) == 2
+    assert "match no trainer" in capsys.readouterr().err

@@ -249,6 +249,7 @@ def test_compare_shows_the_measured_frontier_beside_the_model(exp_samples):
     res = jl.compare(exp_samples, [jl.Run("mid", kl=1.0, gain=0.5)], tail="gpd", tail_replicates=R)
     row = res.rows()[0]
     assert row["extrapolated"] and row["measured_frontier_status"] == "ok" and row["measured_frontier_reasons"]
+    assert row["measured_frontier_saturated"] is True  # the solve answered ('ok'), the trust rule flags it
     plain = jl.compare(exp_samples, [jl.Run("mid", kl=1.0, gain=0.5)]).rows()[0]
     assert row["measured_frontier_gain"] == pytest.approx(plain["frontier_gain"], rel=1e-12)
     assert row["measured_frontier_gain"] != row["frontier_gain"]

@@ -185,15 +185,25 @@ def _check_options(args) -> None:
 
 def _plain_runs_table(args, error: ValueError):
     """A log that matches no trainer but is a table with columns ``kl`` and ``gain`` (as ``jaxlimits demo
-    --write-data`` writes): read as a table of runs, said in a note; else the trainer error stands."""
+    --write-data`` writes): read as a table of runs, said in a note; else the trainer error stands.
+
+    Whether it is such a table is decided by its columns alone: once it is, that table's own errors (a
+    negative KL, a NaN gain, a non-numeric cell, naming file, line and column) are the ones raised."""
     from ..compare import load_runs
+    from ..io import read_table
 
     if len(args.runs) != 1 or args.runs_format not in ("auto", "table") or args.trainer != "auto":
         raise error
     try:
-        found, notes = load_runs(args.runs[0], kl="kl", gain="gain", where=_where(args.run_where))
+        columns = read_table(args.runs[0]).columns
     except (ValueError, LookupError):
         raise error from None
+    if "kl" not in columns or "gain" not in columns:
+        raise error
+    try:
+        found, notes = load_runs(args.runs[0], kl="kl", gain="gain", where=_where(args.run_where))
+    except ValueError as e:  # said with how the file was read (a DataError names its file, line and column)
+        raise type(e)(f"{e} (read as a table of runs: no trainer's keys, but columns 'kl' and 'gain')") from None
     return found, [f"{args.runs[0]}: no trainer's keys, but columns 'kl' and 'gain': read as a table of runs "
                    "(--run-kl-col/--run-gain-col name other columns)"] + notes
 
