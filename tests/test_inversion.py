@@ -373,7 +373,7 @@ def test_boundary_and_infeasible_statuses(gauss):
     np.testing.assert_allclose(float(sol.gain[1]), gains[1], rtol=1e-9)
     assert float(sol.kl[1]) < kmax
     assert inv.STATUS[int(sol.status[2])] == "GAIN_AT_OR_ABOVE_MAX"
-    assert "largest possible gain" in inv.MESSAGES[int(sol.status[2])]
+    assert "largest gain the samples can show" in inv.MESSAGES[int(sol.status[2])]
 
 
 def test_eager_errors_name_target_prompt_and_limit(gauss):
@@ -492,7 +492,7 @@ def test_cli_invert(tmp_path):
     res = _cli(data, "--kl", 0.2, 99, "--gain", 50, "--per-prompt")
     assert res.returncode == 2
     assert "--kl 99: the KL budget is at or above what the samples can show" in res.stderr
-    assert "--gain 50: the target gain is at or above the largest possible gain" in res.stderr
+    assert "--gain 50: the target gain is at or above the largest gain the samples can show" in res.stderr
     assert "4 of 4 prompts" in res.stderr and "Traceback" not in res.stderr
     assert "kl_at_or_above_ceiling" in res.stdout
     # a usage error without targets
