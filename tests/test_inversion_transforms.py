@@ -47,6 +47,7 @@ def test_gradient_identities(gauss, pooled):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 @pytest.mark.parametrize("pooled", [True, False])
 def test_check_grads_rewards(pooled):
     """Derivatives with respect to the rewards (forward and reverse) match finite differences."""
