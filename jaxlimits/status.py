@@ -113,8 +113,9 @@ VOCABULARY: dict[str, str] = {
                   "or a negative or NaN target)",
     "not_converged": "the solver reached its iteration cap (or its correction passes) before its tolerance",
     "extrapolated": "past what the samples show: from a generalised Pareto model of each prompt's upper reward "
-                    "tail (--tail gpd), with that model's interval; a model, not a measurement (reasons: no-tilt = "
-                    "the fitted tail has no tilt there; few = too many prompts' top rewards tie to fit a tail)",
+                    "tail (--tail gpd), with that model's interval; a model, not a measurement (the model's "
+                    "reasons: no-tilt = the fitted tail has no tilt there; few = too many prompts' top rewards "
+                    "tie to fit a tail; a measured value's reasons are the trust rule's)",
 }
 
 
