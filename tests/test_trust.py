@@ -233,16 +233,21 @@ def test_an_exact_law_is_never_flagged():
     assert np.isnan(np.asarray(f.prompts.khat)).all()
 
 
-def test_calibration_script_quick_cells_cover():
-    """A small version of benchmarks/calibrate_trust.py (fixed seed, two laws, N = 64, P = 1 and 100)."""
+def _benchmark(name: str):
+    """The module of the script ``benchmarks/<name>.py`` (the folder is not a package)."""
     import sys
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     try:
-        cal = importlib.import_module("calibrate_trust")
+        return importlib.import_module(name)
     finally:
         sys.path.pop(0)
+
+
+def test_calibration_script_quick_cells_cover():
+    """A small version of benchmarks/calibrate_trust.py (fixed seed, two laws, N = 64, P = 1 and 100)."""
+    cal = _benchmark("calibrate_trust")
     rows, summary = cal.main(["--quick"])
     judged = [r for r in rows if r["unflagged"] >= 20 and r["coverage_gain"] is not None]
     assert judged, "no cell had unflagged replicates"
@@ -272,14 +277,7 @@ def test_pooled_khat_from_a_subset_of_prompts():
 def test_calibration_pools_as_the_frontier_does():
     """The calibration judges what users get: its pooled point (k-hat from at most KHAT_PROMPTS of the
     prompts) has jl.frontier's reasons and estimates (it once pooled every prompt's k-hat)."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    try:
-        cal = importlib.import_module("calibrate_trust")
-    finally:
-        sys.path.pop(0)
+    cal = _benchmark("calibrate_trust")
     fr = importlib.import_module("jaxlimits.frontier")
     rng = np.random.default_rng(0)
     r = rng.random((600, 128))  # bounded rewards (k-hat < 0), but exponential ones in the k-hat subset:
@@ -310,14 +308,7 @@ def test_pooled_point_with_an_unresolved_se_is_flagged():
 
 def test_interval_variants_influence_gives_the_library_se():
     """benchmarks/interval_variants.py's influence values are centred and give jl.tilt's SEs (sqrt(sum psi^2) / N)."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    try:
-        iv = importlib.import_module("interval_variants")
-    finally:
-        sys.path.pop(0)
+    iv = _benchmark("interval_variants")
     r = np.random.default_rng(1).exponential(size=(5, 64)).astype(np.float32)
     st = jl.tilt(jl.Samples(r), [4.0, 1.5])
     for b, beta in enumerate([4.0, 1.5]):
