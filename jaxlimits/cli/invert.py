@@ -184,8 +184,10 @@ def report(samples, args, source: dict, notes: list[str], prompt_ids) -> int:
         if sol.tail is not None and sol.tail.not_applied is not None:
             not_applied += int(np.sum(np.asarray(sol.tail.not_applied)))
     if not_applied:
+        from ..estimators import SHARE_MAX
+
         why = ("their prompts' top rewards tie" if per_prompt else
-               "more than 5% of the prompts have tied top rewards (e.g. rewards rounded to bfloat16)")
+               f"more than {SHARE_MAX:.0%} of the prompts have tied top rewards (e.g. rewards rounded to bfloat16)")
         notes.append(f"--tail gpd did not apply to {not_applied} target(s) past what the samples show or flagged "
                      f"there: {why}, so no tail can be fitted; those rows keep the samples' answer "
                      "(`jaxlimits frontier --tail gpd` draws such prompts with their empirical law and flags "
