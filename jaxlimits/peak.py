@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _sweep, pooling, solver, tables
+from . import _sweep, moments, pooling, solver, tables
 from .frontier import default_betas, from_pool, pool_sweep, resample
 from .gap import (
     ProxyGap,
@@ -234,12 +234,12 @@ def _direct_tilt(samples: Samples, bias_correction: bool = True):
         var = jnp.sum(inv_m * a * a, axis=1)
         if samples.exact:
             var = jnp.zeros_like(var)
-        if correct:
+        if correct:  # the kernel's bias formulas (moments.bias_terms), for the gold and the proxy gain
             big_q = jnp.sum(q, axis=1)
             q_x = jnp.sum(q * dx, axis=1)
-            gain = fix(gain, -jnp.sum(q * ds, axis=1) + u2_s)
-            proxy_gain = fix(proxy_gain, -q_x + u2_x)
-            kl = fix(kl, -q_x / beta + (big_q - u2) / 2)
+            _, gain_bias, kl_bias, _ = moments.bias_terms(big_q, jnp.sum(q * ds, axis=1), q_x / beta, u2, u2_s, 0)
+            proxy_bias = moments.bias_terms(big_q, q_x, 0, u2, u2_x, 0)[1]
+            gain, proxy_gain, kl = fix(gain, gain_bias), fix(proxy_gain, proxy_bias), fix(kl, kl_bias)
             slope = fix(slope, cov * big_q - 2 * jnp.sum(q * dx * ds, axis=1))
         return {
             "gain": jnp.mean(gain), "gain_se": pooling.pooled_se_of_variances(var), "slope": jnp.mean(slope),
