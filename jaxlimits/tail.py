@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import functools
 import statistics
+import warnings
 from typing import NamedTuple
 
 import jax
@@ -1098,13 +1099,11 @@ def _answers(br, y, no_tilt_answer: float):
 
 
 def _quantile(x, q, axis, low: bool):
-    """A conservative order statistic of ``x`` along ``axis`` (``inf`` kept, NaN ignored)."""
-    with np.errstate(invalid="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return np.nanquantile(x, q, axis=axis, method="lower" if low else "higher")
+    """A conservative order statistic of ``x`` along ``axis`` (``inf`` kept, NaN ignored: NaN where all are),
+    on the host: :func:`_quantiles`' rule for one side of the per-member answers (NumPy arrays)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN lane (no member answered) is NaN
+        return np.nanquantile(x, q, axis=axis, method="lower" if low else "higher")
 
 
 def _member_bands(samples, grid, y, *, kind: str, pooled: bool, level: float, replicates: int, key, where: str,
