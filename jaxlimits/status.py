@@ -115,7 +115,8 @@ VOCABULARY: dict[str, str] = {
     "extrapolated": "past what the samples show: from a generalised Pareto model of each prompt's upper reward "
                     "tail (--tail gpd), with that model's interval; a model, not a measurement (the model's "
                     "reasons: no-tilt = the fitted tail has no tilt there; few = too many prompts' top rewards "
-                    "tie to fit a tail; a measured value's reasons are the trust rule's)",
+                    "tie to fit a tail, or a pooled point rests on at most 5% of the prompts' tails; a measured "
+                    "value's reasons are the trust rule's)",
 }
 
 

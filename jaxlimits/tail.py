@@ -95,6 +95,13 @@ QUAD_NODES = 64
 QUAD_DEPTH = 40.0
 #: Fewest valid draws per prompt for a tail fit (``jaxlimits.psis.MIN_TAIL`` exceedances at ``M = N/5``).
 MIN_DRAWS = 5 * psis.MIN_TAIL
+#: A pooled model point is *carried* by a few prompts when its largest ``SHARE_MAX`` of the prompts (at
+#: least one) hold more than this share of the pooled KL (and more than twice their head count's share).
+#: Near a prompt's fitted critical beta its exponential tail's KL grows without bound, so the worst-fitted
+#: prompt alone can make the pooled KL of 1 or 10 nats: demo data (``jaxlimits.datasets.demo()``), the
+#: model's pooled KL 10 at beta 1.52 with one prompt of 200 carrying 95% of it, while the truth is at
+#: beta 0.618 with the top 10 prompts carrying 19%. Such a point is flagged ``FEW``.
+CARRIED_SHARE = 0.5
 
 _GL_X, _GL_W = np.polynomial.legendre.leggauss(QUAD_NODES)
 
@@ -113,6 +120,20 @@ class TailFit(NamedTuple):
     size: Array
     xi: Array
     sigma: Array
+
+
+def carried_share(prompt_kl, axis: int = 0):
+    """``(share, carried)``: the share of the pooled KL held by the largest ``k = max(1, SHARE_MAX P)`` of
+    the ``P`` prompts along ``axis``, and whether it exceeds ``max(CARRIED_SHARE, 2 k / P)``
+    (:data:`CARRIED_SHARE`). NaN (not carried) where a prompt's KL is not finite or all are 0."""
+    v = jnp.moveaxis(jnp.asarray(prompt_kl), axis, 0)
+    p = v.shape[0]
+    k = max(1, int(estimators.SHARE_MAX * p))
+    v = jnp.where(jnp.isfinite(v), jnp.maximum(v, 0), jnp.nan)
+    top = jnp.sum(-jnp.sort(-v, axis=0)[:k], 0)  # NaN sorts last: a NaN lane stays NaN through the total
+    total = jnp.sum(v, 0)
+    share = jnp.where(total > 0, top / jnp.where(total > 0, total, 1), jnp.nan)
+    return share, share > max(CARRIED_SHARE, 2 * k / p)
 
 
 def _xi_safe(xi):
@@ -536,7 +557,11 @@ class TailCurve(NamedTuple):
         the point comes from the model, not from what the samples show.
       reasons: ``int32`` bitmask (``jaxlimits.estimators.reason_names``): ``NO_TILT`` where the
         fitted tail says the tilt does not exist; ``FEW`` at extrapolated points of prompts
-        whose tail could not be fitted (``fitted``).
+        whose tail could not be fitted (``fitted``) and, pooled, at extrapolated points carried by
+        a few prompts (``carried_share``).
+      carried_share: the share of the pooled KL held by the largest ``SHARE_MAX`` of the prompts
+        (:func:`carried_share`): above :data:`CARRIED_SHARE` the pooled point rests on a few prompts'
+        tails near their fitted critical beta, the model's least certain part.
     Fields ``[prompts, betas]`` with the prefix ``prompt_``: the same per prompt.
     Fields ``[prompts]``:
       xi, xi_lo, xi_hi: the selected shape (0: the exponential tail was kept) and the interval
@@ -568,6 +593,7 @@ class TailCurve(NamedTuple):
     kl_se: Array
     extrapolated: Array
     reasons: Array
+    carried_share: Array
     prompt_gain: Array
     prompt_kl: Array
     prompt_gain_lo: Array
@@ -809,8 +835,10 @@ def _assembled(betas, fit, curves, pool, reps, prof, chi, ceiling, main, level) 
                        [pk_sel, pk_gpd, mean_p(pr_khi) + qk_hi], -2)
     pool_gain, pool_kl = pg_sel[main], pk_sel[main]
     pool_ext = ~(point(pool_kl) <= frac * jnp.mean(ceiling))
+    share, carried = carried_share(p_kl)  # [B]: the pooled point held up by a few prompts' tails
     pool_reasons = (estimators.reason_bit(no_tilt_of(pool_gain), estimators.NO_TILT)
-                    | estimators.reason_bit((jnp.mean(failed) > estimators.SHARE_MAX) & pool_ext, estimators.FEW))
+                    | estimators.reason_bit(((jnp.mean(failed) > estimators.SHARE_MAX) | carried) & pool_ext,
+                                            estimators.FEW))
     # shape, upper end, critical beta
     u = tfit.threshold  # [P, T]
     end_of = lambda x, s: jnp.where(x < 0, u + s / jnp.where(x < 0, -x, 1.0), jnp.inf)  # noqa: E731
@@ -833,7 +861,7 @@ def _assembled(betas, fit, curves, pool, reps, prof, chi, ceiling, main, level) 
     half = lambda lo, hi: (hi - lo) / (2 * z)  # noqa: E731
     return TailCurve(
         jnp.asarray(betas), point(pool_gain), point(pool_kl), pg_lo, pg_hi, pk_lo, pk_hi, half(pg_lo, pg_hi),
-        half(pk_lo, pk_hi), pool_ext, pool_reasons,
+        half(pk_lo, pk_hi), pool_ext, pool_reasons, share,
         point(p_gain), point(p_kl), g_lo, g_hi, k_lo, k_hi, p_ext, p_reasons,
         tfit.xi[:, main], x_lo, x_hi, end_of(tfit.xi, tfit.sigma)[:, main], e_lo, e_hi,
         crit[:, main], jnp.min(crit_lo, -1), jnp.max(crit_hi, -1), ~failed, ceiling, None, None, tfit)
@@ -893,7 +921,10 @@ class TailSolution(NamedTuple):
         its exponential tail on the other side. So ``gain_hi`` is ``inf`` (``kl_lo`` 0) only where
         more than ``(1 - level)/2`` of the replicates (or a fit, or a tail of the set) have no tilt
         or no finite answer, e.g. a gain past their upper end (then ``kl_hi`` is ``inf``). Beta: of
-        the replicates with ``xi > 0`` made exponential. The point is always inside.
+        the replicates with ``xi > 0`` made exponential. The lower limit of the answer (``gain_lo``
+        for a KL budget, ``kl_lo`` for a gain) is raised to what the trusted measured frontier shows
+        (:func:`_measured_floor`) and to its value at any smaller target of the call (the frontier is
+        monotone), but not above the point: the point is always inside.
       no_tilt: the fitted tail has no tilt at any beta (``xi > 0``; pooled: more than
         ``jaxlimits.estimators.SHARE_MAX`` of the prompts): the frontier is degenerate (any gain at
         a vanishing KL), so no answer.
@@ -903,7 +934,8 @@ class TailSolution(NamedTuple):
         the target: the fitted end is uncertain, a larger one cannot be excluded).
       fitted: the model applies (per prompt: the tail could be fitted; pooled: at most
         ``SHARE_MAX`` of the prompts could not).
-      reasons: ``int32`` bitmask: ``NO_TILT`` where ``no_tilt``.
+      reasons: ``int32`` bitmask: ``NO_TILT`` where ``no_tilt``; pooled, ``FEW`` where the point is
+        carried by a few prompts (``carried_share`` above :data:`CARRIED_SHARE`).
       measured_beta, measured_kl, measured_gain, measured_status, measured_reasons: from
         :func:`extend_solution`, what the samples alone answered on the lanes the model answers
         (the empirical solution's values, its status code and trust-rule reasons: flagged, or
@@ -914,6 +946,8 @@ class TailSolution(NamedTuple):
         prompt's top rewards tie, or pooled more than ``SHARE_MAX`` of the prompts' do, e.g. rewards
         rounded to bfloat16): those lanes keep the samples' (flagged or unknown) answer. None from
         :func:`invert`.
+      carried_share: pooled, the share of the pooled KL at ``beta`` held by the largest
+        ``SHARE_MAX`` of the prompts (:func:`carried_share`; NaN where not solved, and per prompt).
     Scalars: level, replicates.
     """
 
@@ -938,6 +972,7 @@ class TailSolution(NamedTuple):
     measured_status: Array | None = None
     measured_reasons: Array | None = None
     not_applied: Array | None = None
+    carried_share: Array | None = None
 
     def _columns(self):
         return tables.columns(self, shape_of="beta", index=("prompt", "target") if np.ndim(self.beta) > 1 else ())
@@ -1368,10 +1403,60 @@ def invert(samples: Samples, targets, *, kind: str, pooled: bool, level: float =
         lims = [np.where(solved | beyond, v, np.nan) for v in lims]
         own = [np.where(solved | beyond, y, np.nan)] * 2
         lims = lims[:2] + (lims[2:] + own if kind == "gain" else own + lims[2:])
-    reasons = estimators.reason_bit(jnp.asarray(no_tilt), estimators.NO_TILT)
+        # the answer's lower limit: never below what a smaller target's allows, nor below what the trusted
+        # measured frontier shows (the frontier is monotone); kept at or below the point
+        i = 2 if kind == "gain" else 4
+        floor = _measured_floor(samples, np.where(solved | beyond, y, np.nan), kind=kind, pooled=pooled, level=level)
+        lims[i] = np.where(solved | beyond, _monotone_floor(np.fmax(lims[i], floor), y, k if kind == "gain" else g),
+                           np.nan)
+    share, carried = np.full(y.shape, np.nan), np.zeros(y.shape, bool)
+    if pooled and solved.any():  # the pooled point held up by a few prompts' tails near their critical beta
+        lam = np.broadcast_to(1 / np.where(solved, beta, 1.0), (srt.shape[0],) + y.shape)
+        kl_p = _point_curve(j(np.where(np.isfinite(srt), srt, -np.inf)), j(n), j(pm.m), j(xi), j(sigma), j(lam))[1]
+        share, carried = (np.asarray(v) for v in carried_share(kl_p))
+        share, carried = np.where(solved, share, np.nan), solved & carried
+    reasons = (estimators.reason_bit(jnp.asarray(no_tilt), estimators.NO_TILT)
+               | estimators.reason_bit(jnp.asarray(carried), estimators.FEW))
     as_j = lambda v: jnp.asarray(v, dtype)  # noqa: E731
     return TailSolution(as_j(beta), as_j(k), as_j(g), *(as_j(v) for v in lims), jnp.asarray(no_tilt),
-                        jnp.asarray(beyond), jnp.asarray(fitted), reasons, float(level), int(replicates))
+                        jnp.asarray(beyond), jnp.asarray(fitted), reasons, float(level), int(replicates),
+                        carried_share=as_j(share))
+
+
+def _measured_floor(samples, y, *, kind: str, pooled: bool, level: float) -> np.ndarray:
+    """The lower limit the trusted measured frontier gives each target: ``y``'s shape, ``-inf`` where none.
+
+    The frontier never falls as KL grows, so a trusted point (``jaxlimits.frontier``'s pooled points, or
+    each prompt's) whose KL is at most the budget ``y`` even at its upper confidence limit bounds the
+    gain that budget allows from below by its gain's lower limit (``kind="kl"``); for a target gain
+    (``kind="gain"``), a point whose gain is at most ``y`` at its upper limit bounds the KL needed by its
+    KL's lower limit. Limits at ``level`` (``+- z SE``); NaN targets give ``-inf``.
+    """
+    from .frontier import frontier
+
+    f = frontier(samples, per_prompt=not pooled)
+    src = f if pooled else f.prompts
+    z = statistics.NormalDist().inv_cdf(0.5 + level / 2)
+    v = {q: np.asarray(getattr(src, q), float) for q in ("kl", "kl_se", "gain", "gain_se")}
+    up = lambda q: v[q] + z * v[f"{q}_se"]  # noqa: E731
+    down = lambda q: v[q] - z * v[f"{q}_se"]  # noqa: E731
+    reach, value = (up("kl"), down("gain")) if kind == "kl" else (up("gain"), down("kl"))
+    ok = ~np.asarray(src.saturated, bool) & np.isfinite(reach) & np.isfinite(value)  # [B] or [P, B]
+    with np.errstate(invalid="ignore"):
+        hit = ok[..., None, :] & (reach[..., None, :] <= np.asarray(y, float)[..., None])  # [..., K, B]
+    return np.max(np.where(hit, value[..., None, :], -np.inf), axis=-1, initial=-np.inf)
+
+
+def _monotone_floor(lo, y, point):
+    """Lower limits ``lo`` raised to the largest at any smaller target of the same lane row (the answer grows
+    with the target), then capped at the point (``lo``, ``y``, ``point``: ``[K]`` or ``[P, K]``; NaN kept)."""
+    lo, y = np.atleast_2d(np.asarray(lo, float)), np.atleast_2d(np.asarray(y, float))
+    by = np.argsort(np.where(np.isnan(y), np.inf, y), axis=-1, kind="stable")
+    run = np.fmax.accumulate(np.take_along_axis(np.where(np.isnan(lo), -np.inf, lo), by, -1), axis=-1)
+    out = np.empty_like(run)
+    np.put_along_axis(out, by, run, -1)
+    out = np.where(np.isnan(lo), np.nan, np.fmin(out, np.reshape(point, out.shape)))
+    return np.maximum(out, 0).reshape(np.shape(np.asarray(point)))
 
 
 def extend_solution(sol, samples: Samples, targets, *, kind: str, pooled: bool, level: float = 0.95,
