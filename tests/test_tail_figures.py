@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import jaxlimits as jl
-from jaxlimits import plot
+from jaxlimits import estimators, plot
 from jaxlimits.tail import TailCurve
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -49,15 +49,18 @@ def test_tail_band_spans_the_boxes_and_neighbouring_pairs_that_reach_a_kl():
 @pytest.fixture(scope="module")
 def measured():
     """A measured frontier (16 x 64 standard-normal rewards on the CLI's 32 betas: one compiled sweep for the
-    file) with flagged points, and a model past its trusted part: a point curve that ends (no tilt) and
-    open intervals."""
+    file) with flagged points, some inside the samples' ceiling and some at it (where extrapolation starts),
+    and a model past its trusted part: a point curve that ends (no tilt) and open intervals."""
+    from jaxlimits.tail import beyond_samples
+
     r = np.random.default_rng(11).standard_normal((16, 64))
     f = jl.frontier(jl.Samples(r), num_betas=32, per_prompt=False)
     sat = np.asarray(f.saturated)
-    assert sat.any() and not sat.all()
+    ext = beyond_samples(f.reasons, f.gain, f.kl)
+    assert (sat & ~ext).any() and ext.any() and not sat.all()  # flagged inside the ceiling, and at it
     kl, gain, betas = (np.asarray(v, float) for v in (f.kl, f.gain, f.betas))
     past = betas < betas[~sat].min()
-    no_tilt = past & (np.cumsum(past) > 3)  # the model's point has no tilt after its first 3 betas
+    no_tilt = ext & (np.cumsum(ext) > 3)  # the model's point has no tilt after its first 3 extrapolated betas
     m_kl = np.where(no_tilt, np.nan, 1.1 * kl)
     m_gain = np.where(no_tilt, np.nan, 1.2 * gain)
     model = model_at(betas, m_kl, m_gain, 0.8 * kl, np.where(past, np.inf, 1.3 * kl), 0.9 * gain,
@@ -77,14 +80,19 @@ def test_figure_draws_the_measured_frontier_and_the_model_apart(measured, tmp_pa
     assert "no upper limit: hatched to the top" in band and by_label[band].get_hatch() == "//"
     point = next(lab for lab in labels if lab.startswith("extrapolated from a GPD tail model (not measured)"))
     assert "none where it has no tilt" in point
-    # the model's point curve: its finite points past the trusted frontier, by KL, dash-dotted
-    want = np.sort(np.asarray(model.kl)[past & ~no_tilt])
+    # the model's point curve: its finite points where extrapolation starts (the points flagged 'ceiling';
+    # not those flagged inside the samples' ceiling, whose measurement stands), by KL, dash-dotted
+    ext = (np.asarray(f.reasons) & estimators.CEILING) != 0
+    want = np.sort(np.asarray(model.kl)[ext & ~no_tilt])
     np.testing.assert_allclose(by_label[point].get_xdata(), want)
     assert by_label[point].get_linestyle() == "-."
     # the measured flagged points stay on the dashed measured curve, in the one flagged encoding
     dashed = next(h for lab, h in by_label.items() if lab.startswith("frontier, not trustworthy"))
     flagged_kl = np.asarray(f.kl)[np.asarray(f.saturated)]
     assert np.isin(flagged_kl, dashed.get_xdata()).all() and dashed.get_linestyle() == "--"
+    # the band starts where extrapolation starts: past the last measured point the model does not replace
+    band_x = by_label[band].get_paths()[0].vertices[:, 0]
+    assert band_x.min() > np.asarray(f.kl)[~ext].max() > np.asarray(f.kl)[~np.asarray(f.saturated)].max()
     # axes that show all of it: every finite model value and measured point, KL on a symlog axis (decades)
     x_lo, x_hi = ax.get_xlim()
     y_lo, y_hi = ax.get_ylim()

@@ -116,7 +116,7 @@ def _measured(r: dict) -> str:
         if not show:
             continue
         v, st, why = (r[f"measured_{k}"] for k in (value, f"{solve}_status", f"{solve}_reasons"))
-        parts.append(f"{what}{_num(v)} ({why or st})" if v is not None else f"{what}- ({st})")
+        parts.append(what + c.measured([v], why or st, st))
     return "; ".join(parts)
 
 
