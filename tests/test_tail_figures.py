@@ -169,7 +169,8 @@ def test_cli_compare_tail_plot_draws_the_model_and_says_shared_notes_once(tmp_pa
     real_compare = library.compare
     # the table's model is tested in test_tail_inversion.py; here only the figure: no fit
     monkeypatch.setattr(library, "compare", lambda *a, tail=None, tail_replicates=None, **kw: real_compare(*a, **kw))
-    monkeypatch.setattr(jl, "tail_curve", _fake_tail_curve)
+    asked = []
+    monkeypatch.setattr(jl, "tail_curve", lambda s, betas, **kw: asked.append(betas) or _fake_tail_curve(s, betas))
     path = _write(tmp_path, np.random.default_rng(11).standard_normal((16, 64)))
     runs = tmp_path / "runs.csv"
     runs.write_text("name,kl,gain\na,0.5,0.4\nb,1.0,0.6\nc,30.0,2.0\n")
@@ -183,6 +184,10 @@ def test_cli_compare_tail_plot_draws_the_model_and_says_shared_notes_once(tmp_pa
     assert isinstance(model, TailCurve) and frontier.extrapolated is None
     assert any(lab.startswith("extrapolated: tail model's 95% interval") for lab in labels)
     assert {"a", "b", "c"} <= set(labels)
+    # one model curve, only at the betas the figure uses it (below the trusted frontier's smallest)
+    betas = np.asarray(frontier.betas)
+    ((asked_betas,),) = [asked]
+    np.testing.assert_array_equal(asked_betas, betas[betas < betas[~np.asarray(frontier.saturated)].min()])
     # "KL taken as sequence-level" once (the runs' loader's note), not once more per run
     assert text.count("KL taken as sequence-level") == 1
     assert "c: KL taken" not in text and "c: " in text  # the run's own note stays
