@@ -362,7 +362,8 @@ def load_policy_samples(
         "left_on_table", "reward_efficiency", "min_kl", "kl_efficiency", "excess_z", "above_frontier",
         "lower_bound", "frontier_saturated", "frontier_status", "min_kl_status", "frontier_gain_lower_bound",
         "left_on_table_lower_bound", "reward_efficiency_upper_bound", "frontier_reasons", "extrapolated",
-        "frontier_gain_lo", "frontier_gain_hi", "measured_frontier_gain", "measured_frontier_status",
+        "frontier_gain_lo", "frontier_gain_hi", "frontier_beta_lo", "frontier_beta_hi", "measured_frontier_gain",
+        "measured_frontier_status",
         "measured_frontier_reasons", "measured_frontier_saturated", "measured_min_kl", "measured_min_kl_status",
         "measured_min_kl_reasons", "measured_min_kl_saturated",
         "kl_se_given", "gain_se_given",
@@ -409,10 +410,13 @@ class Comparison:
         the frontier is unknown, the samples' cap ``mean_x (max r - E_0 r)`` (best-of-N reaches it
         within that KL, so the frontier is at least that) and the bounds it gives; NaN elsewhere.
       extrapolated: with ``tail="gpd"``, the frontier at the run's KL comes from the tail model
-        (past what the samples show, or flagged there): ``frontier_gain`` is the model's, its SE
+        (past what the samples show, or flagged ``ceiling`` there; a frontier flagged for other
+        reasons keeps the measurement): ``frontier_gain`` is the model's, its SE
         the model interval's width / 2z; False without a tail model.
       frontier_gain_lo, frontier_gain_hi: the model's interval of the frontier's gain there (NaN
         where not extrapolated; ``inf`` upper limit where the data cannot bound it).
+      frontier_beta_lo, frontier_beta_hi: the model's interval of ``frontier_beta`` there (NaN where
+        not extrapolated).
       measured_frontier_gain, measured_frontier_status, measured_frontier_reasons: where the tail
         model answers ``gain*(KL_run)``, what the samples alone answered there (the empirical
         solution's gain, status code and trust-rule reasons: flagged, or no answer past the
@@ -451,6 +455,8 @@ class Comparison:
     extrapolated: Array
     frontier_gain_lo: Array
     frontier_gain_hi: Array
+    frontier_beta_lo: Array
+    frontier_beta_hi: Array
     measured_frontier_gain: Array
     measured_frontier_status: Array
     measured_frontier_reasons: Array
@@ -589,6 +595,8 @@ def compare(
     nan_kl = np.full(kl.shape, np.nan)
     f_lo = nan_kl if sol.tail is None else np.where(ext, np.asarray(sol.tail.gain_lo, np.float64), np.nan)
     f_hi = nan_kl if sol.tail is None else np.where(ext, np.asarray(sol.tail.gain_hi, np.float64), np.nan)
+    b_lo, b_hi = ((nan_kl, nan_kl) if sol.tail is None else
+                  (np.where(ext, np.asarray(getattr(sol.tail, f"beta_{e}"), np.float64), np.nan) for e in ("lo", "hi")))
     cap = np.broadcast_to(np.asarray(sol.gain_max, np.float64), kl.shape)
     ceiling = np.broadcast_to(np.asarray(sol.kl_ceiling, np.float64), kl.shape)
     # On an exact law the frontier is flat at its maximum beyond K_max; on samples the cap is
@@ -656,8 +664,9 @@ def compare(
         elif ext[i]:
             measured_f = (f"; measured {m_gain[i]:.4g} ({reason_names(int(m_reasons[i]))})"
                           if np.isfinite(m_gain[i]) else "")
-            extra.append(f"at its KL {kl[i]:.4g} the samples' frontier is unknown or flagged: the tail model's is "
-                         f"{f_gain[i]:.4g} [{f_lo[i]:.3g}, {f_hi[i]:.3g}] (extrapolated, not measured){measured_f}")
+            extra.append(f"at its KL {kl[i]:.4g} the samples' frontier is unknown or at the ceiling: the tail "
+                         f"model's is {f_gain[i]:.4g} [{f_lo[i]:.3g}, {f_hi[i]:.3g}] (extrapolated, not measured)"
+                         + measured_f)
         elif f_sat[i]:
             why = reason_names(int(f_reasons[i])) or "too few effective samples"
             extra.append(f"the trust rule flags the frontier at its KL ({why}): take it with caution")
@@ -669,7 +678,7 @@ def compare(
             extra.append(f"no KL*(gain) for its gain: {MESSAGES[int(status2[i])]}")
         elif ext2[i]:
             where = ("past what the samples show" if m_kl_status[i] == Status.GAIN_AT_OR_ABOVE_MAX
-                     else "where the samples' KL*(gain) is flagged")
+                     else "where the samples' KL*(gain) is at the ceiling")
             measured_kl = (f"; measured {m_kl[i]:.4g} ({reason_names(int(m_kl_reasons[i]))})"
                            if np.isfinite(m_kl[i]) else "")
             extra.append(f"its gain is {where}: KL*(gain) {min_kl[i]:.4g} [{kl2_lo[i]:.3g}, {kl2_hi[i]:.3g}] is the "
@@ -714,7 +723,8 @@ def compare(
         min_kl_status=jnp.asarray(status2), frontier_gain_lower_bound=as_dt(f_bound),
         left_on_table_lower_bound=as_dt(left_bound), reward_efficiency_upper_bound=as_dt(eff_bound),
         frontier_reasons=jnp.asarray(f_reasons), extrapolated=jnp.asarray(ext), frontier_gain_lo=as_dt(f_lo),
-        frontier_gain_hi=as_dt(f_hi), measured_frontier_gain=as_dt(m_gain),
+        frontier_gain_hi=as_dt(f_hi), frontier_beta_lo=as_dt(b_lo), frontier_beta_hi=as_dt(b_hi),
+        measured_frontier_gain=as_dt(m_gain),
         measured_frontier_status=jnp.asarray(m_status, jnp.int32), measured_frontier_reasons=jnp.asarray(m_reasons),
         measured_frontier_saturated=jnp.asarray(m_reasons != 0),
         measured_min_kl=as_dt(m_kl), measured_min_kl_status=jnp.asarray(m_kl_status, jnp.int32),

@@ -79,12 +79,15 @@ class Frontier(NamedTuple):
       kl_ceiling: scalar, mean over prompts of the largest KL their samples can show.
       prompts: the per-prompt :class:`jaxlimits.TiltStats` ``[prompts, betas]`` (or None).
       bands: bootstrap :class:`Bands` (or None).
-      extrapolated: with ``tail="gpd"``, ``[betas]`` booleans: the measured point is flagged, so
-        ``gain``, ``kl``, ``reverse_kl`` and their SEs there come from the tail model
+      extrapolated: with ``tail="gpd"``, ``[betas]`` booleans: the samples cannot speak there
+        (the measured point is flagged ``ceiling``, or has no finite value:
+        :func:`jaxlimits.tail.beyond_samples`), so ``gain``, ``kl``, ``reverse_kl`` and their
+        SEs there come from the tail model
         (:func:`jaxlimits.tail_curve`; SE = the interval's width / 2z, ``inf`` where it is
         open), ``reasons`` there are the model's (``no-tilt``: the fitted tail has no tilt
         there, values NaN; 0: none) and ``saturated`` stays True (a model is not a
-        measurement). None without a tail model.
+        measurement). A point flagged for other reasons only keeps its measured values and
+        reasons. None without a tail model.
       tail: the :class:`jaxlimits.TailCurve` behind the extrapolated points (its intervals are
         ``gain_lo``, ``gain_hi``, ...; the model per prompt is ``prompt_gain``, ...: ``prompts``
         stays the measured statistics), or None.
@@ -340,9 +343,11 @@ def frontier(
       memory_budget: bytes of working memory for the sweep.
       progress: show a progress bar (``tqdm``, if installed) while sweeping blocks of prompts;
         ``None`` shows it only for long sweeps on a terminal.
-      tail: None (default: only what the samples show) or ``"gpd"``: the points the trust rule
-        flags come from a model of each prompt's upper reward tail (empirical body plus a
-        generalised Pareto tail, :func:`jaxlimits.tail_curve`), marked ``extrapolated``, with
+      tail: None (default: only what the samples show) or ``"gpd"``: the points past what the
+        samples show (flagged ``ceiling``, or without a finite measured value; points flagged for
+        other reasons keep their measured values) come from a model of each prompt's upper
+        reward tail (empirical body plus a generalised Pareto tail,
+        :func:`jaxlimits.tail_curve`), marked ``extrapolated``, with
         the model's interval (at ``level``) in ``Frontier.tail``. Plain samples, rewards only.
         Off by default: see the README's "Beyond log N" for what its calibration says.
       tail_replicates: bootstrap replicates of the tail model (per threshold).

@@ -118,7 +118,8 @@ class Solution(NamedTuple):
       kl_ceiling: ``K_max``, the largest KL the samples can show (pooled: the mean over prompts).
       gain_max: ``max r - E_0[r]``, the supremum of the gain (pooled: the mean over prompts).
       extrapolated: with ``tail="gpd"``, True where the answer comes from the tail model (the
-        target is past what the samples show or flagged there; ``jaxlimits.tail.extend_solution``);
+        target is past what the samples show or flagged ``ceiling`` there; answers flagged for other
+        reasons keep the measurement: ``jaxlimits.tail.extend_solution``);
         None without a tail model.
       tail: with ``tail="gpd"``, the :class:`jaxlimits.tail.TailSolution` (the model's answer and
         its interval); None without.
@@ -1025,8 +1026,8 @@ def min_kl_for_gain(
       max_iter: cap on Newton iterations (default ``MAX_ITER``).
       memory_budget: bytes of working memory per kernel pass (default 256 MiB).
       tail: None (default: only what the samples show) or ``"gpd"``: targets past what the
-        samples show (``KL_AT_OR_ABOVE_CEILING``, ``GAIN_AT_OR_ABOVE_MAX``) or flagged there are
-        solved on a model of each prompt's upper reward tail (``jaxlimits.tail.extend_solution``),
+        samples show (``KL_AT_OR_ABOVE_CEILING``, ``GAIN_AT_OR_ABOVE_MAX``, or flagged ``ceiling``)
+        are solved on a model of each prompt's upper reward tail (``jaxlimits.tail.extend_solution``),
         marked ``extrapolated``, with the model's interval in ``Solution.tail``; ``NO_TILT`` /
         ``BEYOND_UPPER_END`` where the model gives no answer. Plain samples, concrete targets.
       tail_level, tail_replicates: the tail model's interval level and bootstrap replicates.
@@ -1086,8 +1087,8 @@ def max_gain_at_kl(
       max_iter: cap on Newton iterations (default ``MAX_ITER``).
       memory_budget: bytes of working memory per kernel pass (default 256 MiB).
       tail: None (default: only what the samples show) or ``"gpd"``: targets past what the
-        samples show (``KL_AT_OR_ABOVE_CEILING``, ``GAIN_AT_OR_ABOVE_MAX``) or flagged there are
-        solved on a model of each prompt's upper reward tail (``jaxlimits.tail.extend_solution``),
+        samples show (``KL_AT_OR_ABOVE_CEILING``, ``GAIN_AT_OR_ABOVE_MAX``, or flagged ``ceiling``)
+        are solved on a model of each prompt's upper reward tail (``jaxlimits.tail.extend_solution``),
         marked ``extrapolated``, with the model's interval in ``Solution.tail``; ``NO_TILT`` /
         ``BEYOND_UPPER_END`` where the model gives no answer. Plain samples, concrete targets.
       tail_level, tail_replicates: the tail model's interval level and bootstrap replicates.

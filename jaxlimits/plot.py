@@ -106,6 +106,22 @@ def tail_band(tail, kl, *, frontier=None, level: float = 0.95) -> tuple[np.ndarr
     return np.where(none, np.nan, lo), np.where(none, np.nan, hi)
 
 
+def _extrapolated_points(frontier, tail) -> np.ndarray:
+    """``[betas]``: where the tail model takes over from the measured points (none without a model).
+
+    A frontier from ``frontier(tail="gpd")`` says it (``extrapolated``); a measured frontier drawn
+    with ``tail=`` takes the same rule (:func:`jaxlimits.tail.beyond_samples`: flagged ``ceiling``,
+    or no finite value).
+    """
+    from .tail import beyond_samples
+
+    if frontier.extrapolated is not None:
+        return np.asarray(frontier.extrapolated, bool)
+    if tail is None:
+        return np.zeros(np.shape(frontier.betas), bool)
+    return beyond_samples(frontier.reasons, frontier.gain, frontier.kl)
+
+
 def _model_points(tail, beta_max: float):
     """The tail model's point curve ``(kl, gain)`` at its betas below ``beta_max``, by KL; or None.
 
@@ -146,13 +162,16 @@ def frontier_figure(
     best-of-n points labelled by ``n``; and run points with error bars. KL in nats per sequence,
     gain in reward units.
 
-    With a tail model (``tail``, or the frontier's own from ``frontier(tail="gpd")``), past the
-    trusted frontier: the model's interval of the frontier's gain at each KL as a hatched purple
-    band (:func:`tail_band`, what ``max_gain_at_kl(..., tail="gpd")`` answers; hatched to the top
-    where it is open above), and its point curve dash-dotted purple (none where its fitted tail
-    has no tilt): a model, never drawn like the measured curve. A frontier from
-    ``frontier(tail="gpd")`` no longer holds the measured values of its extrapolated points, so
-    they are not drawn; pass the frontier without a tail model and ``tail=`` to draw both.
+    With a tail model (``tail``, or the frontier's own from ``frontier(tail="gpd")``), where
+    extrapolation starts (past the measured points the model does not replace: those not flagged
+    ``ceiling`` and with a value, :func:`jaxlimits.tail.beyond_samples`; a point flagged for
+    other reasons stays a dashed measured point): the model's interval of the frontier's gain at
+    each KL as a hatched purple band (:func:`tail_band`, what ``max_gain_at_kl(..., tail="gpd")``
+    answers; hatched to the top where it is open above), and its point curve dash-dotted purple
+    at the extrapolated betas (none where its fitted tail has no tilt): a model, never drawn like
+    the measured curve. A frontier from ``frontier(tail="gpd")`` no longer holds the measured
+    values of its extrapolated points, so they are not drawn; pass the frontier without a tail
+    model and ``tail=`` to draw both.
     Where the KLs shown span decades, ``xscale="auto"`` takes a symlog axis.
 
     When the curve's gain is measured with a score other than the reward (``score_label``), it is
@@ -273,14 +292,19 @@ def frontier_figure(
         pts_y.append(run_xy["gain"] + run_xy["gain_se"])
     px = np.concatenate([np.ravel(x) for x in pts_x]) if pts_x else np.zeros(0)
     px = px[np.isfinite(px)]
-    # The tail model past the trusted frontier (at betas below its smallest): its point curve, and its
-    # band from where the trusted points' KL intervals end (up to there they answer for themselves).
+    # The tail model where extrapolation starts: past the measured points it does not replace (trusted, or
+    # flagged inside the samples' ceiling: they answer for themselves), its point curve at the betas below
+    # theirs and its band from where their KLs (and the trusted points' KL intervals) end.
     f_ok = ~np.asarray(frontier.saturated, bool)
     f_kl_hi = (np.asarray(frontier.bands.kl_hi, float)[f_ok] if frontier.bands is not None else
                np.asarray(frontier.kl, float)[f_ok] + z * np.asarray(frontier.kl_se, float)[f_ok])
-    band_from = max(float(kl[~sat].max(initial=0.0)), float(np.max(f_kl_hi[np.isfinite(f_kl_hi)], initial=0.0)))
+    stands = ~_extrapolated_points(frontier, tail)
+    kl_stands = np.asarray(frontier.kl, float)[stands]
+    band_from = max(float(np.max(kl_stands[np.isfinite(kl_stands)], initial=0.0)),
+                    float(np.max(f_kl_hi[np.isfinite(f_kl_hi)], initial=0.0)))
     trusted_beta = float(np.asarray(frontier.betas, float)[f_ok].min(initial=np.inf))
-    model = None if tail is None else _model_points(tail, trusted_beta)
+    model = None if tail is None else _model_points(tail, float(np.asarray(frontier.betas, float)[stands].min(
+        initial=np.inf)))
     # the KLs it reaches: its points, and its boxes' lower KL limits
     tail_x = [] if tail is None else [np.asarray(tail.kl_lo, float)[np.asarray(tail.betas, float) < trusted_beta]]
     tail_x = [x[np.isfinite(x)] for x in tail_x + ([model[0]] if model else [])]

@@ -235,9 +235,11 @@ def frontiers():
 def test_frontier_with_tail_model(frontiers):
     betas, plain, f = frontiers
     assert plain.extrapolated is None and plain.tail is None and "extrapolated" not in plain.to_dict()
-    ext = np.asarray(plain.reasons) != 0
+    # the model replaces only the points past what the samples show (flagged 'ceiling'), not every flagged one
+    ext = (np.asarray(plain.reasons) & estimators.CEILING) != 0
     assert ext[-1] and not ext[0]
     np.testing.assert_array_equal(f.extrapolated, ext)
+    np.testing.assert_array_equal(tail.beyond_samples(plain.reasons, plain.gain, plain.kl), ext)
     c = f.tail
     for name in ("gain", "kl", "gain_se", "kl_se"):
         np.testing.assert_array_equal(np.asarray(getattr(f, name))[~ext], np.asarray(getattr(plain, name))[~ext])
@@ -247,6 +249,29 @@ def test_frontier_with_tail_model(frontiers):
     # Theorem 1 on the model's points: gain = beta (KL + reverse KL)
     np.testing.assert_allclose((betas * (f.kl + f.reverse_kl))[ext], np.asarray(f.gain)[ext], rtol=1e-10)
     assert "extrapolated" in repr(f) and f.to_dict()["extrapolated"].dtype == bool
+
+
+def test_flagged_inside_the_ceiling_keeps_the_measurement(frontiers):
+    """Uniform rewards (closed form: gain 1/(1 - e^-lam) - 1/lam - 1/2, KL lam E[r] - log((e^lam - 1)/lam)):
+    at beta 0.1 (KL 1.3 of a ceiling of 5.5) the trust rule flags the point 'few' only; the samples can
+    speak there, so it keeps its measured value, SEs and reasons (not the model's), and holds the exact
+    tilt within its SEs. At beta 0.01 (flagged 'ceiling') the model's point replaces it."""
+    betas, plain, f = frontiers
+    lam = 1 / betas[:2]
+    mean = 1 / -np.expm1(-lam) - 1 / lam
+    gain, kl = mean - 0.5, lam * mean - np.log(np.expm1(lam) / lam)
+    assert estimators.reason_names(int(plain.reasons[1])) == "few"
+    assert not bool(f.extrapolated[1]) and bool(f.saturated[1])
+    for name in ("gain", "kl", "reverse_kl", "gain_se", "kl_se", "reasons"):
+        assert np.asarray(getattr(f, name))[1] == np.asarray(getattr(plain, name))[1], name
+    assert float(f.gain[1]) != float(f.tail.gain[1])  # the model's point differs: it was not taken
+    assert abs(float(f.gain[1]) - gain[1]) < 2 * float(f.gain_se[1])
+    assert abs(float(f.kl[1]) - kl[1]) < 2 * float(f.kl_se[1])
+    assert int(plain.reasons[2]) & estimators.CEILING and bool(f.extrapolated[2])
+    assert float(f.gain[2]) == float(f.tail.gain[2]) != float(plain.gain[2])
+    # a point without a finite measured value is the model's too, whatever its reasons
+    np.testing.assert_array_equal(tail.beyond_samples(np.array([0, 1, 8, 0]), [0.1, 0.2, 0.3, np.nan]),
+                                  [False, False, True, True])
 
 
 def test_figure_draws_extrapolated_points_apart(frontiers):
@@ -287,6 +312,13 @@ def test_cli_frontier_tail(tmp_path, capsys):
     assert "extrapolated" in text and "README 'Beyond log N'" in text
     rows = json.loads(out.read_text())["rows"]
     assert [row["status"] for row in rows][-1] == "extrapolated" and rows[-1]["extrapolated"] is True
+    # beside the model's point, what the samples measured there and why it is flagged ('ceiling': the
+    # samples cannot speak there); beta 0.1, flagged 'few' only, keeps its measurement
+    assert "ceiling" in rows[-1]["measured_reasons"] and rows[-1]["measured_gain"] != rows[-1]["gain"]
+    assert rows[1]["status"] == "saturated" and rows[1]["reasons"] == "few" and rows[1]["measured_gain"] is None
+    assert "measured KL / gain (flag)" in text
+    line = next(x for x in text.splitlines() if x.strip().startswith("0.0001 "))
+    assert f"{rows[-1]['measured_kl']:.4g} / {rows[-1]['measured_gain']:.4g} ({rows[-1]['measured_reasons']})" in line
     hi = rows[-1]["tail_gain_hi"]  # null in JSON where the interval is open (inf)
     assert rows[-1]["tail_gain_lo"] <= rows[-1]["gain"] and (hi is None or rows[-1]["gain"] <= hi)
     assert rows[0]["tail_gain_lo"] is None and rows[0]["status"] == "ok"

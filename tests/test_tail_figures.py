@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import jaxlimits as jl
-from jaxlimits import plot
+from jaxlimits import estimators, plot
 from jaxlimits.tail import TailCurve
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -49,15 +49,18 @@ def test_tail_band_spans_the_boxes_and_neighbouring_pairs_that_reach_a_kl():
 @pytest.fixture(scope="module")
 def measured():
     """A measured frontier (16 x 64 standard-normal rewards on the CLI's 32 betas: one compiled sweep for the
-    file) with flagged points, and a model past its trusted part: a point curve that ends (no tilt) and
-    open intervals."""
+    file) with flagged points, some inside the samples' ceiling and some at it (where extrapolation starts),
+    and a model past its trusted part: a point curve that ends (no tilt) and open intervals."""
+    from jaxlimits.tail import beyond_samples
+
     r = np.random.default_rng(11).standard_normal((16, 64))
     f = jl.frontier(jl.Samples(r), num_betas=32, per_prompt=False)
     sat = np.asarray(f.saturated)
-    assert sat.any() and not sat.all()
+    ext = beyond_samples(f.reasons, f.gain, f.kl)
+    assert (sat & ~ext).any() and ext.any() and not sat.all()  # flagged inside the ceiling, and at it
     kl, gain, betas = (np.asarray(v, float) for v in (f.kl, f.gain, f.betas))
     past = betas < betas[~sat].min()
-    no_tilt = past & (np.cumsum(past) > 3)  # the model's point has no tilt after its first 3 betas
+    no_tilt = ext & (np.cumsum(ext) > 3)  # the model's point has no tilt after its first 3 extrapolated betas
     m_kl = np.where(no_tilt, np.nan, 1.1 * kl)
     m_gain = np.where(no_tilt, np.nan, 1.2 * gain)
     model = model_at(betas, m_kl, m_gain, 0.8 * kl, np.where(past, np.inf, 1.3 * kl), 0.9 * gain,
@@ -77,14 +80,19 @@ def test_figure_draws_the_measured_frontier_and_the_model_apart(measured, tmp_pa
     assert "no upper limit: hatched to the top" in band and by_label[band].get_hatch() == "//"
     point = next(lab for lab in labels if lab.startswith("extrapolated from a GPD tail model (not measured)"))
     assert "none where it has no tilt" in point
-    # the model's point curve: its finite points past the trusted frontier, by KL, dash-dotted
-    want = np.sort(np.asarray(model.kl)[past & ~no_tilt])
+    # the model's point curve: its finite points where extrapolation starts (the points flagged 'ceiling';
+    # not those flagged inside the samples' ceiling, whose measurement stands), by KL, dash-dotted
+    ext = (np.asarray(f.reasons) & estimators.CEILING) != 0
+    want = np.sort(np.asarray(model.kl)[ext & ~no_tilt])
     np.testing.assert_allclose(by_label[point].get_xdata(), want)
     assert by_label[point].get_linestyle() == "-."
     # the measured flagged points stay on the dashed measured curve, in the one flagged encoding
     dashed = next(h for lab, h in by_label.items() if lab.startswith("frontier, not trustworthy"))
     flagged_kl = np.asarray(f.kl)[np.asarray(f.saturated)]
     assert np.isin(flagged_kl, dashed.get_xdata()).all() and dashed.get_linestyle() == "--"
+    # the band starts where extrapolation starts: past the last measured point the model does not replace
+    band_x = by_label[band].get_paths()[0].vertices[:, 0]
+    assert band_x.min() > np.asarray(f.kl)[~ext].max() > np.asarray(f.kl)[~np.asarray(f.saturated)].max()
     # axes that show all of it: every finite model value and measured point, KL on a symlog axis (decades)
     x_lo, x_hi = ax.get_xlim()
     y_lo, y_hi = ax.get_ylim()
@@ -161,7 +169,8 @@ def test_cli_compare_tail_plot_draws_the_model_and_says_shared_notes_once(tmp_pa
     real_compare = library.compare
     # the table's model is tested in test_tail_inversion.py; here only the figure: no fit
     monkeypatch.setattr(library, "compare", lambda *a, tail=None, tail_replicates=None, **kw: real_compare(*a, **kw))
-    monkeypatch.setattr(jl, "tail_curve", _fake_tail_curve)
+    asked = []
+    monkeypatch.setattr(jl, "tail_curve", lambda s, betas, **kw: asked.append(betas) or _fake_tail_curve(s, betas))
     path = _write(tmp_path, np.random.default_rng(11).standard_normal((16, 64)))
     runs = tmp_path / "runs.csv"
     runs.write_text("name,kl,gain\na,0.5,0.4\nb,1.0,0.6\nc,30.0,2.0\n")
@@ -175,6 +184,10 @@ def test_cli_compare_tail_plot_draws_the_model_and_says_shared_notes_once(tmp_pa
     assert isinstance(model, TailCurve) and frontier.extrapolated is None
     assert any(lab.startswith("extrapolated: tail model's 95% interval") for lab in labels)
     assert {"a", "b", "c"} <= set(labels)
+    # one model curve, only at the betas the figure uses it (below the trusted frontier's smallest)
+    betas = np.asarray(frontier.betas)
+    ((asked_betas,),) = [asked]
+    np.testing.assert_array_equal(asked_betas, betas[betas < betas[~np.asarray(frontier.saturated)].min()])
     # "KL taken as sequence-level" once (the runs' loader's note), not once more per run
     assert text.count("KL taken as sequence-level") == 1
     assert "c: KL taken" not in text and "c: " in text  # the run's own note stays

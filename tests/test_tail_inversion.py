@@ -62,17 +62,27 @@ def test_min_kl_for_gain_past_the_max_exponential(exp_samples):
 
 def test_max_gain_at_kl_past_the_ceiling_per_prompt(exp_samples):
     budget = 8.0  # past log N = 5.5
-    sol = jl.max_gain_at_kl(exp_samples, [budget], pooled=False, tail="gpd", tail_replicates=R)
-    assert sol.status.shape == (P, 1) and np.all(np.asarray(sol.extrapolated))
+    # and KL 4: inside what the samples show (status OK) but flagged 'ceiling' (above half of log N)
+    plain = jl.max_gain_at_kl(exp_samples, [4.0], pooled=False)
+    assert np.all(np.asarray(plain.status) == Status.OK) and np.all(np.asarray(plain.reasons) & estimators.CEILING)
+    sol = jl.max_gain_at_kl(exp_samples, [4.0, budget], pooled=False, tail="gpd", tail_replicates=R)
+    assert sol.status.shape == (P, 2) and np.all(np.asarray(sol.extrapolated)[:, 1])
     from scipy import optimize
 
     beta_true = optimize.brentq(lambda b: _exp_truth(b)[1] - budget, 1 / A * (1 + 1e-12), 10)
     g_true = _exp_truth(beta_true)[0]
     t = sol.tail
-    inside = (np.asarray(t.gain_lo) <= g_true) & (g_true <= np.asarray(t.gain_hi))
+    inside = (np.asarray(t.gain_lo)[:, 1] <= g_true) & (g_true <= np.asarray(t.gain_hi)[:, 1])
     assert inside.sum() >= P - 1, inside.ravel()
-    np.testing.assert_allclose(np.asarray(sol.kl), budget, rtol=1e-6)
-    assert np.median(np.abs(np.asarray(sol.gain) / g_true - 1)) < 0.2
+    np.testing.assert_allclose(np.asarray(sol.kl)[:, 1], budget, rtol=1e-6)
+    assert np.median(np.abs(np.asarray(sol.gain)[:, 1] / g_true - 1)) < 0.2
+    # at KL 4 the model answers too, and the measured (flagged 'ceiling') answer is kept beside it
+    ext = np.asarray(sol.extrapolated)[:, 0]
+    assert ext.sum() >= P - 1
+    np.testing.assert_allclose(np.asarray(t.measured_gain)[ext, 0], np.asarray(plain.gain)[ext, 0], rtol=1e-12)
+    assert np.all(np.asarray(t.measured_status)[ext, 0] == Status.OK)
+    np.testing.assert_array_equal(np.asarray(t.measured_reasons)[ext, 0], np.asarray(plain.reasons)[ext, 0])
+    assert np.all(np.asarray(sol.gain)[ext, 0] != np.asarray(plain.gain)[ext, 0])
 
 
 def test_intervals_from_replicates_hold_the_exponential_truth(exp_samples):
@@ -81,31 +91,36 @@ def test_intervals_from_replicates_hold_the_exponential_truth(exp_samples):
     [0, inf]) and holding the exact tilt (gain 1/(A - 1/beta) - 1/A) on most prompts of a fixed seed."""
     from scipy import optimize
 
-    budget = 1.0  # inside the ceiling log N = 5.5, but flagged: the model answers
+    from jaxlimits import tail
+
+    budget = 1.0  # inside the ceiling log N = 5.5, flagged ('tail', 'few') but not 'ceiling'
     beta_true = optimize.brentq(lambda b: _exp_truth(b)[1] - budget, 1 / A * (1 + 1e-12), 100)
     g_true = _exp_truth(beta_true)[0]
+    # the model's own answer (tail.invert: with tail="gpd" the samples' flagged answer stands here, below)
+    t = tail.invert(exp_samples, [budget], kind="kl", pooled=False, replicates=R)
+    ok = np.isfinite(np.asarray(t.beta))[:, 0]
+    assert ok.sum() >= P - 1
+    lo, hi = (np.asarray(getattr(t, f"gain_{e}"))[ok, 0] for e in ("lo", "hi"))
+    assert np.all(lo > 0.4 * g_true) and np.all(lo <= np.asarray(t.gain)[ok, 0])  # finite below, under the point
+    assert ((lo <= g_true) & (g_true <= hi)).sum() >= ok.sum() - 1, (lo, hi, g_true)
+    # with tail="gpd" a flagged answer inside the ceiling (no 'ceiling' reason) keeps the measurement
+    plain = jl.max_gain_at_kl(exp_samples, [budget], pooled=False)
     sol = jl.max_gain_at_kl(exp_samples, [budget], pooled=False, tail="gpd", tail_replicates=R)
-    ext = np.asarray(sol.extrapolated)[:, 0]
-    assert ext.sum() >= P - 1
-    lo, hi = (np.asarray(getattr(sol.tail, f"gain_{e}"))[ext, 0] for e in ("lo", "hi"))
-    assert np.all(lo > 0.4 * g_true) and np.all(lo <= np.asarray(sol.gain)[ext, 0])  # finite below, under the point
-    assert ((lo <= g_true) & (g_true <= hi)).sum() >= ext.sum() - 1, (lo, hi, g_true)
-    # the measured (flagged) answer is kept beside the model's
-    t = sol.tail
-    assert np.all(np.isfinite(np.asarray(t.measured_gain)[ext, 0]))
-    assert np.all(np.asarray(t.measured_status)[ext, 0] == Status.OK)
-    assert np.all(np.asarray(t.measured_reasons)[ext, 0] != 0)
+    inside = (np.asarray(plain.reasons) != 0) & ~(np.asarray(plain.reasons) & estimators.CEILING).astype(bool)
+    assert inside.sum() >= P - 1 and not np.asarray(sol.extrapolated)[inside].any()
+    for f in ("beta", "kl", "gain", "gain_se", "reasons", "saturated", "status"):
+        np.testing.assert_array_equal(np.asarray(getattr(sol, f))[inside], np.asarray(getattr(plain, f))[inside])
     # pooled: one beta for all prompts, a real lower limit too
-    pooled = jl.max_gain_at_kl(exp_samples, [budget], tail="gpd", tail_replicates=R)
-    assert bool(pooled.extrapolated[0])
-    assert 0.5 * g_true < float(pooled.tail.gain_lo[0]) <= g_true <= float(pooled.tail.gain_hi[0])
+    pooled = tail.invert(exp_samples, [budget], kind="kl", pooled=True, replicates=R)
+    assert np.isfinite(float(pooled.beta[0]))
+    assert 0.5 * g_true < float(pooled.gain_lo[0]) <= g_true <= float(pooled.gain_hi[0])
     # the least KL for the true gain: the interval holds the true KL; with xi > 0 plausible (exponential
     # rewards: about half the replicates) the lower limit is 0 (such a tail needs no KL), the upper finite
-    sk = jl.min_kl_for_gain(exp_samples, [g_true], pooled=False, tail="gpd", tail_replicates=R)
-    ext = np.asarray(sk.extrapolated)[:, 0]
-    klo, khi = (np.asarray(getattr(sk.tail, f"kl_{e}"))[ext, 0] for e in ("lo", "hi"))
-    assert ((klo <= budget) & (budget <= khi)).sum() >= ext.sum() - 1, (klo, khi)
-    assert np.isfinite(khi).sum() >= ext.sum() // 2
+    sk = tail.invert(exp_samples, [g_true], kind="gain", pooled=False, replicates=R)
+    ok = np.isfinite(np.asarray(sk.beta))[:, 0]
+    klo, khi = (np.asarray(getattr(sk, f"kl_{e}"))[ok, 0] for e in ("lo", "hi"))
+    assert ((klo <= budget) & (budget <= khi)).sum() >= ok.sum() - 1, (klo, khi)
+    assert np.isfinite(khi).sum() >= ok.sum() // 2
 
 
 def test_member_brackets_on_a_known_curve():
@@ -185,7 +200,10 @@ def test_compare_with_tail(exp_samples):
     # the solver codes say it too (not 'ok'), and KL*(gain) past the samples' largest gain is the model's
     assert row["frontier_status"] == "extrapolated"
     far = jl.compare(exp_samples, [jl.Run("big", kl=0.5, gain=4.0)], tail="gpd", tail_replicates=R).rows()[0]
-    assert far["min_kl_status"] == "extrapolated" and far["min_kl"] > 0 and far["status"] == "extrapolated"
+    assert far["min_kl_status"] == "extrapolated" and far["min_kl"] > 0
+    # at KL 0.5 (flagged, not 'ceiling') the measured frontier stands, as without a tail model: a gain of 4
+    # (past the samples' largest, ~2.6) is above it
+    assert far["status"] == "above_frontier" and not far["extrapolated"] and far["frontier_status"] == "ok"
     assert "KL*(gain)" in far["note"] and "tail model" in far["note"]
 
 
@@ -212,19 +230,23 @@ def test_cli_invert_and_compare_tail(tmp_path, capsys):
     assert rows[0]["measured_kl"] is None and rows[0]["measured_status"] is None
     assert rows[1]["measured_kl"] is None and rows[1]["measured_solver_status"] == "GAIN_AT_OR_ABOVE_MAX"
     assert "measured (flag)" in text and "- (gain_at_or_above_max)" in text
-    # a flagged gain inside the samples' range: the measured (flagged) KL beside the model's, in the table and --out
+    # a budget inside the samples' range flagged 'ceiling': the measured (flagged) gain beside the model's, in the
+    # table and --out (at KL 1, flagged for other reasons only, the measurement stands: test_compare_shows_...)
     out2 = tmp_path / "inv2.csv"
-    assert main(["invert", str(path), "--x64", "--kl", "1", "--tail", "gpd", "--tail-replicates", str(R),
+    assert main(["invert", str(path), "--x64", "--kl", "4", "--tail", "gpd", "--tail-replicates", str(R),
                  "--out", str(out2)]) == 0
     text = capsys.readouterr().out
     import csv
 
     with out2.open() as fh:
         row = next(csv.DictReader(fh))
-    assert row["status"] == "extrapolated" and float(row["measured_gain"]) > 0 and row["measured_reasons"]
-    line = next(x for x in text.splitlines() if x.strip().startswith("KL 1 "))
+    assert row["status"] == "extrapolated" and float(row["measured_gain"]) > 0 and "ceiling" in row["measured_reasons"]
+    line = next(x for x in text.splitlines() if x.strip().startswith("KL 4 "))
     assert f"{float(row['measured_gain']):.4g} ({row['measured_reasons']})" in line
     assert f"{float(row['gain']):.4g} [" in line
+    # the model's beta with its interval too (tail_beta_lo/hi in --out; an empty upper limit is open: inf)
+    b_hi = f"{float(row['tail_beta_hi']):.3g}]" if row["tail_beta_hi"] else "inf]"
+    assert f"{float(row['beta']):.4g} [{float(row['tail_beta_lo']):.3g}, {b_hi}" in line
     assert main(["invert", str(path), "--gain", "4", "--tail", "gpd", "--tail-replicates", "1"]) == 2
     assert "--tail-replicates 1" in capsys.readouterr().err
     runs = tmp_path / "runs.csv"
@@ -245,14 +267,20 @@ def test_cli_invert_and_compare_tail(tmp_path, capsys):
 
 
 def test_compare_shows_the_measured_frontier_beside_the_model(exp_samples):
-    """At a KL inside the ceiling where the samples' frontier is flagged: both numbers, the flag's reasons."""
-    res = jl.compare(exp_samples, [jl.Run("mid", kl=1.0, gain=0.5)], tail="gpd", tail_replicates=R)
-    row = res.rows()[0]
+    """At a KL inside the ceiling where the samples' frontier is flagged 'ceiling': both numbers, the flag's
+    reasons. Flagged for other reasons only (KL 1: 'tail', 'few'), the samples' frontier stands, flagged."""
+    runs = [jl.Run("mid", kl=1.0, gain=0.5), jl.Run("high", kl=4.0, gain=0.5)]
+    mid, row = jl.compare(exp_samples, runs, tail="gpd", tail_replicates=R).rows()
     assert row["extrapolated"] and row["measured_frontier_status"] == "ok" and row["measured_frontier_reasons"]
+    assert "ceiling" in row["measured_frontier_reasons"]
     assert row["measured_frontier_saturated"] is True  # the solve answered ('ok'), the trust rule flags it
-    plain = jl.compare(exp_samples, [jl.Run("mid", kl=1.0, gain=0.5)]).rows()[0]
+    plain_mid, plain = jl.compare(exp_samples, runs).rows()
     assert row["measured_frontier_gain"] == pytest.approx(plain["frontier_gain"], rel=1e-12)
     assert row["measured_frontier_gain"] != row["frontier_gain"]
+    assert plain_mid["status"] == "saturated" and "ceiling" not in plain_mid["frontier_reasons"]
+    assert not mid["extrapolated"] and mid["status"] == "saturated" and mid["measured_frontier_gain"] is None
+    for k in ("frontier_gain", "frontier_gain_se", "frontier_reasons", "left_on_table", "min_kl"):
+        assert mid[k] == plain_mid[k], k
 
 
 def test_tail_not_applied_is_said(tmp_path, capsys):

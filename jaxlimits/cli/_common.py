@@ -111,6 +111,15 @@ def tail_options(args) -> dict:
     return dict(tail=args.tail, tail_replicates=args.tail_replicates)
 
 
+def measured(values, reasons: str, why_none: str) -> str:
+    """The ``measured (flag)`` cell beside a tail model's value (``invert``, ``compare``, ``frontier`` with
+    ``--tail``): what the samples alone say there, the value(s) (``/``-separated) with the trust rule's
+    reasons in parentheses (none where it is trusted), or ``-`` and why the samples give no value."""
+    if any(v is None or not np.isfinite(v) for v in values):
+        return f"- ({why_none})"
+    return " / ".join(f"{v:.4g}" for v in values) + (f" ({reasons})" if reasons else "")
+
+
 def memory_budget(args) -> int | None:
     return None if args.memory_budget is None else int(args.memory_budget * 2**20)
 

@@ -116,7 +116,7 @@ def _measured(r: dict) -> str:
         if not show:
             continue
         v, st, why = (r[f"measured_{k}"] for k in (value, f"{solve}_status", f"{solve}_reasons"))
-        parts.append(f"{what}{_num(v)} ({why or st})" if v is not None else f"{what}- ({st})")
+        parts.append(what + c.measured([v], why or st, st))
     return "; ".join(parts)
 
 
@@ -299,8 +299,13 @@ def run(args) -> int:
         drawn, model = samples, None
         if args.tail:  # the runs past the ceiling against the tail model's band (the model of the table)
             drawn = jl.frontier(samples, num_betas=FIGURE_BETAS, per_prompt=False, memory_budget=c.memory_budget(args))
-            model = jl.tail_curve(samples, np.asarray(drawn.betas), replicates=args.tail_replicates,
-                                  memory_budget=c.memory_budget(args))
+            # the figure uses the model only below the trusted frontier's smallest beta (plot.tail_band, the model's
+            # point curve): the curve there alone (pointwise in beta: the same values, in about half the time)
+            betas = np.asarray(drawn.betas)
+            past = betas < betas[~np.asarray(drawn.saturated)].min(initial=np.inf)
+            if past.any():
+                model = jl.tail_curve(samples, betas[past], replicates=args.tail_replicates,
+                                      memory_budget=c.memory_budget(args))
         jplot.frontier_figure(drawn, bon=b, runs=res, tail=model, path=png, title=args.title, xscale=args.xscale,
                               reward_label=args.reward_col, xmax=args.xmax)
         c.say(f"wrote {png}")

@@ -25,16 +25,24 @@ def register(sub):
                         "be contiguous; not with --dedupe, --base-logprob-col/--sampler-logprob-col or --bootstrap; "
                         "the default grid is taken from the first chunk's prompts; PSIS k-hat is not computed, so "
                         "no point is flagged 'tail' or 'no-tilt'")
-    c.add_tail(p, "past what the samples show: flagged points from a generalised Pareto model of each prompt's "
-                  "upper reward tail, marked 'extrapolated' (README 'Beyond log N'; off by default). Plain "
+    c.add_tail(p, "past what the samples show: points flagged 'ceiling' from a generalised Pareto model of each "
+                  "prompt's upper reward tail, marked 'extrapolated' (other flagged points keep the measurement; "
+                  "README 'Beyond log N'; off by default). Plain "
                   "samples only: not with --dedupe, log-weight, count or score columns, or --stream")
     p.add_argument("--chunk-rows", type=int, default=100_000, metavar="ROWS",
                    help="rows read at a time with --stream (default 100000)")
     return p
 
 
-def rows_of(f) -> list[dict]:
-    """The pooled frontier as table rows (one per beta), each with its ``status`` (``jaxlimits.status``)."""
+def rows_of(f, measured=None) -> list[dict]:
+    """The pooled frontier as table rows (one per beta), each with its ``status`` (``jaxlimits.status``).
+
+    With a tail model (``f.extrapolated``) and the ``measured`` frontier it extends (the same betas,
+    without the model), extrapolated rows also hold what the samples alone measured there:
+    ``measured_kl``, ``measured_gain`` (None where not finite) and ``measured_reasons`` (the trust
+    rule's; None on the other rows).
+    """
+    from ..estimators import reason_names
     from ..status import of_point
 
     table = f.to_dict()  # the shared table form (jaxlimits.tables)
@@ -61,6 +69,12 @@ def rows_of(f) -> list[dict]:
             r["extrapolated"] = bool(ext[i])
             if r["extrapolated"]:
                 r["status"] = "extrapolated"
+            if measured is not None:  # what the samples alone say there (flagged 'ceiling', or no value)
+                for k in ("kl", "gain"):
+                    v = float(np.asarray(getattr(measured, k))[i])
+                    r[f"measured_{k}"] = v if r["extrapolated"] and np.isfinite(v) else None
+                r["measured_reasons"] = (reason_names(int(np.asarray(measured.reasons)[i])) if r["extrapolated"]
+                                         else None)
     return rows
 
 
@@ -69,11 +83,21 @@ def _point(x) -> str:
     return "-" if x is None or not np.isfinite(x) else f"{x:.4g}"
 
 
+def _measured(r: dict) -> str:
+    """Beside an extrapolated row: the measured KL / gain with why it is flagged, or why there is none."""
+    return c.measured([r["measured_kl"], r["measured_gain"]], r["measured_reasons"],
+                      r["measured_reasons"] or "not computed")
+
+
 def print_table(rows, gain_label: str = "gain") -> None:
     from ..status import legend
 
-    c.say(f"{'beta':>10} {'KL (nats)':>20} {gain_label:>20} {'ESS/N':>6}  status")
-    for r in rows:
+    ms = [_measured(r) if r.get("extrapolated") and "measured_reasons" in r else "" for r in rows]
+    m_width = max((len(m) for m in ms), default=0)
+    m_width = max(m_width, 25) if m_width else 0
+    m_head = f"  {'measured KL / gain (flag)':>{m_width}}" if m_width else ""
+    c.say(f"{'beta':>10} {'KL (nats)':>20} {gain_label:>20} {'ESS/N':>6}{m_head}  status")
+    for r, m in zip(rows, ms):
         kl = f"{r['kl']:.4g} ± {r['kl_se']:.2g}"
         gain = f"{r['gain']:.4g} ± {r['gain_se']:.2g}"
         if r.get("extrapolated"):  # the model's interval, often asymmetric or open
@@ -81,7 +105,8 @@ def print_table(rows, gain_label: str = "gain") -> None:
             gain = f"{_point(r['gain'])} [{r['tail_gain_lo']:.3g}, {r['tail_gain_hi']:.3g}]"
         why = f" ({r['reasons']})" if r.get("reasons") else ""
         ess = "-" if r.get("extrapolated") else f"{r['ess_fraction']:.2f}"  # the samples' ESS says nothing of a model
-        c.say(f"{r['beta']:10.4g} {kl:>20} {gain:>20} {ess:>6}  {r['status']}{why}")
+        m_col = f"  {m:>{m_width}}" if m_width else ""
+        c.say(f"{r['beta']:10.4g} {kl:>20} {gain:>20} {ess:>6}{m_col}  {r['status']}{why}")
     for line in legend(r["status"] for r in rows):
         c.say(line)
 
@@ -118,7 +143,7 @@ def report(samples, args, source: dict, notes: list[str], default_plot=None, rew
             from ..tail import extrapolate
 
             f = extrapolate(measured, samples, replicates=tail["tail_replicates"], memory_budget=c.memory_budget(args))
-    rows = rows_of(f)
+    rows = rows_of(f, measured if tail else None)
     curve = "frontier" if score in (None, reward) else f"{score} gain of the policy tilted toward {reward}"
     for r in rows:
         r["curve"] = curve
@@ -134,7 +159,9 @@ def report(samples, args, source: dict, notes: list[str], default_plot=None, rew
               "number?')")
     if f.extrapolated is not None and bool(np.any(np.asarray(f.extrapolated))):
         c.say(f"(the model's {f.tail.level:.0%} interval in brackets, inf where the data cannot bound it; '-': no "
-              "number (no tilt there) or, for ESS/N, nothing the samples measure: README 'Beyond log N')")
+              "number (no tilt there) or, for ESS/N, nothing the samples measure; 'measured KL / gain (flag)' is "
+              "what the samples alone say there and why it is flagged (--out: measured_*); points flagged for "
+              "other reasons than 'ceiling' keep the measurement: README 'Beyond log N')")
     if out is not None:
         meta = c.meta(args, source, notes)
         meta["gain"] = what_the_curve_is(reward, score)

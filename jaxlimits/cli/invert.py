@@ -30,7 +30,8 @@ def register(sub):
     p.add_argument("--per-prompt", action="store_true",
                    help="invert each prompt's frontier (default: the pooled frontier, one beta for all prompts)")
     p.add_argument("--max-iter", type=int, default=None, help="cap on Newton iterations (default 40)")
-    c.add_tail(p, "targets past what the samples show (or flagged there) solved on a generalised Pareto model "
+    c.add_tail(p, "targets past what the samples show (or flagged 'ceiling' there; other flagged answers keep the "
+                  "measurement) solved on a generalised Pareto model "
                   "of each prompt's upper reward tail, marked 'extrapolated' with the model's interval "
                   "(README 'Beyond log N'; off by default). Plain samples")
     c.add_common(p)
@@ -106,15 +107,19 @@ def _measured(r: dict) -> str:
     """The measured answer beside an extrapolated row's model answer: its value and why it is flagged
     (``tail+ess``), or why the samples gave none."""
     answer = "kl" if r["question"] == "min_kl_for_gain" else "gain"
-    if r[f"measured_{answer}"] is None:
-        return f"- ({r['measured_solver_status'].lower()})"
-    return f"{r[f'measured_{answer}']:.4g}" + (f" ({r['measured_reasons']})" if r["measured_reasons"] else "")
+    return c.measured([r[f"measured_{answer}"]], r["measured_reasons"], r["measured_solver_status"].lower())
+
+
+def _interval(x: float, lo, hi) -> str:
+    """A model's value with its interval in brackets (an empty limit, None, is an open one: ``inf`` above)."""
+    return f"{x:.4g} [{'-' if lo is None else f'{lo:.3g}'}, {'inf' if hi is None else f'{hi:.3g}'}]"
 
 
 def print_table(rows: list[dict], per_prompt: bool) -> None:
     head = f"{'prompt':>12} " if per_prompt else ""
     ext = any(r.get("extrapolated") for r in rows)
-    c.say(f"{head}{'target':>14} {'beta':>11} {'KL (nats)':>20} {'gain':>20}  "
+    b_width = 22 if any(r["solver_status"] == "EXTRAPOLATED" for r in rows) else 11  # room for beta's interval
+    c.say(f"{head}{'target':>14} {'beta':>{b_width}} {'KL (nats)':>20} {'gain':>20}  "
           + (f"{'measured (flag)':>26}  " if ext else "") + "status")
     shown = rows[:MAX_PRINTED_ROWS] if per_prompt else rows
     for r in shown:
@@ -123,15 +128,14 @@ def print_table(rows: list[dict], per_prompt: bool) -> None:
         status = r["status"] if r["solver_status"] in _SOLVED else f"{r['status']}: {r['solver_status'].lower()}"
         status += f" ({r['reasons']})" if r.get("reasons") else ""
         pid = f"{str(r['prompt'])[:12]:>12} " if per_prompt else ""
-        kl, gain = _num(r["kl"], r["kl_se"]), _num(r["gain"], r["gain_se"])
-        if r["solver_status"] == "EXTRAPOLATED":  # the model's interval of the answer
+        kl, gain, beta = _num(r["kl"], r["kl_se"]), _num(r["gain"], r["gain_se"]), _num(r["beta"])
+        if r["solver_status"] == "EXTRAPOLATED":  # the model's interval of the answer and of its beta
             answer = "kl" if unit == "gain" else "gain"
-            lim = [r[f"tail_{answer}_{e}"] for e in ("lo", "hi")]
-            text = f"{r[answer]:.4g} [{lim[0]:.3g}, " + (
-                f"{lim[1]:.3g}]" if lim[1] is not None else "inf]")
+            text = _interval(r[answer], r[f"tail_{answer}_lo"], r[f"tail_{answer}_hi"])
             kl, gain = (text, gain) if answer == "kl" else (kl, text)
+            beta = _interval(r["beta"], r["tail_beta_lo"], r["tail_beta_hi"])
         measured = (f"{_measured(r) if r.get('extrapolated') else '':>26}  " if ext else "")
-        c.say(f"{pid}{target:>14} {_num(r['beta']):>11} {kl:>20} {gain:>20}  {measured}{status}")
+        c.say(f"{pid}{target:>14} {beta:>{b_width}} {kl:>20} {gain:>20}  {measured}{status}")
     if len(rows) > len(shown):
         c.say(f"... {len(rows) - len(shown)} more rows (write them all with --out)")
 
@@ -188,8 +192,8 @@ def report(samples, args, source: dict, notes: list[str], prompt_ids) -> int:
 
         why = ("their prompts' top rewards tie" if per_prompt else
                f"more than {SHARE_MAX:.0%} of the prompts have tied top rewards (e.g. rewards rounded to bfloat16)")
-        notes.append(f"--tail gpd did not apply to {not_applied} target(s) past what the samples show or flagged "
-                     f"there: {why}, so no tail can be fitted; those rows keep the samples' answer "
+        notes.append(f"--tail gpd did not apply to {not_applied} target(s) past what the samples show (or flagged "
+                     f"'ceiling' there): {why}, so no tail can be fitted; those rows keep the samples' answer "
                      "(`jaxlimits frontier --tail gpd` draws such prompts with their empirical law and flags "
                      "the points `few`)")
     for note in notes:
@@ -202,8 +206,9 @@ def report(samples, args, source: dict, notes: list[str], prompt_ids) -> int:
     from ..status import legend
 
     if any(r.get("extrapolated") for r in rows):
-        c.say("(extrapolated: not measured; solved on a model of each prompt's upper reward tail, with its interval in "
-              "brackets (the tail_* columns of --out, empty where the data cannot bound it); 'measured (flag)' is "
+        c.say("(extrapolated: not measured; solved on a model of each prompt's upper reward tail, with its interval "
+              "(of beta too) in brackets (the tail_* columns of --out, empty where the data cannot bound it); "
+              "'measured (flag)' is "
               "what the samples alone answer there and why it is flagged, or why they give none (the measured_* "
               "columns of --out): README 'Beyond log N')")
     for line in legend(r["status"] for r in rows):
