@@ -19,8 +19,9 @@ Hold-out on real data (``--data``, the AlpacaFarm file: 20 prompts x 512 samples
 the full 512-sample pooled frontier (``jl.frontier``, bias-corrected, its trust rule) is the
 reference; ``--subsamples`` times, 32 or 64 of each prompt's samples are drawn without
 replacement, the subsample's own empirical frontier and the tail model are computed at the same
-betas, and where the subsample's empirical point is flagged but the full one is trusted (the
-points ``frontier(tail="gpd")`` would extrapolate) the tail interval is checked against the full
+betas, and where the subsample's empirical point is flagged but the full one is trusted (every
+flagged point, though ``frontier(tail="gpd")`` now extrapolates only those flagged ``ceiling``) the
+tail interval is checked against the full
 estimate: coverage, and the relative error of the tail model's point and of the subsample's own
 empirical estimate.
 

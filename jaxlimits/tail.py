@@ -962,7 +962,7 @@ class TailSolution(NamedTuple):
         ``KL_AT_OR_ABOVE_CEILING`` / ``GAIN_AT_OR_ABOVE_MAX`` with NaN values), to show beside the
         model's; NaN (status ``NOT_COMPUTED``, reasons 0) on the other lanes. None from :func:`invert`.
       not_applied: from :func:`extend_solution`, True where the target needed the model (past what
-        the samples show, or flagged there) but the model does not apply (``fitted`` False: this
+        the samples show, or flagged ``ceiling``) but the model does not apply (``fitted`` False: this
         prompt's top rewards tie, or pooled more than ``SHARE_MAX`` of the prompts' do, e.g. rewards
         rounded to bfloat16): those lanes keep the samples' (flagged or unknown) answer. None from
         :func:`invert`.

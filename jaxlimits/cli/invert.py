@@ -76,7 +76,7 @@ def rows_of(question: str, targets, sol, prompt_ids=None) -> list[dict]:
         if sol.tail is not None:  # --tail gpd: the model's answer and interval where it gave the answer
             ext = bool(np.asarray(sol.extrapolated)[at])
             row["extrapolated"] = ext
-            for k in ("beta_lo", "beta_hi", "kl_lo", "kl_hi", "gain_lo", "gain_hi"):
+            for k in ("beta_lo", "beta_hi", "kl_lo", "kl_hi", "gain_lo", "gain_hi", "carried_share"):
                 v = float(np.asarray(getattr(sol.tail, k))[at])
                 row[f"tail_{k}"] = v if ext and np.isfinite(v) else None
             # what the samples alone said there (flagged, or no answer), beside the model's
@@ -205,6 +205,15 @@ def report(samples, args, source: dict, notes: list[str], prompt_ids) -> int:
           "solved on the bias-corrected frontier (README 'Can I trust the number?')")
     from ..status import legend
 
+    carried = [r for r in rows if r.get("extrapolated") and (r.get("tail_carried_share") or 0) > 0
+               and "few" in (r.get("reasons") or "").split("+")]
+    if carried:
+        from ..estimators import SHARE_MAX
+
+        worst = max(r["tail_carried_share"] for r in carried)
+        c.say(f"(few on an extrapolated row: the model's pooled point rests on at most {SHARE_MAX:.0%} of the "
+              f"prompts, which hold up to {worst:.0%} of its KL near their fitted critical beta, the model's least "
+              "certain part: read its interval, not its point; tail_carried_share in --out)")
     if any(r.get("extrapolated") for r in rows):
         c.say("(extrapolated: not measured; solved on a model of each prompt's upper reward tail, with its interval "
               "(of beta too) in brackets (the tail_* columns of --out, empty where the data cannot bound it); "
