@@ -894,8 +894,8 @@ def extrapolate(frontier, samples: Samples, *, level: float = 0.95, replicates: 
     its measured gain or KL is not finite. There ``gain``, ``kl``, ``reverse_kl`` (``gain / beta -
     kl``, Theorem 1) and their SEs (the interval's width / 2z) are the tail model's at the same
     beta, and ``reasons`` are the model's (``no-tilt`` where its fitted tail has none, ``few``
-    where too many prompts' tails could not be fitted; the measured point's reasons say nothing
-    about the model); ``saturated`` is True there (a model's point is not a measurement). A point
+    where too many prompts' tails could not be fitted or a few prompts carry the pooled point,
+    :func:`carried_share`; the measured point's reasons say nothing about the model); ``saturated`` is True there (a model's point is not a measurement). A point
     flagged for other reasons only (``bias``, ``tail``, ``no-tilt``, ``few`` inside the ceiling)
     keeps its measured values and reasons, flagged as without a tail model. ``tail`` holds the
     :class:`TailCurve` with the intervals (at every beta); the other fields are unchanged.
