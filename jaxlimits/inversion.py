@@ -983,7 +983,19 @@ def _run_tail(samples: Samples, targets, *, kind: str, pooled: bool, throw: bool
                                      level=tail_level, replicates=tail_replicates, where=f"{name}(tail='gpd')",
                                      memory_budget=kw.get("memory_budget"))
     if throw:
-        _raise_for_status(name, kind, pooled, targets, sol.status, sol.kl_ceiling, sol.gain_max, sol.iterations)
+        try:
+            _raise_for_status(name, kind, pooled, targets, sol.status, sol.kl_ceiling, sol.gain_max, sol.iterations)
+        except ValueError as e:  # say why the model did not answer where it was asked to
+            skipped = np.asarray(sol.tail.not_applied)
+            if not skipped.any():
+                raise
+            why = ("their prompts' top rewards tie" if not pooled else f"more than {estimators.SHARE_MAX:.0%} of "
+                   "the prompts' top rewards tie (e.g. rewards rounded to bfloat16)")
+            more = (f"; tail='gpd' did not apply to {int(skipped.sum())} target(s) past what the samples show: {why}, "
+                    "so no tail can be fitted (Solution.tail.not_applied; throw=False returns the samples' answers)")
+            if isinstance(e, PromptError):
+                raise PromptError(e.template + more, e.prompt, e.sample) from None
+            raise ValueError(f"{e}{more}") from None
     return sol
 
 

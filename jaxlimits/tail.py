@@ -557,8 +557,8 @@ class TailCurve(NamedTuple):
         the point comes from the model, not from what the samples show.
       reasons: ``int32`` bitmask (``jaxlimits.estimators.reason_names``): ``NO_TILT`` where the
         fitted tail says the tilt does not exist; ``FEW`` at extrapolated points of prompts
-        whose tail could not be fitted (``fitted``) and, pooled, at extrapolated points carried by
-        a few prompts (``carried_share``).
+        whose tail could not be fitted (``fitted``) and, pooled, at any point carried by a few
+        prompts (``carried_share``).
       carried_share: the share of the pooled KL held by the largest ``SHARE_MAX`` of the prompts
         (:func:`carried_share`): above :data:`CARRIED_SHARE` the pooled point rests on a few prompts'
         tails near their fitted critical beta, the model's least certain part.
@@ -837,7 +837,7 @@ def _assembled(betas, fit, curves, pool, reps, prof, chi, ceiling, main, level) 
     pool_ext = ~(point(pool_kl) <= frac * jnp.mean(ceiling))
     share, carried = carried_share(p_kl)  # [B]: the pooled point held up by a few prompts' tails
     pool_reasons = (estimators.reason_bit(no_tilt_of(pool_gain), estimators.NO_TILT)
-                    | estimators.reason_bit(((jnp.mean(failed) > estimators.SHARE_MAX) | carried) & pool_ext,
+                    | estimators.reason_bit(((jnp.mean(failed) > estimators.SHARE_MAX) & pool_ext) | carried,
                                             estimators.FEW))
     # shape, upper end, critical beta
     u = tfit.threshold  # [P, T]
@@ -894,11 +894,14 @@ def extrapolate(frontier, samples: Samples, *, level: float = 0.95, replicates: 
     its measured gain or KL is not finite. There ``gain``, ``kl``, ``reverse_kl`` (``gain / beta -
     kl``, Theorem 1) and their SEs (the interval's width / 2z) are the tail model's at the same
     beta, and ``reasons`` are the model's (``no-tilt`` where its fitted tail has none, ``few``
-    where too many prompts' tails could not be fitted or a few prompts carry the pooled point,
-    :func:`carried_share`; the measured point's reasons say nothing about the model); ``saturated`` is True there (a model's point is not a measurement). A point
-    flagged for other reasons only (``bias``, ``tail``, ``no-tilt``, ``few`` inside the ceiling)
-    keeps its measured values and reasons, flagged as without a tail model. ``tail`` holds the
-    :class:`TailCurve` with the intervals (at every beta); the other fields are unchanged.
+    where a few prompts carry the pooled point, :func:`carried_share`; the measured point's
+    reasons say nothing about the model); ``saturated`` is True there (a model's point is not a
+    measurement). A point flagged for other reasons only (``bias``, ``tail``, ``no-tilt``, ``few`` inside the ceiling)
+    keeps its measured values and reasons, flagged as without a tail model. Where more than
+    ``jaxlimits.estimators.SHARE_MAX`` of the prompts' top rewards tie (no tail can be fitted;
+    :func:`applies`, as the inversions pooled decide) nothing is replaced. ``tail`` holds the
+    :class:`TailCurve` with the intervals (at every beta; its ``extrapolated`` is the frontier's:
+    the points taken from the model); the other fields are unchanged.
 
     Args:
       frontier: the pooled frontier of ``samples``.
@@ -909,14 +912,21 @@ def extrapolate(frontier, samples: Samples, *, level: float = 0.95, replicates: 
     key = jax.random.PRNGKey(0) if key is None else jax.random.fold_in(key, 16)
     c = tail_curve(samples, np.asarray(frontier.betas), level=level, replicates=replicates, key=key,
                    memory_budget=memory_budget)
-    ext = jnp.asarray(beyond_samples(frontier.reasons, frontier.gain, frontier.kl))
+    ext = beyond_samples(frontier.reasons, frontier.gain, frontier.kl) & applies(c)
+    ext = jnp.asarray(ext)
     take = lambda measured, model: jnp.where(ext, jnp.asarray(model, measured.dtype), measured)  # noqa: E731
     reasons = jnp.where(ext, c.reasons, frontier.reasons)
     return frontier._replace(
         gain=take(frontier.gain, c.gain), kl=take(frontier.kl, c.kl),
         reverse_kl=take(frontier.reverse_kl, c.gain / c.betas - c.kl),
         gain_se=take(frontier.gain_se, c.gain_se), kl_se=take(frontier.kl_se, c.kl_se),
-        reasons=reasons, saturated=frontier.saturated | ext, extrapolated=ext, tail=c)
+        reasons=reasons, saturated=frontier.saturated | ext, extrapolated=ext, tail=c._replace(extrapolated=ext))
+
+
+def applies(curve) -> bool:
+    """Whether the pooled tail model applies: at most ``jaxlimits.estimators.SHARE_MAX`` of the prompts' tails
+    could not be fitted (tied top rewards, ``TailCurve.fitted``), the inversions' rule (:func:`extend_solution`)."""
+    return bool(np.mean(~np.asarray(curve.fitted, bool)) <= estimators.SHARE_MAX)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1497,6 +1507,9 @@ def extend_solution(sol, samples: Samples, targets, *, kind: str, pooled: bool, 
     but the model's: never ``OK``). Where the model has no tilt the status is ``NO_TILT``, where
     the target is past what it reaches ``BEYOND_UPPER_END`` (values NaN). Lanes the model does not
     apply to (a tail that could not be fitted) are unchanged and counted in ``tail.not_applied``.
+    A KL budget at or past the ceiling allows at least the samples' largest gain (``gain_max``: the
+    frontier never falls, and at the ceiling it reaches that; ``jaxlimits.compare``'s bound there): the
+    model's lower limit is raised to it (not above the point).
     Every other lane is the empirical answer, unchanged. The result has ``extrapolated`` (bool, the
     solution's shape) and ``tail`` (a :class:`TailSolution` of that shape with the intervals and, on
     the extrapolated lanes, the measured answer it replaced: ``tail.measured_*``).
@@ -1516,6 +1529,13 @@ def extend_solution(sol, samples: Samples, targets, *, kind: str, pooled: bool, 
     ts = invert(samples, flat(np.where(need, y, np.nan)), kind=kind, pooled=pooled, level=level,
                 replicates=replicates, key=key, where=where, memory_budget=memory_budget)
     ts = ts._replace(**{f: jnp.reshape(getattr(ts, f), shape) for f in ts._fields[:13]})
+    if kind == "kl":  # at or past the ceiling the frontier is at least the samples' cap (what compare says there)
+        cap = np.broadcast_to(np.asarray(sol.gain_max, float), shape)
+        past = (status == Status.KL_AT_OR_ABOVE_CEILING) & np.isfinite(np.asarray(ts.gain_lo, float))
+        point = np.asarray(ts.gain, float)
+        floor = np.where(np.isnan(point), cap, np.fmin(cap, point))  # the point stays inside
+        ts = ts._replace(gain_lo=jnp.asarray(np.where(past, np.fmax(np.asarray(ts.gain_lo, float), floor),
+                                                      np.asarray(ts.gain_lo, float)), ts.gain_lo.dtype))
     ext = need & np.asarray(ts.fitted)
     no_tilt = ext & np.asarray(ts.no_tilt)
     beyond = ext & np.asarray(ts.beyond_end) & ~no_tilt

@@ -218,6 +218,14 @@ def test_tied_top_keeps_the_empirical_law():
     np.testing.assert_array_equal(few, np.asarray(c.prompt_extrapolated[:2]))
     assert few[:, -1].all() and not few[:, 0].any()
     assert not np.any(np.asarray(c.prompt_reasons[2:]) & estimators.FEW)
+    # pooled, 2 of 8 prompts unfitted is more than SHARE_MAX: the frontier keeps the samples' points, as the
+    # pooled inversions do (their points at the ceiling stay flagged, not extrapolated)
+    assert not tail.applies(c)
+    f = jl.frontier(jl.Samples(r), betas, tail="gpd", tail_replicates=R)
+    assert not np.any(np.asarray(f.extrapolated)) and not np.any(np.asarray(f.tail.extrapolated))
+    plain = jl.frontier(jl.Samples(r), betas)
+    np.testing.assert_array_equal(np.asarray(f.gain), np.asarray(plain.gain))
+    assert np.any(np.asarray(plain.reasons) & estimators.CEILING)  # there was something to extrapolate
 
 
 # -- the frontier with a tail model ------------------------------------------------------------
@@ -322,6 +330,13 @@ def test_cli_frontier_tail(tmp_path, capsys):
     hi = rows[-1]["tail_gain_hi"]  # null in JSON where the interval is open (inf)
     assert rows[-1]["tail_gain_lo"] <= rows[-1]["gain"] and (hi is None or rows[-1]["gain"] <= hi)
     assert rows[0]["tail_gain_lo"] is None and rows[0]["status"] == "ok"
+    # 2 of 8 prompts with tied top rewards: the model does not apply, and the CLI says so (same betas: one program)
+    r[:2, : N // 3] = 1.5
+    path.write_text("".join(f'{{"prompt_id": {p}, "reward": {float(v)!r}}}\n' for p in range(P) for v in r[p]))
+    assert main(args[:-2]) == 0
+    text = capsys.readouterr().out
+    assert "--tail gpd did not apply: 2 of 8 prompts' top rewards tie" in text
+    assert "extrapolated" not in text.split("did not apply")[1]
     assert main(["frontier", str(path), "--tail", "gpd", "--stream"]) == 2
     assert "--tail is not available with --stream" in capsys.readouterr().err
     with pytest.raises(SystemExit):

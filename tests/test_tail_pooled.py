@@ -69,3 +69,30 @@ def test_measured_floor_is_a_lower_limit_of_the_normal_frontier(pooled):
     assert np.all(fk <= np.sqrt(2 * kls)) and np.all(fg <= gains**2 / 2)
     assert np.all(tail._measured_floor(s, np.full(np.shape(yk), np.nan), kind="kl", pooled=pooled,
                                        level=0.95) == -np.inf)
+
+
+def test_an_error_says_when_the_tail_model_did_not_apply():
+    """2 of 8 prompts with tied top rewards (more than 5%): pooled, the model does not apply, and a budget past
+    the ceiling raises the samples' error with the reason the model gave no answer."""
+    r = np.random.default_rng(5).uniform(size=(8, 256))
+    r[:2, :80] = 1.5
+    with pytest.raises(ValueError, match=r"K_max .*tail='gpd' did not apply to 1 target\(s\).*top rewards tie"):
+        jl.max_gain_at_kl(jl.Samples(r), [0.01, 10.0], tail="gpd", tail_replicates=10)
+    sol = jl.max_gain_at_kl(jl.Samples(r), [0.01, 10.0], tail="gpd", tail_replicates=10, throw=False)
+    np.testing.assert_array_equal(np.asarray(sol.tail.not_applied), [False, True])
+    # per prompt the error names the first prompt that needed the model and could not have it
+    with pytest.raises(jl.PromptError,
+                       match=r"prompt 0.*did not apply.*their prompts' top rewards tie"):
+        jl.max_gain_at_kl(jl.Samples(r), [4.0], tail="gpd", tail_replicates=10, pooled=False)
+
+
+def test_a_budget_past_the_ceiling_allows_at_least_the_samples_largest_gain():
+    """Exp(1) rewards, KL 8 past log 256: the model's lower limit is at least the samples' cap (max r - mean r,
+    what compare bounds the frontier by there; here 5.8, against a true gain of 10.4: g - log(1 + g) = 8), and
+    the point stays inside."""
+    r = np.random.default_rng(6).exponential(size=(8, 256))
+    sol = jl.max_gain_at_kl(jl.Samples(r), [8.0], tail="gpd", tail_replicates=10, throw=False)
+    assert int(sol.status[0]) == jl.inversion.Status.EXTRAPOLATED
+    lo, point, cap = float(sol.tail.gain_lo[0]), float(sol.tail.gain[0]), float(sol.gain_max[0])
+    assert lo >= min(cap, point) - 1e-6 * cap and lo <= point
+    assert 4.0 < cap < 10.4  # the bound is below the truth

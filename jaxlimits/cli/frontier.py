@@ -133,16 +133,25 @@ def report(samples, args, source: dict, notes: list[str], default_plot=None, rew
     if args.bootstrap < 0:
         raise c.UsageError(f"--bootstrap {args.bootstrap}: give a number of replicates >= 0")
     tail = c.tail_options(args)  # checked before the sweep
-    measured = f
+    measured, model = f, None  # model: the tail curve the figure draws (where the model applies)
     if f is None:
         # what jl.frontier(..., tail="gpd") does, in two steps: the figure draws the measured flagged points too
         measured = jl.frontier(samples, args.betas, num_betas=args.num_betas, per_prompt=False,
                                bootstrap=args.bootstrap, memory_budget=c.memory_budget(args))
         f = measured
         if tail:
-            from ..tail import extrapolate
+            from ..tail import applies, extrapolate
 
             f = extrapolate(measured, samples, replicates=tail["tail_replicates"], memory_budget=c.memory_budget(args))
+            model = f.tail if applies(f.tail) else None
+            if model is None:
+                from ..estimators import SHARE_MAX
+
+                tied = int(np.sum(~np.asarray(f.tail.fitted, bool)))
+                notes.append(f"--tail gpd did not apply: {tied} of {samples.num_prompts} prompts' top rewards tie "
+                             f"(more than {SHARE_MAX:.0%}; e.g. rewards rounded to bfloat16), so no tail can be "
+                             "fitted to them and the pooled model would rest on their empirical laws; the points "
+                             "stay the samples' (flagged or unknown), as in `jaxlimits invert --tail gpd`")
     rows = rows_of(f, measured if tail else None)
     curve = "frontier" if score in (None, reward) else f"{score} gain of the policy tilted toward {reward}"
     for r in rows:
@@ -170,7 +179,7 @@ def report(samples, args, source: dict, notes: list[str], default_plot=None, rew
     if png is not None:
         from .. import plot
 
-        plot.frontier_figure(measured, tail=f.tail, path=png, title=source.get("title"), reward_label=reward,
+        plot.frontier_figure(measured, tail=model, path=png, title=source.get("title"), reward_label=reward,
                              score_label=None if score in (None, reward) else score, xmax=getattr(args, "xmax", None))
         c.say(f"drew {png}")
     return 0
