@@ -377,13 +377,14 @@ def test_boundary_and_infeasible_statuses(gauss):
 
 
 def test_eager_errors_name_target_prompt_and_limit(gauss):
+    # the module's shapes (a scalar pooled, T targets per prompt): solvers compiled by the tests above
     with pytest.raises(ValueError, match=r"KL budget 9 .*KL ceiling of the pooled frontier, K_max = 4\.85"):
         jl.max_gain_at_kl(gauss, 9.0)
-    gmax = np.asarray(jl.min_kl_for_gain(gauss, 0.0, pooled=False).gain_max)
+    gmax = np.asarray(jl.min_kl_for_gain(gauss, np.zeros(T), pooled=False).gain_max)[:, 0]
     p = int(np.argmin(gmax))
     g = float(gmax[p]) * 1.0001  # infeasible for that prompt only
     with pytest.raises(ValueError, match=rf"target gain .*targets\[1\].* largest gain of prompt {p}, max r"):
-        jl.min_kl_for_gain(gauss, [0.1, g], pooled=False)
+        jl.min_kl_for_gain(gauss, [0.1, g, 0.1, 0.1, 0.1], pooled=False)
     with pytest.raises(ValueError, match="is negative"):
         jl.min_kl_for_gain(gauss, -1.0)
     with pytest.raises(ValueError, match="must be numbers"):
@@ -450,12 +451,13 @@ def test_weights_counts_and_chunked_samples():
 def test_scores_are_not_used(gauss):
     """The inverted frontier is the rewards' (gain measured with r, MATH.md §5)."""
     with_scores = jl.Samples(gauss.rewards, scores=-gauss.rewards)
-    a = jl.min_kl_for_gain(with_scores, [0.2, 0.5])
-    b = jl.min_kl_for_gain(gauss, [0.2, 0.5])
+    gains = np.array([0.05, 0.2, 0.5, 1.0, 1.5])  # the module's T targets: the solver is compiled
+    a = jl.min_kl_for_gain(with_scores, gains)
+    b = jl.min_kl_for_gain(gauss, gains)
     np.testing.assert_allclose(np.asarray(a.kl), np.asarray(b.kl), rtol=1e-14)
 
 
-# -- the command line (through a subprocess, as a user runs it) -------------------------------
+# -- the command line (in process, and through a subprocess as a user runs it) ---------------
 
 
 def _write_table(path, rewards):
@@ -471,33 +473,40 @@ def _cli(*args):
 
 
 @pytest.mark.slow
-def test_cli_invert(tmp_path):
+def test_cli_invert(tmp_path, capsys):
+    """``jaxlimits invert`` in process (``main``, as the console script calls it), and once through a
+    subprocess, as a user runs it: exit code 2 and the messages, never a traceback. Each run asks
+    both questions with as many targets (the solver is compiled once per target shape)."""
+    from jaxlimits.cli import main
+
     rewards = np.random.default_rng(2).standard_normal((4, 64))
     data = tmp_path / "samples.csv"
     _write_table(data, rewards)
     out = tmp_path / "inv.json"
-    res = _cli(data, "--gain", 0.1, 0.5, "--kl", 0.2, "--x64", "--out", out)
-    assert res.returncode == 0, res.stderr
-    assert "KL (nats)" in res.stdout and "gain 0.5" in res.stdout and "KL 0.2" in res.stdout
+    assert main(["invert", str(data), "--gain", "0.1", "0.5", "--kl", "0.2", "--x64", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "KL (nats)" in text and "gain 0.5" in text and "KL 0.2" in text
     import json
 
     rows = json.loads(out.read_text())["rows"]
     assert [r["question"] for r in rows] == ["min_kl_for_gain", "min_kl_for_gain", "max_gain_at_kl"]
-    s = jl.Samples(rewards)
-    np.testing.assert_allclose(rows[1]["kl"], float(jl.min_kl_for_gain(s, 0.5).kl), rtol=1e-9)
+    # the library on the same samples, as the loader reads them (every draw present: a full mask),
+    # with the command's targets: the solver the command compiled
+    s = jl.Samples(rewards, mask=np.ones(rewards.shape, bool))
+    np.testing.assert_allclose(rows[1]["kl"], float(jl.min_kl_for_gain(s, [0.1, 0.5]).kl[1]), rtol=1e-9)
     # no overwrite without --force (checked before any work)
-    res = _cli(data, "--gain", 0.1, "--out", out)
-    assert res.returncode == 2 and "exists; pass --force" in res.stderr
+    assert main(["invert", str(data), "--gain", "0.1", "--out", str(out)]) == 2
+    assert "exists; pass --force" in capsys.readouterr().err
     # infeasible targets: exit code 2, a message naming each, and the table still printed
-    res = _cli(data, "--kl", 0.2, 99, "--gain", 50, "--per-prompt")
+    res = _cli(data, "--kl", 0.2, 99, "--gain", 0.3, 50, "--per-prompt")
     assert res.returncode == 2
     assert "--kl 99: the KL budget is at or above what the samples can show" in res.stderr
     assert "--gain 50: the target gain is at or above the largest gain the samples can show" in res.stderr
     assert "4 of 4 prompts" in res.stderr and "Traceback" not in res.stderr
     assert "kl_at_or_above_ceiling" in res.stdout
     # a usage error without targets
-    res = _cli(data)
-    assert res.returncode == 2 and "--gain G" in res.stderr
+    assert main(["invert", str(data)]) == 2
+    assert "--gain G" in capsys.readouterr().err
 
 
 def test_cli_in_process(tmp_path, capsys):
