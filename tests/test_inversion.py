@@ -515,6 +515,13 @@ def test_cli_invert(tmp_path, capsys):
     # with the command's targets: the solver the command compiled
     s = jl.Samples(rewards, mask=np.ones(rewards.shape, bool))
     np.testing.assert_allclose(rows[1]["kl"], float(jl.min_kl_for_gain(s, [0.1, 0.5]).kl[1]), rtol=1e-9)
+    # the table and the CSV output (the same solves: nothing compiled again)
+    csv_out = tmp_path / "o.csv"
+    assert main(["invert", str(data), "--x64", "--gain", "0.1", "0.5", "--out", str(csv_out)]) == 0
+    text = capsys.readouterr().out
+    assert "inverting the pooled frontier" in text and "wrote" in text
+    header = csv_out.read_text().splitlines()[0]
+    assert header.startswith("question,target,beta,kl,kl_se,gain,gain_se,status")
     # no overwrite without --force (checked before any work)
     assert main(["invert", str(data), "--gain", "0.1", "--out", str(out)]) == 2
     assert "exists; pass --force" in capsys.readouterr().err
@@ -528,18 +535,3 @@ def test_cli_invert(tmp_path, capsys):
     # a usage error without targets
     assert main(["invert", str(data)]) == 2
     assert "--gain G" in capsys.readouterr().err
-
-
-def test_cli_in_process(tmp_path, capsys):
-    """The table and the CSV output, in process (no subprocess start-up); test_cli_invert's samples and
-    gains (the solver it compiled)."""
-    from jaxlimits.cli import main
-
-    data = tmp_path / "s.csv"
-    _write_table(data, np.random.default_rng(2).standard_normal((4, 64)))
-    out = tmp_path / "o.csv"
-    assert main(["invert", str(data), "--x64", "--gain", "0.1", "0.5", "--out", str(out)]) == 0
-    text = capsys.readouterr().out
-    assert "inverting the pooled frontier" in text and "wrote" in text
-    header = out.read_text().splitlines()[0]
-    assert header.startswith("question,target,beta,kl,kl_se,gain,gain_se,status")
