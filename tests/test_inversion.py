@@ -291,6 +291,20 @@ def _tilt_at(samples, beta, pooled):
                    bias_correction=False)  # the plug-in curve, which the inversions solve
 
 
+# Five prompts of 600 draws, with counts and importance weights, and six targets of each question:
+# the two tests below share them (each sample type's solver and kernel compile once).
+STAT_GAINS = np.array([0.002, 0.05, 0.3, 0.8, 1.3, 1.6])
+STAT_KLS = np.array([1e-5, 0.01, 0.1, 0.5, 1.0, 1.8])
+STAT_CHUNKED = 6 * 8 * 2 * 4 * 256  # a memory budget of four sample chunks of 170 (padded to 680)
+
+
+def _stat_draws():
+    """(values, counts, log_weights), each [5, 600]."""
+    rng = np.random.default_rng(5)
+    values = rng.standard_normal((5, 600)) * np.array([0.5, 1.0, 1.0, 2.0, 3.0])[:, None]
+    return values, rng.integers(1, 4, values.shape).astype(float), 0.3 * rng.standard_normal(values.shape)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("pooled", [True, False])
 def test_solution_statistics_equal_tilt(pooled):
@@ -302,17 +316,15 @@ def test_solution_statistics_equal_tilt(pooled):
     independent prompts ``sqrt(sum_x se_x^2) / P``; saturated by the one kernel's trust rule at
     beta* (``jl.tilt`` per prompt, the pooled ``jl.frontier`` pooled).
     """
-    rng = np.random.default_rng(5)
-    num_p, num_n = 5, 600
-    values = rng.standard_normal((num_p, num_n)) * np.array([0.5, 1.0, 1.0, 2.0, 3.0])[:, None]
+    values, counts, log_weights = _stat_draws()
+    num_p = values.shape[0]
     cases = [
         (jl.Samples(values), None),
-        (jl.Samples(values, counts=rng.integers(1, 4, (num_p, num_n)).astype(float)), None),
-        (jl.Samples(values, log_weights=0.3 * rng.standard_normal((num_p, num_n))), None),
-        (jl.Samples(values), 6 * 8 * 2 * 4 * 256),  # four sample chunks of 170 (padded to 680)
+        (jl.Samples(values, counts=counts), None),
+        (jl.Samples(values, log_weights=log_weights), None),
+        (jl.Samples(values), STAT_CHUNKED),
     ]
-    gains = np.array([0.002, 0.05, 0.3, 0.8, 1.3, 1.6])
-    kls = np.array([1e-5, 0.01, 0.1, 0.5, 1.0, 1.8])
+    gains, kls = STAT_GAINS, STAT_KLS
     for samples, budget in cases:
         for fn, targets in ((jl.min_kl_for_gain, gains), (jl.max_gain_at_kl, kls)):
             sol = fn(samples, targets, pooled=pooled, throw=False, memory_budget=budget,
@@ -377,13 +389,14 @@ def test_boundary_and_infeasible_statuses(gauss):
 
 
 def test_eager_errors_name_target_prompt_and_limit(gauss):
+    # the module's shapes (a scalar pooled, T targets per prompt): solvers compiled by the tests above
     with pytest.raises(ValueError, match=r"KL budget 9 .*KL ceiling of the pooled frontier, K_max = 4\.85"):
         jl.max_gain_at_kl(gauss, 9.0)
-    gmax = np.asarray(jl.min_kl_for_gain(gauss, 0.0, pooled=False).gain_max)
+    gmax = np.asarray(jl.min_kl_for_gain(gauss, np.zeros(T), pooled=False).gain_max)[:, 0]
     p = int(np.argmin(gmax))
     g = float(gmax[p]) * 1.0001  # infeasible for that prompt only
     with pytest.raises(ValueError, match=rf"target gain .*targets\[1\].* largest gain of prompt {p}, max r"):
-        jl.min_kl_for_gain(gauss, [0.1, g], pooled=False)
+        jl.min_kl_for_gain(gauss, [0.1, g, 0.1, 0.1, 0.1], pooled=False)
     with pytest.raises(ValueError, match="is negative"):
         jl.min_kl_for_gain(gauss, -1.0)
     with pytest.raises(ValueError, match="must be numbers"):
@@ -417,22 +430,29 @@ def test_degenerate_prompt():
 
 @pytest.mark.slow
 def test_weights_counts_and_chunked_samples():
-    """Counts equal expanded samples; a small memory budget (sample chunks) changes nothing."""
-    rng = np.random.default_rng(11)
-    values = rng.standard_normal((3, 40))
-    counts = rng.integers(1, 4, (3, 40)).astype(float)
+    """Counts equal expanded samples; a small memory budget (sample chunks) changes nothing.
+
+    On test_solution_statistics_equal_tilt's draws and targets (its solvers and kernels, compiled).
+    """
+    values, counts, lw = _stat_draws()
     expanded = jl.Samples.from_ragged([np.repeat(v, c.astype(int)) for v, c in zip(values, counts)])
-    a = jl.min_kl_for_gain(jl.Samples(values, counts=counts), [0.2, 0.8], pooled=False)
-    b = jl.min_kl_for_gain(expanded, [0.2, 0.8], pooled=False)
-    np.testing.assert_allclose(np.asarray(a.kl), np.asarray(b.kl), rtol=1e-11)
-    np.testing.assert_allclose(np.asarray(a.kl_se), np.asarray(b.kl_se), rtol=1e-9)
+    a = jl.min_kl_for_gain(jl.Samples(values, counts=counts), STAT_GAINS, pooled=False, throw=False)
+    b = jl.min_kl_for_gain(expanded, STAT_GAINS, pooled=False, throw=False)
+    np.testing.assert_array_equal(np.asarray(a.status), np.asarray(b.status))
+    ok = np.asarray(a.status) == Status.OK
+    assert ok.sum() >= 20
+    np.testing.assert_allclose(np.asarray(a.kl)[ok], np.asarray(b.kl)[ok], rtol=1e-11)
+    np.testing.assert_allclose(np.asarray(a.kl_se)[ok], np.asarray(b.kl_se)[ok], rtol=1e-9)
     # importance weights (SNIS) and sample chunks: the same answer as one block
-    lw = rng.standard_normal((3, 40))
     w = jl.Samples(values, log_weights=lw)
-    c = jl.max_gain_at_kl(w, [0.1, 0.5], pooled=False, bias_correction=False)  # the plug-in curve, as brentq's
-    d = jl.max_gain_at_kl(w, [0.1, 0.5], pooled=False, memory_budget=6 * 8 * 2 * 128, bias_correction=False)
-    np.testing.assert_allclose(np.asarray(c.gain), np.asarray(d.gain), rtol=1e-11)
-    # against the exact law with those weights: the same curve, solved by brentq
+    # the plug-in curve, as brentq's
+    c = jl.max_gain_at_kl(w, STAT_KLS, pooled=False, throw=False, bias_correction=False)
+    d = jl.max_gain_at_kl(w, STAT_KLS, pooled=False, throw=False, memory_budget=STAT_CHUNKED, bias_correction=False)
+    np.testing.assert_array_equal(np.asarray(c.status), np.asarray(d.status))
+    ok = np.asarray(c.status) == Status.OK
+    assert ok.sum() >= 20
+    np.testing.assert_allclose(np.asarray(c.gain)[ok], np.asarray(d.gain)[ok], rtol=1e-11)
+    # against the exact law with those weights: the same curve, solved by brentq (prompt 0, KL 0.5)
     u = np.exp(lw[0] - logsumexp(lw[0]))
 
     def kl_at(lam):
@@ -440,22 +460,25 @@ def test_weights_counts_and_chunked_samples():
         q = np.exp(logits - logsumexp(logits))
         return lam * q @ values[0] - logsumexp(logits)
 
+    assert STAT_KLS[3] == 0.5 and ok[0, 3]
     lam = brentq(lambda x: kl_at(x) - 0.5, 1e-9, 1e3, xtol=1e-15)
-    np.testing.assert_allclose(float(c.beta[0, 1]), 1 / lam, rtol=1e-9)
+    np.testing.assert_allclose(float(c.beta[0, 3]), 1 / lam, rtol=1e-9)
     # the SNIS standard error at the solution is the kernel's (se(gain*) = beta se(reverse KL))
-    st_ = jl.tilt(w, np.asarray(c.beta))
-    np.testing.assert_allclose(np.asarray(c.gain_se), np.asarray(c.beta) * np.asarray(st_.reverse_kl_se), rtol=1e-9)
+    beta = np.where(ok, np.asarray(c.beta), 1.0)
+    st_ = jl.tilt(w, beta)
+    np.testing.assert_allclose(np.asarray(c.gain_se)[ok], (beta * np.asarray(st_.reverse_kl_se))[ok], rtol=1e-9)
 
 
 def test_scores_are_not_used(gauss):
     """The inverted frontier is the rewards' (gain measured with r, MATH.md §5)."""
     with_scores = jl.Samples(gauss.rewards, scores=-gauss.rewards)
-    a = jl.min_kl_for_gain(with_scores, [0.2, 0.5])
-    b = jl.min_kl_for_gain(gauss, [0.2, 0.5])
+    gains = np.array([0.05, 0.2, 0.5, 1.0, 1.5])  # the module's T targets: the solver is compiled
+    a = jl.min_kl_for_gain(with_scores, gains)
+    b = jl.min_kl_for_gain(gauss, gains)
     np.testing.assert_allclose(np.asarray(a.kl), np.asarray(b.kl), rtol=1e-14)
 
 
-# -- the command line (through a subprocess, as a user runs it) -------------------------------
+# -- the command line (in process, and through a subprocess as a user runs it) ---------------
 
 
 def _write_table(path, rewards):
@@ -471,44 +494,44 @@ def _cli(*args):
 
 
 @pytest.mark.slow
-def test_cli_invert(tmp_path):
+def test_cli_invert(tmp_path, capsys):
+    """``jaxlimits invert`` in process (``main``, as the console script calls it), and once through a
+    subprocess, as a user runs it: exit code 2 and the messages, never a traceback. Each run asks
+    both questions with as many targets (the solver is compiled once per target shape)."""
+    from jaxlimits.cli import main
+
     rewards = np.random.default_rng(2).standard_normal((4, 64))
     data = tmp_path / "samples.csv"
     _write_table(data, rewards)
     out = tmp_path / "inv.json"
-    res = _cli(data, "--gain", 0.1, 0.5, "--kl", 0.2, "--x64", "--out", out)
-    assert res.returncode == 0, res.stderr
-    assert "KL (nats)" in res.stdout and "gain 0.5" in res.stdout and "KL 0.2" in res.stdout
+    assert main(["invert", str(data), "--gain", "0.1", "0.5", "--kl", "0.2", "--x64", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "KL (nats)" in text and "gain 0.5" in text and "KL 0.2" in text
     import json
 
     rows = json.loads(out.read_text())["rows"]
     assert [r["question"] for r in rows] == ["min_kl_for_gain", "min_kl_for_gain", "max_gain_at_kl"]
-    s = jl.Samples(rewards)
-    np.testing.assert_allclose(rows[1]["kl"], float(jl.min_kl_for_gain(s, 0.5).kl), rtol=1e-9)
+    # the library on the same samples, as the loader reads them (every draw present: a full mask),
+    # with the command's targets: the solver the command compiled
+    s = jl.Samples(rewards, mask=np.ones(rewards.shape, bool))
+    np.testing.assert_allclose(rows[1]["kl"], float(jl.min_kl_for_gain(s, [0.1, 0.5]).kl[1]), rtol=1e-9)
+    # the table and the CSV output (the same solves: nothing compiled again)
+    csv_out = tmp_path / "o.csv"
+    assert main(["invert", str(data), "--x64", "--gain", "0.1", "0.5", "--out", str(csv_out)]) == 0
+    text = capsys.readouterr().out
+    assert "inverting the pooled frontier" in text and "wrote" in text
+    header = csv_out.read_text().splitlines()[0]
+    assert header.startswith("question,target,beta,kl,kl_se,gain,gain_se,status")
     # no overwrite without --force (checked before any work)
-    res = _cli(data, "--gain", 0.1, "--out", out)
-    assert res.returncode == 2 and "exists; pass --force" in res.stderr
+    assert main(["invert", str(data), "--gain", "0.1", "--out", str(out)]) == 2
+    assert "exists; pass --force" in capsys.readouterr().err
     # infeasible targets: exit code 2, a message naming each, and the table still printed
-    res = _cli(data, "--kl", 0.2, 99, "--gain", 50, "--per-prompt")
+    res = _cli(data, "--kl", 0.2, 99, "--gain", 0.3, 50, "--per-prompt")
     assert res.returncode == 2
     assert "--kl 99: the KL budget is at or above what the samples can show" in res.stderr
     assert "--gain 50: the target gain is at or above the largest gain the samples can show" in res.stderr
     assert "4 of 4 prompts" in res.stderr and "Traceback" not in res.stderr
     assert "kl_at_or_above_ceiling" in res.stdout
     # a usage error without targets
-    res = _cli(data)
-    assert res.returncode == 2 and "--gain G" in res.stderr
-
-
-def test_cli_in_process(tmp_path, capsys):
-    """The table and the CSV output, in process (no subprocess start-up)."""
-    from jaxlimits.cli import main
-
-    data = tmp_path / "s.csv"
-    _write_table(data, np.random.default_rng(2).standard_normal((P, N)))
-    out = tmp_path / "o.csv"
-    assert main(["invert", str(data), "--x64", "--gain", "0.05", "0.2", "0.5", "1.0", "1.5", "--out", str(out)]) == 0
-    text = capsys.readouterr().out
-    assert "inverting the pooled frontier" in text and "wrote" in text
-    header = out.read_text().splitlines()[0]
-    assert header.startswith("question,target,beta,kl,kl_se,gain,gain_se,status")
+    assert main(["invert", str(data)]) == 2
+    assert "--gain G" in capsys.readouterr().err

@@ -32,18 +32,31 @@ def gauss():
 @pytest.mark.parametrize("pooled", [True, False])
 def test_gradient_identities(gauss, pooled):
     """d KL*/dG = 1/beta* and d gain*/dK = beta* (implicit differentiation, MATH.md §4-5)."""
+    # beta* is the differentiated solution's own (an auxiliary output: no separate solve to compile),
+    # every target solved
+    def solved(fn, y, field):
+        sol = fn(gauss, y, pooled=pooled, throw=False, bias_correction=False)
+        return getattr(sol, field), (sol.beta, sol.status)
+
+    def ok(aux):
+        beta, status = (np.asarray(a) for a in aux)
+        assert np.all(status == Status.OK), status
+        return beta
+
     gains = jnp.array([0.05, 0.2, 0.5, 1.0, 1.5])
-    f = lambda g: jl.min_kl_for_gain(gauss, g, pooled=pooled, throw=False, bias_correction=False).kl  # noqa: E731
-    beta = np.asarray(jl.min_kl_for_gain(gauss, gains, pooled=pooled, bias_correction=False).beta)
-    jac = np.asarray(jax.jacfwd(f)(gains))
+    jac, aux = jax.jacfwd(lambda g: solved(jl.min_kl_for_gain, g, "kl"), has_aux=True)(gains)
+    jac, beta = np.asarray(jac), ok(aux)
     np.testing.assert_allclose(np.diagonal(jac, axis1=-2, axis2=-1), 1 / beta, rtol=1e-9)
-    grad = jax.grad(lambda g: jnp.sum(f(g)))(gains)
+    grad = jax.grad(lambda g: jnp.sum(solved(jl.min_kl_for_gain, g, "kl")[0]))(gains)
     np.testing.assert_allclose(np.asarray(grad), (1 / beta).reshape(-1, T).sum(0), rtol=1e-9)
     budgets = jnp.array([1e-3, 0.05, 0.4, 1.0, 2.0])
-    g = lambda k: jl.max_gain_at_kl(gauss, k, pooled=pooled, throw=False, bias_correction=False).gain  # noqa: E731
-    beta = np.asarray(jl.max_gain_at_kl(gauss, budgets, pooled=pooled, bias_correction=False).beta)
-    grad = jax.grad(lambda k: jnp.sum(g(k)))(budgets)
-    np.testing.assert_allclose(np.asarray(grad), beta.reshape(-1, T).sum(0), rtol=1e-9)
+
+    def total_gain(k):
+        gain, aux = solved(jl.max_gain_at_kl, k, "gain")
+        return jnp.sum(gain), aux
+
+    grad, aux = jax.grad(total_gain, has_aux=True)(budgets)
+    np.testing.assert_allclose(np.asarray(grad), ok(aux).reshape(-1, T).sum(0), rtol=1e-9)
 
 
 @pytest.mark.slow
@@ -95,10 +108,10 @@ def test_vmap_over_targets_equals_loop(gauss):
 def test_throw_under_jit_raises_when_run(gauss):
     """With ``throw=True`` under ``jit`` an infeasible target raises when the program runs, with the
     eager message (a host callback; JAX wraps it in its runtime error); feasible ones run through."""
-    kmax = float(jl.max_gain_at_kl(gauss, 0.0).kl_ceiling)
+    eager = jl.max_gain_at_kl(gauss, np.array([0.1, 0.5]))
+    kmax = float(eager.kl_ceiling[0])
     fn = jax.jit(lambda k: jl.max_gain_at_kl(gauss, k).gain)
-    np.testing.assert_allclose(np.asarray(fn(jnp.array([0.1, 0.5]))),
-                               np.asarray(jl.max_gain_at_kl(gauss, np.array([0.1, 0.5])).gain), rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(fn(jnp.array([0.1, 0.5]))), np.asarray(eager.gain), rtol=1e-12)
     with pytest.raises(Exception, match=r"KL budget .* is at or above the KL ceiling"):
         jax.block_until_ready(fn(jnp.array([0.1, kmax + 1.0])))
 
