@@ -125,7 +125,7 @@ def _fake_tail_curve(samples, betas, **_):
     model = model_at(betas, 1.1 * kl, 1.2 * gain, 0.8 * kl, np.where(past, np.inf, 1.3 * kl), 0.9 * gain,
                      np.where(past, np.inf, 1.5 * gain))
     return model._replace(gain_se=model.gain, kl_se=model.kl, extrapolated=past,
-                          reasons=np.zeros(len(kl), np.int32))
+                          reasons=np.zeros(len(kl), np.int32), fitted=np.ones(samples.num_prompts, bool))
 
 
 @pytest.fixture
