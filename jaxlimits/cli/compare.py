@@ -73,7 +73,7 @@ def register(sub):
     p.add_argument("--level", type=float, default=0.95, help="two-sided level of the above-frontier flag")
     c.add_tail(p, "runs past what the samples show held against a generalised Pareto model of each prompt's "
                   "upper reward tail, marked 'extrapolated' with the model's interval (README 'Beyond log N'; "
-                  "off by default). Plain base samples")
+                  "off by default). Plain base samples only: not with --dedupe, log-weight, count or score columns")
     p.add_argument("--title", default=None, help="title of the --plot figure")
     p.add_argument("--xscale", default="auto", choices=("auto", "linear", "symlog"), help="KL axis of the --plot")
     c.add_common(p, plot=True)

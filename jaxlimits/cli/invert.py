@@ -33,7 +33,8 @@ def register(sub):
     c.add_tail(p, "targets past what the samples show (or flagged 'ceiling' there; other flagged answers keep the "
                   "measurement) solved on a generalised Pareto model "
                   "of each prompt's upper reward tail, marked 'extrapolated' with the model's interval "
-                  "(README 'Beyond log N'; off by default). Plain samples")
+                  "(README 'Beyond log N'; off by default). Plain samples only: not with --dedupe, log-weight, count "
+                  "or score columns")
     c.add_common(p)
     return p
 
