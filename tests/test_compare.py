@@ -396,3 +396,12 @@ def test_cli_plain_runs_table_reports_its_own_errors(tmp_path, capsys, kl, gain,
     runs.write_text("name,kl,reward\nbad,0.5,0.2\n")
     assert main(["compare", str(samples), "--runs", str(runs)]) == 2
     assert "match no trainer" in capsys.readouterr().err
+
+
+def test_a_run_above_the_samples_cap_past_the_ceiling():
+    """Past the ceiling the frontier is only bounded below by the samples' cap: for a run whose gain is above
+    the cap, 'left on the table' is at least a negative number, and the note says what that cannot tell."""
+    r = np.random.default_rng(0).standard_normal((20, 64))  # the shape of test_flagged_frontier_says_why
+    row = jl.compare(jl.Samples(r), [Run("huge", 10.0, 9.0)]).rows()[0]
+    assert row["status"] == "unknown" and row["left_on_table_lower_bound"] < 0 < row["frontier_gain_lower_bound"]
+    assert "cannot tell whether the run is below the frontier or above it" in row["note"]
