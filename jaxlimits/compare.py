@@ -699,7 +699,7 @@ def compare(
                          f"model's is {f_gain[i]:.4g} [{f_lo[i]:.3g}, {f_hi[i]:.3g}] (extrapolated, not measured)"
                          + measured_f + "; " + (f"{rests_on(f_share[i])}, nor the " if carried[i] else "from it ")
                          + _model_left(gain[i], f_gain[i], f_lo[i], f_hi[i])
-                         + (" derived from it (their intervals hold)" if carried[i] else ""))
+                         + (" derived from it (only their intervals)" if carried[i] else ""))
         elif f_sat[i]:
             why = reason_names(int(f_reasons[i])) or "too few effective samples"
             extra.append(f"the trust rule flags the frontier at its KL ({why}): take it with caution")
