@@ -362,6 +362,7 @@ def load_policy_samples(
         "left_on_table", "reward_efficiency", "min_kl", "kl_efficiency", "excess_z", "above_frontier",
         "lower_bound", "frontier_saturated", "frontier_status", "min_kl_status", "frontier_gain_lower_bound",
         "left_on_table_lower_bound", "reward_efficiency_upper_bound", "frontier_reasons", "extrapolated",
+        "frontier_carried_share", "min_kl_reasons", "min_kl_carried_share",
         "frontier_gain_lo", "frontier_gain_hi", "frontier_beta_lo", "frontier_beta_hi", "measured_frontier_gain",
         "measured_frontier_status",
         "measured_frontier_reasons", "measured_frontier_saturated", "measured_min_kl", "measured_min_kl_status",
@@ -386,8 +387,10 @@ class Comparison:
         show (``lower_bound``): the frontier there is unknown, only bounded below by
         ``frontier_gain_lower_bound``. On an exact law beyond ``K_max`` the frontier is flat at its
         maximum, and that is its value.
-      left_on_table: ``frontier_gain - gain`` (NaN where unknown; then ``left_on_table_lower_bound``).
-      reward_efficiency: ``gain / frontier_gain`` (NaN where unknown; then ``reward_efficiency_upper_bound``).
+      left_on_table: ``frontier_gain - gain`` (NaN where unknown; then ``left_on_table_lower_bound``;
+        on extrapolated lanes from the model's point: the note gives it with the model's interval).
+      reward_efficiency: ``gain / frontier_gain`` (NaN where unknown; then ``reward_efficiency_upper_bound``;
+        on extrapolated lanes from the model's point, as ``left_on_table``).
       min_kl: ``KL*(gain)``, the least KL that reaches the run's gain (``jaxlimits.min_kl_for_gain``;
         0 for a gain <= 0; NaN where the gain is beyond what the samples can show).
       kl_efficiency: ``min_kl / kl`` (how much of the spent KL was needed).
@@ -402,7 +405,9 @@ class Comparison:
       frontier_saturated: the frontier at that KL is computed but the trust rule flags it
         (``frontier_reasons`` says why); False where it is not computed (``lower_bound``).
       frontier_reasons: the pooled trust rule's reasons there (``int32`` bitmask,
-        ``jaxlimits.estimators.reason_names`` spells it; 0 where trusted or not computed).
+        ``jaxlimits.estimators.reason_names`` spells it; 0 where trusted or not computed); on
+        extrapolated lanes the tail model's reasons (``no-tilt``; ``few``: the model's pooled point
+        rests on a few prompts, ``frontier_carried_share``).
       frontier_status, min_kl_status: ``jaxlimits.status.Status`` codes of the two solves: whether
         the solve found an answer (``ok`` where it did, flagged or not); whether the trust rule flags
         it is ``frontier_saturated`` / ``frontier_reasons``, and ``status`` is the one word for both.
@@ -417,6 +422,14 @@ class Comparison:
         where not extrapolated; ``inf`` upper limit where the data cannot bound it).
       frontier_beta_lo, frontier_beta_hi: the model's interval of ``frontier_beta`` there (NaN where
         not extrapolated).
+      frontier_carried_share: on extrapolated lanes, the share of the model's pooled KL held by the
+        largest ``jaxlimits.estimators.SHARE_MAX`` of the prompts (``jaxlimits.tail.carried_share``;
+        above ``jaxlimits.tail.CARRIED_SHARE`` the point is flagged ``few``: read the model's
+        interval, not its point, nor ``left_on_table``, ``reward_efficiency``, ``excess_z`` from it;
+        the note says so); NaN elsewhere.
+      min_kl_reasons, min_kl_carried_share: the same for ``KL*(gain)`` where ``min_kl_status`` is
+        extrapolated (the model's reasons; ``kl_efficiency`` from a ``few`` point is not to be
+        read either); 0 / NaN elsewhere.
       measured_frontier_gain, measured_frontier_status, measured_frontier_reasons: where the tail
         model answers ``gain*(KL_run)``, what the samples alone answered there (the empirical
         solution's gain, status code and trust-rule reasons: flagged, or no answer past the
@@ -453,6 +466,9 @@ class Comparison:
     reward_efficiency_upper_bound: Array
     frontier_reasons: Array
     extrapolated: Array
+    frontier_carried_share: Array
+    min_kl_reasons: Array
+    min_kl_carried_share: Array
     frontier_gain_lo: Array
     frontier_gain_hi: Array
     frontier_beta_lo: Array
@@ -565,7 +581,7 @@ def compare(
       [1.0, 0.5]
     """
     from . import inversion
-    from .estimators import reason_names
+    from .estimators import FEW, SHARE_MAX, reason_names
     from .status import of_solution as status_of
     from .targets import solve_bucketed
 
@@ -606,7 +622,9 @@ def compare(
     f_se = np.where(beyond, np.where(lower, np.nan, 0.0), np.asarray(sol.gain_se, np.float64))
     beta = np.where(lower, np.nan, np.asarray(sol.beta, np.float64))
     f_sat = np.asarray(sol.saturated) & ~beyond & ~ext
-    f_reasons = np.where(f_sat, np.asarray(sol.reasons), 0).astype(np.int32)
+    # the trust rule's reasons where flagged; the tail model's (no-tilt, few: carried by a few prompts) where it answers
+    f_reasons = np.where(f_sat | ext, np.asarray(sol.reasons), 0).astype(np.int32)
+    f_share = _carried(sol, ext)
 
     sol2 = solve_bucketed(functools.partial(inversion.min_kl_for_gain, **tail_kw), samples, np.maximum(gain, 0.0),
                           memory_budget=memory_budget)
@@ -615,6 +633,8 @@ def compare(
     status2 = np.where(gain <= 0, int(Status.OK), status2)
     min_kl = np.where(solved(status2), min_kl, np.nan)  # OK, or EXTRAPOLATED: the tail model's answer
     ext2 = status2 == Status.EXTRAPOLATED
+    kl_reasons = np.where(ext2, np.asarray(sol2.reasons), 0).astype(np.int32)
+    kl_share = _carried(sol2, ext2)
     kl2_lo = np.full(kl.shape, np.nan) if sol2.tail is None else np.asarray(sol2.tail.kl_lo, np.float64)
     kl2_hi = np.full(kl.shape, np.nan) if sol2.tail is None else np.asarray(sol2.tail.kl_hi, np.float64)
 
@@ -640,11 +660,20 @@ def compare(
         tol = z_level * se + math.sqrt(float(jnp.finfo(dt).eps)) * np.maximum(np.abs(f_gain), 1e-300)
         excess = gain - f_gain
         excess_z = np.where(se > 0, excess / se, np.where(np.abs(excess) > tol, np.sign(excess) * np.inf, 0.0))
-        excess_z = np.where(lower, np.nan, excess_z)
+        excess_z = np.where(lower, np.nan, excess_z) + 0.0  # + 0.0: no -0.0 (a model's open interval)
         above = ~lower & (excess > tol)
         f_bound = np.where(lower, cap, np.nan)
         left_bound = f_bound - gain
         eff_bound = np.where(lower & (cap > 0), gain / cap, np.nan)
+
+    k_top = max(1, int(SHARE_MAX * samples.num_prompts))  # the prompts a carried point rests on
+    carried = ext & ((f_reasons & FEW) != 0)
+    carried2 = ext2 & ((kl_reasons & FEW) != 0)
+
+    def rests_on(share) -> str:
+        held = f" (they hold {share:.0%} of its KL)" if np.isfinite(share) else ""
+        return (f"flagged few: the model's pooled point rests on {k_top} of the {samples.num_prompts} prompts{held} "
+                "near their fitted critical beta, the model's least certain part: read its interval, not its point")
 
     for i in range(len(runs)):
         extra = []
@@ -660,13 +689,17 @@ def compare(
                 f"nats): the frontier there is unknown, at least the samples' cap {cap[i]:.4g}, so 'left on the "
                 f"table' is at least {left_bound[i]:.4g} (a lower bound)"
                 + (f" and the reward efficiency at most {eff_bound[i]:.3g}" if np.isfinite(eff_bound[i]) else "")
+                + (f" (its gain {gain[i]:.4g} is above that cap, so these bounds cannot tell whether the run is "
+                   f"below the frontier or above it)" if left_bound[i] < 0 else "")
             )
         elif ext[i]:
             measured_f = (f"; measured {m_gain[i]:.4g} ({reason_names(int(m_reasons[i]))})"
                           if np.isfinite(m_gain[i]) else "")
             extra.append(f"at its KL {kl[i]:.4g} the samples' frontier is unknown or at the ceiling: the tail "
                          f"model's is {f_gain[i]:.4g} [{f_lo[i]:.3g}, {f_hi[i]:.3g}] (extrapolated, not measured)"
-                         + measured_f)
+                         + measured_f + "; " + (f"{rests_on(f_share[i])}, nor the " if carried[i] else "from it ")
+                         + _model_left(gain[i], f_gain[i], f_lo[i], f_hi[i])
+                         + (" derived from it (only their intervals)" if carried[i] else ""))
         elif f_sat[i]:
             why = reason_names(int(f_reasons[i])) or "too few effective samples"
             extra.append(f"the trust rule flags the frontier at its KL ({why}): take it with caution")
@@ -682,7 +715,9 @@ def compare(
             measured_kl = (f"; measured {m_kl[i]:.4g} ({reason_names(int(m_kl_reasons[i]))})"
                            if np.isfinite(m_kl[i]) else "")
             extra.append(f"its gain is {where}: KL*(gain) {min_kl[i]:.4g} [{kl2_lo[i]:.3g}, {kl2_hi[i]:.3g}] is the "
-                         f"tail model's (extrapolated, not measured){measured_kl}")
+                         f"tail model's (extrapolated, not measured){measured_kl}"
+                         + (f"; KL*(gain) {rests_on(kl_share[i])} (nor the KL efficiency "
+                            f"{kl_eff[i]:.3g} derived from it)" if carried2[i] else ""))
         if above[i]:
             extra.append(
                 f"ABOVE the frontier by {excess[i]:.4g} ({excess_z[i]:.3g} standard errors{_se_counted(given[i])}): "
@@ -722,7 +757,9 @@ def compare(
         frontier_saturated=jnp.asarray(f_sat), frontier_status=jnp.asarray(status),
         min_kl_status=jnp.asarray(status2), frontier_gain_lower_bound=as_dt(f_bound),
         left_on_table_lower_bound=as_dt(left_bound), reward_efficiency_upper_bound=as_dt(eff_bound),
-        frontier_reasons=jnp.asarray(f_reasons), extrapolated=jnp.asarray(ext), frontier_gain_lo=as_dt(f_lo),
+        frontier_reasons=jnp.asarray(f_reasons), extrapolated=jnp.asarray(ext),
+        frontier_carried_share=as_dt(f_share), min_kl_reasons=jnp.asarray(kl_reasons),
+        min_kl_carried_share=as_dt(kl_share), frontier_gain_lo=as_dt(f_lo),
         frontier_gain_hi=as_dt(f_hi), frontier_beta_lo=as_dt(b_lo), frontier_beta_hi=as_dt(b_hi),
         measured_frontier_gain=as_dt(m_gain),
         measured_frontier_status=jnp.asarray(m_status, jnp.int32), measured_frontier_reasons=jnp.asarray(m_reasons),
@@ -734,6 +771,24 @@ def compare(
         notices=tuple(notices), level=float(level),
         status=tuple(words),
     )
+
+
+def _carried(sol, ext) -> np.ndarray:
+    """The tail model's ``carried_share`` on the lanes ``ext`` it answers (NaN elsewhere and without a model)."""
+    share = None if sol.tail is None else sol.tail.carried_share
+    if share is None:
+        return np.full(np.shape(ext), np.nan)
+    return np.where(ext, np.asarray(share, np.float64), np.nan)
+
+
+def _model_left(gain: float, f_gain: float, f_lo: float, f_hi: float) -> str:
+    """A run's 'left on the table' and reward efficiency from the tail model's frontier, with the interval
+    the model's gives them (``f_hi`` may be ``inf``)."""
+    eff = f"reward efficiency {gain / f_gain:.3g}" if f_gain > 0 else "no reward efficiency"
+    if f_gain > 0 and f_lo > 0:  # gain / frontier over the frontier's interval (gain / inf = 0)
+        ends = sorted((gain / f_lo, gain / f_hi))
+        eff += f" [{ends[0]:.3g}, {ends[1]:.3g}]"
+    return f"left on the table {f_gain - gain:.4g} [{f_lo - gain:.3g}, {f_hi - gain:.3g}] and {eff}"
 
 
 def _se_counted(given) -> str:

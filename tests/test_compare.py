@@ -212,6 +212,69 @@ def test_flagged_frontier_says_why():
     assert f"({rows[1]['frontier_reasons']})" in rows[1]["note"]
 
 
+
+def _model_answers(plain, past: int, value: float, lo: float, share: float, reasons: int):
+    """A stand-in for an inversion with ``tail="gpd"`` (the tail model's own results are tested in
+    test_tail_inversion.py): the plain solver's answer, and on its lanes with status ``past`` the model's
+    ``value`` [``lo``, inf], ``reasons`` and ``carried_share`` ``share``, status ``EXTRAPOLATED``."""
+    from jaxlimits.status import Status
+    from jaxlimits.tail import TailSolution
+
+    def solve(samples, targets, *, tail=None, tail_level=None, tail_replicates=None, **kw):
+        sol = plain(samples, targets, **kw)
+        ext = np.asarray(sol.status) == past
+        nan = np.full(ext.shape, np.nan)
+        at = lambda v: np.where(ext, v, nan)  # noqa: E731
+        answer = "gain" if past == Status.KL_AT_OR_ABOVE_CEILING else "kl"
+        lims = {f"{k}_{e}": at(x) for k, low in (("beta", 0.5), ("kl", lo), ("gain", lo))
+                for e, x in (("lo", low), ("hi", np.inf))}
+        ts = TailSolution(
+            beta=at(0.5), kl=at(value if answer == "kl" else targets), gain=at(value if answer == "gain" else targets),
+            **lims, no_tilt=ext & False, beyond_end=ext & False, fitted=ext | True,
+            reasons=np.where(ext, reasons, 0), level=0.95, replicates=2,
+            measured_beta=nan, measured_kl=nan, measured_gain=nan, measured_status=np.where(ext, past, 0),
+            measured_reasons=np.zeros(ext.shape, np.int32), not_applied=ext & False, carried_share=at(share))
+        return sol._replace(
+            status=np.where(ext, int(Status.EXTRAPOLATED), sol.status), extrapolated=ext, tail=ts,
+            reasons=np.where(ext, reasons, sol.reasons), **{answer: np.where(ext, value, getattr(sol, answer))},
+            gain_se=np.where(ext, np.inf, sol.gain_se), kl_se=np.where(ext, np.inf, sol.kl_se))
+    return solve
+
+
+def test_a_model_point_carried_by_a_few_prompts_says_so(monkeypatch, capsys):
+    """With a tail model, an extrapolated lane keeps the model's reasons (``few``: the pooled point rests on a
+    few prompts) and its carried share, for the frontier and for KL*(gain); the note says the left on the
+    table and the efficiencies from that point are not to be read (--out still has them); excess_z is 0.0,
+    not -0.0, where the model's interval is open."""
+    from jaxlimits import estimators, inversion
+    from jaxlimits.cli.compare import print_table
+    from jaxlimits.status import Status
+
+    few, both = estimators.FEW, estimators.FEW | estimators.NO_TILT
+    monkeypatch.setattr(inversion, "max_gain_at_kl", _model_answers(
+        inversion.max_gain_at_kl, Status.KL_AT_OR_ABOVE_CEILING, 5.0, 1.0, 0.9, few))
+    monkeypatch.setattr(inversion, "min_kl_for_gain", _model_answers(
+        inversion.min_kl_for_gain, Status.GAIN_AT_OR_ABOVE_MAX, 3.0, 0.2, 0.8, both))
+    r = np.random.default_rng(0).standard_normal((20, 64))  # the shape of test_flagged_frontier_says_why
+    res = jl.compare(jl.Samples(r), [Run("small", 0.01, 0.1), Run("far", 10.0, 1.0), Run("high", 1.0, 9.0)],
+                     tail="gpd")
+    small, far, high = res.rows()
+    assert small["frontier_reasons"] == "" and small["frontier_carried_share"] is None and "few" not in small["note"]
+    assert far["status"] == "extrapolated" and far["frontier_reasons"] == "few"
+    assert far["frontier_carried_share"] == pytest.approx(0.9)
+    assert far["excess_z"] == 0.0 and math.copysign(1.0, far["excess_z"]) == 1.0
+    assert far["left_on_table"] == pytest.approx(4.0) and far["reward_efficiency"] == pytest.approx(0.2)
+    assert ("rests on 1 of the 20 prompts (they hold 90% of its KL)" in far["note"]
+            and "not its point, nor the left on the table 4 [0, inf] and reward efficiency 0.2 [0, 1]" in far["note"])
+    assert high["min_kl_status"] == "extrapolated" and high["min_kl_reasons"] == "no-tilt+few"
+    assert high["min_kl_carried_share"] == pytest.approx(0.8) and far["min_kl_reasons"] == ""
+    assert "KL*(gain) flagged few" in high["note"] and "nor the KL efficiency 3 derived from it" in high["note"]
+    print_table(res.rows())
+    table = capsys.readouterr().out
+    assert next(x for x in table.splitlines() if x.startswith("far ")).endswith("extrapolated (few)")
+    assert "; KL* no-tilt+few)" in next(x for x in table.splitlines() if x.startswith("high "))
+    assert "rests on at most 5% of the prompts, which hold up to 90% of its KL" in table
+
 # ------------------------------------------------------------------------------------------------
 # Real data: GSM8K, Qwen2.5-0.5B-Instruct base samples and a GRPO run against a proxy reward.
 
@@ -333,3 +396,12 @@ def test_cli_plain_runs_table_reports_its_own_errors(tmp_path, capsys, kl, gain,
     runs.write_text("name,kl,reward\nbad,0.5,0.2\n")
     assert main(["compare", str(samples), "--runs", str(runs)]) == 2
     assert "match no trainer" in capsys.readouterr().err
+
+
+def test_a_run_above_the_samples_cap_past_the_ceiling():
+    """Past the ceiling the frontier is only bounded below by the samples' cap: for a run whose gain is above
+    the cap, 'left on the table' is at least a negative number, and the note says what that cannot tell."""
+    r = np.random.default_rng(0).standard_normal((20, 64))  # the shape of test_flagged_frontier_says_why
+    row = jl.compare(jl.Samples(r), [Run("huge", 10.0, 9.0)]).rows()[0]
+    assert row["status"] == "unknown" and row["left_on_table_lower_bound"] < 0 < row["frontier_gain_lower_bound"]
+    assert "cannot tell whether the run is below the frontier or above it" in row["note"]

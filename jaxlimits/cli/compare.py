@@ -73,7 +73,7 @@ def register(sub):
     p.add_argument("--level", type=float, default=0.95, help="two-sided level of the above-frontier flag")
     c.add_tail(p, "runs past what the samples show held against a generalised Pareto model of each prompt's "
                   "upper reward tail, marked 'extrapolated' with the model's interval (README 'Beyond log N'; "
-                  "off by default). Plain base samples")
+                  "off by default). Plain base samples only: not with --dedupe, log-weight, count or score columns")
     p.add_argument("--title", default=None, help="title of the --plot figure")
     p.add_argument("--xscale", default="auto", choices=("auto", "linear", "symlog"), help="KL axis of the --plot")
     c.add_common(p, plot=True)
@@ -120,6 +120,16 @@ def _measured(r: dict) -> str:
     return "; ".join(parts)
 
 
+def _reasons(r: dict) -> str:
+    """The reasons after a row's status: the frontier's (the trust rule's, or the tail model's where extrapolated)
+    and the tail model's for KL*(gain) where that is the model's, e.g. `` (few; KL* no-tilt)``."""
+    parts = [r.get("frontier_reasons") or ""]
+    if r.get("min_kl_status") == "extrapolated" and r.get("min_kl_reasons"):
+        parts.append(f"KL* {r['min_kl_reasons']}")
+    parts = [p for p in parts if p]
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
 def print_table(rows: list[dict], unit: str = "reward units") -> None:
     """The rows as a table; where the frontier is unknown its bounds are printed as bounds (>=, <=); with a tail
     model, extrapolated rows also show the measured (flagged) values beside the model's."""
@@ -145,10 +155,19 @@ def print_table(rows: list[dict], unit: str = "reward units") -> None:
         min_kl, kl_eff = ("-", "-") if model_kl else (_num(r["min_kl"]), _num(r["kl_efficiency"]))
         m_col = f" {m:>{max(m_width, 15)}}" if m_width else ""
         c.say(f"{r['name']:<{width}} {_num(r['kl'], r['kl_se']):>16} {_num(r['gain'], r['gain_se']):>16} "
-              f"{front:>16}{m_col} {left:>10} {eff:>7} {min_kl:>9} {kl_eff:>7}  {r['status']}"
-              + (f" ({r['frontier_reasons']})" if r.get("frontier_reasons") else ""))
+              f"{front:>16}{m_col} {left:>10} {eff:>7} {min_kl:>9} {kl_eff:>7}  {r['status']}{_reasons(r)}")
     c.say(f"gain, frontier and left in {unit}; eff. = gain / frontier at the run's KL; KL eff. = KL*(gain) / KL; "
           "≥ and ≤ mark bounds where the frontier is unknown")
+    shares = [r[k] for r in rows for k, why in (("frontier_carried_share", "frontier_reasons"),
+                                                ("min_kl_carried_share", "min_kl_reasons"))
+              if "few" in (r.get(why) or "").split("+") and r.get(k) is not None]
+    if shares:
+        from ..estimators import SHARE_MAX
+
+        c.say(f"(few on an extrapolated row: the model's pooled point rests on at most {SHARE_MAX:.0%} of the "
+              f"prompts, which hold up to {max(shares):.0%} of its KL near their fitted critical beta, the model's "
+              "least certain part: read its interval, not its point, nor the left on the table and efficiencies "
+              "derived from it (the note and --out give them, with frontier_carried_share, min_kl_carried_share))")
     if any(r.get("extrapolated") or r.get("min_kl_status") == "extrapolated" for r in rows):
         c.say("extrapolated: a tail model's frontier is printed with its interval in brackets; left, eff. (and "
               "KL*(gain), KL eff. where that is the model's) are not printed for it: the note gives the model's "

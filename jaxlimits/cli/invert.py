@@ -33,7 +33,8 @@ def register(sub):
     c.add_tail(p, "targets past what the samples show (or flagged 'ceiling' there; other flagged answers keep the "
                   "measurement) solved on a generalised Pareto model "
                   "of each prompt's upper reward tail, marked 'extrapolated' with the model's interval "
-                  "(README 'Beyond log N'; off by default). Plain samples")
+                  "(README 'Beyond log N'; off by default). Plain samples only: not with --dedupe, log-weight, count "
+                  "or score columns")
     c.add_common(p)
     return p
 
@@ -42,7 +43,12 @@ def rows_of(question: str, targets, sol, prompt_ids=None) -> list[dict]:
     """Table rows of a :class:`jaxlimits.inversion.Solution` (one per target, or per prompt and target).
 
     ``status`` is a word of ``jaxlimits.status.VOCABULARY``, ``reason`` says why (empty when
-    solved), ``solver_status`` is the solver's code name (``jaxlimits.status.NAMES``). With a tail
+    solved), ``solver_status`` is the solver's code name (``jaxlimits.status.NAMES``);
+    ``gain_lower_bound`` is, for a KL budget at or beyond what the samples can show
+    (``KL_AT_OR_ABOVE_CEILING``), the samples' cap ``Solution.gain_max`` (``max r - E_0 r``: best-of-N
+    reaches it within that KL, so the frontier there is at least that; as ``compare``'s
+    ``frontier_gain_lower_bound``), empty elsewhere (no bound is known for a gain at or above the
+    cap, ``GAIN_AT_OR_ABOVE_MAX``). With a tail
     model: ``extrapolated``, the model's interval ``tail_*`` and, on extrapolated rows, the measured
     answer it replaced, ``measured_beta``, ``measured_kl``, ``measured_gain`` (empty where the samples
     gave none), ``measured_status``, ``measured_solver_status`` and ``measured_reasons`` (why it is
@@ -57,6 +63,7 @@ def rows_of(question: str, targets, sol, prompt_ids=None) -> list[dict]:
     status = np.asarray(sol.status)
     sat = np.asarray(sol.saturated)
     iters = np.asarray(sol.iterations)
+    cap = np.broadcast_to(np.asarray(sol.gain_max, dtype=np.float64), status.shape)
     rows = []
     index = [(None, j) for j in range(len(targets))] if prompt_ids is None else [
         (i, j) for i in range(len(prompt_ids)) for j in range(len(targets))
@@ -72,6 +79,8 @@ def rows_of(question: str, targets, sol, prompt_ids=None) -> list[dict]:
         row["solver_status"] = NAMES[int(status[at])]
         row["saturated"] = bool(sat[at])
         row["reasons"] = reason_names(reasons[at])
+        past = question == "max_gain_at_kl" and NAMES[int(status[at])] == "KL_AT_OR_ABOVE_CEILING"
+        row["gain_lower_bound"] = float(cap[at]) if past and np.isfinite(cap[at]) else None
         row["iterations"] = int(iters[at])
         if sol.tail is not None:  # --tail gpd: the model's answer and interval where it gave the answer
             ext = bool(np.asarray(sol.extrapolated)[at])
@@ -129,6 +138,8 @@ def print_table(rows: list[dict], per_prompt: bool) -> None:
         status += f" ({r['reasons']})" if r.get("reasons") else ""
         pid = f"{str(r['prompt'])[:12]:>12} " if per_prompt else ""
         kl, gain, beta = _num(r["kl"], r["kl_se"]), _num(r["gain"], r["gain_se"]), _num(r["beta"])
+        if r.get("gain_lower_bound") is not None:  # a KL budget past the ceiling: at least the samples' cap
+            gain = f"≥ {r['gain_lower_bound']:.4g}"
         if r["solver_status"] == "EXTRAPOLATED":  # the model's interval of the answer and of its beta
             answer = "kl" if unit == "gain" else "gain"
             text = _interval(r[answer], r[f"tail_{answer}_lo"], r[f"tail_{answer}_hi"])
@@ -158,7 +169,8 @@ def _failures(question: str, targets, sol, prompt_ids, per_prompt: bool) -> list
         if code == Status.GAIN_AT_OR_ABOVE_MAX:
             limit = f" (here {float(np.asarray(sol.gain_max)[at]):.5g})"
         elif code == Status.KL_AT_OR_ABOVE_CEILING:
-            limit = f" (here K_max = {float(np.asarray(sol.kl_ceiling)[at]):.5g} nats)"
+            limit = (f" (here K_max = {float(np.asarray(sol.kl_ceiling)[at]):.5g} nats; the frontier there is at "
+                     f"least the samples' cap {float(np.asarray(sol.gain_max)[at]):.5g}, gain_lower_bound)")
         else:
             limit = ""
         who = (f"{bad.size} of {len(prompt_ids)} prompts, first {prompt_ids[first]!r}" if per_prompt
@@ -225,8 +237,10 @@ def report(samples, args, source: dict, notes: list[str], prompt_ids) -> int:
     if out is not None:
         c.write_rows(out, rows, c.meta(args, source, notes))
         unsolved = sum(r["solver_status"] not in _SOLVED for r in rows)
-        c.say(f"wrote {out}" + (f" ({len(rows) - unsolved} rows solved, {unsolved} not: their values are empty "
-                                f"and their status says why)" if unsolved else ""))
+        bounded = " (a KL budget past the ceiling: gain_lower_bound)" if any(
+            r["gain_lower_bound"] is not None for r in rows) else ""
+        c.say(f"wrote {out}" + (f" ({len(rows) - unsolved} rows solved, {unsolved} not: their values are empty"
+                                f"{bounded} and their status says why)" if unsolved else ""))
     if failures:  # the solved targets are printed (and written); exit status 2 says some were not
         sys.stderr.write("jaxlimits invert: targets not solved (exit status 2; the others are above):\n  "
                          + "\n  ".join(failures) + "\n")
