@@ -1505,7 +1505,8 @@ def extend_solution(sol, samples: Samples, targets, *, kind: str, pooled: bool, 
     interval's width / 2z (``inf`` where open), the target's 0; ``reasons`` are the model's,
     ``saturated`` True (a model, not a measurement), biases 0, status ``EXTRAPOLATED`` (an answer,
     but the model's: never ``OK``). Where the model has no tilt the status is ``NO_TILT``, where
-    the target is past what it reaches ``BEYOND_UPPER_END`` (values NaN). Lanes the model does not
+    the target is past what it reaches ``BEYOND_UPPER_END`` (values NaN), unless the samples gave an
+    answer there (flagged ``ceiling``): that flagged answer then stands. Lanes the model does not
     apply to (a tail that could not be fitted) are unchanged and counted in ``tail.not_applied``.
     A KL budget at or past the ceiling allows at least the samples' largest gain (``gain_max``: the
     frontier never falls, and at the ceiling it reaches that; ``jaxlimits.compare``'s bound there): the
@@ -1536,7 +1537,10 @@ def extend_solution(sol, samples: Samples, targets, *, kind: str, pooled: bool, 
         floor = np.where(np.isnan(point), cap, np.fmin(cap, point))  # the point stays inside
         ts = ts._replace(gain_lo=jnp.asarray(np.where(past, np.fmax(np.asarray(ts.gain_lo, float), floor),
                                                       np.asarray(ts.gain_lo, float)), ts.gain_lo.dtype))
-    ext = need & np.asarray(ts.fitted)
+    applied = need & np.asarray(ts.fitted)
+    silent = np.asarray(ts.no_tilt) | np.asarray(ts.beyond_end)  # the model gives no number
+    # where it gives none but the samples gave one (flagged 'ceiling'), their flagged answer stands
+    ext = applied & ~(silent & (status == Status.OK))
     no_tilt = ext & np.asarray(ts.no_tilt)
     beyond = ext & np.asarray(ts.beyond_end) & ~no_tilt
     solved = ext & np.isfinite(np.asarray(ts.beta))
@@ -1554,7 +1558,10 @@ def extend_solution(sol, samples: Samples, targets, *, kind: str, pooled: bool, 
     mask = lambda v: np.where(ext, np.asarray(v), False)  # noqa: E731
     measured = {f"measured_{f}": jnp.asarray(np.where(ext, np.asarray(getattr(sol, f), float), np.nan), dt)
                 for f in ("beta", "kl", "gain")}
-    ts = ts._replace(no_tilt=jnp.asarray(no_tilt), beyond_end=jnp.asarray(beyond), fitted=jnp.asarray(mask(ts.fitted)),
+    silent_no_tilt = applied & np.asarray(ts.no_tilt)  # the model's verdict, also where the samples' answer stands
+    ts = ts._replace(no_tilt=jnp.asarray(silent_no_tilt),
+                     beyond_end=jnp.asarray(applied & np.asarray(ts.beyond_end) & ~silent_no_tilt),
+                     fitted=jnp.asarray(mask(ts.fitted)),
                      reasons=jnp.where(jnp.asarray(ext), ts.reasons, 0), **measured,
                      measured_status=jnp.asarray(np.where(ext, status, int(Status.NOT_COMPUTED)).astype(status.dtype)),
                      measured_reasons=jnp.asarray(np.where(ext, np.asarray(sol.reasons), 0).astype(np.int32)),

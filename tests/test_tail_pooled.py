@@ -96,3 +96,19 @@ def test_a_budget_past_the_ceiling_allows_at_least_the_samples_largest_gain():
     lo, point, cap = float(sol.tail.gain_lo[0]), float(sol.tail.gain[0]), float(sol.gain_max[0])
     assert lo >= min(cap, point) - 1e-6 * cap and lo <= point
     assert 4.0 < cap < 10.4  # the bound is below the truth
+
+
+def test_where_the_model_gives_no_number_the_samples_flagged_answer_stands():
+    """Student-t(3) rewards (no tilt), KL 4 inside the ceiling log 256 but flagged 'ceiling': a prompt whose
+    fitted tail has no tilt keeps its measured (flagged) answer instead of losing it to NO_TILT."""
+    s = jl.Samples(np.random.default_rng(0).standard_t(3, size=(8, 256)))
+    plain = jl.max_gain_at_kl(s, [4.0], pooled=False, throw=False)
+    sol = jl.max_gain_at_kl(s, [4.0], pooled=False, tail="gpd", tail_replicates=10, throw=False)
+    no_tilt = np.asarray(sol.tail.no_tilt)[:, 0]
+    inside = np.asarray(plain.status)[:, 0] == jl.inversion.Status.OK
+    kept = no_tilt & inside
+    assert kept.any()
+    assert np.all((np.asarray(plain.reasons)[kept, 0] & estimators.CEILING) != 0)
+    np.testing.assert_array_equal(np.asarray(sol.gain)[kept, 0], np.asarray(plain.gain)[kept, 0])
+    assert np.all(np.asarray(sol.status)[kept, 0] == jl.inversion.Status.OK) and not np.any(
+        np.asarray(sol.extrapolated)[kept, 0])

@@ -206,8 +206,9 @@ def report(samples, args, source: dict, notes: list[str], prompt_ids) -> int:
                f"more than {SHARE_MAX:.0%} of the prompts have tied top rewards (e.g. rewards rounded to bfloat16)")
         notes.append(f"--tail gpd did not apply to {not_applied} target(s) past what the samples show (or flagged "
                      f"'ceiling' there): {why}, so no tail can be fitted; those rows keep the samples' answer "
-                     "(`jaxlimits frontier --tail gpd` draws such prompts with their empirical law and flags "
-                     "the points `few`)")
+                     + ("(`jaxlimits frontier --tail gpd` draws such prompts with their empirical law and flags "
+                        "the points `few`)" if per_prompt else
+                        "(`jaxlimits frontier --tail gpd` does not apply the model to them either)"))
     for note in notes:
         c.say(f"note: {note}")
     scope = "each prompt's frontier" if per_prompt else "the pooled frontier (one beta for all prompts)"
