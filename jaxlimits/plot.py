@@ -363,8 +363,9 @@ def frontier_figure(
         ax.fill_between(kl, np.where(trusted, hi, np.nan), np.full_like(gain, y_max), color="0.55", alpha=0.35,
                         linewidth=0, label="unreachable (above the trusted frontier's upper confidence limit)",
                         zorder=1)
-    ax.axvline(ceiling, color="0.3", ls=":", lw=1.2, label=f"sample ceiling mean log(N/m) = {ceiling:.3g} nats",
-               zorder=3)
+    if ceiling <= x_max:  # (off the axis, its legend entry would name a line nobody sees)
+        ax.axvline(ceiling, color="0.3", ls=":", lw=1.2, label=f"sample ceiling mean log(N/m) = {ceiling:.3g} nats",
+                   zorder=3)
     if band_xy is not None:  # a model, not a measurement: hatched, never like the measured band
         bx, blo, bhi = band_xy
         open_above = bool(np.any(np.isposinf(bhi) & np.isfinite(blo)))
