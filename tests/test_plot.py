@@ -64,16 +64,19 @@ def test_axes_hold_the_frontier_bon_and_runs(drawn):
     assert "unreachable (above the trusted frontier's upper confidence limit)" in legend
     run_pts = [ln for ln in ax.get_lines() if ln.get_marker() in ("s", "^")]
     np.testing.assert_allclose(sorted(float(ln.get_xdata()[0]) for ln in run_pts), [0.6, 0.8])
-    # one encoding for trust (issue 12): no separate saturation region, the sample ceiling stays
-    assert not any("saturation region" in t for t in legend) and any("sample ceiling" in t for t in legend)
+    # one encoding for trust (issue 12): no separate saturation region, the sample ceiling stays (in the legend
+    # where its line is on the axis: not here, the axis ends at the points, below it; 'full' below)
+    assert not any("saturation region" in t for t in legend) and not any("sample ceiling" in t for t in legend)
     assert marker_lines  # (labels present)
     # the KL axis defaults to the points' range (runs to 0.8 + 1.96 x 0.05 nats, best-of-8 ~ 1.2 nats) ...
     lo, hi = ax.get_xlim()
     right = max(0.6 + 1.96 * 0.05, 0.8, float(np.max(np.asarray(b.kl))))
     assert lo == 0 and right < hi <= 1.2 * right < float(np.max(kl))
     # ... and 'full' shows the frontier to the sample ceiling
-    full = plot.frontier_figure(f, bon=b, runs=runs, xmax="full").axes[0].get_xlim()[1]
+    full_ax = plot.frontier_figure(f, bon=b, runs=runs, xmax="full").axes[0]
+    full = full_ax.get_xlim()[1]
     assert full >= max(0.8, float(np.max(kl)), float(f.kl_ceiling))
+    assert any("sample ceiling" in t.get_text() for t in full_ax.get_legend().get_texts())
     assert plot.frontier_figure(f, runs=runs, xmax=0.3).axes[0].get_xlim() == (0.0, 0.3)
 
 
