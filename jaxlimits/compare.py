@@ -660,7 +660,8 @@ def compare(
         tol = z_level * se + math.sqrt(float(jnp.finfo(dt).eps)) * np.maximum(np.abs(f_gain), 1e-300)
         excess = gain - f_gain
         excess_z = np.where(se > 0, excess / se, np.where(np.abs(excess) > tol, np.sign(excess) * np.inf, 0.0))
-        excess_z = np.where(lower, np.nan, excess_z) + 0.0  # + 0.0: no -0.0 (a model's open interval)
+        # + 0.0: no -0.0; NaN where unknown or extrapolated (a z against a model's open interval means nothing)
+        excess_z = np.where(lower | ext, np.nan, excess_z) + 0.0
         above = ~lower & (excess > tol)
         f_bound = np.where(lower, cap, np.nan)
         left_bound = f_bound - gain
@@ -671,8 +672,9 @@ def compare(
     carried2 = ext2 & ((kl_reasons & FEW) != 0)
 
     def rests_on(share) -> str:
-        held = f" (they hold {share:.0%} of its KL)" if np.isfinite(share) else ""
-        return (f"flagged few: the model's pooled point rests on {k_top} of the {samples.num_prompts} prompts{held} "
+        held = f" hold {share:.0%} of its KL" if np.isfinite(share) else " hold most of its KL"
+        return (f"flagged few: the largest {k_top} of the {samples.num_prompts} prompts{held}, "
+                "the model's pooled point resting on their fitted tails "
                 "near their fitted critical beta, the model's least certain part: read its interval, not its point")
 
     for i in range(len(runs)):

@@ -991,7 +991,8 @@ def _run_tail(samples: Samples, targets, *, kind: str, pooled: bool, throw: bool
                 raise
             why = ("their prompts' top rewards tie" if not pooled else f"more than {estimators.SHARE_MAX:.0%} of "
                    "the prompts' top rewards tie (e.g. rewards rounded to bfloat16)")
-            more = (f"; tail='gpd' did not apply to {int(skipped.sum())} target(s) past what the samples show: {why}, "
+            more = (f"; tail='gpd' did not apply to {int(skipped.sum())} target(s) past what the samples show (or "
+                    f"flagged 'ceiling' there): {why}, "
                     "so no tail can be fitted (Solution.tail.not_applied; throw=False returns the samples' answers)")
             if isinstance(e, PromptError):
                 raise PromptError(e.template + more, e.prompt, e.sample) from None

@@ -229,7 +229,7 @@ def test_cli_invert_and_compare_tail(tmp_path, capsys):
     # pooled: the share of the model point's KL its largest 5% of prompts hold, and the note where that flags it
     assert 0 < rows[1]["tail_carried_share"] <= 1 and rows[0]["tail_carried_share"] is None
     carried = rows[1]["tail_carried_share"] > max(tail.CARRIED_SHARE, 2 / P)
-    assert ("few" in rows[1]["reasons"].split("+")) == carried == ("rests on at most 5% of the prompts" in text)
+    assert ("few" in rows[1]["reasons"].split("+")) == carried == ("the largest 5% of the prompts hold" in text)
     # the measured answer beside the model's: past the samples' largest gain there is none, and it says why
     assert rows[0]["measured_kl"] is None and rows[0]["measured_status"] is None
     assert rows[1]["measured_kl"] is None and rows[1]["measured_solver_status"] == "GAIN_AT_OR_ABOVE_MAX"

@@ -148,6 +148,8 @@ def print_table(rows: list[dict], unit: str = "reward units") -> None:
             eff = _num(r["reward_efficiency_upper_bound"], bound="≤ ")
         elif r.get("extrapolated"):  # the tail model's frontier: with its interval; no plain left/eff. from it
             front, left, eff = _interval(r["frontier_gain"], r["frontier_gain_lo"], r["frontier_gain_hi"]), "-", "-"
+            if "few" in (r.get("frontier_reasons") or "").split("+"):  # carried by a few prompts: the interval only
+                front = front[front.index("["):]
         else:
             front = _num(r["frontier_gain"], r["frontier_gain_se"])
             left, eff = _num(r["left_on_table"]), _num(r["reward_efficiency"])
@@ -164,10 +166,11 @@ def print_table(rows: list[dict], unit: str = "reward units") -> None:
     if shares:
         from ..estimators import SHARE_MAX
 
-        c.say(f"(few on an extrapolated row: the model's pooled point rests on at most {SHARE_MAX:.0%} of the "
-              f"prompts, which hold up to {max(shares):.0%} of its KL near their fitted critical beta, the model's "
-              "least certain part: read its interval, not its point, nor the left on the table and efficiencies "
-              "derived from it (the note and --out give them, with frontier_carried_share, min_kl_carried_share))")
+        c.say(f"(few on an extrapolated row: the largest {SHARE_MAX:.0%} of the prompts hold up to {max(shares):.0%} "
+              "of the model's pooled KL there, near their fitted critical beta, the model's least certain part: the "
+              "table prints its interval only; its point, and the left on the table and efficiencies derived from "
+              "it, are not to be read (the note and --out give them, with frontier_carried_share, "
+              "min_kl_carried_share))")
     if any(r.get("extrapolated") or r.get("min_kl_status") == "extrapolated" for r in rows):
         c.say("extrapolated: a tail model's frontier is printed with its interval in brackets; left, eff. (and "
               "KL*(gain), KL eff. where that is the model's) are not printed for it: the note gives the model's "

@@ -143,8 +143,10 @@ def print_table(rows: list[dict], per_prompt: bool) -> None:
         if r["solver_status"] == "EXTRAPOLATED":  # the model's interval of the answer and of its beta
             answer = "kl" if unit == "gain" else "gain"
             text = _interval(r[answer], r[f"tail_{answer}_lo"], r[f"tail_{answer}_hi"])
-            kl, gain = (text, gain) if answer == "kl" else (kl, text)
             beta = _interval(r["beta"], r["tail_beta_lo"], r["tail_beta_hi"])
+            if "few" in (r.get("reasons") or "").split("+") and r.get("tail_carried_share") is not None:
+                text, beta = text[text.index("["):], beta[beta.index("["):]  # carried: the interval, not the point
+            kl, gain = (text, gain) if answer == "kl" else (kl, text)
         measured = (f"{_measured(r) if r.get('extrapolated') else '':>26}  " if ext else "")
         c.say(f"{pid}{target:>14} {beta:>{b_width}} {kl:>20} {gain:>20}  {measured}{status}")
     if len(rows) > len(shown):
@@ -224,9 +226,9 @@ def report(samples, args, source: dict, notes: list[str], prompt_ids) -> int:
         from ..estimators import SHARE_MAX
 
         worst = max(r["tail_carried_share"] for r in carried)
-        c.say(f"(few on an extrapolated row: the model's pooled point rests on at most {SHARE_MAX:.0%} of the "
-              f"prompts, which hold up to {worst:.0%} of its KL near their fitted critical beta, the model's least "
-              "certain part: read its interval, not its point; tail_carried_share in --out)")
+        c.say(f"(few on an extrapolated row: the largest {SHARE_MAX:.0%} of the prompts hold up to {worst:.0%} of "
+              "the model's pooled KL there, near their fitted critical beta, the model's least certain part: the "
+              "table prints its interval only; the point, in --out, is not to be read; tail_carried_share in --out)")
     if any(r.get("extrapolated") for r in rows):
         c.say("(extrapolated: not measured; solved on a model of each prompt's upper reward tail, with its interval "
               "(of beta too) in brackets (the tail_* columns of --out, empty where the data cannot bound it); "
