@@ -68,7 +68,10 @@ def tail_band(tail, kl, *, frontier=None, level: float = 0.95) -> tuple[np.ndarr
     between two neighbouring betas ``b1 > b2``: where their boxes reach ``x`` (``kl_lo(b1) <= x <=
     kl_hi(b2)``) its gain is in ``[gain_lo(b1), gain_hi(b2)]``; the band is the union of these over
     the neighbouring pairs (and single boxes). ``hi`` is ``inf`` where a box is open above; both
-    are NaN where nothing reaches ``x``. NaN limits count as open.
+    are NaN where nothing reaches ``x``. NaN limits count as open. Given a measured ``frontier``
+    (``extrapolated`` None), at KLs at or past its ``kl_ceiling`` ``lo`` is at least its largest
+    gain (the samples' cap, approached by its last point: the bound ``invert`` and ``compare`` use
+    there), never above ``hi``.
 
     Args:
       tail: a :class:`jaxlimits.TailCurve` (pooled fields ``[B]``, any order of betas).
@@ -103,7 +106,16 @@ def tail_band(tail, kl, *, frontier=None, level: float = 0.95) -> tuple[np.ndarr
     none = ~hits.any(axis=1)
     lo = np.min(np.where(hits, gain[0], np.inf), axis=1)
     hi = np.max(np.where(hits, gain[1], -np.inf), axis=1)
-    return np.where(none, np.nan, lo), np.where(none, np.nan, hi)
+    lo, hi = np.where(none, np.nan, lo), np.where(none, np.nan, hi)
+    ceiling = getattr(frontier, "kl_ceiling", None)
+    if frontier is not None and getattr(frontier, "extrapolated", None) is None and ceiling is not None:
+        # at or past the samples' ceiling the frontier is at least the largest gain they show (what invert and
+        # compare bound it by there; the measured frontier's last point approaches it from below)
+        cap = np.asarray(frontier.gain, float)
+        cap = float(np.max(cap[np.isfinite(cap)], initial=-np.inf))
+        past = (np.asarray(kl, float) >= float(ceiling)) & np.isfinite(lo)
+        lo = np.where(past, np.fmax(lo, np.fmin(cap, hi)), lo)
+    return lo, hi
 
 
 def _extrapolated_points(frontier, tail) -> np.ndarray:

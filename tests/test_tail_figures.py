@@ -44,6 +44,14 @@ def test_tail_band_spans_the_boxes_and_neighbouring_pairs_that_reach_a_kl():
     lo, hi = plot.tail_band(m, [0.25, 5.0], frontier=measured)
     np.testing.assert_allclose(lo, [0.3 - z * 0.02, 0.6], rtol=1e-12)
     np.testing.assert_array_equal(hi, [1.2, inf])
+    # at or past the samples' ceiling (here 4 nats) the floor is the largest measured gain (the samples' cap,
+    # invert's and compare's bound there), never above the upper limit
+    measured.extrapolated, measured.kl_ceiling, measured.gain = None, 4.0, np.array([0.3, 0.7, 0.8])
+    lo, hi = plot.tail_band(m, [0.25, 3.0, 5.0], frontier=measured)
+    np.testing.assert_allclose(lo, [0.3 - z * 0.02, 0.6, 0.8], rtol=1e-12)
+    measured.gain, measured.kl_ceiling = np.array([0.3, 0.7, 50.0]), 0.2  # a cap above the upper limit: held there
+    lo, hi = plot.tail_band(m, [0.25], frontier=measured)
+    assert lo[0] == hi[0] == 1.2
 
 
 @pytest.fixture(scope="module")
