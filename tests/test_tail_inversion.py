@@ -247,10 +247,14 @@ def test_cli_invert_and_compare_tail(tmp_path, capsys):
     assert row["status"] == "extrapolated" and float(row["measured_gain"]) > 0 and "ceiling" in row["measured_reasons"]
     line = next(x for x in text.splitlines() if x.strip().startswith("KL 4 "))
     assert f"{float(row['measured_gain']):.4g} ({row['measured_reasons']})" in line
-    assert f"{float(row['gain']):.4g} [" in line
-    # the model's beta with its interval too (tail_beta_lo/hi in --out; an empty upper limit is open: inf)
+    # the model's beta with its interval too (tail_beta_lo/hi in --out; an empty upper limit is open: inf); a point
+    # carried by a few prompts (few) is printed as its interval only, the point stays in --out
     b_hi = f"{float(row['tail_beta_hi']):.3g}]" if row["tail_beta_hi"] else "inf]"
-    assert f"{float(row['beta']):.4g} [{float(row['tail_beta_lo']):.3g}, {b_hi}" in line
+    g_hi = f"{float(row['tail_gain_hi']):.3g}]" if row["tail_gain_hi"] else "inf]"
+    point = "" if "few" in row["reasons"].split("+") else "{:.4g} "
+    assert (point.format(float(row["gain"])) + f"[{float(row['tail_gain_lo']):.3g}, {g_hi}") in line
+    assert (point.format(float(row["beta"])) + f"[{float(row['tail_beta_lo']):.3g}, {b_hi}") in line
+    assert (f"{float(row['gain']):.4g} [" in line) == (point != "")
     assert main(["invert", str(path), "--gain", "4", "--tail", "gpd", "--tail-replicates", "1"]) == 2
     assert "--tail-replicates 1" in capsys.readouterr().err
     runs = tmp_path / "runs.csv"
