@@ -320,7 +320,8 @@ def frontier_figure(
     # the KLs it reaches: its points, and its boxes' lower KL limits
     tail_x = [] if tail is None else [np.asarray(tail.kl_lo, float)[np.asarray(tail.betas, float) < trusted_beta]]
     tail_x = [x[np.isfinite(x)] for x in tail_x + ([model[0]] if model else [])]
-    full = float(np.nanmax(np.concatenate([kl, [ceiling], px, *tail_x]))) * 1.06
+    full = max(float(np.nanmax(np.concatenate([kl, [ceiling], *tail_x]))) * 1.06,
+               float(px.max(initial=0.0)) * 1.15)  # the points' own margin: a marker at the edge is not cut
     if xmax == "full" or (xmax is None and not (px > 0).any()):
         x_max = full
     elif xmax is None:  # default to the data: the points, with a margin
