@@ -27,7 +27,8 @@ def exp_samples():
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    return jl.Samples(np.random.default_rng(3).exponential(1 / A, size=(P, N)))
+    # with the all-True mask the CLI's loader builds: the CLI test below then reuses these compiled programs
+    return jl.Samples(np.random.default_rng(3).exponential(1 / A, size=(P, N)), mask=np.ones((P, N), bool))
 
 
 def test_min_kl_for_gain_past_the_max_exponential(exp_samples):
