@@ -912,7 +912,7 @@ def extrapolate(frontier, samples: Samples, *, level: float = 0.95, replicates: 
     key = jax.random.PRNGKey(0) if key is None else jax.random.fold_in(key, 16)
     c = tail_curve(samples, np.asarray(frontier.betas), level=level, replicates=replicates, key=key,
                    memory_budget=memory_budget)
-    ext = beyond_samples(frontier.reasons, frontier.gain, frontier.kl) & applies(c)
+    ext = beyond_samples(frontier.reasons, frontier.gain, frontier.kl) & applies(c.fitted)
     ext = jnp.asarray(ext)
     take = lambda measured, model: jnp.where(ext, jnp.asarray(model, measured.dtype), measured)  # noqa: E731
     reasons = jnp.where(ext, c.reasons, frontier.reasons)
@@ -923,10 +923,11 @@ def extrapolate(frontier, samples: Samples, *, level: float = 0.95, replicates: 
         reasons=reasons, saturated=frontier.saturated | ext, extrapolated=ext, tail=c._replace(extrapolated=ext))
 
 
-def applies(curve) -> bool:
+def applies(fitted) -> bool:
     """Whether the pooled tail model applies: at most ``jaxlimits.estimators.SHARE_MAX`` of the prompts' tails
-    could not be fitted (tied top rewards, ``TailCurve.fitted``), the inversions' rule (:func:`extend_solution`)."""
-    return bool(np.mean(~np.asarray(curve.fitted, bool)) <= estimators.SHARE_MAX)
+    could not be fitted (tied top rewards; ``fitted [P]``, e.g. ``TailCurve.fitted``). The one rule of the
+    pooled frontier (:func:`extrapolate`) and the pooled inversions (:func:`invert`)."""
+    return bool(np.mean(~np.asarray(fitted, bool)) <= estimators.SHARE_MAX)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1368,7 +1369,7 @@ def invert(samples: Samples, targets, *, kind: str, pooled: bool, level: float =
     pm = _point_model(srt, n)
     heavy = pm.xi > 0
     if pooled:
-        share_heavy, share_failed = heavy.mean(), pm.failed.mean()
+        share_heavy = heavy.mean()
         allow = share_heavy <= estimators.SHARE_MAX
         # as tail_curve's pool: a few prompts with xi > 0 enter with their exponential tail
         m_top = np.where(pm.failed, 0, pm.m)
@@ -1379,7 +1380,7 @@ def invert(samples: Samples, targets, *, kind: str, pooled: bool, level: float =
         sigma = sig_exp
         crit = np.where(xi < 0, 0.0, sigma)
         no_tilt = np.broadcast_to(~allow, y.shape)
-        fitted = np.broadcast_to(share_failed <= estimators.SHARE_MAX, y.shape)
+        fitted = np.broadcast_to(applies(~pm.failed), y.shape)
         crit_l, scale = np.max(crit), np.min(sigma)
         sup_g = np.inf if np.any(xi >= 0) else float(np.mean(pm.sup_gain))
         sup_g = np.broadcast_to(sup_g, y.shape)

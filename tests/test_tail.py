@@ -220,7 +220,7 @@ def test_tied_top_keeps_the_empirical_law():
     assert not np.any(np.asarray(c.prompt_reasons[2:]) & estimators.FEW)
     # pooled, 2 of 8 prompts unfitted is more than SHARE_MAX: the frontier keeps the samples' points, as the
     # pooled inversions do (their points at the ceiling stay flagged, not extrapolated)
-    assert not tail.applies(c)
+    assert not tail.applies(c.fitted)
     f = jl.frontier(jl.Samples(r), betas, tail="gpd", tail_replicates=R)
     assert not np.any(np.asarray(f.extrapolated)) and not np.any(np.asarray(f.tail.extrapolated))
     plain = jl.frontier(jl.Samples(r), betas)

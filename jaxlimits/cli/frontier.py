@@ -143,7 +143,7 @@ def report(samples, args, source: dict, notes: list[str], default_plot=None, rew
             from ..tail import applies, extrapolate
 
             f = extrapolate(measured, samples, replicates=tail["tail_replicates"], memory_budget=c.memory_budget(args))
-            model = f.tail if applies(f.tail) else None
+            model = f.tail if applies(f.tail.fitted) else None
             if model is None:
                 from ..estimators import SHARE_MAX
 
