@@ -120,6 +120,17 @@ def measured(values, reasons: str, why_none: str) -> str:
     return " / ".join(f"{v:.4g}" for v in values) + (f" ({reasons})" if reasons else "")
 
 
+def interval(x, lo, hi, *, digits: int = 3, point: bool = True) -> str:
+    """A tail model's value with its interval in brackets, ``x [lo, hi]`` (``x`` to 4 significant digits,
+    the limits to ``digits``); an empty limit (None) is ``-`` below and open (``inf``) above. ``point=False``:
+    the interval alone (a point the table should not lead with, e.g. one carried by a few prompts)."""
+    def num(v, digits):
+        return "-" if v is None or np.isnan(v) else "inf" if np.isposinf(v) else f"{v:.{digits}g}"
+
+    head = f"{num(x, 4)} " if point else ""
+    return f"{head}[{num(lo, digits)}, {'inf' if hi is None else num(hi, digits)}]"
+
+
 def memory_budget(args) -> int | None:
     return None if args.memory_budget is None else int(args.memory_budget * 2**20)
 

@@ -101,12 +101,6 @@ def _num(x, se=None, bound: str = "") -> str:
     return f"{bound}{x:.4g} ± {se:.2g}"
 
 
-def _interval(x, lo, hi) -> str:
-    """A model's value with its interval in brackets; an empty upper limit (``None``) is an open one: ``inf``
-    (the model's interval always holds its point, so it is never unknown where the point is known)."""
-    return f"{_num(x)} [{_num(lo)}, {'inf' if hi is None else _num(hi)}]"
-
-
 def _measured(r: dict) -> str:
     """Beside an extrapolated row: what the samples alone say there (the frontier's gain, and KL*(gain) where
     that is the model's), with why it is flagged (``tail+ess``) or why there is no value."""
@@ -147,9 +141,10 @@ def print_table(rows: list[dict], unit: str = "reward units") -> None:
             left = _num(r["left_on_table_lower_bound"], bound="≥ ")
             eff = _num(r["reward_efficiency_upper_bound"], bound="≤ ")
         elif r.get("extrapolated"):  # the tail model's frontier: with its interval; no plain left/eff. from it
-            front, left, eff = _interval(r["frontier_gain"], r["frontier_gain_lo"], r["frontier_gain_hi"]), "-", "-"
-            if "few" in (r.get("frontier_reasons") or "").split("+"):  # carried by a few prompts: the interval only
-                front = front[front.index("["):]
+            carried = "few" in (r.get("frontier_reasons") or "").split("+")  # a few prompts': the interval only
+            front = c.interval(r["frontier_gain"], r["frontier_gain_lo"], r["frontier_gain_hi"], digits=4,
+                               point=not carried)
+            left, eff = "-", "-"
         else:
             front = _num(r["frontier_gain"], r["frontier_gain_se"])
             left, eff = _num(r["left_on_table"]), _num(r["reward_efficiency"])

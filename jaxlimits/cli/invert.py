@@ -119,11 +119,6 @@ def _measured(r: dict) -> str:
     return c.measured([r[f"measured_{answer}"]], r["measured_reasons"], r["measured_solver_status"].lower())
 
 
-def _interval(x: float, lo, hi) -> str:
-    """A model's value with its interval in brackets (an empty limit, None, is an open one: ``inf`` above)."""
-    return f"{x:.4g} [{'-' if lo is None else f'{lo:.3g}'}, {'inf' if hi is None else f'{hi:.3g}'}]"
-
-
 def print_table(rows: list[dict], per_prompt: bool) -> None:
     head = f"{'prompt':>12} " if per_prompt else ""
     ext = any(r.get("extrapolated") for r in rows)
@@ -142,10 +137,10 @@ def print_table(rows: list[dict], per_prompt: bool) -> None:
             gain = f"≥ {r['gain_lower_bound']:.4g}"
         if r["solver_status"] == "EXTRAPOLATED":  # the model's interval of the answer and of its beta
             answer = "kl" if unit == "gain" else "gain"
-            text = _interval(r[answer], r[f"tail_{answer}_lo"], r[f"tail_{answer}_hi"])
-            beta = _interval(r["beta"], r["tail_beta_lo"], r["tail_beta_hi"])
-            if "few" in (r.get("reasons") or "").split("+") and r.get("tail_carried_share") is not None:
-                text, beta = text[text.index("["):], beta[beta.index("["):]  # carried: the interval, not the point
+            # a point carried by a few prompts: its interval, not the point
+            point = not ("few" in (r.get("reasons") or "").split("+") and r.get("tail_carried_share") is not None)
+            text = c.interval(r[answer], r[f"tail_{answer}_lo"], r[f"tail_{answer}_hi"], point=point)
+            beta = c.interval(r["beta"], r["tail_beta_lo"], r["tail_beta_hi"], point=point)
             kl, gain = (text, gain) if answer == "kl" else (kl, text)
         measured = (f"{_measured(r) if r.get('extrapolated') else '':>26}  " if ext else "")
         c.say(f"{pid}{target:>14} {beta:>{b_width}} {kl:>20} {gain:>20}  {measured}{status}")
