@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import pooling
+from . import native, pooling
 from .pooling import safe_sqrt
 
 #: Every contraction in full precision: on GPUs the default float32 matmul may round its inputs to
@@ -173,7 +173,8 @@ def rows(ref: Reference, rewards, scores=None, log_weights=None, counts=None, ma
     return Rows(x_top, x_unit, y, log_m + log_w_rel, log_m + 2 * log_w_rel, m)
 
 
-def _monomial_columns(x, y, monos, has_scores):
+def monomial_columns(x, y, monos, has_scores):
+    """The columns ``x^i y^j`` of ``monos`` (``y = x`` without scores), each shaped like ``x``."""
     out = []
     for i, j in monos:
         c = None
@@ -181,38 +182,6 @@ def _monomial_columns(x, y, monos, has_scores):
             c = factor if c is None else c * factor
         out.append(jnp.ones_like(x) if c is None else c)
     return out
-
-
-def _exp_tile(log_v, x_top, lam, shift: bool):
-    """``E = exp(log v + lam x' - c)``, ``[P, N, B]`` (betas minor), and the shift ``c`` ``[P, B]``.
-
-    ``log_v`` None means ``v = 1`` (the weights then go into the columns). With ``shift`` the
-    shift is the largest exponent of each (prompt, beta), else 0 (``x' <= 0``: no overflow).
-    The tile is materialised once (``optimization_barrier``): without it XLA fuses the exponential
-    into each of its consumers and evaluates it once per consumer.
-    """
-    xi = lam[:, None, :] * x_top[:, :, None]
-    if log_v is not None:
-        xi = xi + log_v[:, :, None]
-    if shift:
-        c = jax.lax.stop_gradient(jnp.max(xi, axis=1))
-        c = jnp.where(jnp.isfinite(c), c, 0)
-        xi = xi - c[:, None, :]
-    else:
-        c = jnp.zeros(lam.shape, lam.dtype)
-    return c, jax.lax.optimization_barrier(jnp.exp(xi))
-
-
-def _tile_sums(e, columns):
-    """``sum_i e_ib g_ik``: ``[P, N, B]`` x ``[P, N, k]`` -> ``[P, B, k]``, one product over the samples.
-
-    The contraction reads the tile once for all ``k`` columns (a sum per column would read it
-    ``k`` times, and a fused ``sum(exp(.) * f)`` per column evaluates the exponential ``k`` times).
-    """
-    # [P, k, B], then transposed: XLA's CPU dot is ~4x slower when it writes [P, B, k] (the barrier
-    # keeps the simplifier from folding the transpose back into the dot)
-    out = jnp.einsum("pnk,pnb->pkb", columns, e, precision=HIGHEST)
-    return jnp.swapaxes(jax.lax.optimization_barrier(out), 1, 2)
 
 
 def _power_sums(x_unit, weight, ycols, n):
@@ -255,26 +224,20 @@ def block_sums(rw: Rows, lam: Array, *, has_scores: bool) -> Sums:
       :class:`Sums` of the block; blocks of the same prompts combine with :func:`merge`.
     """
     first, second = monomials(has_scores)
-    f1 = _monomial_columns(rw.x_top, rw.y, first, has_scores)
+    f1 = monomial_columns(rw.x_top, rw.y, first, has_scores)
     second_idx = [first.index(mono) for mono in second]
+    y = rw.y if has_scores else None
     weighted = rw.log_v2 is not None
-    f1_stack = jnp.stack(f1, axis=-1)  # [P, N, k1]
-    if not weighted:
-        c1, e = _exp_tile(None, rw.x_top, lam, shift=False)
-        g1 = rw.m[..., None] * f1_stack
-        tilted1 = _tile_sums(e, g1)
-        tilted2 = _tile_sums(e * e, g1[..., jnp.asarray(second_idx)])
+    if not weighted:  # v = m: the multiplicities weight both families
+        tilted1, tilted2, c1 = native.tilted_sums(rw.x_top, lam, y=y, w1=rw.m, w2=rw.m)
         c2 = c1
         cw = tw = None
     else:
-        c1, e = _exp_tile(rw.log_v, rw.x_top, lam, shift=True)
-        tilted1 = _tile_sums(e, f1_stack)
         inv_m = jnp.where(rw.m > 0, 1 / jnp.where(rw.m > 0, rw.m, 1), 0)
-        f2_stack = f1_stack[..., jnp.asarray(second_idx)]
-        tilted2 = _tile_sums(e * e, inv_m[..., None] * f2_stack)
+        tilted1, tilted2, c1 = native.tilted_sums(rw.x_top, lam, y=y, log_w=rw.log_v, w2=inv_m, shift=True)
         c2 = 2 * c1
-        cw, ew = _exp_tile(rw.log_v2, rw.x_top, lam, shift=True)
-        tw = _tile_sums(ew, f2_stack)
+        tw, _, cw = native.tilted_sums(rw.x_top, lam, y=y, log_w=rw.log_v2, first_is_second=True, second=False,
+                                       shift=True)
     v = jnp.exp(rw.log_v)
     base1 = jnp.stack([jnp.sum(v * f, axis=-1) for f in f1], axis=-1)
     v2 = v if not weighted else jnp.exp(rw.log_v2)
@@ -549,6 +512,20 @@ def powers_of(a, n: int):
     return jnp.stack(out, axis=-1)
 
 
+def polyval(coefs, a):
+    """``sum_k coefs[:, k] a^k`` by Horner's rule: ``coefs [P, n, ...]``, ``a [P, B]`` -> ``[P, B, ...]``.
+
+    One fused elementwise loop (a batched product ``[B, n] x [n, ...]`` per prompt costs XLA's CPU
+    backend a call per prompt: the series took a third of a pooled sweep that way).
+    """
+    extra = coefs.ndim - 2
+    x = a.reshape(a.shape + (1,) * extra)
+    out = jnp.broadcast_to(coefs[:, None, -1], a.shape + coefs.shape[2:])
+    for k in range(coefs.shape[1] - 2, -1, -1):
+        out = out * x + coefs[:, None, k]
+    return out
+
+
 def _ymoment(m, n: int, j: int, big_r, has_scores):
     """``[P, n]`` normalised moments ``sum u x~^k y^j`` for ``k < n`` (``y = R x~`` without scores)."""
     if has_scores:
@@ -569,14 +546,13 @@ def finalize_series(ref, s: Sums, lam, *, has_scores, exact) -> Tilted:
     m1 = s.moments1 / big_w[:, None, None]
     m2 = (s.moments1 if s.moments2 is None else s.moments2) / (big_w * big_w)[:, None, None]
     n_mean = K_MEAN + 1
-    apow = powers_of(a, N_MOMENTS)  # [P, B, n]
     fact = jnp.asarray(inv_fact(n_mean), dtype)
     t_coef = fact.at[0].set(0)  # e^{lam x} - 1 in powers of a x~
 
     def tsum(i, j):
         """sum u (e^{lam x} - 1) x^i y^j as a polynomial in a."""
         mom = _ymoment(m1, i + n_mean, j, big_r, has_scores)[:, i:] * big_r[:, None] ** i
-        return jnp.einsum("pbn,pn->pb", apow[..., :n_mean], mom * t_coef, precision=HIGHEST)
+        return polyval(mom * t_coef, a)
 
     base = lambda i, j: (_ymoment(m1, i + 1, j, big_r, has_scores)[:, i] * big_r**i)[:, None]  # noqa: E731
     bx, by = base(1, 0), base(0, 1)
@@ -591,18 +567,25 @@ def finalize_series(ref, s: Sums, lam, *, has_scores, exact) -> Tilted:
     # Sums of products of basis functions: G[pair] = sum (u^2/m) f_a f_b, polynomials in a.
     n_se = 2 * K_SE + 1
     mom2 = jnp.stack([_ymoment(m2, n_se, int(j), big_r, has_scores) for j in _YPOW], axis=-1)
-    gram = jnp.einsum("pbn,pnq->pbq", apow[..., :n_se], mom2 * jnp.asarray(CONV, dtype), precision=HIGHEST)
+    coef2 = mom2 * jnp.asarray(CONV, dtype)  # [P, n, pairs]
     pair_index = {pair: q for q, pair in enumerate(PAIRS)}
+    grams = {}
+
+    def g(na, nb):
+        """``sum (u^2/m) f_a f_b``, evaluated for the pairs in use only (about 2/3 of them)."""
+        q = pair_index[(na, nb) if (na, nb) in pair_index else (nb, na)]
+        if q not in grams:
+            grams[q] = polyval(coef2[..., q], a)
+        return grams[q]
 
     def quad(coefs):
         """sum (u^2/m) (sum_k g_k f_k)^2 for {name: g}."""
         names = list(coefs)
         total, size = 0, 0
         for i, na in enumerate(names):
-            size = size + jnp.abs(coefs[na]) * safe_sqrt(gram[..., pair_index[(na, na)]])
+            size = size + jnp.abs(coefs[na]) * safe_sqrt(g(na, na))
             for nb in names[i:]:
-                key = (na, nb) if (na, nb) in pair_index else (nb, na)
-                term = coefs[na] * coefs[nb] * gram[..., pair_index[key]]
+                term = coefs[na] * coefs[nb] * g(na, nb)
                 total = total + (term if na == nb else 2 * term)
         return resolved(total / den**2, (size / den) ** 2)
 
@@ -612,14 +595,10 @@ def finalize_series(ref, s: Sums, lam, *, has_scores, exact) -> Tilted:
     var_gain = quad({"ty": 1.0, "t": -my, "y": -t_one, "one": t_one * my + den * (by - my)})
     # ESS: (1 + T)^2 / sum (u^2/m) e^{2 lam x}, the exact series in 2a (not the K_SE one)
     e2_coef = jnp.asarray(inv_fact(N_MOMENTS) * 2.0 ** np.arange(N_MOMENTS), dtype)
-    ess = den * den / jnp.einsum("pbn,pn->pb", apow, _ymoment(m2, N_MOMENTS, 0, big_r, has_scores) * e2_coef,
-                                  precision=HIGHEST)
+    ess = den * den / polyval(_ymoment(m2, N_MOMENTS, 0, big_r, has_scores) * e2_coef, a)
 
     # Bias (bias_terms) from the same Gram sums, e = 1 + t, e lam x = phi + t, e y = ty + y;
     # P2 - U2 is expanded so that its leading terms cancel exactly (1/N - 1/N for plain samples).
-    def g(na, nb):
-        return gram[..., pair_index[(na, nb) if (na, nb) in pair_index else (nb, na)]]
-
     den2 = den * den
     u2 = g("one", "one")
     p2_ee = g("e", "e")

@@ -67,7 +67,10 @@ def test_corrected_estimates_are_plug_in_minus_bias_and_keep_theorem_1():
     p = jl.tilt(smp, betas, bias_correction=False)
     np.testing.assert_allclose(c.gain, np.asarray(p.gain) - np.asarray(p.gain_bias), rtol=1e-12)
     np.testing.assert_allclose(c.kl, np.asarray(p.kl) - np.asarray(p.kl_bias), rtol=1e-12)
-    np.testing.assert_array_equal(c.gain_se, p.gain_se)
+    # the same formula in two programs: equal to rounding (measured 1.4e-15 apart under the suite's
+    # quick XLA code generation, conftest.py, which rounds the two finalisations differently; bitwise
+    # equal under XLA's default code generation)
+    np.testing.assert_allclose(c.gain_se, p.gain_se, rtol=1e-14)
     # Theorem 1 between the corrected estimates (the bias terms are built so that it holds)
     np.testing.assert_allclose(c.gain, betas * (np.asarray(c.kl) + np.asarray(c.reverse_kl)), rtol=1e-12)
     np.testing.assert_allclose(c.jeffreys, np.asarray(c.kl) + np.asarray(c.reverse_kl), rtol=1e-12)
