@@ -163,7 +163,7 @@ def _jax_runner(name, r, betas):
         import importlib
 
         fr = importlib.import_module("jaxlimits.frontier")
-        plan = fr._plan_for(samples, betas, budget)  # (lam, plan), or (lam, ext, plan) before the one-exp kernel
+        plan = fr._plan_for(samples, betas, budget, khat_in_tiles=False)  # (lam, plan): pooled, no k-hat in the tiles
         args = (samples, plan[0], plan[-1], False) + tuple(plan[1:-1])
 
         def go():

@@ -295,13 +295,16 @@ def subset_khat_sums(k: Array, num_prompts: int):
             count(has & (k >= estimators.KHAT_NO_TILT)))
 
 
-def _plan_for(samples, betas, memory_budget):
+def _plan_for(samples, betas, memory_budget, khat_in_tiles: bool = True):
+    """``lam [P, B]`` and the plan of a sweep (``khat_in_tiles``: the tiles fit k-hat, per-prompt results)."""
     _sweep.check_betas(betas, samples.num_prompts, samples.dtype)
     if np.ndim(betas) != 1:
         raise ValueError("the frontier needs one grid of betas shared by all prompts (shape [betas])")
     lam = _sweep.as_lambda(betas, samples.num_prompts, samples.dtype)
     n_eval = lam.shape[1]  # exp(lam x') slab (its square is among _sweep.COPIES)
-    p = _sweep.plan(samples.num_prompts, samples.num_samples, n_eval, lam.dtype.itemsize, memory_budget)
+    khat_bytes = psis.fit_bytes(samples.num_samples, n_eval, samples.counts is not None, lam.dtype.itemsize)
+    p = _sweep.plan(samples.num_prompts, samples.num_samples, n_eval, lam.dtype.itemsize, memory_budget,
+                    fused=True, prompt_bytes=khat_bytes if khat_in_tiles else 0)
     return lam, p
 
 
@@ -378,7 +381,7 @@ def frontier(
         num_betas = _sweep.positive_int(num_betas, "num_betas", 2)
         betas = default_betas(samples, num=num_betas, memory_budget=memory_budget)
     betas = np.asarray(betas) if not isinstance(betas, jax.core.Tracer) else betas
-    lam, p = _plan_for(samples, betas, memory_budget)
+    lam, p = _plan_for(samples, betas, memory_budget, khat_in_tiles=bool(per_prompt))
     blocks = _blocks(samples, lam.shape[1], progress)
     if len(blocks) == 1:
         pool, st = pool_sweep(samples, lam, p, per_prompt, bool(bias_correction))
@@ -423,7 +426,7 @@ def _frontier_in_blocks(samples, betas, blocks, per_prompt, memory_budget, bias_
     pool, parts = None, []
     for blk in tqdm(blocks, desc="frontier", unit="block", leave=False):
         part = jax.tree.map(lambda a, blk=blk: a[blk], samples)
-        lam, p = _plan_for(part, betas, memory_budget)
+        lam, p = _plan_for(part, betas, memory_budget, khat_in_tiles=per_prompt)
         pl, st = pool_sweep(part, lam, p, per_prompt, bias_correction)
         pool = pl if pool is None else jax.tree.map(jnp.add, pool, pl)
         parts.append(st)
@@ -475,7 +478,7 @@ def bootstrap_bands(
         raise ValueError("an exact law has no sampling error to bootstrap")
     replicates = _sweep.positive_int(replicates, "replicates (bootstrap)", 2)
     key = jax.random.PRNGKey(0) if key is None else key
-    lam, p = _plan_for(samples, betas, memory_budget)
+    lam, p = _plan_for(samples, betas, memory_budget, khat_in_tiles=False)
     curves = _bootstrap(samples, lam, p, jax.random.split(key, replicates), bool(bias_correction))
     q = jnp.asarray([(1 - level) / 2, (1 + level) / 2], lam.dtype)
     g = jnp.quantile(curves[0], q, axis=0)
@@ -534,7 +537,7 @@ def default_betas(samples: Samples, num: int = 64, *, kl_low: float = 1e-3, ceil
     top = float(np.max(np.abs(r[valid])))
     scale = spread if spread > 0 else (top if top > 0 else 1.0)
     coarse = scale * np.logspace(4, -4, 65)
-    lam, p = _plan_for(sub, coarse, memory_budget)
+    lam, p = _plan_for(sub, coarse, memory_budget, khat_in_tiles=False)
     quick = jax.default_backend() == "cpu" and sub.num_prompts * sub.num_samples * lam.shape[1] <= _QUICK_WORK
     sweep = _coarse_frontier if quick else pool_sweep
     pool, _ = sweep(sub, lam, p, False, bias_correction=False, khat=False)  # the plug-in reaches the ceiling

@@ -386,6 +386,29 @@ def test_tiles_on_an_accelerator_are_bounded_by_the_budget_not_a_cache(monkeypat
     assert _sweep.plan(*args, 4 * 2**30).tile_prompts == 2**20 // (1024 * 64 * 4)
 
 
+def test_tiles_of_the_fused_kernel_hold_no_slab(monkeypatch):
+    """Where the fused CPU kernel computes the sums no exponential slab exists: tiles take the budget's
+    share of the rows, the finalised fields and the k-hat grid (at most 512 prompts), and a prompt too
+    large for the budget is cut into sample chunks; with few betas (the kernel idles) the slab plan stays."""
+    from jaxlimits import _sweep, native
+
+    monkeypatch.setattr(native, "runs_for", lambda b: b >= native.MIN_BETAS)
+    args = (10_000, 1024, 64, 4)
+    slab = _sweep.plan(*args, None)
+    fused = _sweep.plan(*args, None, fused=True)
+    assert fused.tile_prompts == 512 > slab.tile_prompts
+    row = (_sweep.FUSED_SAMPLE_COPIES * 1024 + _sweep.FUSED_BETA_COPIES * 64) * 4
+    for budget, extra in ((2**24, 0), (2**24, 10**5), (2**22, 10**5)):
+        p = _sweep.plan(*args, budget, fused=True, prompt_bytes=extra)
+        assert p.tile_prompts * (row + extra) <= budget < (p.tile_prompts + 1) * (row + extra)
+    huge = _sweep.plan(10, 10**7, 64, 4, 2**28, fused=True)
+    assert huge.tile_prompts == 1 and _sweep.FUSED_SAMPLE_COPIES * huge.chunk_samples * 4 <= 2**28
+    assert huge.padded_samples % huge.chunk_samples == 0
+    assert _sweep.plan(10_000, 1024, 8, 4, None, fused=True) == _sweep.plan(10_000, 1024, 8, 4, None)
+    monkeypatch.setattr(_sweep, "TILE_BYTES", 2**20)  # a forced size wins here too
+    assert _sweep.plan(*args, None, fused=True).tile_prompts == 2**20 // (1024 * 64 * 4)
+
+
 @pytest.mark.parametrize(
     "betas, message",
     [([1.0, 0.0], r"betas\[1\] = 0.0 is not a positive"), ([-1.0], r"betas\[0\]"), ([np.nan], "positive finite"),
