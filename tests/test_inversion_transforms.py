@@ -29,7 +29,7 @@ def gauss():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("pooled", [True, False])
+@pytest.mark.parametrize("pooled", [True, pytest.param(False, marks=pytest.mark.heavy)])  # per prompt: with the heavy tests
 def test_gradient_identities(gauss, pooled):
     """d KL*/dG = 1/beta* and d gain*/dK = beta* (implicit differentiation, MATH.md §4-5)."""
     # beta* is the differentiated solution's own (an auxiliary output: no separate solve to compile),
@@ -76,7 +76,7 @@ def test_check_grads_rewards(pooled):
     check_grads(f, (r,), order=1, modes=("fwd", "rev"), eps=1e-6, atol=1e-6, rtol=1e-6)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_gradient_through_zero_and_infeasible_targets_is_finite(gauss):
     """A zero or infeasible target gives a finite (zero) gradient, never NaN, to the rewards."""
 

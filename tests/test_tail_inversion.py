@@ -151,6 +151,7 @@ def test_member_brackets_on_a_known_curve():
     assert lo2[0, 0] == 0 and hi2[0, 0] == 2 / grid[-1]
 
 
+@pytest.mark.heavy
 def test_student_t_reports_no_tilt():
     s = jl.Samples(np.random.default_rng(0).standard_t(3, size=(P, N)))
     sol = jl.max_gain_at_kl(s, [8.0], pooled=False, tail="gpd", tail_replicates=R, throw=False)
