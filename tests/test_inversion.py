@@ -226,7 +226,8 @@ def test_round_trips(gauss, pooled):
         np.testing.assert_allclose(np.asarray(back.kl), budgets, rtol=1e-11)
 
 
-@pytest.mark.parametrize("pooled", [True, pytest.param(False, marks=pytest.mark.heavy)])  # per prompt: with the heavy tests
+# per prompt: with the heavy tests (CI runs them)
+@pytest.mark.parametrize("pooled", [True, pytest.param(False, marks=pytest.mark.heavy)])
 def test_corrected_solution_is_on_the_frontier(gauss, pooled):
     """By default the solved curve is the bias-corrected frontier of ``jl.frontier``/``jl.tilt``.
 
@@ -306,7 +307,8 @@ def _stat_draws():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("pooled", [True, pytest.param(False, marks=pytest.mark.heavy)])  # per prompt: with the heavy tests
+# per prompt: with the heavy tests (CI runs them)
+@pytest.mark.parametrize("pooled", [True, pytest.param(False, marks=pytest.mark.heavy)])
 def test_solution_statistics_equal_tilt(pooled):
     """The final pass (kl, gain, SEs, saturated) equals the full ``jaxlimits.tilt`` statistics at beta*.
 

@@ -29,7 +29,8 @@ def gauss():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("pooled", [True, pytest.param(False, marks=pytest.mark.heavy)])  # per prompt: with the heavy tests
+# per prompt: with the heavy tests (CI runs them)
+@pytest.mark.parametrize("pooled", [True, pytest.param(False, marks=pytest.mark.heavy)])
 def test_gradient_identities(gauss, pooled):
     """d KL*/dG = 1/beta* and d gain*/dK = beta* (implicit differentiation, MATH.md §4-5)."""
     # beta* is the differentiated solution's own (an auxiliary output: no separate solve to compile),
