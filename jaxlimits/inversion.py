@@ -779,7 +779,10 @@ def _run(samples: Samples, targets, *, kind: str, pooled: bool, throw: bool, max
     # tiles sized for the final pass (per target one exponential and its square, both held; sizing
     # for one array per target measured no faster)
     num_t = flat_y.shape[-1]
-    p = _sweep.plan(s.num_prompts, s.num_samples, 2 * num_t, dtype.itemsize, memory_budget)
+    # every pass evaluates at least min(num_t, grid points) betas: with 16 or more the CPU kernel
+    # computes them and holds no slab (larger tiles); with fewer, the slab plan
+    p = _sweep.plan(s.num_prompts, s.num_samples, 2 * num_t, dtype.itemsize, memory_budget,
+                    fused=native.runs_for(num_t))
     nc = p.padded_samples // p.chunk_samples
     is_kl = jnp.asarray(kind == "kl")
     solve = functools.partial(_solve, s, is_kl=is_kl, pooled=pooled, plan=p, max_iter=max_iter, nc=nc)

@@ -6,11 +6,11 @@ serve the whole range of ``lambda = 1/beta`` exactly and without overflow:
 
 * **Tilted sums** (used where ``lambda R > 1``): with ``x'_i = r_i - max r`` and a per-(prompt,
   beta) shift ``c``, ``E_i = exp(log v_i + lambda x'_i - c)``. The sums ``sum E f`` over a few
-  monomials ``f`` of ``x'`` and the scores are one contraction of the exponential tile with the
-  columns ``f``. The second-order sums behind standard errors and the ESS, ``sum E^2 f / m``,
-  are the same sums at ``2 lambda`` with weights ``v^2 / m``, and ``exp(2 lambda x') =
-  exp(lambda x')^2``: a product of the same tile. One exponential per (prompt, sample, beta), on
-  any grid (importance weights add one for the cross sums, see :func:`block_sums`).
+  monomials ``f`` of ``x'`` and the scores, and the second-order sums behind standard errors and
+  the ESS, ``sum E^2 f / m``, are the same sums at ``2 lambda`` with weights ``v^2 / m``: since
+  ``exp(2 lambda x') = exp(lambda x')^2`` both come from one exponential per (prompt, sample,
+  beta), on any grid (importance weights add one for the cross sums, see :func:`block_sums`).
+  :func:`jaxlimits.native.tilted_sums` evaluates them, on a CPU in one fused C++ pass.
 * **Moments** (used where ``lambda R <= 1``, small tilt): with ``x~ = (r - rbar) / R`` and
   ``R = max |r - rbar|``, the beta-independent moments ``sum v x~^n y^j`` turn every sum into a
   polynomial in ``a = lambda R``. No exponential, and no cancellation: at large beta the KL is
