@@ -61,6 +61,7 @@ def test_min_kl_for_gain_past_the_max_exponential(exp_samples):
     assert bool(sol.saturated[1]) and float(sol.gain_se[1]) == 0
 
 
+@pytest.mark.heavy
 def test_max_gain_at_kl_past_the_ceiling_per_prompt(exp_samples):
     budget = 8.0  # past log N = 5.5
     # and KL 4: inside what the samples show (status OK) but flagged 'ceiling' (above half of log N)

@@ -71,6 +71,7 @@ def test_measured_floor_is_a_lower_limit_of_the_normal_frontier(pooled):
                                        level=0.95) == -np.inf)
 
 
+@pytest.mark.heavy
 def test_an_error_says_when_the_tail_model_did_not_apply():
     """2 of 8 prompts with tied top rewards (more than 5%): pooled, the model does not apply, and a budget past
     the ceiling raises the samples' error with the reason the model gave no answer."""
