@@ -540,16 +540,16 @@ def _final_tile(ref, rw, base, lam, *, nc: int, exact: bool):
     def sums_of(rw_c):
         # the kernel (native.tilted_sums): first-order sums of 1, x' and the second-order sum of 1/m
         # from one exponential E = v e^{lam x' - c} per element (x' <= 0, c = 0 without weights)
-        x = rw_c.x_top
+        # With importance weights, w = v / m (0 where invalid) goes in as the "scores": the kernel's
+        # columns 1, x', x'^2, y, x' y, y^2 then hold the sums of w and w x' from the same exponential.
         inv_m = jnp.where(rw_c.m > 0, 1 / jnp.where(rw_c.m > 0, rw_c.m, 1), 0)
-        s1, s2, c = native.tilted_sums(x, lam, log_w=rw_c.log_v, w2=inv_m, shift=weighted)
-        parts = [s1[..., :2]]
-        if weighted:  # and of w, w x' with w = v / m, the importance weight (0 where invalid)
+        w = None
+        if weighted:
             w = jnp.exp(rw_c.log_v2 - rw_c.log_v)
             w = jnp.where(jnp.isfinite(w), w, 0)
-            sw, _, _ = native.tilted_sums(x, lam, log_w=rw_c.log_v, w1=w, c=c, second=False)
-            parts.append(sw[..., :2])
-        return c, jnp.concatenate(parts + [s2[..., :1]], axis=-1)  # the last column has scale 2c
+        s1, s2, c = native.tilted_sums(rw_c.x_top, lam, y=w, log_w=rw_c.log_v, w2=inv_m, shift=weighted)
+        cols = [0, 1, 3, 4] if weighted else [0, 1]  # 1, x' (and w, w x')
+        return c, jnp.concatenate([s1[..., cols], s2[..., :1]], axis=-1)  # the last column has scale 2c
 
     if nc == 1:
         c, s = sums_of(rw)
