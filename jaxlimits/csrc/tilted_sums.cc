@@ -48,42 +48,34 @@ template <> struct Simd<double> {
 // in two parts (Cephes), then Cephes' polynomial (float) or the Taylor series to x^13 (double: no
 // division). Measured against the long-double exp: at most 1.4 ulp (float, [-87, 0.5]) and 1.4 ulp
 // (double, [-708, 0.5]); tests/test_native.py checks 2 ulp through the whole kernel.
-template <typename T> struct Exp;
+// The constants of each type: clamp range, round-to-nearest shifter (1.5 * 2^mantissa), ln 2 in
+// two parts, exponent bias and mantissa bits; poly(r) ~ exp(r) on |r| <= ln 2 / 2.
+template <typename T> struct ExpParams;
 
-template <> struct Exp<float> {
-  static constexpr float kSkip = -1e37f;
+template <> struct ExpParams<float> {
   using V = Simd<float>::V;
-  using I = Simd<float>::I;
-  static inline V f(V t) {
-    const auto under = t < -87.0f;
-    t = t < -87.0f ? V{} - 87.0f : t;
-    t = t > 88.0f ? V{} + 88.0f : t;
-    const V k = (t * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest
-    V r = t - k * 0.693359375f;
-    r = r - k * (-2.12194440e-4f);
+  static constexpr float kLo = -87.0f, kHi = 88.0f, kLog2e = 1.44269504088896341f, kShifter = 12582912.0f;
+  static constexpr float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
+  static constexpr int kBias = 127, kMantissa = 23;
+  static constexpr float kSkip = -1e37f;
+  static inline V poly(V r) {  // Cephes expf
     V p = V{} + 1.9875691500e-4f;
     p = p * r + 1.3981999507e-3f;
     p = p * r + 8.3334519073e-3f;
     p = p * r + 4.1665795894e-2f;
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
-    const V y = p * r * r + r + 1.0f;
-    const I bits = (__builtin_convertvector(k, I) + 127) << 23;
-    return under ? V{} : y * reinterpret_cast<const V&>(bits);
+    return p * r * r + r + 1.0f;
   }
 };
 
-template <> struct Exp<double> {
-  static constexpr double kSkip = -1e307;
+template <> struct ExpParams<double> {
   using V = Simd<double>::V;
-  using I = Simd<double>::I;
-  static inline V f(V t) {
-    const auto under = t < -708.0;
-    t = t < -708.0 ? V{} - 708.0 : t;
-    t = t > 709.0 ? V{} + 709.0 : t;
-    const V k = (t * 1.4426950408889634074 + 6755399441055744.0) - 6755399441055744.0;  // round to nearest
-    V x = t - k * 6.93145751953125e-1;
-    x = x - k * 1.42860682030941723212e-6;
+  static constexpr double kLo = -708.0, kHi = 709.0, kLog2e = 1.4426950408889634074, kShifter = 6755399441055744.0;
+  static constexpr double kLn2Hi = 6.93145751953125e-1, kLn2Lo = 1.42860682030941723212e-6;
+  static constexpr int kBias = 1023, kMantissa = 52;
+  static constexpr double kSkip = -1e307;
+  static inline V poly(V x) {  // the Taylor series to x^13 (truncation below 2e-16 relative)
     V p = V{} + 1.0 / 6227020800.0;
     p = p * x + 1.0 / 479001600.0;
     p = p * x + 1.0 / 39916800.0;
@@ -96,9 +88,24 @@ template <> struct Exp<double> {
     p = p * x + 1.0 / 24.0;
     p = p * x + 1.0 / 6.0;
     p = p * x + 0.5;
-    const V y = (p * x) * x + x + 1.0;
-    const I bits = (__builtin_convertvector(k, I) + 1023) << 52;
-    return under ? V{} : y * reinterpret_cast<const V&>(bits);
+    return (p * x) * x + x + 1.0;
+  }
+};
+
+template <typename T> struct Exp {
+  using P = ExpParams<T>;
+  using V = typename Simd<T>::V;
+  using I = typename Simd<T>::I;
+  static constexpr T kSkip = P::kSkip;
+  static inline V f(V t) {
+    const auto under = t < P::kLo;
+    t = t < P::kLo ? V{} + P::kLo : t;
+    t = t > P::kHi ? V{} + P::kHi : t;
+    const V k = (t * P::kLog2e + P::kShifter) - P::kShifter;  // round to nearest
+    V r = t - k * P::kLn2Hi;
+    r = r - k * P::kLn2Lo;
+    const I bits = (__builtin_convertvector(k, I) + P::kBias) << P::kMantissa;
+    return under ? V{} : P::poly(r) * (V)bits;  // a cast between vectors of one size reinterprets the bits
   }
 };
 
@@ -225,7 +232,7 @@ RowFn<T> pick(bool scores, bool first_is_second, bool has_second) {
 }
 
 struct Attrs {
-  bool shift, scores, first_is_second, has_second;
+  bool scores, first_is_second, has_second;
   Inputs in;
 };
 
@@ -261,7 +268,7 @@ ffi::Error run(ffi::ThreadPool pool, const Attrs& at, ffi::AnyBuffer x, ffi::Any
   T* s1p = static_cast<T*>(s1->untyped_data());
   T* s2p = static_cast<T*>(s2->untyped_data());
   T* cop = static_cast<T*>(c_out->untyped_data());
-  const Inputs in{at.in.use_a, at.in.use_w1, at.in.use_w2, at.shift};
+  const Inputs in = at.in;
   const bool scores = at.scores, ua = at.in.use_a, u1 = at.in.use_w1, u2 = at.in.use_w2;
   auto work = [=](int64_t lo, int64_t hi) {
     for (int64_t r = lo; r < hi; ++r)
@@ -303,7 +310,7 @@ ffi::Error dispatch(ffi::ThreadPool pool, bool shift, bool scores, bool first_is
                     bool use_a, bool use_w1, bool use_w2, ffi::AnyBuffer x, ffi::AnyBuffer y, ffi::AnyBuffer a,
                     ffi::AnyBuffer w1, ffi::AnyBuffer w2, ffi::AnyBuffer lam, ffi::AnyBuffer c,
                     ffi::Result<ffi::AnyBuffer> s1, ffi::Result<ffi::AnyBuffer> s2, ffi::Result<ffi::AnyBuffer> c_out) {
-  const Attrs at{shift, scores, first_is_second, has_second, Inputs{use_a, use_w1, use_w2, shift}};
+  const Attrs at{scores, first_is_second, has_second, Inputs{use_a, use_w1, use_w2, shift}};
   if (x.element_type() == ffi::DataType::F32) return run<float>(pool, at, x, y, a, w1, w2, lam, c, s1, s2, c_out);
   if (x.element_type() == ffi::DataType::F64) return run<double>(pool, at, x, y, a, w1, w2, lam, c, s1, s2, c_out);
   return ffi::Error::InvalidArgument("jaxlimits_tilted_sums: float32 or float64 only");
