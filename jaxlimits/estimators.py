@@ -228,15 +228,6 @@ def pooled_reasons(gain_bias, gain_se, kl_bias, kl_se, mean_khat, mean_draws, me
     )
 
 
-def saturation(ess: Array, kl: Array, draws: Array, kl_ceiling: Array) -> Array:
-    """The part of one prompt's trust rule that needs no bias terms or k-hat (``[P, B]`` booleans).
-
-    ``few`` (too few or too uneven effective draws) or ``ceiling``; used where only first-order
-    sums and the ESS are at hand (the inversions' lean final pass, the over-optimisation peak).
-    """
-    return _few(ess, draws[:, None]) | (kl > KL_CEILING_FRACTION * kl_ceiling[:, None])
-
-
 def stats_of_tile(ref, sums, lam, arrays=None, *, has_scores: bool, exact: bool,
                   bias_correction: bool = True) -> TiltStats:
     t = moments.finalize(ref, sums, lam, has_scores=has_scores, exact=exact)

@@ -157,6 +157,7 @@ class Pool(NamedTuple):
     kl_residual: Array
     gain_bias_sq: Array  # sum of squared biases: the scale of the second-order fluctuation
     kl_bias_sq: Array
+    reverse_kl_var: Array  # sum of the reverse KL's squared SEs (the inversions' SE)
 
 
 def pool_of(st: estimators.TiltStats, weight: Array) -> Pool:
@@ -186,6 +187,7 @@ def pool_of(st: estimators.TiltStats, weight: Array) -> Pool:
         s(estimators.residual_bias(st.kl_bias, st.ess)),
         s(st.gain_bias**2),
         s(st.kl_bias**2),
+        s(st.reverse_kl_se**2),
     )
 
 
@@ -237,7 +239,7 @@ def pool_sweep(samples: Samples, lam: Array, plan: _sweep.Plan, per_prompt: bool
     zero = jnp.zeros((b,), lam.dtype)
     scalar = jnp.zeros((), lam.dtype)
     init = Pool(scalar, zero, zero, zero, zero, zero, zero, scalar, zero, zero, scalar, zero, zero, zero, zero, zero,
-                 zero, zero, zero, zero)
+                 zero, zero, zero, zero, zero)
 
     def reduce(carry, st, ok):
         part = pool_of(st, ok.astype(lam.dtype))

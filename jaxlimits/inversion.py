@@ -21,8 +21,9 @@ as ``beta`` grows, with the exact derivatives of MATH.md §4,
 The root is found by safeguarded Newton (a bracket that every evaluation shrinks, bisection when
 a step leaves it, a fixed cap of iterations; tolerances tied to the dtype), all under one ``jit``.
 One kernel pass over a grid of ``GRID_POINTS`` betas per curve brackets every target and starts
-it from an inverse Hermite interpolant, so most targets converge in 2-3 Newton passes; a last
-pass computes the estimates and standard errors at the solution. Per prompt, each tile of
+it from an inverse Hermite interpolant, so most targets converge in 2-3 Newton passes (first-order
+sums only). Then the one kernel of ``jaxlimits.tilt`` / ``jaxlimits.frontier`` at the solution
+gives the estimates, their standard errors, the bias and the trust rule. Per prompt, each tile of
 prompts runs its own Newton loop while its samples are in cache.
 Far from saturation the residual is ``log curve - log target`` in ``log beta`` (exactly linear for
 Gaussian rewards: one step); close to the supremum ``S`` of the curve it is
@@ -62,7 +63,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _sweep, estimators, moments, native, pooling, solver, tables
-from .frontier import SATURATED_SHARE_MAX, from_pool, pool_sweep
+from .frontier import from_pool, pool_sweep
 from .samples import PromptError, Samples, check_samples
 from .status import MESSAGES as MESSAGES
 from .status import NAMES as STATUS
@@ -185,6 +186,18 @@ class _Prep(NamedTuple):
     gain_max: Array  # max r - E_0 r per prompt
     var0: Array  # Var_0(r) per prompt
     real: Array  # False for padding prompts
+
+
+class _Roots(NamedTuple):
+    """The solve's outcome per lane (``[T]`` pooled, ``[P, T]`` per prompt)."""
+
+    t: Array  # log beta of the root (a finite placeholder on inactive lanes)
+    iterations: Array
+    converged: Array
+    status: Array
+    active: Array  # solved by Newton: a feasible positive target
+    kl_max: Array  # K_max (pooled: the mean over prompts)
+    gain_max: Array  # max r - E_0[r] (pooled: the mean over prompts)
 
 
 def _rewards_only(samples: Samples) -> Samples:
@@ -470,7 +483,6 @@ def _per_prompt(samples, y, is_kl, t_warm=None, *, plan, max_iter, nc):
     pass (finite lanes).
     """
     dtype = samples.dtype
-    exact = samples.exact
     prep = _prepare(samples, plan)
     num_p, num_n = samples.num_prompts, samples.num_samples
     nt, t_p = prep.real.shape
@@ -517,146 +529,11 @@ def _per_prompt(samples, y, is_kl, t_warm=None, *, plan, max_iter, nc):
         return jax.lax.map(one, (tiles, box, t_init))
 
     t_star, iters, conv = solver.implicit_root(residual, t0, solve)
-    lam = jnp.exp(-jnp.where(active, t_star, t0))
-    kl, gain, rkl_var, saturated = jax.lax.map(lambda a: _final_tile(*a[0], a[1], nc=nc, exact=exact), (tiles, lam))
     flat = lambda a: a.reshape((nt * t_p,) + a.shape[2:])[:num_p]  # noqa: E731
-    return _assemble(is_kl, y, *map(flat, (t_star, iters, conv, status, active, kl, gain,
-                                           pooling.safe_sqrt(rkl_var), saturated)),
-                     flat(prep.kl_max)[:, None], flat(prep.gain_max)[:, None])
-
-
-def _final_tile(ref, rw, base, lam, *, nc: int, exact: bool):
-    """What a :class:`Solution` needs at ``lam`` ``[t, B]``: KL, gain, Var(reverse KL), saturated.
-
-    One exponential per element, as in :func:`_eval_tile`: ``E = v e^{lam x' - c}`` gives the
-    first-order sums of ``1, x'`` (and, with importance weights, of ``w, w x'`` with
-    ``w = v / m``) and its square the one second-order sum ``sum E^2 / m``; the reverse KL's
-    influence (MATH.md §3) needs no more, and neither does the ESS behind ``saturated``.
-    ``lambda R <= 1``: the small-tilt series of ``moments.finalize`` for those quantities only.
-    The values equal ``jaxlimits.tilt``'s ``kl``, ``gain``, ``reverse_kl_se**2`` and ``saturated``.
-    """
-    weighted = rw.log_v2 is not None
-
-    def sums_of(rw_c):
-        # the kernel (native.tilted_sums): first-order sums of 1, x' and the second-order sum of 1/m
-        # from one exponential E = v e^{lam x' - c} per element (x' <= 0, c = 0 without weights)
-        # With importance weights, w = v / m (0 where invalid) goes in as the "scores": the kernel's
-        # columns 1, x', x'^2, y, x' y, y^2 then hold the sums of w and w x' from the same exponential.
-        inv_m = jnp.where(rw_c.m > 0, 1 / jnp.where(rw_c.m > 0, rw_c.m, 1), 0)
-        w = None
-        if weighted:
-            w = jnp.exp(rw_c.log_v2 - rw_c.log_v)
-            w = jnp.where(jnp.isfinite(w), w, 0)
-        s1, s2, c = native.tilted_sums(rw_c.x_top, lam, y=w, log_w=rw_c.log_v, w2=inv_m, shift=weighted)
-        cols = [0, 1, 3, 4] if weighted else [0, 1]  # 1, x' (and w, w x')
-        return c, jnp.concatenate([s1[..., cols], s2[..., :1]], axis=-1)  # the last column has scale 2c
-
-    if nc == 1:
-        c, s = sums_of(rw)
-    else:
-        chunks = jax.tree.map(lambda a: None if a is None else _chunks(a, nc), rw)
-
-        def body(carry, rw_c):
-            c0, s0 = carry
-            c1, s1 = sums_of(rw_c)
-            c = jnp.maximum(c0, c1)
-            a0 = jnp.exp(jnp.where(jnp.isfinite(c0), c0 - c, -jnp.inf))[..., None]
-            a1 = jnp.exp(jnp.where(jnp.isfinite(c1), c1 - c, -jnp.inf))[..., None]
-            k = s0.shape[-1] - 1
-            pw = lambda a: jnp.concatenate([jnp.broadcast_to(a, a.shape[:-1] + (k,)), a * a], -1)  # noqa: E731
-            return (c, s0 * pw(a0) + s1 * pw(a1)), None
-
-        first = sums_of(jax.tree.map(lambda a: None if a is None else a[0], chunks))
-        (c, s), _ = jax.lax.scan(body, first, jax.tree.map(lambda a: None if a is None else a[1:], chunks))
-
-    kl, gain = _first_order(ref, base, c, s[..., :2], lam)
-    big_w = base.base1[:, 0][:, None]
-    w2 = big_w * big_w
-    # tilted sums (lambda R > 1): psi = (rho - 1) A + B with A = 1, B = lam (bx - x'), as in
-    # moments.finalize_tilted: Var = [S2 + 2 k Sw(G) + k^2 B2(G^2)] / k^2, G = (lam bx - 1, -lam)
-    kappa = s[..., 0] / big_w
-    t2 = s[..., -1] / w2
-    tw0, tw1 = (s[..., 2] / w2, s[..., 3] / w2) if weighted else (s[..., 0] / w2, s[..., 1] / w2)
-    b2 = base.base2[:, None, :] / w2[..., None]
-    bx = base.base1[:, 1][:, None] / big_w
-    g0, g1 = lam * bx - 1, -lam
-    quad_b = g0 * g0 * b2[..., 0] + 2 * g0 * g1 * b2[..., 1] + g1 * g1 * b2[..., 2]
-    var_t = (t2 + 2 * kappa * (g0 * tw0 + g1 * tw1) + kappa * kappa * quad_b) / (kappa * kappa)
-    sq = pooling.safe_sqrt  # sizes of the terms: moments.resolved
-    size_t = (sq(t2) + kappa * (jnp.abs(g0) * sq(b2[..., 0]) + jnp.abs(g1) * sq(b2[..., 2]))) / kappa
-    ess_t = kappa * kappa / t2
-    # series (lambda R <= 1), as in moments.finalize_series for the reverse KL and the ESS
-    big_r, a, lam_c, m1 = _series_basis(ref, base, lam)
-    mom2 = base.moments1 if base.moments2 is None else base.moments2
-    m2 = mom2[:, :, 0] / w2
-
-    def poly(const, mom):
-        """``sum_k const[k] mom[:, k] a^k`` by Horner over the nonzero constants (numpy ``const``)."""
-        nz = np.flatnonzero(const)
-        lo, top = int(nz[0]), int(nz[-1])
-        acc = jnp.zeros_like(a)
-        for k in range(top, lo - 1, -1):
-            acc = acc * a + (mom[:, k : k + 1] * float(const[k]) if const[k] else 0)
-        for _ in range(lo):
-            acc = acc * a
-        return acc
-
-    t_one = _series_sum(m1, a, big_r, 0)  # as in _first_order: XLA evaluates the common expression once
-    den = 1 + t_one
-    bx_s = m1[:, 1:2] * big_r
-    pair = {p: q for q, p in enumerate(moments.PAIRS)}
-    gram = lambda u, v: poly(moments.CONV[:, pair[(u, v)]], m2)  # noqa: E731
-    g_lx, g_one = -t_one, -t_one + den * lam_c * bx_s  # and 1 for chi
-    var_s = (gram("chi", "chi") + g_lx * g_lx * gram("lx", "lx") + g_one * g_one * gram("one", "one")
-             + 2 * (g_lx * gram("chi", "lx") + g_one * gram("chi", "one") + g_lx * g_one * gram("lx", "one"))
-             ) / (den * den)
-    size_s = (sq(gram("chi", "chi")) + jnp.abs(g_lx) * sq(gram("lx", "lx")) + jnp.abs(g_one) * sq(gram("one", "one"))
-              ) / den
-    n2 = moments.N_MOMENTS
-    ess_s = den * den / poly(moments.inv_fact(n2) * 2.0 ** np.arange(n2), m2)
-    series = lam * big_r <= moments.RHO_SERIES
-    var = moments.resolved(jnp.where(series, var_s, var_t), jnp.where(series, size_s, size_t) ** 2)
-    var = jnp.where(jnp.isnan(var), var, jnp.maximum(var, 0))
-    ess = jnp.where(series, ess_s, ess_t)
-    if exact:
-        return kl, gain, jnp.zeros_like(var), jnp.zeros(lam.shape, bool)
-    kl_ceiling = moments.kl_ceiling(base)
-    return kl, gain, var, estimators.saturation(ess, kl, base.draws, kl_ceiling)
-
-
-def _assemble(is_kl, y, t_star, iters, conv, status, active, kl, gain, rkl_se, saturated, kl_max, gain_max):
-    """The :class:`Solution` from the solve and the statistics at the solution (lane-wise)."""
-    dtype = kl.dtype
+    t_star, iters, conv, status, active = map(flat, (jnp.where(active, t_star, t0), iters, conv, status, active))
     shape = t_star.shape
-    y = jnp.broadcast_to(y, shape)
-    zero_target = (status == Status.OK) & (y == 0)
-    ok = status == Status.OK
-    beta = jnp.exp(t_star)
-    nan = jnp.full(shape, jnp.nan, dtype)
-    zero = jnp.zeros(shape, dtype)
-
-    def pick(solved, at_zero):
-        return jnp.where(active, solved, jnp.where(zero_target, at_zero, nan))
-
-    kl_se = jnp.where(is_kl, zero, rkl_se)
-    gain_se = jnp.where(is_kl, beta * rkl_se, zero)
-    status = jnp.where(active & ~conv, int(Status.NOT_CONVERGED), status)
-    return Solution(
-        beta=pick(beta, jnp.full(shape, jnp.inf, dtype)),
-        kl=pick(kl, zero),
-        gain=pick(gain, zero),
-        kl_se=pick(kl_se, zero),
-        gain_se=pick(gain_se, zero),
-        converged=(active & conv) | zero_target,
-        iterations=jnp.where(active, iters, 0),
-        status=status,
-        saturated=jnp.where(active, saturated, ~ok),
-        kl_ceiling=jnp.broadcast_to(kl_max, shape).astype(dtype),
-        gain_max=jnp.broadcast_to(gain_max, shape).astype(dtype),
-        reasons=jnp.where(active & saturated, estimators.CEILING, 0).astype(jnp.int32),
-        gain_bias=zero,
-        kl_bias=zero,
-    )
+    return _Roots(t_star, iters, conv, status, active, jnp.broadcast_to(flat(prep.kl_max)[:, None], shape),
+                  jnp.broadcast_to(flat(prep.gain_max)[:, None], shape))
 
 
 def _pooled(samples, y, is_kl, t_warm=None, *, plan, max_iter, nc):
@@ -665,7 +542,6 @@ def _pooled(samples, y, is_kl, t_warm=None, *, plan, max_iter, nc):
     ``t_warm`` ``[T]``: as in :func:`_per_prompt`.
     """
     dtype = samples.dtype
-    exact = samples.exact
     prep = _prepare(samples, plan)
     num_p, num_n = samples.num_prompts, samples.num_samples
     real = prep.real.astype(dtype)
@@ -720,16 +596,9 @@ def _pooled(samples, y, is_kl, t_warm=None, *, plan, max_iter, nc):
         return _newton(evaluate, box, jnp.where(active, t_g, t_init), max_iter, dtype)
 
     t_star, iters, conv = solver.implicit_root(residual, t0, solve)
-
-    def final(ref, rw, base, lam):
-        kl, gain, rkl_var, saturated = _final_tile(ref, rw, base, lam, nc=nc, exact=exact)
-        return kl, gain, rkl_var, saturated.astype(kl.dtype)
-
-    kl, gain, rkl_var, flagged = pooled_sum(final, jnp.exp(-jnp.where(active, t_star, t0)))
-    # a share of prompts (jaxlimits.pooling); the trust rule at the solution replaces it (_with_trust)
-    saturated = flagged / num_p > SATURATED_SHARE_MAX
-    return _assemble(is_kl, y, t_star, iters, conv, status, active, kl / num_p, gain / num_p,
-                     pooling.se_of_variance_sum(rkl_var, num_p), saturated, kl_max, gain_max)
+    shape = t_star.shape
+    return _Roots(jnp.where(active, t_star, t0), iters, conv, status, active, jnp.broadcast_to(kl_max, shape),
+                  jnp.broadcast_to(gain_max, shape))
 
 
 @functools.partial(jax.jit, static_argnames=("pooled", "plan", "max_iter", "nc"))
@@ -776,8 +645,8 @@ def _run(samples: Samples, targets, *, kind: str, pooled: bool, throw: bool, max
     flat_y = y.reshape(-1)
     if not pooled:
         flat_y = jnp.broadcast_to(flat_y, (s.num_prompts, flat_y.shape[0]))
-    # tiles sized for the final pass (per target one exponential and its square, both held; sizing
-    # for one array per target measured no faster)
+    # tiles sized for the statistics at the solution (per target one exponential and its square;
+    # sizing for one array per target measured no faster)
     num_t = flat_y.shape[-1]
     # every pass evaluates at least min(num_t, grid points) betas: with 16 or more the CPU kernel
     # computes them and holds no slab (larger tiles); with fewer, the slab plan
@@ -786,33 +655,33 @@ def _run(samples: Samples, targets, *, kind: str, pooled: bool, throw: bool, max
     nc = p.padded_samples // p.chunk_samples
     is_kl = jnp.asarray(kind == "kl")
     solve = functools.partial(_solve, s, is_kl=is_kl, pooled=pooled, plan=p, max_iter=max_iter, nc=nc)
-    sol = solve(flat_y)
-    if not s.exact:
-        # the one kernel at the solution (bias, trust rule): two evaluations per beta, as planned
-        correct = bool(bias_correction)
-        prev = None
-        applied = jnp.zeros_like(flat_y)  # the shift of the target last solved
-        for _ in range(CORRECTION_PASSES if correct else 0):
-            gain_bias, kl_bias, _ = _at_solution(s, sol.beta, plan=p, pooled=pooled, khat=False)
-            bias = jnp.where(is_kl, kl_bias, gain_bias)
-            if _settled(bias, applied, flat_y, sol.beta):
-                break  # eagerly, once every lane is solved to rounding: what is left would change nothing
-            shift, prev = _next_shift(bias, applied, prev)
-            # a shift that would make a positive target non-positive is dropped (the bias vanishes at KL 0)
-            target = jnp.where(flat_y + shift > 0, flat_y + shift, flat_y)
-            applied = target - flat_y
-            iterations = sol.iterations
-            sol = solve(target, t_warm=jnp.log(sol.beta))
-            sol = sol._replace(iterations=sol.iterations + iterations)
-        trust = _at_solution(s, sol.beta, plan=p, pooled=pooled, khat=True)  # (gain_bias, kl_bias, reasons)
+    roots = solve(flat_y)
+    correct = bool(bias_correction) and not s.exact
+    iterations = roots.iterations
+    applied = jnp.zeros_like(flat_y)  # the shift of the target last solved
+    prev = None
+    for _ in range(CORRECTION_PASSES if correct else 0):
+        bias = _at_solution(s, roots.t, roots.active, is_kl, plan=p, pooled=pooled, khat=False,
+                            bias_correction=True).bias
+        if _settled(bias, applied, flat_y, roots.t, roots.active):
+            break  # eagerly, once every lane is solved to rounding: what is left would change nothing
+        shift, prev = _next_shift(bias, applied, prev)
+        # a shift that would make a positive target non-positive is dropped (the bias vanishes at KL 0)
+        target = jnp.where(flat_y + shift > 0, flat_y + shift, flat_y)
+        applied = target - flat_y
+        roots = solve(target, t_warm=jnp.where(roots.active, roots.t, jnp.nan))
+        iterations = iterations + roots.iterations
+    # the one kernel at the solution: the estimates, their SEs, the bias and the trust rule
+    stats = _at_solution(s, roots.t, roots.active, is_kl, plan=p, pooled=pooled, khat=True,
+                         bias_correction=bool(bias_correction))
+    sol = _assemble(is_kl, flat_y, roots._replace(iterations=iterations), stats)
+    if correct:
         # the corrected curve at the solution minus the target: plug-in(beta) - bias - y
-        residual = applied - jnp.where(is_kl, trust[1], trust[0])
-        sol = _with_trust(sol, *trust, correct)
-        if correct:
-            solved = (sol.status == Status.OK) & jnp.isfinite(sol.beta)
-            off = solved & ~(jnp.abs(residual) <= correction_rtol(dtype) * jnp.abs(flat_y))
-            sol = sol._replace(status=jnp.where(off, int(Status.NOT_CONVERGED), sol.status),
-                               converged=sol.converged & ~off)
+        residual = applied - stats.bias
+        ok = (sol.status == Status.OK) & jnp.isfinite(sol.beta)
+        off = ok & ~(jnp.abs(residual) <= correction_rtol(dtype) * jnp.abs(flat_y))
+        sol = sol._replace(status=jnp.where(off, int(Status.NOT_CONVERGED), sol.status),
+                           converged=sol.converged & ~off)
     out_shape = shape if pooled else (s.num_prompts,) + shape
     sol = jax.tree.map(lambda a: a.reshape(out_shape), sol)
     if throw:
@@ -832,15 +701,15 @@ def _run(samples: Samples, targets, *, kind: str, pooled: bool, throw: bool, max
 SETTLED_EPS = 4
 
 
-def _settled(bias, applied, y, beta) -> bool:
+def _settled(bias, applied, y, t, active) -> bool:
     """Whether every solved lane's shift equals the bias at its solution to ``SETTLED_EPS`` eps of
     its target (False for traced values: the passes then all run, as compiled)."""
-    vals = [_concrete(a) for a in (bias, applied, y, beta)]
+    vals = [_concrete(a) for a in (bias, applied, y, t, active)]
     if any(v is None for v in vals):
         return False
-    bias, applied, y, beta = (np.asarray(v) for v in vals)
+    bias, applied, y, t, active = (np.asarray(v) for v in vals)
     eps = np.finfo(y.dtype).eps
-    solved = np.isfinite(beta) & (beta > 0)
+    solved = active & np.isfinite(t)
     return bool(np.all(~solved | (np.abs(bias - applied) <= SETTLED_EPS * eps * np.abs(y))))
 
 
@@ -861,44 +730,75 @@ def _next_shift(bias, applied, prev):
     return jnp.where(ok & jnp.isfinite(secant), secant, bias), (applied, h)
 
 
-@functools.partial(jax.jit, static_argnames=("plan", "pooled", "khat"))
-def _at_solution(s: Samples, beta, *, plan, pooled: bool, khat: bool):
-    """The one kernel at the solutions' betas: ``(gain_bias, kl_bias, reasons)`` of ``beta``'s shape.
+class _Stats(NamedTuple):
+    """The one kernel's statistics at the solutions (lane-wise; :func:`_at_solution`)."""
+
+    kl: Array
+    gain: Array
+    reverse_kl_se: Array
+    gain_bias: Array
+    kl_bias: Array
+    bias: Array  # of the solved curve: kl_bias or gain_bias
+    reasons: Array
+
+
+@functools.partial(jax.jit, static_argnames=("plan", "pooled", "khat", "bias_correction"))
+def _at_solution(s: Samples, t, active, is_kl, *, plan, pooled: bool, khat: bool, bias_correction: bool) -> _Stats:
+    """The one kernel at the solutions ``beta = e^t``: :class:`_Stats` of ``t``'s shape.
 
     Per prompt, each prompt at its own betas (:func:`jaxlimits.tilt`'s statistics); pooled, the
-    pooled frontier's at the shared betas (:func:`jaxlimits.frontier`). ``khat=False`` skips the
-    k-hat (the reasons then lack the tail clauses: used for the bias alone). Lanes without a
-    finite positive beta (zero or infeasible targets) are evaluated at beta = 1 and masked.
+    pooled frontier's at the shared betas (:func:`jaxlimits.frontier`; the reverse KL's SE pooled
+    like the others). ``khat=False`` skips the k-hat (the reasons then lack the tail clauses: used
+    for the bias alone). Inactive lanes (zero or infeasible targets) are evaluated at beta = 1, their
+    bias and reasons set to 0 (no shift of their targets).
     """
-    solved = jnp.isfinite(beta) & (beta > 0)
-    safe = jnp.where(solved, beta, 1)
-    lam = 1 / jnp.broadcast_to(safe, (s.num_prompts, safe.shape[-1]))
-    pool, st = pool_sweep(s, lam, plan, not pooled, khat=khat)
+    lam = jnp.where(active, jnp.exp(-t), 1)
+    lam = jnp.broadcast_to(lam, (s.num_prompts, lam.shape[-1]))
+    pool, st = pool_sweep(s, lam, plan, not pooled, bias_correction=bias_correction, khat=khat)
     if pooled:
-        f = from_pool(pool, safe)
-        out = (f.gain_bias, f.kl_bias, f.reasons)
+        f = from_pool(pool, 1 / lam[0])
+        rkl_se = pooling.se_of_variance_sum(pool.reverse_kl_var, pool.count)
+        out = (f.kl, f.gain, rkl_se, f.gain_bias, f.kl_bias, f.reasons)
     else:
-        out = (st.gain_bias, st.kl_bias, st.reasons)
-    zero = jnp.zeros_like(beta)
-    return (jnp.where(solved, out[0], zero), jnp.where(solved, out[1], zero),
-            jnp.where(solved, out[2], jnp.int32(0)))
+        out = (st.kl, st.gain, st.reverse_kl_se, st.gain_bias, st.kl_bias, st.reasons)
+    kl, gain, rkl_se, gain_bias, kl_bias, reasons = out
+    zero = jnp.zeros_like(kl)
+    gain_bias, kl_bias = jnp.where(active, gain_bias, zero), jnp.where(active, kl_bias, zero)
+    return _Stats(kl, gain, rkl_se, gain_bias, kl_bias, jnp.where(is_kl, kl_bias, gain_bias),
+                  jnp.where(active, reasons, jnp.int32(0)))
 
 
-def _with_trust(sol: Solution, gain_bias, kl_bias, reasons, corrected: bool) -> Solution:
-    """The solution with the one kernel's bias and trust rule at its betas; ``corrected``: the
-    reported KL and gain are the bias-corrected ones (the plug-in minus the bias)."""
-    solved = jnp.isfinite(sol.beta) & (sol.beta > 0)
-    reasons = jnp.where(solved, reasons, sol.reasons)
-    kl, gain = sol.kl, sol.gain
-    if corrected:
-        kl, gain = kl - kl_bias, gain - gain_bias
-    return sol._replace(
-        kl=kl,
-        gain=gain,
-        reasons=reasons,
-        saturated=jnp.where(solved, reasons != 0, sol.saturated),
-        gain_bias=gain_bias.astype(sol.kl.dtype),
-        kl_bias=kl_bias.astype(sol.kl.dtype),
+def _assemble(is_kl, y, roots: _Roots, stats: _Stats) -> Solution:
+    """The :class:`Solution` from the roots and the statistics at them (lane-wise)."""
+    dtype = stats.kl.dtype
+    shape = roots.t.shape
+    y = jnp.broadcast_to(y, shape)
+    active = roots.active
+    ok = roots.status == Status.OK
+    zero_target = ok & (y == 0)
+    beta = jnp.exp(roots.t)
+    nan = jnp.full(shape, jnp.nan, dtype)
+    zero = jnp.zeros(shape, dtype)
+
+    def pick(solved, at_zero):
+        return jnp.where(active, solved, jnp.where(zero_target, at_zero, nan))
+
+    rkl_se = stats.reverse_kl_se
+    return Solution(
+        beta=pick(beta, jnp.full(shape, jnp.inf, dtype)),
+        kl=pick(stats.kl, zero),
+        gain=pick(stats.gain, zero),
+        kl_se=pick(jnp.where(is_kl, zero, rkl_se), zero),
+        gain_se=pick(jnp.where(is_kl, beta * rkl_se, zero), zero),
+        converged=(active & roots.converged) | zero_target,
+        iterations=jnp.where(active, roots.iterations, 0),
+        status=jnp.where(active & ~roots.converged, int(Status.NOT_CONVERGED), roots.status),
+        saturated=jnp.where(active, stats.reasons != 0, ~ok),
+        kl_ceiling=roots.kl_max.astype(dtype),
+        gain_max=roots.gain_max.astype(dtype),
+        reasons=stats.reasons,
+        gain_bias=stats.gain_bias,
+        kl_bias=stats.kl_bias,
     )
 
 
