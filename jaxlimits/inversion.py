@@ -566,7 +566,9 @@ def _pooled(samples, y, is_kl, t_warm=None, *, plan, max_iter, nc):
         def body(carry, tile):
             ref, rw, base, w = tile
             out = fn(ref, rw, base, jnp.broadcast_to(lam, (w.shape[0],) + lam.shape))
-            return jax.tree.map(lambda c, a: c + jnp.sum(a * w[:, None], axis=0), carry, out), None
+            # a select, not a * w: XLA:CPU turned multiply-and-reduce into a dot whose transposed
+            # operand layout aborts its dot emitter when the pooled solve is differentiated (jvp)
+            return jax.tree.map(lambda c, a: c + jnp.sum(jnp.where(w[:, None] > 0, a, 0), axis=0), carry, out), None
 
         init = jax.eval_shape(lambda: fn(*jax.tree.map(lambda a: a[0], tiles[:3]),
                                          jnp.broadcast_to(lam, (real.shape[1],) + lam.shape)))
