@@ -255,7 +255,8 @@ def _eval_tile(ref, rw, base, lam, *, nc: int):
 
     The kernel's first-order sums only (one exponential per sample and beta): the tilted sums
     of ``1, x', x'^2`` (``x' = r - max r``) and, where ``lambda R <= 1``, the beta-independent
-    moments (``jaxlimits.moments``), finalised as in ``moments.finalize``.
+    moments, finalised by ``moments.finalize_first_order`` (the subset of ``moments.finalize`` a
+    Newton step needs).
     """
     weighted = rw.log_v2 is not None
 
@@ -280,60 +281,7 @@ def _eval_tile(ref, rw, base, lam, *, nc: int):
 
         init = sums_of(xs[0], ls[0])
         (c, s), _ = jax.lax.scan(body, init, (xs[1:], ls[1:]))
-    return _first_order(ref, base, c, s, lam)
-
-
-def _series_sum(m1, a, big_r, i):
-    """``sum u (e^{lam (r - r_bar)} - 1) (r - r_bar)^i = R^i sum_{k>=1} a^k/k! m_{k+i}``, by Horner.
-
-    ``m1`` ``[t, n_moments]`` the normalised moments ``sum u x~^k``, ``a = lambda R`` ``[t, B]``.
-    """
-    n = moments.K_MEAN + 1
-    coef = moments.inv_fact(n)
-    acc = jnp.zeros_like(a)
-    for k in range(n - 1, 0, -1):
-        acc = (acc + float(coef[k]) * m1[:, i + k : i + k + 1]) * a
-    return acc * big_r**i
-
-
-def _first_order(ref, base, c, s, lam):
-    """KL, gain and tilted variance from the first-order sums (``moments.finalize`` without SEs).
-
-    Without the sums of ``x'^2`` (``s`` ``[..., 2]``) only KL and gain.
-
-    ``lambda R > 1``: from the tilted sums ``s = sum v e^{lam x' - c} (1, x', x'^2)``.
-    ``lambda R <= 1``: the small-tilt series in ``a = lambda R`` over the centred moments (no
-    exponential and no cancellation: MATH.md §3, "Float32 at large beta").
-    """
-    big_w = base.base1[:, 0][:, None]
-    # tilted sums (basis x' = r - max r)
-    mx = s[..., 1] / s[..., 0]
-    kl_t = lam * mx - (c + jnp.log(s[..., 0] / big_w))
-    gain_t = mx - base.base1[:, 1][:, None] / big_w
-    # series (basis x~ = (r - r_bar) / R)
-    big_r, a, lam_c, m1 = _series_basis(ref, base, lam)
-    t0, t1 = _series_sum(m1, a, big_r, 0), _series_sum(m1, a, big_r, 1)
-    bx = m1[:, 1:2] * big_r
-    den = 1 + t0
-    ms = (bx + t1) / den
-    kl_s = lam_c * ms - jnp.log1p(t0)
-    gain_s = (t1 - t0 * bx) / den
-    series = lam * big_r <= moments.RHO_SERIES
-    pick = lambda u, v: jnp.where(series, u, v)  # noqa: E731
-    if s.shape[-1] < 3:  # no sums of x'^2: no variance
-        return pick(kl_s, kl_t), pick(gain_s, gain_t)
-    var_s = (m1[:, 2:3] * big_r**2 + _series_sum(m1, a, big_r, 2)) / den - ms * ms
-    var_t = s[..., 2] / s[..., 0] - mx * mx
-    return pick(kl_s, kl_t), pick(gain_s, gain_t), jnp.maximum(pick(var_s, var_t), 0)
-
-
-def _series_basis(ref, base, lam):
-    """The small-tilt series' inputs: ``R``, ``a = min(lambda R, RHO_SERIES)``, ``a / R`` and the
-    normalised moments ``m1 = sum u x~^k / W`` ``[t, n_moments]``."""
-    big_r = ref.r_scale[:, None]
-    a = lam * big_r
-    a = jnp.where(a <= moments.RHO_SERIES, a, moments.RHO_SERIES)  # not minimum: whole derivative at the switch
-    return big_r, a, a / big_r, base.moments1[:, :, 0] / base.base1[:, 0][:, None]
+    return moments.finalize_first_order(ref, base, c, s, lam)
 
 
 def _curve(is_kl, kl, gain, var, lam):

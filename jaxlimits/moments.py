@@ -138,20 +138,28 @@ def valid_parts(rewards, scores, log_weights, counts, mask):
     return valid, m, log_w
 
 
-def reference(rewards, scores=None, log_weights=None, counts=None, mask=None) -> Reference:
-    """Per-prompt centres and scales of complete prompts (``[P, N]`` inputs)."""
+def reference(rewards, scores=None, log_weights=None, counts=None, mask=None, *, reduce_sum=None,
+              reduce_max=None) -> Reference:
+    """Per-prompt centres and scales of complete prompts (``[P, N]`` inputs).
+
+    ``reduce_sum``, ``reduce_max``: applied to the per-prompt sums and maxima over this block's
+    samples when a prompt's samples are split over devices (``jaxlimits.sharding`` passes
+    ``jax.lax.psum`` / ``pmax`` over the samples' mesh axis); default: the block is the whole prompt.
+    """
+    add = (lambda x: x) if reduce_sum is None else reduce_sum  # noqa: E731
+    top = (lambda x: x) if reduce_max is None else reduce_max  # noqa: E731
     valid, m, log_w = valid_parts(rewards, scores, log_weights, counts, mask)
     if log_w is None:
         log_w_ref = jnp.zeros(rewards.shape[:1], rewards.dtype)
         v = m
     else:
-        log_w_ref = jnp.max(jnp.where(valid, log_w, -jnp.inf), axis=1)
+        log_w_ref = top(jnp.max(jnp.where(valid, log_w, -jnp.inf), axis=1))
         v = m * jnp.where(valid, jnp.exp(log_w - log_w_ref[:, None]), 0)
-    big_w = v.sum(axis=1)
-    r_bar = (v * jnp.where(valid, rewards, 0)).sum(axis=1) / big_w
-    s_bar = r_bar if scores is None else (v * jnp.where(valid, scores, 0)).sum(axis=1) / big_w
-    r_max = jnp.max(jnp.where(valid, rewards, -jnp.inf), axis=1)
-    r_scale = jnp.max(jnp.where(valid, jnp.abs(rewards - r_bar[:, None]), 0), axis=1)
+    big_w = add(v.sum(axis=1))
+    r_bar = add((v * jnp.where(valid, rewards, 0)).sum(axis=1)) / big_w
+    s_bar = r_bar if scores is None else add((v * jnp.where(valid, scores, 0)).sum(axis=1)) / big_w
+    r_max = top(jnp.max(jnp.where(valid, rewards, -jnp.inf), axis=1))
+    r_scale = top(jnp.max(jnp.where(valid, jnp.abs(rewards - r_bar[:, None]), 0), axis=1))
     r_scale = jnp.where(r_scale > 0, r_scale, 1)
     return jax.tree.map(jax.lax.stop_gradient, Reference(r_bar, s_bar, r_max, r_scale, log_w_ref))
 
@@ -616,6 +624,58 @@ def finalize_series(ref, s: Sums, lam, *, has_scores, exact) -> Tilted:
         ref.r_bar[:, None] + mx, ref.s_bar[:, None] + my, mxx - mx * mx, mxy - mx * my, ess,
         var_gain, var_kl, var_rkl, biases, exact,
     )
+
+
+def _series_sum(m1, a, big_r, i):
+    """``sum u (e^{lam (r - r_bar)} - 1) (r - r_bar)^i = R^i sum_{k>=1} a^k/k! m_{k+i}``, by Horner.
+
+    ``m1`` ``[t, n_moments]`` the normalised moments ``sum u x~^k``, ``a = lambda R`` ``[t, B]``.
+    """
+    n = K_MEAN + 1
+    coef = inv_fact(n)
+    acc = jnp.zeros_like(a)
+    for k in range(n - 1, 0, -1):
+        acc = (acc + float(coef[k]) * m1[:, i + k : i + k + 1]) * a
+    return acc * big_r**i
+
+
+def finalize_first_order(ref: Reference, base: Sums, c, s, lam):
+    """KL, gain and ``Var_beta(r)`` from first-order sums only: the part of :func:`finalize` that
+    the inversions' Newton steps need (no SEs, bias or ESS; rewards only).
+
+    ``s`` ``[t, B, 3]``: the kernel's tilted sums ``sum v e^{lam x' - c} (1, x', x'^2)``
+    (``x' = r - max r``; ``native.tilted_sums(..., second=False)``), ``c`` ``[t, B]`` their shift;
+    ``base``: the beta-independent sums (``base1`` and ``moments1``) of the same prompts. With
+    ``s`` ``[t, B, 2]`` (no sums of ``x'^2``) only KL and gain.
+
+    ``lambda R > 1``: from the tilted sums. ``lambda R <= 1``: the small-tilt series in
+    ``a = lambda R`` over the centred moments, as in :func:`finalize_series` (no exponential and
+    no cancellation: float32 at large beta). Returns ``(kl, gain[, var])``, each ``[t, B]``.
+    """
+    big_w = base.base1[:, 0][:, None]
+    # tilted sums (basis x' = r - max r)
+    mx = s[..., 1] / s[..., 0]
+    kl_t = lam * mx - (c + jnp.log(s[..., 0] / big_w))
+    gain_t = mx - base.base1[:, 1][:, None] / big_w
+    # series (basis x~ = (r - r_bar) / R); a clamped as in finalize_series
+    big_r = ref.r_scale[:, None]
+    a = lam * big_r
+    a = jnp.where(a <= RHO_SERIES, a, RHO_SERIES)
+    lam_c = a / big_r
+    m1 = base.moments1[:, :, 0] / big_w
+    t0, t1 = _series_sum(m1, a, big_r, 0), _series_sum(m1, a, big_r, 1)
+    bx = m1[:, 1:2] * big_r
+    den = 1 + t0
+    ms = (bx + t1) / den
+    kl_s = lam_c * ms - jnp.log1p(t0)
+    gain_s = (t1 - t0 * bx) / den
+    series = lam * big_r <= RHO_SERIES
+    pick = lambda u, v: jnp.where(series, u, v)  # noqa: E731
+    if s.shape[-1] < 3:  # no sums of x'^2: no variance
+        return pick(kl_s, kl_t), pick(gain_s, gain_t)
+    var_s = (m1[:, 2:3] * big_r**2 + _series_sum(m1, a, big_r, 2)) / den - ms * ms
+    var_t = s[..., 2] / s[..., 0] - mx * mx
+    return pick(kl_s, kl_t), pick(gain_s, gain_t), jnp.maximum(pick(var_s, var_t), 0)
 
 
 def sums_from_samples(samples, lam: Array, ref: Reference | None = None) -> tuple[Reference, Sums]:

@@ -93,23 +93,9 @@ def _axis_size(mesh: Mesh, name) -> int:
 
 def _global_reference(rewards, scores, log_weights, counts, mask, *, axis) -> moments.Reference:
     """:func:`moments.reference` of prompts whose samples are split over the mesh axis ``axis``."""
-    valid, m, log_w = moments.valid_parts(rewards, scores, log_weights, counts, mask)
-    if log_w is None:
-        log_w_ref = jnp.zeros(rewards.shape[:1], rewards.dtype)
-        v = m
-    else:
-        log_w_ref = jax.lax.pmax(jnp.max(jnp.where(valid, log_w, -jnp.inf), axis=1), axis)
-        v = m * jnp.where(valid, jnp.exp(log_w - log_w_ref[:, None]), 0)
-    big_w = jax.lax.psum(v.sum(axis=1), axis)
-    r_bar = jax.lax.psum((v * jnp.where(valid, rewards, 0)).sum(axis=1), axis) / big_w
-    if scores is None:
-        s_bar = r_bar
-    else:
-        s_bar = jax.lax.psum((v * jnp.where(valid, scores, 0)).sum(axis=1), axis) / big_w
-    r_max = jax.lax.pmax(jnp.max(jnp.where(valid, rewards, -jnp.inf), axis=1), axis)
-    r_scale = jax.lax.pmax(jnp.max(jnp.where(valid, jnp.abs(rewards - r_bar[:, None]), 0), axis=1), axis)
-    r_scale = jnp.where(r_scale > 0, r_scale, 1)
-    return jax.tree.map(jax.lax.stop_gradient, moments.Reference(r_bar, s_bar, r_max, r_scale, log_w_ref))
+    return moments.reference(rewards, scores, log_weights, counts, mask,
+                             reduce_sum=functools.partial(jax.lax.psum, axis_name=axis),
+                             reduce_max=functools.partial(jax.lax.pmax, axis_name=axis))
 
 
 def _merge_over(s: moments.Sums, axis) -> moments.Sums:
