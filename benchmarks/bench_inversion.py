@@ -156,8 +156,9 @@ def main(argv=None) -> None:
           "prompt too); scipy s: brentq (xtol 2e-12) in log beta, one solve per target (and prompt), timed on a "
           "subset and extrapolated; max rel diff: of beta, JAX against SciPy, on that subset (float32 "
           "differences reflect float32 curves). 'max it': Newton iterations of the slowest target, after one "
-          "grid pass; each iteration is one kernel pass over all prompts and targets, plus one final pass "
-          "for the estimates and their standard errors. Those columns solve the plug-in curve "
+          "grid pass; each iteration is one kernel pass over all prompts and targets (first-order sums), "
+          "then one pass of the one kernel (jaxlimits.tilt's statistics: estimates, SEs, bias, k-hat, trust rule) "
+          "at the solution. Those columns solve the plug-in curve "
           "(bias_correction=False), the curve SciPy solves; 'corrected s' is the default, bias-corrected solve "
           "(the plug-in solve, then secant passes: each the bias at the solution and a warm-started re-solve).")
 

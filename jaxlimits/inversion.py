@@ -718,6 +718,7 @@ def _at_solution(s: Samples, t, active, is_kl, *, plan, pooled: bool, khat: bool
                   jnp.where(active, reasons, jnp.int32(0)))
 
 
+@jax.jit  # one program, not ~30 eager steps
 def _assemble(is_kl, y, roots: _Roots, stats: _Stats) -> Solution:
     """The :class:`Solution` from the roots and the statistics at them (lane-wise)."""
     dtype = stats.kl.dtype

@@ -310,7 +310,7 @@ def _stat_draws():
 # per prompt: with the heavy tests (CI runs them)
 @pytest.mark.parametrize("pooled", [True, pytest.param(False, marks=pytest.mark.heavy)])
 def test_solution_statistics_equal_tilt(pooled):
-    """The final pass (kl, gain, SEs, saturated) equals the full ``jaxlimits.tilt`` statistics at beta*.
+    """The statistics at the solution (kl, gain, SEs, saturated) equal ``jaxlimits.tilt``'s at beta*.
 
     Plain samples, counts, importance weights and sample chunks; targets from the small-tilt
     series (lambda R <= 1) to the tilted sums, with prompts on both sides of the saturation rule.
