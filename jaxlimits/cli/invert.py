@@ -237,8 +237,9 @@ def report(samples, args, source: dict, notes: list[str], prompt_ids) -> int:
         unsolved = sum(r["solver_status"] not in _SOLVED for r in rows)
         bounded = " (a KL budget past the ceiling: gain_lower_bound)" if any(
             r["gain_lower_bound"] is not None for r in rows) else ""
-        c.say(f"wrote {out}" + (f" ({len(rows) - unsolved} rows solved, {unsolved} not: their values are empty"
-                                f"{bounded} and their status says why)" if unsolved else ""))
+        solved_rows = len(rows) - unsolved
+        c.say(f"wrote {out}" + (f" ({solved_rows} row{'' if solved_rows == 1 else 's'} solved, {unsolved} not: their "
+                                f"values are empty{bounded} and their status says why)" if unsolved else ""))
     if failures:  # the solved targets are printed (and written); exit status 2 says some were not
         sys.stderr.write("jaxlimits invert: targets not solved (exit status 2; the others are above):\n  "
                          + "\n  ".join(failures) + "\n")
