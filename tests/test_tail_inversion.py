@@ -87,6 +87,7 @@ def test_max_gain_at_kl_past_the_ceiling_per_prompt(exp_samples):
     assert np.all(np.asarray(sol.gain)[ext, 0] != np.asarray(plain.gain)[ext, 0])
 
 
+@pytest.mark.heavy  # ~16 s; CI runs it
 def test_intervals_from_replicates_hold_the_exponential_truth(exp_samples):
     """Each bootstrap replicate's (and profile member's) curve inverted, the interval from their answers:
     informative (a real lower limit of the gain at a KL inside the ceiling, where the projected band gave
@@ -192,6 +193,7 @@ def test_bad_inputs(exp_samples):
         jax.jit(lambda g: jl.min_kl_for_gain(exp_samples, g, tail="gpd").kl)(1.0)
 
 
+@pytest.mark.heavy  # ~12 s; test_cli_invert_and_compare_tail covers compare with a tail model by default
 def test_compare_with_tail(exp_samples):
     runs = [jl.Run("far", kl=8.0, gain=1.0)]
     plain = jl.compare(exp_samples, runs)
