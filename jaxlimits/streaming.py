@@ -323,9 +323,9 @@ def _update_impl(acc: Accumulator, arrays) -> Accumulator:
 
 
 def _tiles_of(num_prompts: int, num_samples: int, num_evals: int, itemsize: int) -> int:
-    """Prompts per tile so that a tile's exponential slab stays near the cache target."""
-    row = max(1, num_evals * num_samples * itemsize)
-    return max(1, min(num_prompts, _sweep.tile_bytes() // row, _sweep.max_tile_prompts()))
+    """Prompts per tile: the one planner's (:func:`jaxlimits._sweep.plan`, default budget; a chunk's
+    samples stay in one block, its memory bounded by the chunk itself)."""
+    return _sweep.plan(num_prompts, num_samples, num_evals, itemsize, None, fused=True).tile_prompts
 
 
 def _map_prompts(fn, tree, num_prompts: int, tile: int):
