@@ -6,9 +6,10 @@ of ``calibrate_trust.py``) and prints per beta, for single prompts (``--pool 1``
 
 * ``all``: the coverage of the 95% interval over *every* data set (no flag applied);
 * ``rule``: the coverage over the data sets the trust rule leaves unflagged, with their share;
-* stricter ``tail`` clauses, the rule's other clauses unchanged: per prompt a k-hat threshold below
-  ``KHAT_MAX``; pooled, the mean k-hat's upper confidence limit ``mean + z sd / sqrt(n)`` (``n`` the
-  prompts whose k-hat was fitted) against the rule's threshold;
+* stricter clauses, the rule's others unchanged: per prompt a k-hat threshold below ``KHAT_MAX``
+  and a bias threshold below ``BIAS_SE_RATIO`` (``|bias| / se``, the larger of gain and KL); pooled,
+  the mean k-hat's upper confidence limit ``mean + z sd / sqrt(n)`` (``n`` the prompts whose k-hat
+  was fitted) against the rule's threshold;
 * the distribution of the gain's z-score ``(estimate - truth) / se``: mean, sd, skewness and the
   share missed below and above.
 
@@ -68,14 +69,16 @@ def simulate(law: str, n: int, pool: int, prompts: int, chunk: int, seed: int):
         key, sub = jax.random.split(key)
         st = jl.tilt(jl.Samples(ct.draw(law, sub, (chunk, n), jnp.float32), validate=False),
                      betas.astype(np.float32))
-        if pool == 1:
-            out = (st.gain, st.kl, st.gain_se, st.kl_se, st.reasons, st.khat, jnp.zeros_like(st.khat),
-                   jnp.ones_like(st.khat))
+        if pool == 1:  # (the last slot: the larger of |bias| / se for gain and KL, for the bias clause below)
+            ratio = jnp.maximum(jnp.abs(st.gain_bias) / st.gain_se, jnp.abs(st.kl_bias) / st.kl_se)
+            out = (st.gain, st.kl, st.gain_se, st.kl_se, st.reasons, st.khat, ratio, jnp.ones_like(st.khat))
         else:
             out = pooled(st)
         g, k, gse, kse, reasons, khat, ksd, nk = (np.asarray(a, np.float64) for a in out)
+        # one prompt: the 7th slot is |bias| / se; pooled: the k-hats' spread over the prompts fitted
+        spread = {"bias_ratio": ksd} if pool == 1 else {"ksd": ksd}
         parts.append(dict(zg=(g - g_true) / gse, zk=(k - k_true) / kse, reasons=reasons.astype(np.int64),
-                          khat=khat, ksd=ksd, nk=nk))
+                          khat=khat, nk=nk, **spread))
     return betas, k_true, {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 
@@ -112,6 +115,8 @@ def main(argv=None):
     if args.pool == 1:
         for t in (0.4, 0.3, 0.2):
             print(f"{f'k-hat <= {t}':<14}" + coverage_row(d, (d["reasons"] == 0) & ~(d["khat"] > t)))
+        for t in (0.15, 0.1):  # a stricter per-prompt bias clause (the rule's is 4.5)
+            print(f"{f'|b|/se<={t}':<14}" + coverage_row(d, (d["reasons"] == 0) & ~(d["bias_ratio"] > t)))
     else:
         limit = estimators.KHAT_POOLED_FRACTION * float(psis.khat_threshold(args.n))
         for z in (1.0, 1.64, 2.0):
