@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import moments, native
+from . import moments, native, psis
 
 #: Default working-memory budget of a sweep, in bytes.
 DEFAULT_MEMORY_BUDGET = 256 * 2**20
@@ -91,6 +91,15 @@ def plan(num_prompts: int, num_samples: int, num_betas: int, itemsize: int, memo
     padded_p = -(-num_prompts // tile) * tile
     padded_n = -(-num_samples // chunk) * chunk
     return Plan(tile, chunk, padded_p, padded_n)
+
+
+def kernel_plan(num_prompts: int, num_samples: int, num_betas: int, itemsize: int, memory_budget: int | None,
+                *, counts: bool, khat: bool = True) -> Plan:
+    """:func:`plan` of a sweep through the one kernel (:func:`jaxlimits.moments.block_sums`, fused where
+    the CPU kernel runs), each tile's prompts also holding the PSIS k-hat fit's grid when ``khat``
+    (:func:`jaxlimits.psis.fit_bytes`; ``counts``: the samples carry counts)."""
+    prompt_bytes = psis.fit_bytes(num_samples, num_betas, counts, itemsize) if khat else 0
+    return plan(num_prompts, num_samples, num_betas, itemsize, memory_budget, fused=True, prompt_bytes=prompt_bytes)
 
 
 def tile_bytes(budget: int = DEFAULT_MEMORY_BUDGET) -> int:

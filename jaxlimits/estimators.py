@@ -304,7 +304,6 @@ def tilt(samples: Samples, betas, *, bias_correction: bool = True, memory_budget
     _sweep.check_betas(betas, samples.num_prompts, samples.dtype)
     lam = _sweep.as_lambda(betas, samples.num_prompts, samples.dtype)
     n_eval = lam.shape[1]  # exp(lam x') slab (its square is among _sweep.COPIES)
-    khat_bytes = psis.fit_bytes(samples.num_samples, n_eval, samples.counts is not None, lam.dtype.itemsize)
-    p = _sweep.plan(samples.num_prompts, samples.num_samples, n_eval, lam.dtype.itemsize, memory_budget,
-                    fused=True, prompt_bytes=khat_bytes)
+    p = _sweep.kernel_plan(samples.num_prompts, samples.num_samples, n_eval, lam.dtype.itemsize, memory_budget,
+                           counts=samples.counts is not None)
     return _tilt(samples, lam, p, bool(bias_correction))

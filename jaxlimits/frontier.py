@@ -304,9 +304,8 @@ def _plan_for(samples, betas, memory_budget, khat_in_tiles: bool = True):
         raise ValueError("the frontier needs one grid of betas shared by all prompts (shape [betas])")
     lam = _sweep.as_lambda(betas, samples.num_prompts, samples.dtype)
     n_eval = lam.shape[1]  # exp(lam x') slab (its square is among _sweep.COPIES)
-    khat_bytes = psis.fit_bytes(samples.num_samples, n_eval, samples.counts is not None, lam.dtype.itemsize)
-    p = _sweep.plan(samples.num_prompts, samples.num_samples, n_eval, lam.dtype.itemsize, memory_budget,
-                    fused=True, prompt_bytes=khat_bytes if khat_in_tiles else 0)
+    p = _sweep.kernel_plan(samples.num_prompts, samples.num_samples, n_eval, lam.dtype.itemsize, memory_budget,
+                           counts=samples.counts is not None, khat=khat_in_tiles)
     return lam, p
 
 

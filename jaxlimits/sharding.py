@@ -53,7 +53,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from . import _sweep, estimators, moments, psis
+from . import _sweep, estimators, moments
 from .frontier import Frontier, default_betas, from_pool, pool_of
 from .samples import Samples, check_samples
 
@@ -172,9 +172,8 @@ def _prepare(samples: Samples, betas, mesh, prompt_axis, sample_axis, memory_bud
             raise ValueError(f"global samples of shape {samples.rewards.shape} do not divide the mesh "
                              f"({n_p} x {n_s}); build them with sharding.distribute")
     n_eval = lam.shape[1]  # exp(lam x') slab (its square is among _sweep.COPIES)
-    khat_bytes = psis.fit_bytes(padded.num_samples // n_s, n_eval, padded.counts is not None, lam.dtype.itemsize)
-    plan = _sweep.plan(padded.num_prompts // n_p, padded.num_samples // n_s, n_eval, lam.dtype.itemsize,
-                       memory_budget, fused=True, prompt_bytes=khat_bytes)
+    plan = _sweep.kernel_plan(padded.num_prompts // n_p, padded.num_samples // n_s, n_eval, lam.dtype.itemsize,
+                              memory_budget, counts=padded.counts is not None)
     spec = NamedSharding(mesh, P(prompt_axis, sample_axis))
     padded = jax.tree.map(lambda a: jax.device_put(a, spec), padded)
     lam = jax.device_put(lam, NamedSharding(mesh, P(prompt_axis, None)))
