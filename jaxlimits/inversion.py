@@ -613,8 +613,8 @@ def _run(samples: Samples, targets, *, kind: str, pooled: bool, throw: bool, max
     applied = jnp.zeros_like(flat_y)  # the shift of the target last solved
     prev = None
     for _ in range(CORRECTION_PASSES if correct else 0):
-        bias = _at_solution(s, roots.t, roots.active, is_kl, plan=p, pooled=pooled, khat=False,
-                            bias_correction=True).bias
+        bias = _at_solution(s, roots.t, roots.active, plan=p, pooled=pooled, khat=False,
+                            bias_correction=True).bias(is_kl)
         if _settled(bias, applied, flat_y, roots.t, roots.active):
             break  # eagerly, once every lane is solved to rounding: what is left would change nothing
         shift, prev = _next_shift(bias, applied, prev)
@@ -624,12 +624,12 @@ def _run(samples: Samples, targets, *, kind: str, pooled: bool, throw: bool, max
         roots = solve(target, t_warm=jnp.where(roots.active, roots.t, jnp.nan))
         iterations = iterations + roots.iterations
     # the one kernel at the solution: the estimates, their SEs, the bias and the trust rule
-    stats = _at_solution(s, roots.t, roots.active, is_kl, plan=p, pooled=pooled, khat=True,
+    stats = _at_solution(s, roots.t, roots.active, plan=p, pooled=pooled, khat=True,
                          bias_correction=bool(bias_correction))
     sol = _assemble(is_kl, flat_y, roots._replace(iterations=iterations), stats)
     if correct:
         # the corrected curve at the solution minus the target: plug-in(beta) - bias - y
-        residual = applied - stats.bias
+        residual = applied - stats.bias(is_kl)
         ok = (sol.status == Status.OK) & jnp.isfinite(sol.beta)
         off = ok & ~(jnp.abs(residual) <= correction_rtol(dtype) * jnp.abs(flat_y))
         sol = sol._replace(status=jnp.where(off, int(Status.NOT_CONVERGED), sol.status),
@@ -690,12 +690,15 @@ class _Stats(NamedTuple):
     reverse_kl_se: Array
     gain_bias: Array
     kl_bias: Array
-    bias: Array  # of the solved curve: kl_bias or gain_bias
     reasons: Array
+
+    def bias(self, is_kl):
+        """The bias of the solved curve: ``kl_bias`` for KL budgets, else ``gain_bias``."""
+        return jnp.where(is_kl, self.kl_bias, self.gain_bias)
 
 
 @functools.partial(jax.jit, static_argnames=("plan", "pooled", "khat", "bias_correction"))
-def _at_solution(s: Samples, t, active, is_kl, *, plan, pooled: bool, khat: bool, bias_correction: bool) -> _Stats:
+def _at_solution(s: Samples, t, active, *, plan, pooled: bool, khat: bool, bias_correction: bool) -> _Stats:
     """The one kernel at the solutions ``beta = e^t``: :class:`_Stats` of ``t``'s shape.
 
     Per prompt, each prompt at its own betas (:func:`jaxlimits.tilt`'s statistics); pooled, the
@@ -716,8 +719,7 @@ def _at_solution(s: Samples, t, active, is_kl, *, plan, pooled: bool, khat: bool
     kl, gain, rkl_se, gain_bias, kl_bias, reasons = out
     zero = jnp.zeros_like(kl)
     gain_bias, kl_bias = jnp.where(active, gain_bias, zero), jnp.where(active, kl_bias, zero)
-    return _Stats(kl, gain, rkl_se, gain_bias, kl_bias, jnp.where(is_kl, kl_bias, gain_bias),
-                  jnp.where(active, reasons, jnp.int32(0)))
+    return _Stats(kl, gain, rkl_se, gain_bias, kl_bias, jnp.where(active, reasons, jnp.int32(0)))
 
 
 @jax.jit  # one program, not ~30 eager steps

@@ -627,16 +627,14 @@ def finalize_series(ref, s: Sums, lam, *, has_scores, exact) -> Tilted:
 
 
 def _series_sum(m1, a, big_r, i):
-    """``sum u (e^{lam (r - r_bar)} - 1) (r - r_bar)^i = R^i sum_{k>=1} a^k/k! m_{k+i}``, by Horner.
+    """``sum u (e^{lam (r - r_bar)} - 1) (r - r_bar)^i = R^i sum_{k>=1} a^k/k! m_{k+i}`` (:func:`polyval`).
 
-    ``m1`` ``[t, n_moments]`` the normalised moments ``sum u x~^k``, ``a = lambda R`` ``[t, B]``.
+    ``m1`` ``[t, n_moments]`` the normalised moments ``sum u x~^k``, ``a = lambda R`` ``[t, B]``; the
+    rewards-only case of :func:`finalize_series`'s ``tsum``.
     """
     n = K_MEAN + 1
-    coef = inv_fact(n)
-    acc = jnp.zeros_like(a)
-    for k in range(n - 1, 0, -1):
-        acc = (acc + float(coef[k]) * m1[:, i + k : i + k + 1]) * a
-    return acc * big_r**i
+    t_coef = jnp.asarray(inv_fact(n), a.dtype).at[0].set(0)  # e^{lam x} - 1 in powers of a x~
+    return polyval(m1[:, i : i + n] * t_coef, a) * big_r**i
 
 
 def finalize_first_order(ref: Reference, base: Sums, c, s, lam):
