@@ -135,7 +135,8 @@ def _pooled(st, pool: int):
         khat, count, no_tilt = frontier_mod.subset_khat_sums(b.khat[idx], pool)
         p = p._replace(khat=khat, khat_count=count, no_tilt=no_tilt)  # (pool_of counted every prompt's no-tilt)
         f = frontier_mod.from_pool(p, b.betas[0])
-        return f.gain, f.kl, f.gain_se, f.kl_se, f.reasons, f.gain_bias, f.kl_bias
+        return (f.gain, f.kl, f.gain_se, f.kl_se, f.reasons, f.gain_bias, f.kl_bias, f.gain_lo, f.gain_hi, f.kl_lo,
+                f.kl_hi)
 
     return jax.lax.map(one, blocks)
 
@@ -166,7 +167,14 @@ class Cells:
             self.reason_counts[pool][:, k] += ((reasons & bit) != 0).sum(0)
 
 
-def run_cell(law, n, prompts, pools, num_b, chunk, dtype, key, memory_budget=None):
+def covers(truth_value, estimate, se, lo, hi, wald: bool):
+    """Whether the reported interval ``[lo, hi]`` (``wald``: ``estimate +- z se``) holds the truth."""
+    if wald:
+        return np.abs(estimate - truth_value) <= Z95 * se
+    return (lo <= truth_value) & (truth_value <= hi)
+
+
+def run_cell(law, n, prompts, pools, num_b, chunk, dtype, key, memory_budget=None, wald=False):
     betas = beta_grid(law, n, num_b)
     g_true, k_true = truth(law, betas)
     cells = Cells(pools, num_b)
@@ -183,15 +191,17 @@ def run_cell(law, n, prompts, pools, num_b, chunk, dtype, key, memory_budget=Non
         khat_sum += np.nansum(np.asarray(st.khat), 0)
         for pool in pools:
             if pool == 1:
-                cov_g = np.abs(g - g_true) <= Z95 * gse
-                cov_k = np.abs(k - k_true) <= Z95 * kse
+                lims = [np.asarray(a, np.float64) for a in (st.gain_lo, st.gain_hi, st.kl_lo, st.kl_hi)]
+                cov_g = covers(g_true, g, gse, lims[0], lims[1], wald)
+                cov_k = covers(k_true, k, kse, lims[2], lims[3], wald)
                 cells.add(1, reasons == 0, cov_g, cov_k, reasons, old_rule(st), (g - g_true) / gse,
                           (k - k_true) / kse, np.abs(np.asarray(st.gain_bias)) / gse)
             else:
-                pg, pk, pgse, pkse, preasons, pgb, _ = (np.asarray(a, np.float64) for a in _pooled(st, pool))
+                pg, pk, pgse, pkse, preasons, pgb, _, glo, ghi, klo, khi = (np.asarray(a, np.float64)
+                                                                          for a in _pooled(st, pool))
                 preasons = preasons.astype(np.int64)
-                cov_g = np.abs(pg - g_true) <= Z95 * pgse
-                cov_k = np.abs(pk - k_true) <= Z95 * pkse
+                cov_g = covers(g_true, pg, pgse, glo, ghi, wald)
+                cov_k = covers(k_true, pk, pkse, klo, khi, wald)
                 cells.add(pool, preasons == 0, cov_g, cov_k, preasons, None, (pg - g_true) / pgse,
                           (pk - k_true) / pkse, np.abs(pgb) / pgse)
         done += chunk
@@ -241,6 +251,8 @@ def main(argv=None):
     ap.add_argument("--chunk", type=int, default=20_000, help="prompts per tilt call")
     ap.add_argument("--float64", action="store_true")
     ap.add_argument("--min-unflagged", type=int, default=200)
+    ap.add_argument("--wald", action="store_true",
+                    help="judge the delta method's estimate +- z se instead of the reported [lo, hi]")
     ap.add_argument("--quick", action="store_true", help="a few small cells (seconds)")
     ap.add_argument("--out", default=None, help="write every cell as JSON here")
     ap.add_argument("--report", nargs="+", default=None, metavar="JSON",
@@ -270,7 +282,7 @@ def main(argv=None):
             prompts = prompts // max(args.pools) * max(args.pools) or prompts
             pools = [p for p in args.pools if p <= prompts]
             rows += run_cell(law, n, prompts, pools, args.betas, min(args.chunk, prompts), dtype, sub,
-                             None if not args.tile_bytes else 8 * args.tile_bytes)
+                             None if not args.tile_bytes else 8 * args.tile_bytes, wald=args.wald)
             print(f"# {law} N={n}: {time.time() - t0:.0f} s", flush=True)
             if args.out:  # what is done so far survives a time limit
                 with open(args.out, "w") as f:

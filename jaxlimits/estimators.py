@@ -22,23 +22,30 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _sweep, moments, psis, tables
+from . import _sweep, moments, psis, tables, tail_bound
 from .samples import Samples, check_samples
 
 Array = jax.Array
 
 # -- The trust rule (README "Can I trust the number?"; calibrated cell by cell by
-# benchmarks/calibrate_trust.py, tables in benchmarks/README.md). What predicts a wrong interval
-# differs between one prompt's estimate and a pooled one, so each has its own thresholds:
+# benchmarks/calibrate_trust.py, tables in benchmarks/README.md). It judges the reported interval
+# [lo, hi], whose upper limit allows for an unseen exponential tail (jaxlimits.tail_bound) where
+# the rewards' tail is modelled ("modelled": plain samples or counts, a tail of at least 5 draws
+# that are not mostly ties; for the gain, scores equal to the rewards). That interval covers over
+# all data sets, so there the rule needs no clause on the ESS or k-hat, which (computed from the
+# same draws) only selected the data sets whose largest draws happened to be small. What predicts
+# a wrong interval differs between one prompt's estimate and a pooled one:
 #
 # one prompt (TiltStats.reasons)              a pooled point (Frontier.reasons)
-#   few:     ESS < ESS_MIN, uneven weights        fewer than DRAWS_MIN draws per prompt, the mean
-#            (unevenness > SPREAD_MAX), or an SE  unevenness over prompts > SPREAD_MAX, or a pooled
-#            the dtype cannot resolve (NaN)       SE that is NaN (some prompt's could not be resolved)
+#   few:     an SE the dtype cannot resolve       fewer than DRAWS_MIN draws per prompt, or a
+#            (NaN); not modelled: also ESS <      pooled SE that is NaN; with fewer than 1 -
+#            ESS_MIN or uneven weights            SHARE_MAX of the prompts modelled: also the mean
+#            (unevenness > SPREAD_MAX)            unevenness over prompts > SPREAD_MAX
 #   bias:    |bias| > BIAS_SE_RATIO * se          rms bias > BIAS_RMS_RATIO * rms se over prompts,
 #                                                 or mean |bias|/ESS > RESIDUAL_SE_RATIO * pooled se
-#   tail:    k-hat > KHAT_MAX                     mean k-hat > KHAT_POOLED_FRACTION x PSIS's
-#                                                 threshold min(1 - 1/log10 N, 0.7)
+#   tail:    modelled: the top draws reject the   modelled: more than SHARE_MAX of the prompts'
+#            exponential tail for a heavier one   top draws reject it; else mean k-hat >
+#            (its premise); else k-hat > KHAT_MAX KHAT_POOLED_FRACTION x PSIS's threshold
 #   no-tilt: k-hat >= KHAT_NO_TILT                more than SHARE_MAX of the prompts no-tilt
 #   ceiling: KL > KL_CEILING_FRACTION * ceiling   more than SHARE_MAX of the prompts at the ceiling
 #
@@ -91,10 +98,12 @@ REASON_NAMES = {BIAS: "bias", TAIL: "tail", NO_TILT: "no-tilt", CEILING: "ceilin
 #: What each reason means, for messages.
 REASON_MESSAGES = {
     BIAS: "the estimated bias is large beside the standard error (too few effective samples for the tilt)",
-    TAIL: "the tilted weights are heavy-tailed (PSIS k-hat): the standard error is unreliable",
+    TAIL: ("the largest rewards look heavier-tailed than exponential (or, where that tail is not modelled, "
+           "the tilted weights are: PSIS k-hat): the interval is unreliable and the tilt may not exist"),
     NO_TILT: "PSIS k-hat >= 1: the weights' mean may not exist, so the tilt itself may not exist",
     CEILING: "the KL is near what the samples can show (log N / m)",
-    FEW: "too few effective draws, or too uneven tilted weights, for a normal interval",
+    FEW: "too few draws, too few effective draws or too uneven tilted weights for the interval, or an SE the dtype "
+         "cannot resolve",
 }
 
 
@@ -146,6 +155,14 @@ class TiltStats(NamedTuple):
       reasons: why the estimate cannot be trusted, a bitmask of ``BIAS``, ``TAIL``, ``NO_TILT``,
         ``CEILING`` and ``FEW`` (0: trusted; :func:`reason_names` spells it).
       saturated: ``reasons != 0``: the estimate cannot be trusted.
+      gain_lo, gain_hi, kl_lo, kl_hi: the 95% interval (``jaxlimits.tail_bound.LEVEL``): the lower
+        limit ``estimate - z se``; the upper limit also allows for an unseen exponential tail
+        beyond the top draws (:mod:`jaxlimits.tail_bound`; ``inf`` where that tail's tilt may not
+        exist), ``estimate + z se`` where the tail is not modelled. These are the intervals the
+        trust rule was calibrated with.
+      gain_tail, gain_tail_sd, kl_tail, kl_tail_sd: the exponential-tail model's value and SE
+        (NaN where it is not applied: importance weights, scores for the gain, ties, streaming
+        and sample-sharded sweeps).
 
     Fields of shape ``[prompts]``:
       draws: number of draws ``N`` (sum of counts).
@@ -173,6 +190,14 @@ class TiltStats(NamedTuple):
     kl_bias: Array
     khat: Array
     reasons: Array
+    gain_lo: Array
+    gain_hi: Array
+    kl_lo: Array
+    kl_hi: Array
+    gain_tail: Array
+    gain_tail_sd: Array
+    kl_tail: Array
+    kl_tail_sd: Array
 
     def _columns(self):
         return tables.columns(self, shape_of="gain", index=("prompt", "beta_index"))
@@ -190,12 +215,19 @@ def reason_bit(condition, bit: int) -> Array:
     return jnp.where(condition, jnp.int32(bit), jnp.int32(0))
 
 
-def trust_reasons(gain_bias, gain_se, kl_bias, kl_se, khat, kl, kl_ceiling, ess, draws) -> Array:
-    """One prompt's trust rule: an ``int32`` bitmask of reasons per point (0: trusted); shapes broadcast."""
+def trust_reasons(gain_bias, gain_se, kl_bias, kl_se, khat, kl, kl_ceiling, ess, draws, modelled=False,
+                  heavier=False) -> Array:
+    """One prompt's trust rule: an ``int32`` bitmask of reasons per point (0: trusted); shapes broadcast.
+
+    ``modelled``: the upper limits allow for an unseen exponential tail (:mod:`jaxlimits.tail_bound`);
+    there the interval covers without the ``few`` clause's ESS and unevenness tests, and ``tail``
+    means the largest draws reject that tail for a heavier one (``heavier``) instead of k-hat >
+    ``KHAT_MAX`` (which selected the data sets whose largest draws happened to be small)."""
+    heavy = jnp.where(modelled, heavier, (khat > KHAT_MAX) & ~(khat >= KHAT_NO_TILT))
     return (
-        reason_bit(_few(ess, draws) | jnp.isnan(gain_se) | jnp.isnan(kl_se), FEW)
+        reason_bit((~modelled & _few(ess, draws)) | jnp.isnan(gain_se) | jnp.isnan(kl_se), FEW)
         | reason_bit(_bias_large(gain_bias, gain_se) | _bias_large(kl_bias, kl_se), BIAS)
-        | reason_bit((khat > KHAT_MAX) & ~(khat >= KHAT_NO_TILT), TAIL)
+        | reason_bit(heavy, TAIL)
         | reason_bit(khat >= KHAT_NO_TILT, NO_TILT)
         | reason_bit(kl > KL_CEILING_FRACTION * kl_ceiling, CEILING)
     )
@@ -207,37 +239,51 @@ def residual_bias(bias, ess):
 
 
 def pooled_reasons(gain_bias, gain_se, kl_bias, kl_se, mean_khat, mean_draws, mean_unevenness, no_tilt_share,
-                   ceiling_share, gain_residual, kl_residual, gain_bias_rms_ratio, kl_bias_rms_ratio) -> Array:
+                   ceiling_share, gain_residual, kl_residual, gain_bias_rms_ratio, kl_bias_rms_ratio,
+                   modelled_share=0.0, heavier_share=0.0) -> Array:
     """A pooled point's trust rule (means over prompts; ``[B]``): an ``int32`` bitmask.
 
     ``gain_residual``, ``kl_residual``: means over prompts of :func:`residual_bias`;
-    ``*_bias_rms_ratio``: root-mean-square bias over root-mean-square SE (NaN where both are 0).
+    ``*_bias_rms_ratio``: root-mean-square bias over root-mean-square SE (NaN where both are 0);
+    ``modelled_share``: the share of prompts whose upper limits allow for an unseen tail
+    (:mod:`jaxlimits.tail_bound`): from ``1 - SHARE_MAX`` on, the unevenness clause is not applied
+    (the interval covers without it) and ``tail`` means that more than ``SHARE_MAX`` of the prompts'
+    largest draws reject the exponential tail for a heavier one (``heavier_share``) instead of the
+    mean k-hat test (which selected the pools whose largest draws happened to be small).
     """
+    modelled = modelled_share >= 1 - SHARE_MAX
     def large(residual, bias, se, rms_ratio):
         return ((residual > RESIDUAL_SE_RATIO * se) | (rms_ratio > BIAS_RMS_RATIO) | ~jnp.isfinite(residual)
                 | ~jnp.isfinite(bias) | (jnp.isinf(rms_ratio)))
 
     return (
-        reason_bit((mean_draws < DRAWS_MIN) | (mean_unevenness > SPREAD_MAX) | jnp.isnan(gain_se) | jnp.isnan(kl_se),
-                   FEW)
+        reason_bit((mean_draws < DRAWS_MIN) | (~modelled & (mean_unevenness > SPREAD_MAX)) | jnp.isnan(gain_se)
+                   | jnp.isnan(kl_se), FEW)
         | reason_bit(large(gain_residual, gain_bias, gain_se, gain_bias_rms_ratio)
                      | large(kl_residual, kl_bias, kl_se, kl_bias_rms_ratio), BIAS)
-        | reason_bit(mean_khat > KHAT_POOLED_FRACTION * psis.khat_threshold(mean_draws), TAIL)
+        | reason_bit(jnp.where(modelled, heavier_share > SHARE_MAX,
+                               mean_khat > KHAT_POOLED_FRACTION * psis.khat_threshold(mean_draws)), TAIL)
         | reason_bit(no_tilt_share > SHARE_MAX, NO_TILT)
         | reason_bit(ceiling_share > SHARE_MAX, CEILING)
     )
 
 
 def stats_of_tile(ref, sums, lam, arrays=None, *, has_scores: bool, exact: bool,
-                  bias_correction: bool = True) -> TiltStats:
+                  bias_correction: bool = True, khat: bool = True) -> TiltStats:
+    """The :class:`TiltStats` of a tile from its sums (``arrays``: the tile's samples, for PSIS k-hat
+    (``khat``) and the exponential-tail upper limits; without them both are NaN)."""
     t = moments.finalize(ref, sums, lam, has_scores=has_scores, exact=exact)
     draws = sums.draws
     kl_ceiling = moments.kl_ceiling(sums)
-    if arrays is None or exact:
-        khat = jnp.full(lam.shape, jnp.nan, lam.dtype)
-    else:
+    nan = jnp.full(lam.shape, jnp.nan, lam.dtype)
+    k_hat, bound = nan, None
+    if arrays is not None and not exact:
         rewards, _, log_weights, counts, mask = arrays
-        khat = psis.tilted_khat(rewards, lam, log_weights=log_weights, counts=counts, mask=mask)
+        top = None if log_weights is not None else psis.top_draws(rewards, counts=counts, mask=mask)
+        if khat:
+            k_hat = psis.tilted_khat(rewards, lam, log_weights=log_weights, counts=counts, mask=mask, top=top)
+        if top is not None:
+            bound = tail_bound.exponential_tail(top, lam, t.log_z, t.mean_r, ref.r_bar, ref.r_max, draws)
     log_z, gain, kl, rkl, jd = t.log_z, t.gain, t.kl, t.reverse_kl, t.jeffreys
     if bias_correction:  # where the bias term itself overflows (extreme float32 magnitudes) the plug-in stays
         fix = lambda x, b: jnp.where(jnp.isfinite(x - b), x - b, x)  # noqa: E731  (and the point is flagged)
@@ -246,23 +292,37 @@ def stats_of_tile(ref, sums, lam, arrays=None, *, has_scores: bool, exact: bool,
         kl = fix(kl, t.kl_bias)
         rkl = fix(rkl, t.reverse_kl_bias)
         jd = fix(jd, t.kl_bias + t.reverse_kl_bias)
+    gain_model = kl_model = gain_sd = kl_sd = nan
+    heavier = False
+    if bound is not None:
+        heavier = bound.heavier[:, None]
+        kl_model, kl_sd = bound.kl, bound.kl_sd
+        if not has_scores:  # the tail of other scores is not modelled
+            gain_model, gain_sd = bound.gain, bound.gain_sd
     if exact:
         reasons = jnp.zeros(lam.shape, jnp.int32)
     else:
-        reasons = trust_reasons(t.gain_bias, t.gain_se, t.kl_bias, t.kl_se, khat, kl, kl_ceiling[:, None], t.ess,
-                                draws[:, None])
+        reasons = trust_reasons(t.gain_bias, t.gain_se, t.kl_bias, t.kl_se, k_hat, kl, kl_ceiling[:, None], t.ess,
+                                draws[:, None], modelled=~jnp.isnan(gain_model) & ~jnp.isnan(kl_model),
+                                heavier=heavier)
     return TiltStats(
         1 / lam, log_z, gain, kl, rkl, jd, t.mean_r, t.var_r, t.cov_sr,
         t.ess, t.gain_se, t.kl_se, t.reverse_kl_se, reasons != 0, draws, kl_ceiling,
-        t.gain_bias, t.kl_bias, khat, reasons,
+        t.gain_bias, t.kl_bias, k_hat, reasons,
+        tail_bound.lower_limit(gain, t.gain_se), tail_bound.upper_limit(gain, t.gain_se, gain_model, gain_sd),
+        tail_bound.lower_limit(kl, t.kl_se), tail_bound.upper_limit(kl, t.kl_se, kl_model, kl_sd),
+        gain_model, gain_sd, kl_model, kl_sd,
     )
 
 
-@functools.partial(jax.jit, static_argnames=("plan", "bias_correction"))
-def _tilt(samples: Samples, lam: Array, plan: _sweep.Plan, bias_correction: bool = True) -> TiltStats:
+@functools.partial(jax.jit, static_argnames=("plan", "bias_correction", "largest"))
+def _tilt(samples: Samples, lam: Array, plan: _sweep.Plan, bias_correction: bool = True,
+          largest: bool = True) -> TiltStats:
+    """``largest=False``: from the mergeable sums alone, as streaming and sample-sharded sweeps
+    compute them (no k-hat, no tail model: the rule for tails that are not modelled)."""
     fn = functools.partial(stats_of_tile, has_scores=samples.has_scores, exact=samples.exact,
                            bias_correction=bias_correction)
-    return _sweep.sweep(samples, lam, plan, fn, with_samples=True)
+    return _sweep.sweep(samples, lam, plan, fn, with_samples=largest)
 
 
 def tilt(samples: Samples, betas, *, bias_correction: bool = True, memory_budget: int | None = None) -> TiltStats:

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _sweep, estimators, pooling, psis, tables
+from . import _sweep, estimators, pooling, psis, tables, tail_bound
 from .samples import Samples, check_samples
 
 Array = jax.Array
@@ -76,15 +76,21 @@ class Frontier(NamedTuple):
       khat: mean over prompts of the PSIS k-hat (NaN where none was computed); pooled
         (``per_prompt=False``) it and the share of no-tilt prompts are estimated from at most
         ``KHAT_PROMPTS`` = 256 prompts, evenly spaced (the fit costs more than the sweep).
+      gain_lo, gain_hi, kl_lo, kl_hi: the 95% interval (``jaxlimits.tail_bound.LEVEL``): lower
+        limit ``estimate - z se``; upper limit the larger of ``estimate + z se`` and the mean over
+        prompts of the exponential-tail model plus ``z`` times its pooled SE
+        (:mod:`jaxlimits.tail_bound`: allows for the tail the samples have not seen; ``inf``
+        where that tail's tilt may not exist for some prompt). The intervals the trust rule was
+        calibrated with.
       kl_ceiling: scalar, mean over prompts of the largest KL their samples can show.
       prompts: the per-prompt :class:`jaxlimits.TiltStats` ``[prompts, betas]`` (or None).
       bands: bootstrap :class:`Bands` (or None).
       extrapolated: with ``tail="gpd"``, ``[betas]`` booleans: the samples cannot speak there
         (the measured point is flagged ``ceiling``, or has no finite value:
-        :func:`jaxlimits.tail.beyond_samples`), so ``gain``, ``kl``, ``reverse_kl`` and their
-        SEs there come from the tail model
-        (:func:`jaxlimits.tail_curve`; SE = the interval's width / 2z, ``inf`` where it is
-        open), ``reasons`` there are the model's (``no-tilt``: the fitted tail has no tilt
+        :func:`jaxlimits.tail.beyond_samples`), so ``gain``, ``kl``, ``reverse_kl``, their
+        SEs and intervals there come from the tail model
+        (:func:`jaxlimits.tail_curve`: its intervals; SE = the interval's width / 2z, ``inf``
+        where it is open), ``reasons`` there are the model's (``no-tilt``: the fitted tail has no tilt
         there, values NaN; 0: none) and ``saturated`` stays True (a model is not a
         measurement). A point flagged for other reasons only keeps its measured values and
         reasons. None without a tail model.
@@ -111,6 +117,10 @@ class Frontier(NamedTuple):
     kl_bias: Array
     reasons: Array
     khat: Array
+    gain_lo: Array
+    gain_hi: Array
+    kl_lo: Array
+    kl_hi: Array
 
     def _columns(self):
         return tables.columns(self, shape_of="betas")
@@ -158,6 +168,12 @@ class Pool(NamedTuple):
     gain_bias_sq: Array  # sum of squared biases: the scale of the second-order fluctuation
     kl_bias_sq: Array
     reverse_kl_var: Array  # sum of the reverse KL's squared SEs (the inversions' SE)
+    gain_tail: Array  # sum of the exponential-tail model's gain (the estimate where not modelled)
+    gain_tail_var: Array  # sum of its variance (model sd^2 + se^2; se^2 where not modelled)
+    kl_tail: Array
+    kl_tail_var: Array
+    tail_modelled: Array  # prompts whose upper limits allow for an unseen tail (gain and KL)
+    tail_heavier: Array  # modelled prompts whose largest draws reject the exponential tail for a heavier one
 
 
 def pool_of(st: estimators.TiltStats, weight: Array) -> Pool:
@@ -166,6 +182,7 @@ def pool_of(st: estimators.TiltStats, weight: Array) -> Pool:
     s = lambda x: jnp.sum(jnp.where(w > 0, w * x, 0), axis=0)  # noqa: E731  (padding may hold inf: 0 * inf)
     has_k = jnp.isfinite(st.khat)
     flag = lambda bit: s(((st.reasons & bit) != 0).astype(w.dtype))  # noqa: E731
+    modelled = ~jnp.isnan(st.gain_tail) & ~jnp.isnan(st.kl_tail)
     return Pool(
         jnp.sum(weight),
         s(st.gain),
@@ -188,7 +205,20 @@ def pool_of(st: estimators.TiltStats, weight: Array) -> Pool:
         s(st.gain_bias**2),
         s(st.kl_bias**2),
         s(st.reverse_kl_se**2),
+        *_tail_sums(s, st.gain, st.gain_se, st.gain_tail, st.gain_tail_sd),
+        *_tail_sums(s, st.kl, st.kl_se, st.kl_tail, st.kl_tail_sd),
+        s(modelled.astype(w.dtype)),
+        s((modelled & ((st.reasons & estimators.TAIL) != 0)).astype(w.dtype)),
     )
+
+
+def _tail_sums(s, estimate, se, model, model_sd):
+    """Pool sums of the exponential-tail model (:mod:`jaxlimits.tail_bound`): where a prompt's tail
+    is not modelled, its estimate and SE stand in, so the pooled limit is never below the delta
+    method's."""
+    modelled = ~jnp.isnan(model)
+    return (s(jnp.where(modelled, model, estimate)),
+            s(jnp.where(modelled, model_sd**2, 0) + se**2))
 
 
 @jax.jit  # one program, not ~40 eager steps each compiled apart (they were most of a warm CLI run)
@@ -201,14 +231,18 @@ def from_pool(pool: Pool, betas, prompts=None, bands=None) -> Frontier:
     reasons = estimators.pooled_reasons(gain_bias, gain_se, kl_bias, kl_se, khat, pool.draws / n,
                                         pool.unevenness / n, no_tilt, ceiling, pool.gain_residual / n,
                                         pool.kl_residual / n, jnp.sqrt(pool.gain_bias_sq / pool.gain_var),
-                                        jnp.sqrt(pool.kl_bias_sq / pool.kl_var))
+                                        jnp.sqrt(pool.kl_bias_sq / pool.kl_var), pool.tail_modelled / n,
+                                        pool.tail_heavier / n)
     # nothing random (an exact law, or rewards that all tie): zero SE and bias, nothing to distrust
     certain = (gain_se == 0) & (kl_se == 0) & (gain_bias == 0) & (kl_bias == 0)
     reasons = jnp.where(certain, jnp.int32(0), reasons)
+    gain, kl = pool.gain / n, pool.kl / n
+    upper = lambda est, se, tail, var: jnp.maximum(  # noqa: E731
+        est + tail_bound.Z * se, tail / n + tail_bound.Z * pooling.se_of_variance_sum(var, n))
     return Frontier(
         betas,
-        pool.gain / n,
-        pool.kl / n,
+        gain,
+        kl,
         pool.reverse_kl / n,
         gain_se,
         kl_se,
@@ -224,6 +258,10 @@ def from_pool(pool: Pool, betas, prompts=None, bands=None) -> Frontier:
         kl_bias,
         reasons,
         khat,
+        tail_bound.lower_limit(gain, gain_se),
+        upper(gain, gain_se, pool.gain_tail, pool.gain_tail_var),
+        tail_bound.lower_limit(kl, kl_se),
+        upper(kl, kl_se, pool.kl_tail, pool.kl_tail_var),
     )
 
 
@@ -238,14 +276,16 @@ def pool_sweep(samples: Samples, lam: Array, plan: _sweep.Plan, per_prompt: bool
     b = lam.shape[1]
     zero = jnp.zeros((b,), lam.dtype)
     scalar = jnp.zeros((), lam.dtype)
-    init = Pool(scalar, zero, zero, zero, zero, zero, zero, scalar, zero, zero, scalar, zero, zero, zero, zero, zero,
-                 zero, zero, zero, zero, zero)
+    init = Pool(*[scalar if f in ("count", "kl_ceiling", "draws") else zero for f in Pool._fields])
 
     def reduce(carry, st, ok):
         part = pool_of(st, ok.astype(lam.dtype))
         return jax.tree.map(jnp.add, carry, part)
 
-    pool = _sweep.sweep(samples, lam, plan, fn, reduce=reduce, init=init)
+    # the tiles' samples give the exponential-tail limits (cheap: the top draws); k-hat is fitted
+    # on a subset of prompts below
+    pool = _sweep.sweep(samples, lam, plan, functools.partial(fn, khat=False), reduce=reduce, init=init,
+                        with_samples=True)
     if khat and not samples.exact:
         pool = _pooled_khat(pool, samples, lam)
     return pool, None

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from . import estimators
+from . import estimators, tail_bound
 from .samples import Samples
 
 #: Above this many runs they are drawn as one connected series (a training trajectory).
@@ -282,6 +282,10 @@ def frontier_figure(
         hi = np.asarray(frontier.bands.gain_hi, float)[order]
         lo, hi = (np.concatenate([[0.0], lo]), np.concatenate([[0.0], hi])) if start else (lo, hi)
         band_label = f"{frontier.bands.level:.0%} bootstrap band"
+    elif abs(level - tail_bound.LEVEL) < 1e-12:  # the reported interval
+        lo, hi = (np.asarray(getattr(frontier, f), float)[order] for f in ("gain_lo", "gain_hi"))
+        lo, hi = (np.concatenate([[0.0], lo]), np.concatenate([[0.0], hi])) if start else (lo, hi)
+        band_label = f"{level:.0%} interval (upper limit allows for an unseen tail)"
     else:
         se = np.asarray(frontier.gain_se, float)[order]
         se = np.concatenate([[0.0], se]) if start else se
@@ -309,6 +313,7 @@ def frontier_figure(
     # theirs and its band from where their KLs (and the trusted points' KL intervals) end.
     f_ok = ~np.asarray(frontier.saturated, bool)
     f_kl_hi = (np.asarray(frontier.bands.kl_hi, float)[f_ok] if frontier.bands is not None else
+               np.asarray(frontier.kl_hi, float)[f_ok] if abs(level - tail_bound.LEVEL) < 1e-12 else
                np.asarray(frontier.kl, float)[f_ok] + z * np.asarray(frontier.kl_se, float)[f_ok])
     stands = ~_extrapolated_points(frontier, tail)
     kl_stands = np.asarray(frontier.kl, float)[stands]
@@ -353,6 +358,7 @@ def frontier_figure(
         xscale = "symlog" if decades or x_max > 4 * max(float(kl.max(initial=0.0)), ceiling) else "linear"
 
     # The band, the curve (trusted / saturated), the unreachable region.
+    hi = np.minimum(hi, y_max)  # an open upper limit (the tail model's tilt may not exist) runs off the top
     ax.fill_between(kl, lo, hi, color="tab:blue", alpha=0.25, linewidth=0, label=band_label, zorder=2)
     is_frontier = score_label is None
     curve = ("frontier (optimal policy)" if is_frontier

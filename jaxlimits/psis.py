@@ -149,8 +149,40 @@ def _relative_exceedances(a: Array) -> Array:
     return jnp.exp(log_em1 - log_em1[..., :1])
 
 
+def _valid(rewards, log_weights, counts, mask):
+    """``(valid, m)``: which entries are draws, and each one's multiplicity (0 where not), ``[P, N]``."""
+    valid = jnp.ones(rewards.shape, bool) if mask is None else mask
+    if counts is not None:
+        valid = valid & (counts > 0)
+    if log_weights is not None:
+        valid = valid & (log_weights > -jnp.inf)
+    m = valid.astype(rewards.dtype) if counts is None else jnp.where(valid, counts, 0).astype(rewards.dtype)
+    return valid, m
+
+
+def top_draws(rewards: Array, *, counts: Array | None = None, mask: Array | None = None) -> tuple[Array, Array]:
+    """The largest draws of each prompt, sorted once: ``(top [P, K] descending, M [P])``.
+
+    ``K = tail_slots(N, counts)`` slots (``-inf`` beyond the draws), each row repeated ``count``
+    times; ``M = tail_size(draws)`` (at most ``K - 1``), so ``top[:, :M]`` is the tail of the fit
+    and ``top[:, M]`` its threshold. With counts the draws outnumber the rows: room for the tail
+    of up to 4x as many draws as rows, a shorter tail beyond.
+    """
+    num_n = rewards.shape[-1]
+    valid, m = _valid(rewards, None, counts, mask)
+    k_slots = tail_slots(num_n, counts is not None)
+    tail = jnp.minimum(tail_size(jnp.sum(m, axis=-1)), k_slots - 1)  # [P]
+    k_top = min(k_slots, num_n)
+    top_r, top_i = jax.lax.top_k(jnp.where(valid, rewards, -jnp.inf), k_top)  # [P, K] descending
+    if counts is not None:
+        top_r = _expand_counts(top_r, jnp.take_along_axis(m, top_i, axis=-1), k_slots)
+    elif k_top < k_slots:
+        top_r = jnp.pad(top_r, [(0, 0), (0, k_slots - k_top)], constant_values=-jnp.inf)
+    return top_r, tail
+
+
 def tilted_khat(rewards: Array, lam: Array, *, log_weights: Array | None = None, counts: Array | None = None,
-                mask: Array | None = None) -> Array:
+                mask: Array | None = None, top: tuple[Array, Array] | None = None) -> Array:
     r"""PSIS ``k``-hat of the tilted weights ``w_i exp(lam r_i)`` of every (prompt, lambda).
 
     Args:
@@ -159,38 +191,24 @@ def tilted_khat(rewards: Array, lam: Array, *, log_weights: Array | None = None,
       log_weights: optional ``[P, N]`` importance log-weights (``-inf`` drops an entry).
       counts: optional ``[P, N]`` multiplicities (a row is that many draws).
       mask: optional ``[P, N]`` booleans, False for padding.
+      top: :func:`top_draws` of these samples, if already computed (plain samples and counts).
 
     Returns:
       ``[P, B]`` the shape ``k``: NaN with fewer than 25 draws (a tail of fewer than 5) or a
       flat tail (the largest weights tie, e.g. binary rewards). With counts the tail is at most
       ``2 M(rows)`` draws: exact up to 4 times as many draws as rows, a shorter tail beyond.
     """
-    dtype = rewards.dtype
-    num_p, num_n = rewards.shape
-    valid = jnp.ones(rewards.shape, bool) if mask is None else mask
-    if counts is not None:
-        valid = valid & (counts > 0)
-    if log_weights is not None:
-        valid = valid & (log_weights > -jnp.inf)
-    m = valid.astype(dtype) if counts is None else jnp.where(valid, counts, 0).astype(dtype)
-    draws = jnp.sum(m, axis=-1)
-    # with counts the draws outnumber the rows: room for the tail of up to 4x as many draws as rows
+    num_n = rewards.shape[-1]
+    valid, m = _valid(rewards, log_weights, counts, mask)
     k_slots = tail_slots(num_n, counts is not None)
-    tail = jnp.minimum(tail_size(draws), k_slots - 1)  # [P]
-    r = jnp.where(valid, rewards, -jnp.inf)
     if log_weights is None:
-        k_top = min(k_slots, num_n)
-        top_r, top_i = jax.lax.top_k(r, k_top)  # [P, K] descending
-        if counts is not None:
-            top_m = jnp.take_along_axis(m, top_i, axis=-1)
-            top_r = _expand_counts(top_r, top_m, k_slots)
-        elif k_top < k_slots:
-            top_r = jnp.pad(top_r, [(0, 0), (0, k_slots - k_top)], constant_values=-jnp.inf)
+        top_r, tail = top_draws(rewards, counts=counts, mask=mask) if top is None else top
         thresh = jnp.take_along_axis(top_r, tail.astype(jnp.int32)[:, None], axis=-1)  # [P, 1]
         gap = jnp.where(jnp.isfinite(top_r), top_r - thresh, 0)  # [P, K]
         # w_j - w_thr is proportional to expm1(lam (r_j - r_thr)): the fit is scale-free.
         exceed = _relative_exceedances(lam[:, :, None] * gap[:, None, :])
     else:
+        tail = jnp.minimum(tail_size(jnp.sum(m, axis=-1)), k_slots - 1)
         lw = jnp.where(valid, log_weights, -jnp.inf)
         logits = lw[:, None, :] + lam[:, :, None] * jnp.where(valid, rewards, 0)[:, None, :]
         logits = jnp.where(valid[:, None, :], logits, -jnp.inf)

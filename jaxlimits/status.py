@@ -103,8 +103,9 @@ def solved(status):
 VOCABULARY: dict[str, str] = {
     "ok": "computed, and the samples support it",
     "saturated": "computed, but the trust rule flags it; the reasons say why: bias (the estimated bias is large "
-                 "beside the SE), tail (heavy-tailed weights, PSIS k-hat), no-tilt (k-hat >= 1: the tilt may not "
-                 "exist), ceiling (KL near what the samples show), few (too few or too uneven effective draws)",
+                 "beside the SE), tail (rewards heavier-tailed than exponential, or heavy-tailed weights by PSIS "
+                 "k-hat), no-tilt (k-hat >= 1: the tilt may not exist), ceiling (KL near what the samples show), "
+                 "few (too few or too uneven effective draws)",
     "unknown": "not computable from these samples (e.g. a KL at or beyond what they can show): the value is "
                "left empty; where a bound is known it is printed as one (≥, ≤)",
     "above_frontier": "above the frontier by more than its uncertainty: impossible up to estimation error (check "

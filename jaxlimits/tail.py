@@ -920,6 +920,8 @@ def extrapolate(frontier, samples: Samples, *, level: float = 0.95, replicates: 
         gain=take(frontier.gain, c.gain), kl=take(frontier.kl, c.kl),
         reverse_kl=take(frontier.reverse_kl, c.gain / c.betas - c.kl),
         gain_se=take(frontier.gain_se, c.gain_se), kl_se=take(frontier.kl_se, c.kl_se),
+        gain_lo=take(frontier.gain_lo, c.gain_lo), gain_hi=take(frontier.gain_hi, c.gain_hi),
+        kl_lo=take(frontier.kl_lo, c.kl_lo), kl_hi=take(frontier.kl_hi, c.kl_hi),
         reasons=reasons, saturated=frontier.saturated | ext, extrapolated=ext, tail=c._replace(extrapolated=ext))
 
 

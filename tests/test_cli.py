@@ -55,7 +55,7 @@ def test_frontier_and_info_on_a_file(samples_file, tmp_path):
     assert res.returncode == 0, res.stderr
     assert "deduplicated by 'response_sha1'" in res.stdout
     lines = out.read_text().splitlines()
-    assert lines[0].startswith("beta,kl,kl_se,gain,gain_se") and len(lines) == 4
+    assert lines[0].startswith("beta,kl,kl_se,kl_lo,kl_hi,gain,gain_se,gain_lo,gain_hi") and len(lines) == 4
     res = run("info", samples_file)
     assert res.returncode == 0 and "prompts: 12" in res.stdout
 

@@ -103,31 +103,37 @@ def test_constant_rewards_grid():
 
 @pytest.mark.slow
 def test_coverage_where_not_saturated():
-    """Where ``saturated`` is False, +-1.96 SE intervals cover the truth 95% +- 3% (MATH.md §3).
+    """Where ``saturated`` is False, the reported 95% intervals ``[lo, hi]`` cover the truth.
 
-    The rule is calibrated in benchmarks/calibrate_trust.py; this re-checks it on fresh
-    draws for light-tailed laws (heavy tails are a documented limit of the delta method).
+    The rule and the intervals are calibrated in benchmarks/calibrate_trust.py; this re-checks
+    them on fresh draws, light tails and an exponential one (the delta method's interval alone
+    covers 0.81-0.93 of exponential prompts at these N; the tail model's upper limit repairs it).
+    The interval errs on the safe side (0.96-0.99 in the calibration), so the check is one-sided
+    with a ceiling that still catches an interval wide open everywhere.
     """
     rng = np.random.default_rng(123)
     betas = np.geomspace(0.3, 8, 12)
-    laws = {
-        "normal": (lambda shape: rng.standard_normal(shape), 1 / betas, 1 / (2 * betas**2)),
-        "uniform": (lambda shape: rng.uniform(size=shape), None, None),
-    }
     lam = 1 / betas
     mean_u = 1 / (-np.expm1(-lam)) - 1 / lam
-    laws["uniform"] = (laws["uniform"][0], mean_u - 0.5, lam * mean_u - np.log(np.expm1(lam) / lam))
+    exp_lam = np.where(lam < 1, lam, np.nan)
+    laws = {
+        "normal": (lambda shape: rng.standard_normal(shape), lam, lam**2 / 2),
+        "uniform": (lambda shape: rng.uniform(size=shape), mean_u - 0.5, lam * mean_u - np.log(np.expm1(lam) / lam)),
+        "exponential": (lambda shape: rng.exponential(size=shape), exp_lam / (1 - exp_lam),
+                        exp_lam / (1 - exp_lam) + np.log1p(-exp_lam)),
+    }
     for name, (draw, gain, kl) in laws.items():
         covered_g, covered_k = [], []
         for n in (256, 1024):
             st_ = jl.tilt(jl.Samples(draw((600, n))), betas)
-            ok = ~np.asarray(st_.saturated)
-            covered_g.append((np.abs(np.asarray(st_.gain) - gain) <= 1.96 * np.asarray(st_.gain_se))[ok])
-            covered_k.append((np.abs(np.asarray(st_.kl) - kl) <= 1.96 * np.asarray(st_.kl_se))[ok])
+            ok = ~np.asarray(st_.saturated) & np.isfinite(gain)  # (exponential: no tilt for beta <= 1)
+            inside = lambda lo, x, hi: (np.asarray(lo) <= x) & (x <= np.asarray(hi))  # noqa: E731
+            covered_g.append(inside(st_.gain_lo, gain, st_.gain_hi)[ok])
+            covered_k.append(inside(st_.kl_lo, kl, st_.kl_hi)[ok])
         cg, ck = np.concatenate(covered_g), np.concatenate(covered_k)
         assert cg.size > 2000, f"{name}: too few unflagged estimates to check ({cg.size})"
-        assert 0.92 <= cg.mean() <= 0.98, f"{name}: gain coverage {cg.mean():.3f}"
-        assert 0.92 <= ck.mean() <= 0.98, f"{name}: KL coverage {ck.mean():.3f}"
+        assert 0.93 <= cg.mean() <= 0.995, f"{name}: gain coverage {cg.mean():.3f}"
+        assert 0.93 <= ck.mean() <= 0.995, f"{name}: KL coverage {ck.mean():.3f}"
 
 
 def test_trust_rule_constants_are_the_documented_ones():

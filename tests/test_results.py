@@ -3,6 +3,7 @@
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -114,7 +115,8 @@ def test_peak_and_overoptimization_tables(results):
 
 def test_results_stay_pytrees_and_jit(results):
     f = results["Frontier"]
-    assert f._fields[:3] == ("betas", "gain", "kl") and f._fields[-4:] == ("gain_bias", "kl_bias", "reasons", "khat")
+    assert f._fields[:3] == ("betas", "gain", "kl") and f._fields[-8:] == (
+        "gain_bias", "kl_bias", "reasons", "khat", "gain_lo", "gain_hi", "kl_lo", "kl_hi")
     leaves = jax.tree.leaves(f)
     assert len(leaves) == len(jax.tree.leaves(jax.tree.map(lambda x: x, f)))
     seen = []
@@ -316,9 +318,19 @@ def test_frontier_stream_matches_the_in_memory_table(tmp_path, capsys):
     assert "'tail' and 'no-tilt' are never raised here" in printed  # the legend lists reasons it cannot raise
     assert cli.main(["frontier", str(path), *grid, "--x64", "--out", str(outs[1])]) == 0
     stream, memory = (json.loads(p.read_text())["rows"] for p in outs)
-    # the same trust rule, less PSIS k-hat, which the chunked sweep does not compute (no 'tail', 'no-tilt')
-    untail = ["+".join(w for w in r["reasons"].split("+") if w not in ("tail", "no-tilt")) for r in memory]
-    assert [r["reasons"] for r in stream] == untail and any("tail" in r["reasons"] for r in memory)
+    # the chunked sweep keeps mergeable sums only: no k-hat ('tail', 'no-tilt') and no tail model, so its
+    # rule is the one for unmodelled tails, what the library gives from the sums alone
+    import importlib
+
+    from jaxlimits import _sweep, estimators
+    fr = importlib.import_module("jaxlimits.frontier")  # (jaxlimits.frontier is also the function)
+    smp = io.load(path).samples
+    lam = _sweep.as_lambda(np.array([2.0, 1.0, 0.5]), smp.num_prompts, smp.dtype)
+    plan = _sweep.kernel_plan(smp.num_prompts, smp.num_samples, 3, 8, None, counts=False)
+    sums_only = fr.from_pool(fr.pool_of(estimators._tilt(smp, lam, plan, largest=False), jnp.ones(5)), lam[0])
+    want = [estimators.reason_names(int(c) & ~(estimators.TAIL | estimators.NO_TILT)) for c in sums_only.reasons]
+    assert [r["reasons"] for r in stream] == want and "few" in "".join(want)
+    assert all(r["kl_hi"] == pytest.approx(r["kl"] + 1.959963984540054 * r["kl_se"]) for r in stream)
     for a, b in zip(stream, memory):
         for k in ("kl", "gain", "kl_se", "gain_se", "ess_fraction"):
             assert a[k] == pytest.approx(b[k], rel=1e-10), k

@@ -234,7 +234,7 @@ def test_tied_top_keeps_the_empirical_law():
 @pytest.fixture(scope="module")
 def frontiers():
     r = np.random.default_rng(1).uniform(size=(P, N))
-    betas = np.array([1.0, 0.1, 0.01, 1e-4])
+    betas = np.array([1.0, 0.04, 0.01, 1e-4])
     s = jl.Samples(r)
     return betas, jl.frontier(s, betas, per_prompt=False), jl.frontier(s, betas, per_prompt=False, tail="gpd",
                                                                         tail_replicates=R)
@@ -261,16 +261,17 @@ def test_frontier_with_tail_model(frontiers):
 
 def test_flagged_inside_the_ceiling_keeps_the_measurement(frontiers):
     """Uniform rewards (closed form: gain 1/(1 - e^-lam) - 1/lam - 1/2, KL lam E[r] - log((e^lam - 1)/lam)):
-    at beta 0.1 (KL 1.3 of a ceiling of 5.5) the trust rule flags the point 'few' only; the samples can
-    speak there, so it keeps its measured value, SEs and reasons (not the model's), and holds the exact
-    tilt within its SEs. At beta 0.01 (flagged 'ceiling') the model's point replaces it."""
+    at beta 0.04 (KL 2.0 of a ceiling of 5.5) the trust rule flags the point 'no-tilt' only (k-hat >= 1 in
+    more than 5% of the prompts); the samples can speak there, so it keeps its measured value, SEs and
+    reasons (not the model's), and holds the exact tilt within its SEs. At beta 0.01 (flagged 'ceiling')
+    the model's point replaces it."""
     betas, plain, f = frontiers
     lam = 1 / betas[:2]
     mean = 1 / -np.expm1(-lam) - 1 / lam
     gain, kl = mean - 0.5, lam * mean - np.log(np.expm1(lam) / lam)
-    assert estimators.reason_names(int(plain.reasons[1])) == "few"
+    assert estimators.reason_names(int(plain.reasons[1])) == "no-tilt"
     assert not bool(f.extrapolated[1]) and bool(f.saturated[1])
-    for name in ("gain", "kl", "reverse_kl", "gain_se", "kl_se", "reasons"):
+    for name in ("gain", "kl", "reverse_kl", "gain_se", "kl_se", "gain_lo", "gain_hi", "reasons"):
         assert np.asarray(getattr(f, name))[1] == np.asarray(getattr(plain, name))[1], name
     assert float(f.gain[1]) != float(f.tail.gain[1])  # the model's point differs: it was not taken
     assert abs(float(f.gain[1]) - gain[1]) < 2 * float(f.gain_se[1])
@@ -313,7 +314,7 @@ def test_cli_frontier_tail(tmp_path, capsys):
     path = tmp_path / "s.jsonl"
     path.write_text("".join(f'{{"prompt_id": {p}, "reward": {float(v)!r}}}\n' for p in range(P) for v in r[p]))
     out = tmp_path / "f.json"
-    args = ["frontier", str(path), "--x64", "--betas", "1", "0.1", "0.01", "0.0001", "--tail", "gpd",
+    args = ["frontier", str(path), "--x64", "--betas", "1", "0.04", "0.01", "0.0001", "--tail", "gpd",
             "--tail-replicates", str(R), "--out", str(out)]
     assert main(args) == 0
     text = capsys.readouterr().out
@@ -321,9 +322,9 @@ def test_cli_frontier_tail(tmp_path, capsys):
     rows = json.loads(out.read_text())["rows"]
     assert [row["status"] for row in rows][-1] == "extrapolated" and rows[-1]["extrapolated"] is True
     # beside the model's point, what the samples measured there and why it is flagged ('ceiling': the
-    # samples cannot speak there); beta 0.1, flagged 'few' only, keeps its measurement
+    # samples cannot speak there); beta 0.04, flagged 'no-tilt' only, keeps its measurement
     assert "ceiling" in rows[-1]["measured_reasons"] and rows[-1]["measured_gain"] != rows[-1]["gain"]
-    assert rows[1]["status"] == "saturated" and rows[1]["reasons"] == "few" and rows[1]["measured_gain"] is None
+    assert rows[1]["status"] == "saturated" and rows[1]["reasons"] == "no-tilt" and rows[1]["measured_gain"] is None
     assert "measured KL / gain (flag)" in text
     line = next(x for x in text.splitlines() if x.strip().startswith("0.0001 "))
     assert f"{rows[-1]['measured_kl']:.4g} / {rows[-1]['measured_gain']:.4g} ({rows[-1]['measured_reasons']})" in line

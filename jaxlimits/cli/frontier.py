@@ -46,7 +46,8 @@ def rows_of(f, measured=None) -> list[dict]:
     from ..status import of_point
 
     table = f.to_dict()  # the shared table form (jaxlimits.tables)
-    keys = ("betas", "kl", "kl_se", "gain", "gain_se", "reverse_kl", "ess_fraction", "saturated_share", "saturated")
+    keys = ("betas", "kl", "kl_se", "kl_lo", "kl_hi", "gain", "gain_se", "gain_lo", "gain_hi", "reverse_kl",
+            "ess_fraction", "saturated_share", "saturated")
     cols = {k: table[k] for k in keys}
     if f.bands is not None:
         bands = f.bands.to_dict()
@@ -96,19 +97,25 @@ def print_table(rows, gain_label: str = "gain") -> None:
     m_width = max((len(m) for m in ms), default=0)
     m_width = max(m_width, 25) if m_width else 0
     m_head = f"  {'measured KL / gain (flag)':>{m_width}}" if m_width else ""
-    c.say(f"{'beta':>10} {'KL (nats)':>20} {gain_label:>20} {'ESS/N':>6}{m_head}  status")
+    c.say(f"{'beta':>10} {'KL (nats) [95% interval]':>28} {gain_label + ' [95% interval]':>28} {'ESS/N':>6}{m_head}"
+          "  status")
     for r, m in zip(rows, ms):
-        kl = f"{r['kl']:.4g} ± {r['kl_se']:.2g}"
-        gain = f"{r['gain']:.4g} ± {r['gain_se']:.2g}"
+        # the reported interval: its upper limit allows for an unseen tail (jaxlimits.tail_bound), so it is
+        # often asymmetric, and open (inf) where that tail's tilt may not exist
+        kl = f"{_point(r['kl'])} [{r['kl_lo']:.3g}, {r['kl_hi']:.3g}]"
+        gain = f"{_point(r['gain'])} [{r['gain_lo']:.3g}, {r['gain_hi']:.3g}]"
         if r.get("extrapolated"):  # the model's interval, often asymmetric or open
             kl = f"{_point(r['kl'])} [{r['tail_kl_lo']:.3g}, {r['tail_kl_hi']:.3g}]"
             gain = f"{_point(r['gain'])} [{r['tail_gain_lo']:.3g}, {r['tail_gain_hi']:.3g}]"
         why = f" ({r['reasons']})" if r.get("reasons") else ""
         ess = "-" if r.get("extrapolated") else f"{r['ess_fraction']:.2f}"  # the samples' ESS says nothing of a model
         m_col = f"  {m:>{m_width}}" if m_width else ""
-        c.say(f"{r['beta']:10.4g} {kl:>20} {gain:>20} {ess:>6}{m_col}  {r['status']}{why}")
+        c.say(f"{r['beta']:10.4g} {kl:>28} {gain:>28} {ess:>6}{m_col}  {r['status']}{why}")
     for line in legend(r["status"] for r in rows):
         c.say(line)
+    if any(r.get(k) == float("inf") for r in rows for k in ("kl_hi", "gain_hi")):
+        c.say("inf: no upper limit: the samples cannot exclude an exponential tail beyond their largest rewards under "
+              "which that tilt does not exist (README 'Can I trust the number?'); the lower limit holds")
 
 
 def what_the_curve_is(reward: str, score: str | None) -> str:
@@ -218,5 +225,6 @@ def run_stream(args) -> int:
     source = {"file": ", ".join(map(str, sweep.files)), "rows": sweep.rows, "prompts": len(sweep.prompt_ids),
               "columns": {k: v for k, v in columns.items() if v is not None}, "stream": True}
     notes = ["--stream keeps only mergeable sums: no PSIS k-hat, so the reasons 'tail' and 'no-tilt' are never "
-             "raised here (read without --stream for them)"]
+             "raised here, and no model of the unseen tail, so the upper limits are estimate + z SE and the rule "
+             "is the stricter one for unmodelled tails (read without --stream for both)"]
     return report(None, args, source, notes, reward=args.reward_col, score=args.score_col, f=sweep.frontier)
