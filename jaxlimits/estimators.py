@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _sweep, moments, psis, tables, tail_bound
+from . import _sweep, moments, psis, tables, tail_bound, two_valued
 from .samples import Samples, check_samples
 
 Array = jax.Array
@@ -31,10 +31,12 @@ Array = jax.Array
 # benchmarks/calibrate_trust.py, tables in benchmarks/README.md). It judges the reported interval
 # [lo, hi], whose upper limit allows for an unseen exponential tail (jaxlimits.tail_bound) where
 # the rewards' tail is modelled ("modelled": plain samples or counts, a tail of at least 5 draws
-# that are not mostly ties; for the gain, scores equal to the rewards). That interval covers over
-# all data sets, so there the rule needs no clause on the ESS or k-hat, which (computed from the
-# same draws) only selected the data sets whose largest draws happened to be small. What predicts
-# a wrong interval differs between one prompt's estimate and a pooled one:
+# that are not mostly ties; for the gain, scores equal to the rewards), and which for two-valued
+# rewards is the pass rate's binomial interval mapped through the tilt (jaxlimits.two_valued; one
+# prompt counts as modelled then too). Those intervals cover over all data sets, so there the rule
+# needs no clause on the ESS or k-hat, which (computed from the same draws) only selected the data
+# sets whose largest draws happened to be small. What predicts a wrong interval differs between one
+# prompt's estimate and a pooled one:
 #
 # one prompt (TiltStats.reasons)              a pooled point (Frontier.reasons)
 #   few:     an SE the dtype cannot resolve       fewer than DRAWS_MIN draws per prompt, or a
@@ -158,8 +160,9 @@ class TiltStats(NamedTuple):
       gain_lo, gain_hi, kl_lo, kl_hi: the 95% interval (``jaxlimits.tail_bound.LEVEL``): the lower
         limit ``estimate - z se``; the upper limit also allows for an unseen exponential tail
         beyond the top draws (:mod:`jaxlimits.tail_bound`; ``inf`` where that tail's tilt may not
-        exist), ``estimate + z se`` where the tail is not modelled. These are the intervals the
-        trust rule was calibrated with.
+        exist), ``estimate + z se`` where the tail is not modelled. Two-valued rewards (pass/fail):
+        the binomial interval of the pass rate mapped through the tilt (:mod:`jaxlimits.two_valued`).
+        These are the intervals the trust rule was calibrated with.
       gain_tail, gain_tail_sd, kl_tail, kl_tail_sd: the exponential-tail model's value and SE
         (NaN where it is not applied: importance weights, scores for the gain, ties, streaming
         and sample-sharded sweeps).
@@ -299,20 +302,40 @@ def stats_of_tile(ref, sums, lam, arrays=None, *, has_scores: bool, exact: bool,
         kl_model, kl_sd = bound.kl, bound.kl_sd
         if not has_scores:  # the tail of other scores is not modelled
             gain_model, gain_sd = bound.gain, bound.gain_sd
+    gain_lo, kl_lo = tail_bound.lower_limit(gain, t.gain_se), tail_bound.lower_limit(kl, t.kl_se)
+    gain_hi = tail_bound.upper_limit(gain, t.gain_se, gain_model, gain_sd)
+    kl_hi = tail_bound.upper_limit(kl, t.kl_se, kl_model, kl_sd)
+    gain_ok, kl_ok = ~jnp.isnan(gain_model), ~jnp.isnan(kl_model)
+    if not exact and sums.tilted_w is None:  # two-valued rewards (plain samples, counts): the binomial interval
+        two = _two_valued(ref, sums)
+        b_lo, b_hi, bk_lo, bk_hi = two_valued.limits(two, draws, ref.r_max, lam)
+        is_two = two.two_valued[:, None]
+        kl_lo = jnp.where(is_two, jnp.minimum(bk_lo, kl), kl_lo)
+        kl_hi = jnp.where(is_two, jnp.maximum(bk_hi, kl), kl_hi)
+        kl_ok = kl_ok | is_two
+        if not has_scores:
+            gain_lo = jnp.where(is_two, jnp.minimum(b_lo, gain), gain_lo)
+            gain_hi = jnp.where(is_two, jnp.maximum(b_hi, gain), gain_hi)
+            gain_ok = gain_ok | is_two
     if exact:
         reasons = jnp.zeros(lam.shape, jnp.int32)
     else:
         reasons = trust_reasons(t.gain_bias, t.gain_se, t.kl_bias, t.kl_se, k_hat, kl, kl_ceiling[:, None], t.ess,
-                                draws[:, None], modelled=~jnp.isnan(gain_model) & ~jnp.isnan(kl_model),
-                                heavier=heavier)
+                                draws[:, None], modelled=gain_ok & kl_ok, heavier=heavier)
     return TiltStats(
         1 / lam, log_z, gain, kl, rkl, jd, t.mean_r, t.var_r, t.cov_sr,
         t.ess, t.gain_se, t.kl_se, t.reverse_kl_se, reasons != 0, draws, kl_ceiling,
-        t.gain_bias, t.kl_bias, k_hat, reasons,
-        tail_bound.lower_limit(gain, t.gain_se), tail_bound.upper_limit(gain, t.gain_se, gain_model, gain_sd),
-        tail_bound.lower_limit(kl, t.kl_se), tail_bound.upper_limit(kl, t.kl_se, kl_model, kl_sd),
+        t.gain_bias, t.kl_bias, k_hat, reasons, gain_lo, gain_hi, kl_lo, kl_hi,
         gain_model, gain_sd, kl_model, kl_sd,
     )
+
+
+def _two_valued(ref, sums) -> two_valued.TwoValued:
+    """Which prompts' draws take two values, from the sums (base variance from the centred moments)."""
+    m1 = sums.moments1[:, :, 0]  # sum v x~^k, x~ = (r - r_bar) / R
+    mean_x = m1[:, 1] / m1[:, 0]
+    var_r = ref.r_scale**2 * (m1[:, 2] / m1[:, 0] - mean_x**2)
+    return two_valued.detect(sums.draws, jnp.exp(sums.log_top_mass), ref.r_bar, ref.r_max, var_r)
 
 
 @functools.partial(jax.jit, static_argnames=("plan", "bias_correction", "largest"))

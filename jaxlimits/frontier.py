@@ -283,9 +283,9 @@ def pool_sweep(samples: Samples, lam: Array, plan: _sweep.Plan, per_prompt: bool
         return jax.tree.map(jnp.add, carry, part)
 
     # the tiles' samples give the exponential-tail limits (cheap: the top draws); k-hat is fitted
-    # on a subset of prompts below
+    # on a subset of prompts below. Without k-hat (the inversions' bias passes) neither is computed.
     pool = _sweep.sweep(samples, lam, plan, functools.partial(fn, khat=False), reduce=reduce, init=init,
-                        with_samples=True)
+                        with_samples=khat)
     if khat and not samples.exact:
         pool = _pooled_khat(pool, samples, lam)
     return pool, None

@@ -345,7 +345,7 @@ def frontier_figure(
             band_xy = None
     tail_y = [] if model is None else [model[1][model[0] <= x_max]]
     tail_y += [] if band_xy is None else [band_xy[1], band_xy[2]]
-    y_all = np.concatenate([hi[shown], [0.0]] + [np.ravel(y) for y in pts_y] + tail_y)
+    y_all = np.concatenate([hi[shown], gain[shown], [0.0]] + [np.ravel(y) for y in pts_y] + tail_y)  # (hi may be inf)
     y_all = y_all[np.isfinite(y_all)]
     lo_shown = lo[shown][np.isfinite(lo[shown])]
     y_lo = min(0.0, float(np.min(np.concatenate([lo_shown, y_all]))))

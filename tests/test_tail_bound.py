@@ -94,8 +94,8 @@ def test_counts_and_padding_are_the_same_draws():
 def test_where_the_tail_is_not_modelled():
     rng = np.random.default_rng(4)
     betas = np.array([4.0, 1.0])
-    binary = (rng.random((4, 512)) < 0.3).astype(np.float32)  # a few-valued law: all seen
-    st = jl.tilt(jl.Samples(binary), betas)
+    three = rng.integers(0, 3, (4, 512)).astype(np.float32)  # a few-valued law: all seen
+    st = jl.tilt(jl.Samples(three), betas)
     assert np.isnan(np.asarray(st.gain_tail)).all()
     np.testing.assert_allclose(st.gain_hi, st.gain + tail_bound.Z * st.gain_se, rtol=1e-6)
     r = rng.normal(size=(4, 512)).astype(np.float32)
