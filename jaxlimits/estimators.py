@@ -50,6 +50,7 @@ Array = jax.Array
 #            (its premise); else k-hat > KHAT_MAX KHAT_POOLED_FRACTION x PSIS's threshold
 #   no-tilt: k-hat >= KHAT_NO_TILT                more than SHARE_MAX of the prompts no-tilt
 #   ceiling: KL > KL_CEILING_FRACTION * ceiling   more than SHARE_MAX of the prompts at the ceiling
+#            (not two-valued: seen whole)
 #
 # "bias" compares the estimated bias of the plug-in estimate (which the default estimate removes;
 # what is left is of higher order, measured at a tenth of it or less where unflagged) with the
@@ -306,10 +307,13 @@ def stats_of_tile(ref, sums, lam, arrays=None, *, has_scores: bool, exact: bool,
     gain_hi = tail_bound.upper_limit(gain, t.gain_se, gain_model, gain_sd)
     kl_hi = tail_bound.upper_limit(kl, t.kl_se, kl_model, kl_sd)
     gain_ok, kl_ok = ~jnp.isnan(gain_model), ~jnp.isnan(kl_model)
+    ceiling = kl_ceiling[:, None]
     if not exact and sums.tilted_w is None:  # two-valued rewards (plain samples, counts): the binomial interval
         two = _two_valued(ref, sums)
         b_lo, b_hi, bk_lo, bk_hi = two_valued.limits(two, draws, ref.r_max, lam)
-        is_two = two.two_valued[:, None]
+        is_two = (two.two_valued & (draws >= DRAWS_MIN))[:, None]
+        # the samples see the whole two-point law: its KL up to the ceiling log(1/p) is p's, no saturation
+        ceiling = jnp.where(is_two, jnp.inf, ceiling)
         kl_lo = jnp.where(is_two, jnp.minimum(bk_lo, kl), kl_lo)
         kl_hi = jnp.where(is_two, jnp.maximum(bk_hi, kl), kl_hi)
         kl_ok = kl_ok | is_two
@@ -320,7 +324,7 @@ def stats_of_tile(ref, sums, lam, arrays=None, *, has_scores: bool, exact: bool,
     if exact:
         reasons = jnp.zeros(lam.shape, jnp.int32)
     else:
-        reasons = trust_reasons(t.gain_bias, t.gain_se, t.kl_bias, t.kl_se, k_hat, kl, kl_ceiling[:, None], t.ess,
+        reasons = trust_reasons(t.gain_bias, t.gain_se, t.kl_bias, t.kl_se, k_hat, kl, ceiling, t.ess,
                                 draws[:, None], modelled=gain_ok & kl_ok, heavier=heavier)
     return TiltStats(
         1 / lam, log_z, gain, kl, rkl, jd, t.mean_r, t.var_r, t.cov_sr,

@@ -199,7 +199,9 @@ def pool_of(st: estimators.TiltStats, weight: Array) -> Pool:
         s(has_k.astype(w.dtype)),
         s(estimators.unevenness(st.ess, st.draws[:, None])),
         flag(estimators.NO_TILT),
-        flag(estimators.CEILING),
+        # at the ceiling: the flag, or (two-valued prompts, exempt from it alone) the estimate past half of it
+        s((((st.reasons & estimators.CEILING) != 0)
+           | ((st.kl > estimators.KL_CEILING_FRACTION * st.kl_ceiling[:, None]) & (st.kl_se > 0))).astype(w.dtype)),
         s(estimators.residual_bias(st.gain_bias, st.ess)),
         s(estimators.residual_bias(st.kl_bias, st.ess)),
         s(st.gain_bias**2),

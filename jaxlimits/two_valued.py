@@ -22,7 +22,10 @@ Detection needs no extra pass: the draws are two-valued exactly when their varia
 the two-point law with their mean and their share at the maximum, ``p (1 - p) (b - a)^2`` (any
 spread below the maximum adds ``(1 - p) s^2``); equal to ``TWO_VALUED_RTOL`` relative, so a
 float32 sum of 0/1 rewards passes. Plain samples and counts only (not importance weights), and for
-the gain only where the scores are the rewards.
+the gain only where the scores are the rewards; at least ``jaxlimits.estimators.DRAWS_MIN`` draws
+(with 4 the interval covered 0.929). Since the draws show the whole law, the trust rule's
+``ceiling`` clause does not apply to such a prompt (it selected, near half of ``log(1/p)``, the data
+sets whose ``p`` was off by two SEs).
 """
 
 from __future__ import annotations

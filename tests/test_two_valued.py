@@ -89,3 +89,15 @@ def test_one_prompt_covers_where_the_delta_method_does_not(p, n):
         wald = np.abs(np.asarray(st.kl[:, 0]) - k[0]) <= tail_bound.Z * np.asarray(st.kl_se[:, 0])
         assert wald.mean() < 0.9
     assert estimators.reason_names(0) == ""
+
+
+def test_no_ceiling_for_a_law_seen_whole_and_few_draws_stay_flagged():
+    """A two-valued prompt's KL up to log(1/p) is p's: no 'ceiling' there (the clause selected data sets
+    whose p was off by two SEs); with fewer than DRAWS_MIN draws the delta method's rule applies."""
+    rng = np.random.default_rng(4)
+    r = (rng.random((200, 1024)) < 0.3).astype(np.float64)
+    beta = 0.45  # KL ~0.6 of a ceiling log(1/0.3) = 1.2: the old rule flagged about half of these
+    st = jl.tilt(jl.Samples(r), [beta])
+    assert not ((np.asarray(st.reasons) & estimators.CEILING) != 0).any()
+    small = jl.tilt(jl.Samples(r[:, :16]), [beta])
+    assert ((np.asarray(small.reasons) & estimators.FEW) != 0).all()
