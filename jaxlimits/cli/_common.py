@@ -154,8 +154,9 @@ def load_samples(args):
 def write_rows(out: Path, rows: list[dict], meta: dict, option: str = "--out") -> None:
     """Rows as CSV, or as strict JSON with the run's description (inputs, version, settings).
 
-    A value that is not a finite number (unknown, or NaN/inf) is ``null`` in JSON and an empty cell
-    in CSV; the row's ``status`` and ``reason`` (or ``note``) say why.
+    A value that is not known (NaN, None) is ``null`` in JSON and an empty cell in CSV; the row's
+    ``status`` and ``reason`` (or ``note``) say why. An infinite one (an open upper limit) is the
+    string ``"inf"`` (``"-inf"``) in both, which pandas and ``float()`` read as infinity.
     """
     try:
         if out.suffix.lower() == ".json":
@@ -171,7 +172,7 @@ def write_rows(out: Path, rows: list[dict], meta: dict, option: str = "--out") -
 
 
 def plain(x):
-    """JSON-ready Python values: non-finite floats -> None, NumPy scalars and arrays -> Python."""
+    """JSON-ready Python values: NaN -> None, +-inf -> "inf"/"-inf", NumPy scalars and arrays -> Python."""
     if isinstance(x, dict):
         return {str(k): plain(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
@@ -181,7 +182,7 @@ def plain(x):
     if isinstance(x, np.generic):
         x = x.item()
     if isinstance(x, float):
-        return x if np.isfinite(x) else None
+        return x if np.isfinite(x) else None if np.isnan(x) else ("inf" if x > 0 else "-inf")
     if x is None or isinstance(x, (bool, int, str)):
         return x
     return str(x)

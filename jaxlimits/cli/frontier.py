@@ -114,8 +114,9 @@ def print_table(rows, gain_label: str = "gain") -> None:
     for line in legend(r["status"] for r in rows):
         c.say(line)
     if any(r.get(k) == float("inf") for r in rows for k in ("kl_hi", "gain_hi")):
-        c.say("inf: no upper limit: the samples cannot exclude an exponential tail beyond their largest rewards under "
-              "which that tilt does not exist (README 'Can I trust the number?'); the lower limit holds")
+        c.say("inf: no upper limit (also on ok points; \"inf\" in --out files): the samples cannot exclude an "
+              "exponential tail beyond their largest rewards under which that tilt does not exist (README 'Can I "
+              "trust the number?'); the lower limit holds")
 
 
 def what_the_curve_is(reward: str, score: str | None) -> str:
