@@ -125,13 +125,13 @@ def test_coverage_where_not_saturated():
     for name, (draw, gain, kl) in laws.items():
         covered_g, covered_k = [], []
         for n in (256, 1024):
-            st_ = jl.tilt(jl.Samples(draw((600, n))), betas)
+            st_ = jl.tilt(jl.Samples(draw((400, n))), betas)
             ok = ~np.asarray(st_.saturated) & np.isfinite(gain)  # (exponential: no tilt for beta <= 1)
             inside = lambda lo, x, hi: (np.asarray(lo) <= x) & (x <= np.asarray(hi))  # noqa: E731
             covered_g.append(inside(st_.gain_lo, gain, st_.gain_hi)[ok])
             covered_k.append(inside(st_.kl_lo, kl, st_.kl_hi)[ok])
         cg, ck = np.concatenate(covered_g), np.concatenate(covered_k)
-        assert cg.size > 2000, f"{name}: too few unflagged estimates to check ({cg.size})"
+        assert cg.size > 1500, f"{name}: too few unflagged estimates to check ({cg.size})"
         assert 0.93 <= cg.mean() <= 0.995, f"{name}: gain coverage {cg.mean():.3f}"
         assert 0.93 <= ck.mean() <= 0.995, f"{name}: KL coverage {ck.mean():.3f}"
 

@@ -93,6 +93,7 @@ def test_gradient_through_zero_and_infeasible_targets_is_finite(gauss):
 # -- transformations -------------------------------------------------------------------------
 
 
+@pytest.mark.heavy  # ~12 s; CI runs it (the README's test command stays under 10 minutes)
 def test_vmap_over_targets_equals_loop(gauss):
     targets = jnp.array([0.05, 0.2, 0.5, 1.0, 1.5])
     batched = jax.vmap(lambda g: jl.min_kl_for_gain(gauss, g, pooled=False, throw=False))(targets)

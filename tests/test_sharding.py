@@ -82,6 +82,7 @@ def _check(errors):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # ~22 s (8 forced devices in a subprocess); CI runs it
 def test_sharded_equals_single_device_on_8_forced_cpu_devices():
     env = dict(os.environ)  # the run's XLA flags (conftest.py); the script appends its device count
     res = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env)

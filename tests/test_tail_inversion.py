@@ -31,6 +31,7 @@ def exp_samples():
     return jl.Samples(np.random.default_rng(3).exponential(1 / A, size=(P, N)), mask=np.ones((P, N), bool))
 
 
+@pytest.mark.heavy  # ~20 s; CI runs it (the README's test command stays under 10 minutes)
 def test_min_kl_for_gain_past_the_max_exponential(exp_samples):
     gains = np.array([0.05, 4.0])  # inside the trusted range; past the samples' largest gain (~2.6)
     plain = jl.min_kl_for_gain(exp_samples, gains, throw=False)
@@ -96,7 +97,7 @@ def test_intervals_from_replicates_hold_the_exponential_truth(exp_samples):
 
     from jaxlimits import tail
 
-    budget = 1.0  # inside the ceiling log N = 5.5, flagged ('tail', 'few') but not 'ceiling'
+    budget = 1.0  # inside the ceiling log N = 5.5: not 'ceiling' (the tail-aware rule trusts most of these)
     beta_true = optimize.brentq(lambda b: _exp_truth(b)[1] - budget, 1 / A * (1 + 1e-12), 100)
     g_true = _exp_truth(beta_true)[0]
     # the model's own answer (tail.invert: with tail="gpd" the samples' flagged answer stands here, below)
@@ -106,10 +107,10 @@ def test_intervals_from_replicates_hold_the_exponential_truth(exp_samples):
     lo, hi = (np.asarray(getattr(t, f"gain_{e}"))[ok, 0] for e in ("lo", "hi"))
     assert np.all(lo > 0.4 * g_true) and np.all(lo <= np.asarray(t.gain)[ok, 0])  # finite below, under the point
     assert ((lo <= g_true) & (g_true <= hi)).sum() >= ok.sum() - 1, (lo, hi, g_true)
-    # with tail="gpd" a flagged answer inside the ceiling (no 'ceiling' reason) keeps the measurement
+    # with tail="gpd" an answer inside the ceiling (no 'ceiling' reason), flagged or not, keeps the measurement
     plain = jl.max_gain_at_kl(exp_samples, [budget], pooled=False)
     sol = jl.max_gain_at_kl(exp_samples, [budget], pooled=False, tail="gpd", tail_replicates=R)
-    inside = (np.asarray(plain.reasons) != 0) & ~(np.asarray(plain.reasons) & estimators.CEILING).astype(bool)
+    inside = ~(np.asarray(plain.reasons) & estimators.CEILING).astype(bool)
     assert inside.sum() >= P - 1 and not np.asarray(sol.extrapolated)[inside].any()
     for f in ("beta", "kl", "gain", "gain_se", "reasons", "saturated", "status"):
         np.testing.assert_array_equal(np.asarray(getattr(sol, f))[inside], np.asarray(getattr(plain, f))[inside])

@@ -87,6 +87,7 @@ def test_an_error_says_when_the_tail_model_did_not_apply():
         jl.max_gain_at_kl(jl.Samples(r), [4.0], tail="gpd", tail_replicates=10, pooled=False)
 
 
+@pytest.mark.heavy  # ~19 s; CI runs it (the README's test command stays under 10 minutes)
 def test_a_budget_past_the_ceiling_allows_at_least_the_samples_largest_gain():
     """Exp(1) rewards, KL 8 past log 256: the model's lower limit is at least the samples' cap (max r - mean r,
     what compare bounds the frontier by there; here 5.8, against a true gain of 10.4: g - log(1 + g) = 8), and
