@@ -430,6 +430,7 @@ def test_degenerate_prompt():
     assert float(sol.kl[0, 0]) == 0 and float(sol.beta[0, 0]) == np.inf
 
 
+@pytest.mark.heavy  # CI runs it (the README's test command stays under 10 minutes)
 @pytest.mark.slow
 def test_weights_counts_and_chunked_samples():
     """Counts equal expanded samples; a small memory budget (sample chunks) changes nothing.
@@ -495,6 +496,7 @@ def _cli(*args):
                           capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.heavy  # CI runs it (the README's test command stays under 10 minutes)
 @pytest.mark.slow
 def test_cli_invert(tmp_path, capsys):
     """``jaxlimits invert`` in process (``main``, as the console script calls it), and once through a

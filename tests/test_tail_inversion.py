@@ -219,6 +219,7 @@ def _write(tmp_path, r):
     return path
 
 
+@pytest.mark.heavy  # CI runs it (the README's test command stays under 10 minutes)
 def test_cli_invert_and_compare_tail(tmp_path, capsys):
     from jaxlimits.cli import main
 
