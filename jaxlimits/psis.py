@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .moments import valid_parts
+
 Array = jax.Array
 
 #: The prior of Vehtari et al. (2024): ``k`` shrunk to ``PRIOR_K_MEAN`` with ``PRIOR_K_WEIGHT`` draws.
@@ -149,17 +151,6 @@ def _relative_exceedances(a: Array) -> Array:
     return jnp.exp(log_em1 - log_em1[..., :1])
 
 
-def _valid(rewards, log_weights, counts, mask):
-    """``(valid, m)``: which entries are draws, and each one's multiplicity (0 where not), ``[P, N]``."""
-    valid = jnp.ones(rewards.shape, bool) if mask is None else mask
-    if counts is not None:
-        valid = valid & (counts > 0)
-    if log_weights is not None:
-        valid = valid & (log_weights > -jnp.inf)
-    m = valid.astype(rewards.dtype) if counts is None else jnp.where(valid, counts, 0).astype(rewards.dtype)
-    return valid, m
-
-
 def top_draws(rewards: Array, *, counts: Array | None = None, mask: Array | None = None) -> tuple[Array, Array]:
     """The largest draws of each prompt, sorted once: ``(top [P, K] descending, M [P])``.
 
@@ -169,7 +160,7 @@ def top_draws(rewards: Array, *, counts: Array | None = None, mask: Array | None
     of up to 4x as many draws as rows, a shorter tail beyond.
     """
     num_n = rewards.shape[-1]
-    valid, m = _valid(rewards, None, counts, mask)
+    valid, m, _ = valid_parts(rewards, None, None, counts, mask)
     k_slots = tail_slots(num_n, counts is not None)
     tail = jnp.minimum(tail_size(jnp.sum(m, axis=-1)), k_slots - 1)  # [P]
     k_top = min(k_slots, num_n)
@@ -199,7 +190,7 @@ def tilted_khat(rewards: Array, lam: Array, *, log_weights: Array | None = None,
       ``2 M(rows)`` draws: exact up to 4 times as many draws as rows, a shorter tail beyond.
     """
     num_n = rewards.shape[-1]
-    valid, m = _valid(rewards, log_weights, counts, mask)
+    valid, m, _ = valid_parts(rewards, None, log_weights, counts, mask)
     k_slots = tail_slots(num_n, counts is not None)
     if log_weights is None:
         top_r, tail = top_draws(rewards, counts=counts, mask=mask) if top is None else top
